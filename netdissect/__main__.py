@@ -1,0 +1,5 @@
+import sys
+
+from netdissect.cli import main
+
+sys.exit(main())
