@@ -1,0 +1,64 @@
+"""``netdissect dissect``: label the units of one or more layers."""
+from __future__ import annotations
+
+import argparse
+
+from netdissect.cli._common import add_model_args
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "dissect",
+        help="dissect layers of a model on a Broden-format dataset",
+        description="Score every unit of each --layer as a segmenter of every concept of --dataset "
+        "(IoU of its top-quantile activation region) and write the run directory --out.",
+        epilog="example: netdissect dissect --model torchvision:resnet18 --weights DEFAULT "
+        "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18",
+    )
+    add_model_args(p)
+    p.add_argument("--layer", action="append", required=True, metavar="NAME",
+                   help="dotted submodule name (repeat for several layers; they share one forward pass)")
+    p.add_argument("--dataset", required=True, help="Broden-format dataset folder")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--quantile", type=float, default=0.005, help="top quantile q of each unit's threshold (default 0.005)")
+    p.add_argument("--iou-threshold", type=float, default=0.04, help="detector when best IoU exceeds this (default 0.04)")
+    p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: min(4, cores))")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--cache-dtype", choices=["float16", "float32"], default="float16",
+                   help="dtype of the on-disk activation cache (default float16)")
+    p.add_argument("--split", default=None, help="only rows of this split (train/val)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument("--skip-bad", action="store_true", help="skip rows with missing/corrupt files (counted in summary.json)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args) -> int:
+    from netdissect.dissection import dissect
+
+    result = dissect(
+        args.model, args.layer, args.dataset, out=args.out, weights=args.weights, normalize=args.normalize,
+        quantile=args.quantile, iou_threshold=args.iou_threshold, topk=args.topk, batch_size=args.batch_size,
+        num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, skip_bad=args.skip_bad,
+        split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
+        checkpoint_every=args.checkpoint_every,
+    )
+    print(result.table())
+    skipped = result.summary["dataset"]["skipped"]
+    if skipped:
+        print(f"skipped {len(skipped)} bad row(s); see {args.out}/summary.json")
+    if not args.no_report:
+        try:
+            from netdissect.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            path = write_report(args.out)
+            print(f"report: {path}")
+    print(f"results: {args.out}")
+    return 0

@@ -1,0 +1,55 @@
+"""On-disk activation cache: one fixed-size record per dataset row, compact dtype.
+
+Written with plain file writes (not mmap), so the cached activations live in
+the kernel's page cache, not in the process: memory does not grow with the
+dataset.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class ActivationCache:
+    """Activations of one layer for N rows, shape (C, h, w) each, in ``dtype``.
+
+    >>> cache = ActivationCache(path, rows=100, shape=(512, 7, 7))   # doctest: +SKIP
+    >>> cache.write(0, acts_numpy)                                   # rows 0..B-1
+    >>> cache.read(0, 64)                                            # (64, 512, 7, 7)
+    """
+
+    def __init__(self, path: str | os.PathLike, rows: int, shape: tuple[int, ...], dtype="float16"):
+        self.path = Path(path)
+        self.rows, self.shape, self.dtype = int(rows), tuple(shape), np.dtype(dtype)
+        self.record = int(np.prod(self.shape)) * self.dtype.itemsize
+        size = self.rows * self.record
+        mode = "r+b" if self.path.exists() else "w+b"
+        self._f = open(self.path, mode)
+        if os.path.getsize(self.path) != size:
+            self._f.truncate(size)
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if values.shape[1:] != self.shape:
+            raise ValueError(f"cache {self.path.name}: expected rows of shape {self.shape}, got {values.shape[1:]}")
+        self._f.seek(start * self.record)
+        self._f.write(values.tobytes())
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        n = stop - start
+        out = np.empty((n, *self.shape), dtype=self.dtype)
+        self._f.seek(start * self.record)
+        got = self._f.readinto(memoryview(out).cast("B"))
+        if got != n * self.record:
+            raise OSError(f"activation cache {self.path} is truncated (rows {start}..{stop})")
+        return out
+
+    def flush(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()

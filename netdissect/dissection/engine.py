@@ -1,0 +1,493 @@
+"""The dissection engine: one forward pass, then IoU from an on-disk cache.
+
+    >>> from netdissect import dissect
+    >>> result = dissect("torchvision:resnet18", layers=["layer4"],
+    ...                  dataset="path/to/broden1_224", out="runs/r18")   # doctest: +SKIP
+    >>> print(result.table())                                           # doctest: +SKIP
+
+Pass 1 runs the model once over every image (no autograd, stopping after the
+last requested layer), writes each layer's activations to a compact on-disk
+cache, and streams the exact per-unit top quantile and each unit's top
+images.  Pass 2 reads the cache back with the concept masks: units whose
+peak in an image does not exceed their threshold are skipped (bilinear
+upsampling cannot exceed the peak, so their mask is empty); only the others
+are upsampled to the mask size and counted.  Both passes checkpoint, and a
+killed run resumes (``resume=True``) to the same result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from netdissect import __version__
+from netdissect.data import Broden
+from netdissect.dissection.cache import ActivationCache
+from netdissect.dissection.result import (
+    FORMAT_VERSION,
+    DissectionResult,
+    LayerResult,
+    atomic_savez,
+    atomic_write_bytes,
+    layer_folder,
+)
+from netdissect.errors import ActivationError, DatasetError, LayerError, NetDissectError
+from netdissect.hooks import TraceDict, resolve_layer, run_to_layers
+from netdissect.models import Preprocess, load_model
+from netdissect.models.loading import model_identity
+from netdissect.stats import ConceptMasks, IoUCounts, TopImages, TopQuantile
+
+CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass
+class DissectConfig:
+    """Parameters of a dissection run (see :func:`dissect`)."""
+
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    topk: int = 10
+    batch_size: int = 64
+    num_workers: int | None = None
+    cache_dtype: str = "float16"
+    device: str = "cpu"
+    skip_bad: bool = False
+    split: str | None = None
+    limit: int | None = None
+    channels_last: bool = True
+
+    def check(self) -> None:
+        if not 0 < self.quantile < 1:
+            raise NetDissectError(f"quantile must be in (0, 1), got {self.quantile}")
+        if not 0 <= self.iou_threshold <= 1:
+            raise NetDissectError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise NetDissectError(f"cache_dtype must be one of {sorted(CACHE_DTYPES)}, got {self.cache_dtype!r}")
+        if self.batch_size < 1 or self.topk < 1:
+            raise NetDissectError("batch_size and topk must be at least 1")
+
+
+# ---------------------------------------------------------------- data views
+class _Images(Dataset):
+    def __init__(self, ds: Broden, start: int):
+        self.ds, self.start = ds, start
+
+    def __len__(self):
+        return len(self.ds) - self.start
+
+    def __getitem__(self, j):
+        i = self.start + j
+        try:
+            return i, self.ds.load_image(i), None
+        except DatasetError as exc:
+            return i, None, str(exc)
+
+
+class _Labels(Dataset):
+    def __init__(self, ds: Broden, start: int):
+        self.ds, self.start = ds, start
+
+    def __len__(self):
+        return len(self.ds) - self.start
+
+    def __getitem__(self, j):
+        i = self.start + j
+        try:
+            return self.ds.load_labels(i)
+        except DatasetError as exc:
+            from netdissect.data import LabelSample
+
+            return LabelSample(i, None, None, None, error=str(exc))
+
+
+def _collate_images(items):
+    return items  # stacking happens in the main process, where errors can be raised cleanly
+
+
+def _collate_list(items):
+    return items
+
+
+def _loader(dataset, batch_size, num_workers, collate):
+    kw = {}
+    if num_workers:
+        kw = dict(num_workers=num_workers, prefetch_factor=4, persistent_workers=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **kw)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- the run
+class _Run:
+    """State of one dissection run: caches, statistics, checkpoints."""
+
+    def __init__(self, model, prep, layers, ds, cfg, work: Path, identity: dict, progress: bool):
+        self.model, self.prep, self.layers, self.ds, self.cfg = model, prep, layers, ds, cfg
+        self.work, self.identity, self.progress = work, identity, progress
+        self.device = torch.device(cfg.device)
+        self.shapes: dict[str, tuple] = {}
+        self.caches: dict[str, ActivationCache] = {}
+        self.quantiles: dict[str, TopQuantile] = {}
+        self.tops: dict[str, TopImages] = {}
+        self.counts: dict[str, IoUCounts] = {}
+        self.thresholds: dict[str, np.ndarray] = {}
+        self.skipped: dict[int, str] = {}
+        self.unknown_labels = 0
+        self.phase, self.done = 1, 0
+
+    # ---------------------------------------------------------- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.work / "checkpoint.npz"
+
+    def save_checkpoint(self) -> None:
+        for c in self.caches.values():
+            c.flush()
+        arrays = {"phase": np.int64(self.phase), "done": np.int64(self.done),
+                  "unknown_labels": np.int64(self.unknown_labels),
+                  "skipped_rows": np.asarray(sorted(self.skipped), np.int64),
+                  "skipped_why": np.asarray([self.skipped[i] for i in sorted(self.skipped)], dtype=str)}
+        for name in self.layers:
+            if name not in self.shapes:
+                continue
+            arrays[f"{name}/shape"] = np.asarray(self.shapes[name], np.int64)
+            for key, stat in (("q", self.quantiles), ("top", self.tops), ("iou", self.counts)):
+                if name in stat:
+                    for k, v in stat[name].state_dict().items():
+                        arrays[f"{name}/{key}/{k}"] = v
+            if name in self.thresholds:
+                arrays[f"{name}/thresholds"] = self.thresholds[name]
+        atomic_savez(self.ckpt_path, **arrays)
+
+    def load_checkpoint(self) -> None:
+        with np.load(self.ckpt_path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        self.phase, self.done = int(a["phase"]), int(a["done"])
+        self.unknown_labels = int(a["unknown_labels"])
+        self.skipped = {int(i): str(w) for i, w in zip(a["skipped_rows"], a["skipped_why"])}
+        for name in self.layers:
+            if f"{name}/shape" not in a:
+                continue
+            self._allocate(name, tuple(int(v) for v in a[f"{name}/shape"]))
+            def sub(prefix):
+                return {k[len(prefix):]: v for k, v in a.items() if k.startswith(prefix)}
+            self.quantiles[name].load_state_dict(sub(f"{name}/q/"))
+            self.tops[name].load_state_dict(sub(f"{name}/top/"))
+            if f"{name}/thresholds" in a:
+                self.thresholds[name] = a[f"{name}/thresholds"]
+            if f"{name}/iou/inter" in a:
+                self.counts[name] = self._new_counts(name).load_state_dict(sub(f"{name}/iou/"))
+
+    # ---------------------------------------------------------- allocation
+    def _allocate(self, name: str, shape: tuple) -> None:
+        C, h, w = shape
+        self.shapes[name] = shape
+        safe = name.replace("/", "_")
+        self.caches[name] = ActivationCache(self.work / f"{safe}.acts", len(self.ds), shape, self.cfg.cache_dtype)
+        self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.ds) * h * w, device=self.device)
+        self.tops[name] = TopImages(C, self.cfg.topk, (h, w))
+
+    def _new_counts(self, name: str) -> IoUCounts:
+        return IoUCounts(self.shapes[name][0], len(self.ds.concepts), len(self.ds.concepts.categories),
+                         device=self.device)
+
+    # ---------------------------------------------------------- pass 1
+    def pass_activations(self, checkpoint_every: float) -> None:
+        cfg, ds = self.cfg, self.ds
+        loader = _loader(_Images(ds, self.done), cfg.batch_size, cfg.num_workers, _collate_images)
+        last = time.monotonic()
+        bar = tqdm(total=len(ds), initial=self.done, desc="pass 1/2: activations", unit="img",
+                   disable=not self.progress, dynamic_ncols=True)
+        with TraceDict(self.model, self.layers, stop=True) as traces, torch.inference_mode():
+            for batch in loader:
+                start = batch[0][0]
+                good = [(i, img) for i, img, err in batch if err is None]
+                for i, img, err in batch:
+                    if err is not None:
+                        if not cfg.skip_bad:
+                            raise DatasetError(f"{err} (pass --skip-bad to skip bad rows and count them)")
+                        self.skipped[i] = err
+                if good:
+                    self._forward_batch(traces, start, len(batch), good)
+                self.done = start + len(batch)
+                bar.update(len(batch))
+                if time.monotonic() - last >= checkpoint_every:
+                    self.save_checkpoint()
+                    last = time.monotonic()
+        bar.close()
+
+    def _forward_batch(self, traces, start: int, n: int, good) -> None:
+        shapes = {img.shape for _, img in good}
+        if len(shapes) > 1:
+            i = good[[img.shape for _, img in good].index(sorted(shapes)[-1])][0]
+            raise DatasetError(f"{self.ds.where(i)}: images in one batch differ in size ({sorted(shapes)}); "
+                               "netdissect expects one image size per dataset, as Broden releases have")
+        idx = torch.tensor([i for i, _ in good])
+        x = torch.from_numpy(np.stack([img for _, img in good])).to(self.device)
+        x = self.prep(x.permute(0, 3, 1, 2).float().div_(255))
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outs = run_to_layers(self.model, traces, x)
+        np_dtype = CACHE_DTYPES[self.cfg.cache_dtype]
+        t_dtype = torch.float16 if np_dtype == np.float16 else torch.float32
+        for name in self.layers:
+            a = outs[name]
+            if not isinstance(a, torch.Tensor) or a.ndim != 4:
+                got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                raise LayerError(f"layer {name!r} outputs {got}; dissection needs 4-D (N, C, H, W) feature maps "
+                                 "(choose a convolutional layer; `netdissect layers` shows output shapes)")
+            if name not in self.shapes:
+                self._allocate(name, tuple(a.shape[1:]))
+            elif tuple(a.shape[1:]) != self.shapes[name]:
+                raise LayerError(f"layer {name!r} output changed shape from {self.shapes[name]} to "
+                                 f"{tuple(a.shape[1:])} at {self.ds.where(int(idx[0]))}")
+            ac = a.detach().to(t_dtype)
+            if not torch.isfinite(ac).all():
+                bad = (~torch.isfinite(ac.flatten(1))).any(1).nonzero()[:, 0]
+                row = self.ds.where(int(idx[bad[0]]))
+                if torch.isfinite(a[bad]).all():
+                    raise ActivationError(f"layer {name!r}: activations overflow float16 at {row}; "
+                                          "use cache_dtype='float32' (--cache-dtype float32)")
+                raise ActivationError(f"layer {name!r}: NaN or infinite activations at {row} "
+                                      f"({len(bad)} image(s) in this batch)")
+            af = ac.float()
+            full = np.zeros((n, *self.shapes[name]), dtype=np_dtype)
+            full[(idx - start).numpy()] = ac.cpu().numpy()
+            self.caches[name].write(start, full)
+            C = af.shape[1]
+            self.quantiles[name].add(af.transpose(0, 1).reshape(C, -1))
+            self.tops[name].add(af, idx)
+
+    # ---------------------------------------------------------- pass 2
+    def pass_iou(self, checkpoint_every: float) -> None:
+        cfg, ds = self.cfg, self.ds
+        thr = {n: torch.from_numpy(self.thresholds[n]).to(self.device, torch.float64) for n in self.layers}
+        thr32 = {n: t.float() for n, t in thr.items()}
+        loader = _loader(_Labels(ds, self.done), cfg.batch_size, cfg.num_workers, _collate_list)
+        last = time.monotonic()
+        bar = tqdm(total=len(ds), initial=self.done, desc="pass 2/2: IoU", unit="img",
+                   disable=not self.progress, dynamic_ncols=True)
+        for batch in loader:
+            start, stop = batch[0].index, batch[-1].index + 1
+            labels = {}
+            for s in batch:
+                if s.error is not None:
+                    if not cfg.skip_bad:
+                        raise DatasetError(f"{s.error} (pass --skip-bad to skip bad rows and count them)")
+                    self.skipped.setdefault(s.index, s.error)
+                if s.index in self.skipped:
+                    continue
+                cm = ConceptMasks.from_planes(s.planes, s.image_labels, s.has_category, ds.concepts, self.device)
+                self.unknown_labels += cm.unknown
+                labels[s.index] = (cm, (s.planes.shape[1], s.planes.shape[2]) if s.planes.ndim == 3 else None)
+            for name in self.layers:
+                acts = torch.from_numpy(self.caches[name].read(start, stop)).to(self.device)
+                self._count_batch(name, acts, start, labels, thr[name], thr32[name])
+            self.done = stop
+            bar.update(len(batch))
+            if time.monotonic() - last >= checkpoint_every:
+                self.save_checkpoint()
+                last = time.monotonic()
+        bar.close()
+
+    def _count_batch(self, name, acts, start, labels, t64, t32) -> None:
+        counts = self.counts[name]
+        peaks = acts.flatten(2).amax(2).float()  # (B, C)
+        active = peaks > t32  # a unit whose peak is not above threshold has an empty mask
+        # float32 rounding of t could hide a peak just above t64: widen by one ulp, recheck exactly below
+        active |= peaks.double() > t64
+        for i, (cm, size) in labels.items():
+            b = i - start
+            units = active[b].nonzero()[:, 0]
+            if len(units) == 0:
+                counts.add(units, torch.zeros((0, cm.pixels), device=acts.device), cm)
+                continue
+            row = self.ds.rows[i]
+            sh, sw = row.sh, row.sw
+            up = F.interpolate(acts[b, units][None].double(), size=(sh, sw), mode="bilinear", align_corners=False)[0]
+            masks = up.flatten(1) > t64[units, None]
+            counts.add(units, masks, cm)
+
+    # ---------------------------------------------------------- results
+    def results(self) -> dict[str, LayerResult]:
+        cons = self.ds.concepts
+        names = np.asarray(cons.names, dtype=str)
+        cats = np.asarray(cons.primary_names, dtype=str)
+        out = {}
+        for name in self.layers:
+            counts = self.counts[name]
+            top = self.tops[name]
+            row0 = self.ds.rows[0]
+            out[name] = LayerResult(
+                name=name, iou=counts.iou(cons.primary).astype(np.float32),
+                thresholds=self.thresholds[name].astype(np.float32),
+                concept_names=names, concept_categories=cats, concept_numbers=cons.numbers,
+                categories=list(cons.categories), iou_threshold=self.cfg.iou_threshold,
+                shape=self.shapes[name], mask_size=(row0.sh, row0.sw),
+                top_images=top.images, top_values=top.values, top_maps=top.maps,
+                dead=(counts.total_area == 0).cpu().numpy(),
+            )
+        return out
+
+
+def _fingerprint(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True)
+
+
+def dissect(
+    model: nn.Module | str,
+    layers: str | list[str],
+    dataset: str | os.PathLike | Broden,
+    *,
+    out: str | os.PathLike | None = None,
+    weights: str | None = None,
+    normalize: str | None = None,
+    quantile: float = 0.005,
+    iou_threshold: float = 0.04,
+    topk: int = 10,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    cache_dtype: str = "float16",
+    device: str = "cpu",
+    skip_bad: bool = False,
+    split: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    checkpoint_every: float = 60.0,
+    model_spec: str | None = None,
+) -> DissectionResult:
+    """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``.
+
+    Parameters
+    ----------
+    model : an ``nn.Module`` taking (N, 3, H, W) RGB batches, or a spec such as
+        ``"torchvision:resnet18"``, ``"zoo:scene-cnn"``, ``"file.py:factory"``.
+    layers : dotted names of submodules whose outputs are (N, C, H, W).
+    dataset : path to a Broden-format folder, or a :class:`netdissect.data.Broden`.
+    out : run directory to write (``docs/run-format.md``); None keeps results in memory only.
+    weights, normalize : see :func:`netdissect.models.load_model`.
+    quantile : the top quantile q defining each unit's threshold (0.005 as CVPR 2017; PNAS uses 0.01).
+    iou_threshold : a unit is a detector when its best IoU exceeds this (0.04).
+    topk : how many top images (by peak activation) to keep per unit.
+    cache_dtype : ``float16`` (compact, default) or ``float32`` (exact) for the on-disk activation cache.
+        Thresholds and masks are both computed from the cached values, so they agree.
+    skip_bad : skip (and count in summary.json) rows with missing or corrupt files instead of failing.
+    resume : continue a killed run in ``out`` from its last checkpoint.
+    checkpoint_every : seconds between checkpoints.
+
+    Returns
+    -------
+    DissectionResult : ``result[layer].units`` (one row per unit), ``result.summary``.
+    """
+    cfg = DissectConfig(quantile=quantile, iou_threshold=iou_threshold, topk=topk, batch_size=batch_size,
+                        num_workers=default_workers() if num_workers is None else num_workers,
+                        cache_dtype=cache_dtype, device=device, skip_bad=skip_bad, split=split, limit=limit)
+    cfg.check()
+    layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    if not layers:
+        raise LayerError("no layers given: name at least one layer to dissect")
+    if isinstance(model, str):
+        model_spec = model
+        model, prep = load_model(model, weights=weights, normalize=normalize)
+    else:
+        model_spec = model_spec or f"python:{type(model).__name__}"
+        model, prep = load_model(model, weights=weights, normalize=normalize)
+    for name in layers:
+        resolve_layer(model, name)
+    ds = dataset if isinstance(dataset, Broden) else Broden(dataset, split=split, limit=limit)
+    model = model.to(cfg.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    identity = {
+        "model": {"spec": model_spec, "weights": weights or ("DEFAULT" if model_spec.startswith("torchvision:") else None),
+                  "normalize": prep.describe(), "sha256": model_identity(model)},
+        "dataset": ds.identity(),
+        "layers": layers,
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "device")},
+    }
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        work = run_dir / ".work"
+        if work.exists() and not resume:
+            raise NetDissectError(f"{run_dir} holds an unfinished run: pass --resume to continue it, "
+                                  f"or remove {work} to start over")
+        if resume and not (work / "checkpoint.npz").exists():
+            if (run_dir / "summary.json").exists() and not work.exists():
+                from netdissect.dissection.result import load
+
+                return load(run_dir)
+            shutil.rmtree(work, ignore_errors=True)  # nothing checkpointed yet: start afresh
+        work.mkdir(parents=True, exist_ok=True)
+        cleanup = None
+    else:
+        work = Path(tempfile.mkdtemp(prefix="netdissect-"))
+        cleanup = work
+
+    try:
+        run = _Run(model, prep, layers, ds, cfg, work, identity, progress)
+        ident_path = work / "identity.json"
+        if resume and run.ckpt_path.exists():
+            saved = json.loads(ident_path.read_text()) if ident_path.exists() else None
+            if saved != json.loads(_fingerprint(identity)):
+                raise NetDissectError(f"cannot resume {run_dir}: it was started with different settings, "
+                                      "model or dataset; start a new run or remove its .work folder")
+            run.load_checkpoint()
+        else:
+            atomic_write_bytes(ident_path, _fingerprint(identity).encode())
+        t0 = time.monotonic()
+        if run.phase == 1:
+            run.pass_activations(checkpoint_every)
+            if not run.shapes:
+                raise DatasetError(f"{ds.index_path}: no usable image (all {len(ds)} rows were skipped)")
+            for name in layers:
+                run.thresholds[name] = run.quantiles[name].threshold()
+                run.counts[name] = run._new_counts(name)
+            run.phase, run.done = 2, 0
+            run.save_checkpoint()
+        t1 = time.monotonic()
+        run.pass_iou(checkpoint_every)
+        t2 = time.monotonic()
+        layer_results = run.results()
+    finally:
+        for c in getattr(locals().get("run"), "caches", {}).values():
+            c.close()
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "netdissect_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": identity["model"],
+        "dataset": {**identity["dataset"], "n_used": len(ds) - len(run.skipped),
+                    "skipped": [{"row": i, "error": e} for i, e in sorted(run.skipped.items())],
+                    "unknown_label_count": run.unknown_labels,
+                    "categories": list(ds.concepts.categories), "n_concepts": len(ds.concepts)},
+        "config": {**identity["config"], "device": cfg.device},
+        "timing_s": {"activations": round(t1 - t0, 3), "iou": round(t2 - t1, 3)},
+        "layers": {name: lr.summary() for name, lr in layer_results.items()},
+    }
+    result = DissectionResult(layer_results, summary, run_dir)
+    if run_dir is not None:
+        image_paths = [r.image for r in ds.rows]
+        for name, lr in layer_results.items():
+            lr.save(layer_folder(run_dir, name), image_paths)
+        atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+        shutil.rmtree(run_dir / ".work", ignore_errors=True)
+    return result

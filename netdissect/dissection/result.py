@@ -1,0 +1,225 @@
+"""Dissection results: labels per unit, counts per layer, saved as plain files.
+
+    >>> from netdissect import load
+    >>> result = load("runs/r18")                    # doctest: +SKIP
+    >>> layer = result["layer4"]                     # doctest: +SKIP
+    >>> layer.units["label"][:5], layer.unique_detectors   # doctest: +SKIP
+
+The files are described in ``docs/run-format.md``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netdissect.errors import NetDissectError
+
+FORMAT_VERSION = 1
+UNIT_DTYPE = [("unit", "i4"), ("label", "U64"), ("category", "U32"), ("iou", "f8"),
+              ("threshold", "f8"), ("detector", "?")]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_savez(path: str | os.PathLike, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise NetDissectError(f"{path}: file not found (is this a finished netdissect run?)") from None
+    except Exception as exc:
+        raise NetDissectError(f"{path}: cannot read ({exc})") from None
+
+
+@dataclass
+class LayerResult:
+    """What dissection found in one layer.
+
+    ``units`` is a numpy structured array, one row per unit in unit order, with
+    fields ``unit, label, category, iou, threshold, detector``;
+    ``category_best[g]`` holds each unit's best concept and IoU within category g.
+    """
+
+    name: str
+    iou: np.ndarray                 # float32 (C, K)
+    thresholds: np.ndarray          # float32 (C,)
+    concept_names: np.ndarray       # str (K,)
+    concept_categories: np.ndarray  # str (K,)
+    concept_numbers: np.ndarray     # int32 (K,)
+    categories: list[str]
+    iou_threshold: float
+    shape: tuple[int, ...] = ()
+    mask_size: tuple[int, ...] = ()
+    top_images: np.ndarray | None = None  # int64 (C, k)
+    top_values: np.ndarray | None = None  # float32 (C, k)
+    top_maps: np.ndarray | None = None    # float16 (C, k, h, w)
+    dead: np.ndarray | None = None        # bool (C,) mask empty on every image
+    units: np.ndarray = field(init=False)
+    category_best: dict = field(init=False)
+
+    def __post_init__(self):
+        C, K = self.iou.shape
+        best = self.iou.argmax(1) if K else np.zeros(C, int)
+        best_iou = self.iou[np.arange(C), best] if K else np.zeros(C)
+        units = np.zeros(C, dtype=UNIT_DTYPE)
+        units["unit"] = np.arange(C)
+        has = best_iou > 0
+        units["label"] = np.where(has, self.concept_names[best] if K else "", "")
+        units["category"] = np.where(has, self.concept_categories[best] if K else "", "")
+        units["iou"] = best_iou
+        units["threshold"] = self.thresholds
+        units["detector"] = best_iou > self.iou_threshold
+        self.units = units
+        self.category_best = {}
+        for g in self.categories:
+            cols = np.flatnonzero(self.concept_categories == g)
+            if len(cols) == 0:
+                self.category_best[g] = (np.full(C, "", dtype="U64"), np.zeros(C))
+                continue
+            sub = self.iou[:, cols]
+            b = sub.argmax(1)
+            v = sub[np.arange(C), b]
+            self.category_best[g] = (np.where(v > 0, self.concept_names[cols[b]], ""), v)
+
+    # ------------------------------------------------------------ summaries
+    @property
+    def unique_detectors(self) -> dict[str, int]:
+        """Distinct concepts that label at least one detector unit, per category."""
+        det = self.units[self.units["detector"]]
+        return {g: len(set(det["label"][det["category"] == g])) for g in self.categories}
+
+    @property
+    def detector_units(self) -> dict[str, int]:
+        """Number of detector units per category."""
+        det = self.units[self.units["detector"]]
+        return {g: int((det["category"] == g).sum()) for g in self.categories}
+
+    def summary(self) -> dict:
+        return {
+            "shape": list(self.shape), "mask_size": list(self.mask_size), "n_units": int(len(self.units)),
+            "n_detectors": int(self.units["detector"].sum()),
+            "n_unique_detectors": int(sum(self.unique_detectors.values())),
+            "unique_detectors": self.unique_detectors, "detector_units": self.detector_units,
+            "dead_units": int(self.dead.sum()) if self.dead is not None else 0,
+        }
+
+    # ------------------------------------------------------------ files
+    def units_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        header = ["unit", "label", "category", "iou", "threshold", "detector"]
+        for g in self.categories:
+            header += [f"{g}_label", f"{g}_iou"]
+        w.writerow(header)
+        for k, u in enumerate(self.units):
+            row = [int(u["unit"]), u["label"], u["category"], f"{u['iou']:.6f}", f"{u['threshold']:.6g}",
+                   int(u["detector"])]
+            for g in self.categories:
+                names, vals = self.category_best[g]
+                row += [names[k], f"{vals[k]:.6f}"]
+            w.writerow(row)
+        return buf.getvalue()
+
+    def save(self, folder: str | os.PathLike, image_paths: list[str] | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_savez(folder / "iou.npz", iou=self.iou.astype(np.float32),
+                     concept_names=self.concept_names.astype(str),
+                     concept_categories=self.concept_categories.astype(str),
+                     concept_numbers=self.concept_numbers.astype(np.int32),
+                     thresholds=self.thresholds.astype(np.float32),
+                     dead=(self.dead if self.dead is not None else np.zeros(len(self.thresholds), bool)))
+        buf = io.BytesIO()
+        np.save(buf, self.thresholds.astype(np.float32))
+        atomic_write_bytes(folder / "thresholds.npy", buf.getvalue())
+        if self.top_images is not None:
+            atomic_savez(folder / "topk.npz", images=self.top_images, values=self.top_values,
+                         maps=self.top_maps, image_paths=np.asarray(image_paths or [], dtype=str))
+        atomic_write_bytes(folder / "units.csv", self.units_csv().encode())
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, name: str, categories: list[str], iou_threshold: float,
+             info: dict | None = None) -> "LayerResult":
+        folder = Path(folder)
+        z = _load_npz(folder / "iou.npz")
+        top = _load_npz(folder / "topk.npz") if (folder / "topk.npz").exists() else {}
+        info = info or {}
+        return cls(name=name, iou=z["iou"], thresholds=z["thresholds"], concept_names=z["concept_names"],
+                   concept_categories=z["concept_categories"], concept_numbers=z["concept_numbers"],
+                   categories=categories, iou_threshold=iou_threshold,
+                   shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
+                   top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
+                   dead=z.get("dead"))
+
+
+class DissectionResult(dict):
+    """Layer name -> :class:`LayerResult`, plus ``summary`` (the summary.json dict)."""
+
+    def __init__(self, layers: dict, summary: dict, run_dir: Path | None = None):
+        super().__init__(layers)
+        self.summary = summary
+        self.run_dir = run_dir
+
+    def table(self) -> str:
+        """Unique detectors per category, one line per layer (what the CLI prints)."""
+        cats = self.summary["dataset"]["categories"]
+        width = max([len(n) for n in self] + [5])
+        lines = [f"{'layer':<{width}}  units  detectors  " + "  ".join(f"{c:>8}" for c in cats)]
+        for name, layer in self.items():
+            s = layer.summary()
+            lines.append(f"{name:<{width}}  {s['n_units']:>5}  {s['n_detectors']:>9}  "
+                         + "  ".join(f"{s['unique_detectors'][c]:>8}" for c in cats))
+        lines.append("(columns per category: unique detectors = distinct concepts labelling a unit with IoU > "
+                     f"{self.summary['config']['iou_threshold']})")
+        return "\n".join(lines)
+
+
+def layer_folder(run_dir: Path, layer: str) -> Path:
+    return Path(run_dir) / layer
+
+
+def load(run_dir: str | os.PathLike) -> DissectionResult:
+    """Read a finished run directory back (``netdissect.load("runs/r18")``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NetDissectError(f"{path}: file not found (is {run_dir} a finished netdissect run?)") from None
+    except json.JSONDecodeError as exc:
+        raise NetDissectError(f"{path}: corrupt JSON ({exc})") from None
+    if summary.get("format_version") != FORMAT_VERSION:
+        raise NetDissectError(f"{path}: format version {summary.get('format_version')} is not {FORMAT_VERSION}")
+    cats = summary["dataset"]["categories"]
+    thr = summary["config"]["iou_threshold"]
+    layers = {name: LayerResult.load(layer_folder(run_dir, name), name, cats, thr, info)
+              for name, info in summary["layers"].items()}
+    return DissectionResult(layers, summary, run_dir)

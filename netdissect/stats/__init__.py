@@ -1,0 +1,11 @@
+"""Streaming, mergeable statistics.
+
+Every statistic has ``add(...)``, named readouts, ``merge(other)`` and
+``state_dict()``/``load_state_dict()`` as plain numpy arrays (saved as npz,
+never pickled), so a run can checkpoint, resume, and combine shards.
+"""
+from netdissect.stats.iou import ConceptMasks, IoUCounts
+from netdissect.stats.quantile import TopQuantile, kept_count
+from netdissect.stats.topk import TopImages
+
+__all__ = ["TopQuantile", "TopImages", "IoUCounts", "ConceptMasks", "kept_count"]

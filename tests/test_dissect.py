@@ -1,0 +1,145 @@
+"""The dissection engine against a plain reference, and on networks whose units are known detectors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nets import ColorUnits, ElementwiseNet, NaNNet, SmallRandomCNN, TappedColorUnits
+from reference import reference_dissect
+from netdissect import dissect, load
+from netdissect.data import Broden
+from netdissect.errors import ActivationError, LayerError, NetDissectError
+
+
+def _acts(model, ds, layer):
+    """The layer's activations for every image, one image at a time."""
+    from netdissect.hooks import Trace
+
+    out = []
+    with torch.inference_mode():
+        for i in range(len(ds)):
+            x = torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1)[None].float().div_(255)
+            with Trace(model, layer, stop=True) as t:
+                model(x)
+            out.append(t.output[0].numpy())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("q", [0.005, 0.05])
+@pytest.mark.parametrize("layer", ["units", "units2"])
+def test_matches_reference_exactly(broden, q, layer):
+    model = ElementwiseNet(units=10, seed=3)
+    ds = Broden(broden)
+    result = dissect(model, [layer], broden, quantile=q, cache_dtype="float32", batch_size=7,
+                     num_workers=0, progress=False)
+    thresholds, iou = reference_dissect(_acts(model, ds, layer), ds, q)
+    lr = result[layer]
+    np.testing.assert_allclose(lr.thresholds, thresholds.astype(np.float32), rtol=0, atol=0)
+    np.testing.assert_allclose(lr.iou, iou, rtol=0, atol=1e-6)
+    assert (iou > 0).sum() >= 5  # the comparison is not vacuous
+    best = iou.argmax(1)
+    has = iou.max(1) > 0
+    assert list(lr.units["label"][has]) == [ds.concepts.names[c] for c in best[has]]
+
+
+def test_two_layers_share_one_pass_and_get_their_own_thresholds(broden):
+    model = ElementwiseNet(units=10, seed=3)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    both = dissect(model, ["units", "units2"], broden, quantile=0.05, cache_dtype="float32",
+                   batch_size=30, num_workers=0, progress=False)
+    # stop=True ends the pass after units2, so the model's own forward never returns
+    assert calls == []
+    one = dissect(ElementwiseNet(units=10, seed=3), ["units2"], broden, quantile=0.05, cache_dtype="float32",
+                  num_workers=0, progress=False)
+    np.testing.assert_array_equal(both["units2"].thresholds, one["units2"].thresholds)
+    np.testing.assert_array_equal(both["units2"].iou, one["units2"].iou)
+    assert not np.array_equal(both["units"].thresholds, both["units2"].thresholds)
+
+
+def test_hand_built_detectors_get_their_concepts(broden):
+    result = dissect(TappedColorUnits(), "units", broden, quantile=0.08, num_workers=0, progress=False)
+    u = result["units"].units
+    assert (u["label"][0], u["category"][0]) == ("square", "object")
+    assert (u["label"][1], u["category"][1]) == ("disc", "object")
+    assert (u["label"][2], u["category"][2]) == ("wood", "material")  # primary category by coverage
+    assert u["label"][3] == "" and u["iou"][3] == 0 and not u["detector"][3]  # dead unit
+    assert (u["label"][5], u["category"][5]) == ("striped", "texture")  # image-level label
+    assert u["iou"][0] > 0.5 and u["iou"][1] > 0.5
+    lr = result["units"]
+    assert lr.dead.tolist() == [False, False, False, True, False, False]
+    s = lr.summary()
+    assert s["dead_units"] == 1
+    assert s["unique_detectors"]["object"] == 2 and s["detector_units"]["object"] == 2
+    assert s["unique_detectors"]["texture"] == 1
+    # per-category best: unit 0's best part is the square's lid (label number 300, in the G channel)
+    names, vals = lr.category_best["part"]
+    assert names[0] == "lid" and vals[0] > 0.2
+
+
+def test_run_directory_roundtrip(broden, tmp_path):
+    out = tmp_path / "run"
+    result = dissect(TappedColorUnits(), ["units"], broden, out=out, quantile=0.08, num_workers=0, progress=False,
+                     topk=3)
+    again = load(out)
+    np.testing.assert_array_equal(again["units"].iou, result["units"].iou)
+    assert list(again["units"].units["label"]) == list(result["units"].units["label"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format_version"] == 1
+    assert summary["layers"]["units"]["n_units"] == 6
+    assert summary["dataset"]["n_images"] == 30
+    lines = (out / "units" / "units.csv").read_text().splitlines()
+    assert lines[0].startswith("unit,label,category,iou,threshold,detector,color_label,color_iou")
+    assert [ln.split(",")[0] for ln in lines[1:]] == [str(i) for i in range(6)]
+    top = np.load(out / "units" / "topk.npz")
+    assert top["images"].shape == (6, 3) and top["maps"].shape == (6, 3, 16, 16)
+    peaks = _acts(TappedColorUnits(), Broden(broden), "units").max((2, 3))
+    assert top["images"][0, 0] == int(np.argmax(peaks[:, 0]))
+    assert not (out / ".work").exists()
+
+
+def test_float16_cache_agrees_with_float32(broden):
+    kw = dict(quantile=0.02, num_workers=0, progress=False)
+    a = dissect(SmallRandomCNN(1), ["conv2"], broden, cache_dtype="float32", **kw)["conv2"]
+    b = dissect(SmallRandomCNN(1), ["conv2"], broden, cache_dtype="float16", **kw)["conv2"]
+    assert np.abs(a.iou - b.iou).max() < 0.02
+    det = a.units["detector"]
+    assert (a.units["label"][det] == b.units["label"][det]).mean() >= 0.9
+
+
+def test_unknown_layer_names_close_matches(broden):
+    with pytest.raises(LayerError, match=r"no layer 'conv3'.*close matches: conv(1|2)"):
+        dissect(SmallRandomCNN(), ["conv3"], broden, progress=False)
+
+
+def test_non_4d_layer_output_is_a_clear_error(broden):
+    with pytest.raises(LayerError, match=r"'fc' outputs \(.*\); dissection needs 4-D"):
+        dissect(SmallRandomCNN(), ["fc"], broden, num_workers=0, progress=False)
+
+
+def test_nan_activations_are_a_clear_error(broden):
+    with pytest.raises(ActivationError, match=r"'conv': NaN or infinite activations at .*index.csv row 2"):
+        dissect(NaNNet(), ["conv"], broden, num_workers=0, progress=False)
+
+
+def test_float16_overflow_names_the_fix(broden):
+    class Big(SmallRandomCNN):
+        def forward(self, x):
+            return super().forward(x * 1e6)
+
+    with pytest.raises(ActivationError, match="overflow float16.*--cache-dtype float32"):
+        dissect(Big(), ["conv2"], broden, num_workers=0, progress=False)
+
+
+def test_bad_parameters(broden):
+    with pytest.raises(NetDissectError, match="quantile"):
+        dissect(SmallRandomCNN(), ["conv2"], broden, quantile=1.5, progress=False)
+    with pytest.raises(NetDissectError, match="dataset folder not found"):
+        dissect(SmallRandomCNN(), ["conv2"], broden.parent / "nope", progress=False)
+
+
+def test_unfinished_run_needs_resume(broden, tmp_path):
+    (tmp_path / "run" / ".work").mkdir(parents=True)
+    with pytest.raises(NetDissectError, match="unfinished run: pass --resume"):
+        dissect(SmallRandomCNN(), ["conv2"], broden, out=tmp_path / "run", progress=False)
