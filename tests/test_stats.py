@@ -64,26 +64,94 @@ def test_top_images_streaming_equals_batch_and_merges():
         np.testing.assert_array_equal(whole.maps[u, 0], acts[order[0], u].half().numpy())
 
 
-def test_iou_counts_merge_equals_single():
-    from netdissect.stats import ConceptMasks
+class _Cons:
+    primary = np.array([0, 0, 1])
+    numbers = np.array([1, 2, 3])
 
-    class Cons:
-        primary = np.array([0, 0, 1])
-        numbers = np.array([1, 2, 3])
+    def index_of(self, n):
+        n = np.asarray(n)
+        return np.where((n >= 1) & (n <= 3), n - 1, -1)
 
-        def index_of(self, n):
-            n = np.asarray(n)
-            return np.where((n >= 1) & (n <= 3), n - 1, -1)
+
+def _samples(rng, n):
+    from netdissect.data import LabelSample
+
+    return [LabelSample(i, rng.integers(0, 3, size=(2, 5, 5)).astype(np.int32),
+                        np.array([3] if i % 2 else [], np.int32), np.array([True, i % 2 == 1]))
+            for i in range(n)]
+
+
+def _hits(rng, B, C=4, pixels=25):
+    from netdissect.dissection.masks import Hits
+
+    m = torch.from_numpy(rng.random((B, C, pixels)) > 0.6)
+    m[:, 1] = False  # unit 1 never active
+    b, k, p = m.nonzero().unbind(1)
+    return Hits(m.sum(2).double(), b, k, p), m
+
+
+def test_iou_counts_against_dense_formula():
+    from netdissect.stats import LabelBatch
 
     rng = np.random.default_rng(0)
-    single, a, b = (IoUCounts(4, 3, 2) for _ in range(3))
-    for i in range(6):
-        planes = rng.integers(0, 4, size=(1, 5, 5)).astype(np.int32)
-        cm = ConceptMasks.from_planes(planes, np.array([3] if i % 2 else [], np.int32), np.array([True, i % 2 == 1]), Cons())
-        units = torch.tensor([0, 2])
-        masks = torch.from_numpy(rng.random((2, 25)) > 0.5)
-        single.add(units, masks, cm)
-        (a if i < 3 else b).add(units, masks, cm)
-    a.merge(b)
-    np.testing.assert_array_equal(a.iou(Cons.primary), single.iou(Cons.primary))
-    assert single.iou(Cons.primary)[1].sum() == 0  # unit 1 never active
+    samples = _samples(rng, 6)
+    hits, m = _hits(rng, 6)
+    counts = IoUCounts(4, 3, 2)
+    counts.add(LabelBatch.from_samples(samples, _Cons()), hits)
+    iou = counts.iou(_Cons.primary)
+    for k in range(4):
+        for c in range(3):
+            inter = union = 0
+            for b, s in enumerate(samples):
+                if not s.has_category[_Cons.primary[c]]:
+                    continue
+                lab = np.ones(25, bool) if (c + 1) in s.image_labels else (s.planes.reshape(2, -1) == c + 1).any(0)
+                inter += (m[b, k].numpy() & lab).sum()
+                union += (m[b, k].numpy() | lab).sum()
+            assert iou[k, c] == pytest.approx(inter / union if union else 0.0, abs=1e-12)
+    assert iou[1].sum() == 0
+
+
+def test_iou_counts_merge_equals_single():
+    from netdissect.stats import LabelBatch
+
+    rng = np.random.default_rng(1)
+    samples = _samples(rng, 6)
+    hits, m = _hits(rng, 6)
+    single = IoUCounts(4, 3, 2)
+    single.add(LabelBatch.from_samples(samples, _Cons()), hits)
+    a, b = IoUCounts(4, 3, 2), IoUCounts(4, 3, 2)
+    from netdissect.dissection.masks import Hits
+
+    for part, rows in ((a, slice(0, 2)), (b, slice(2, 6))):
+        mm = m[rows]
+        ib, ik, ip = mm.nonzero().unbind(1)
+        part.add(LabelBatch.from_samples(samples[rows], _Cons()), Hits(mm.sum(2).double(), ib, ik, ip))
+    restored = IoUCounts(4, 3, 2).load_state_dict(a.state_dict())
+    restored.merge(b)
+    np.testing.assert_array_equal(restored.iou(_Cons.primary), single.iou(_Cons.primary))
+
+
+@pytest.mark.parametrize("h,w,sh,sw", [(7, 7, 112, 112), (7, 5, 113, 57), (13, 13, 56, 56), (56, 56, 28, 28),
+                                       (1, 1, 5, 5), (3, 4, 3, 4)])
+def test_sparse_unit_masks_equal_full_upsampling(h, w, sh, sw):
+    import torch.nn.functional as F
+
+    from netdissect.dissection.masks import UnitMasks
+
+    g = torch.Generator().manual_seed(h * 100 + sw)
+    acts = torch.randn(3, 6, h, w, generator=g)
+    acts[:, 5] = 0.25  # a constant unit
+    thr = torch.quantile(acts.transpose(0, 1).reshape(6, -1).double(), 0.9, dim=1)
+    thr[5] = 0.25
+    hits = UnitMasks(h, w, sh, sw, chunk_pixels=50).hits(acts, thr)
+    full = F.interpolate(acts.double(), size=(sh, sw), mode="bilinear", align_corners=False)
+    dense = (full > thr.view(1, 6, 1, 1)).flatten(2)
+    # F.interpolate rounds a constant 0.25 up to 0.25000000000000006 at some pixels; a constant
+    # unit must select nothing (a convex combination cannot exceed its inputs' max)
+    dense[:, 5] = False
+    got = torch.zeros_like(dense)
+    got[hits.image, hits.unit, hits.pixel] = True
+    assert torch.equal(got, dense)
+    assert len(hits.pixel) == int(dense.sum())  # each pixel once
+    np.testing.assert_array_equal(hits.area.numpy(), dense.sum(2).double().numpy())

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -47,7 +46,8 @@ from netdissect.errors import ActivationError, DatasetError, LayerError, NetDiss
 from netdissect.hooks import TraceDict, resolve_layer, run_to_layers
 from netdissect.models import Preprocess, load_model
 from netdissect.models.loading import model_identity
-from netdissect.stats import ConceptMasks, IoUCounts, TopImages, TopQuantile
+from netdissect.dissection.masks import UnitMasks
+from netdissect.stats import IoUCounts, LabelBatch, TopImages, TopQuantile
 
 CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -145,6 +145,7 @@ class _Run:
         self.tops: dict[str, TopImages] = {}
         self.counts: dict[str, IoUCounts] = {}
         self.thresholds: dict[str, np.ndarray] = {}
+        self._masks: dict[tuple, UnitMasks] = {}
         self.skipped: dict[int, str] = {}
         self.unknown_labels = 0
         self.phase, self.done = 1, 0
@@ -276,14 +277,13 @@ class _Run:
     def pass_iou(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
         thr = {n: torch.from_numpy(self.thresholds[n]).to(self.device, torch.float64) for n in self.layers}
-        thr32 = {n: t.float() for n, t in thr.items()}
         loader = _loader(_Labels(ds, self.done), cfg.batch_size, cfg.num_workers, _collate_list)
         last = time.monotonic()
         bar = tqdm(total=len(ds), initial=self.done, desc="pass 2/2: IoU", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
         for batch in loader:
             start, stop = batch[0].index, batch[-1].index + 1
-            labels = {}
+            groups: dict[tuple, list] = {}  # images of one mask size are counted together
             for s in batch:
                 if s.error is not None:
                     if not cfg.skip_bad:
@@ -291,36 +291,26 @@ class _Run:
                     self.skipped.setdefault(s.index, s.error)
                 if s.index in self.skipped:
                     continue
-                cm = ConceptMasks.from_planes(s.planes, s.image_labels, s.has_category, ds.concepts, self.device)
-                self.unknown_labels += cm.unknown
-                labels[s.index] = (cm, (s.planes.shape[1], s.planes.shape[2]) if s.planes.ndim == 3 else None)
+                groups.setdefault(tuple(s.planes.shape[1:]), []).append(s)
+            labels = {}
+            for size, samples in groups.items():
+                lb = LabelBatch.from_samples(samples, ds.concepts, self.device)
+                self.unknown_labels += lb.unknown
+                labels[size] = (lb, torch.tensor([s.index - start for s in samples], device=self.device))
             for name in self.layers:
                 acts = torch.from_numpy(self.caches[name].read(start, stop)).to(self.device)
-                self._count_batch(name, acts, start, labels, thr[name], thr32[name])
+                for size, (lb, rows) in labels.items():
+                    key = (name, size)
+                    if key not in self._masks:
+                        self._masks[key] = UnitMasks(*self.shapes[name][1:], *size, device=self.device)
+                    hits = self._masks[key].hits(acts[rows].float(), thr[name])
+                    self.counts[name].add(lb, hits)
             self.done = stop
             bar.update(len(batch))
             if time.monotonic() - last >= checkpoint_every:
                 self.save_checkpoint()
                 last = time.monotonic()
         bar.close()
-
-    def _count_batch(self, name, acts, start, labels, t64, t32) -> None:
-        counts = self.counts[name]
-        peaks = acts.flatten(2).amax(2).float()  # (B, C)
-        active = peaks > t32  # a unit whose peak is not above threshold has an empty mask
-        # float32 rounding of t could hide a peak just above t64: widen by one ulp, recheck exactly below
-        active |= peaks.double() > t64
-        for i, (cm, size) in labels.items():
-            b = i - start
-            units = active[b].nonzero()[:, 0]
-            if len(units) == 0:
-                counts.add(units, torch.zeros((0, cm.pixels), device=acts.device), cm)
-                continue
-            row = self.ds.rows[i]
-            sh, sw = row.sh, row.sw
-            up = F.interpolate(acts[b, units][None].double(), size=(sh, sw), mode="bilinear", align_corners=False)[0]
-            masks = up.flatten(1) > t64[units, None]
-            counts.add(units, masks, cm)
 
     # ---------------------------------------------------------- results
     def results(self) -> dict[str, LayerResult]:

@@ -4,8 +4,8 @@ Every statistic has ``add(...)``, named readouts, ``merge(other)`` and
 ``state_dict()``/``load_state_dict()`` as plain numpy arrays (saved as npz,
 never pickled), so a run can checkpoint, resume, and combine shards.
 """
-from netdissect.stats.iou import ConceptMasks, IoUCounts
+from netdissect.stats.iou import IoUCounts, LabelBatch
 from netdissect.stats.quantile import TopQuantile, kept_count
 from netdissect.stats.topk import TopImages
 
-__all__ = ["TopQuantile", "TopImages", "IoUCounts", "ConceptMasks", "kept_count"]
+__all__ = ["TopQuantile", "TopImages", "IoUCounts", "LabelBatch", "kept_count"]

@@ -1,10 +1,10 @@
 """Dataset-wide IoU of unit masks with concept masks: streaming, mergeable counts.
 
-    >>> from netdissect.stats import IoUCounts, ConceptMasks
-    >>> counts = IoUCounts(units=512, concepts=1197, categories=6)        # doctest: +SKIP
-    >>> labels = ConceptMasks.from_planes(planes, image_labels, has_category, concepts)  # doctest: +SKIP
-    >>> counts.add(units, unit_masks, labels)                            # doctest: +SKIP
-    >>> iou = counts.iou(concepts.primary)                               # (units, concepts)
+    >>> from netdissect.stats import IoUCounts, LabelBatch
+    >>> labels = LabelBatch.from_samples(samples, concepts)         # doctest: +SKIP
+    >>> counts = IoUCounts(units=512, concepts=len(concepts), categories=6)
+    >>> counts.add(labels, hits)       # hits: netdissect.dissection.masks.Hits  # doctest: +SKIP
+    >>> iou = counts.iou(concepts.primary)                          # (units, concepts)
 
 IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|, where both sums
 run over the images that hold a label of c's primary category.  With
@@ -21,51 +21,52 @@ import torch
 
 
 @dataclass
-class ConceptMasks:
-    """The concept masks of one image, at its mask resolution.
+class LabelBatch:
+    """The concept labels of a batch of images that share one mask size (sh, sw).
 
-    ``concepts`` (u,) column indices of the concepts with pixel masks here,
-    ``masks`` float32 (u, P) their masks (union over planes), ``whole``
-    column indices of image-level concepts (covering all P pixels),
-    ``has_category`` bool (G,).  Only concepts whose primary category the
-    image holds are kept (the others do not enter the sums).
+    ``planes`` int64 (B, P, sh*sw): concept column per pixel and plane, -1 for
+    none.  A concept repeated at one pixel in several planes is kept once
+    (L_c is the union of the planes), and concepts whose primary category the
+    image does not hold are dropped (they do not enter the sums).
+    ``whole_image``/``whole_concept``: image-level labels (cover every pixel).
     """
 
-    concepts: torch.Tensor
-    masks: torch.Tensor
-    whole: torch.Tensor
-    has_category: torch.Tensor
+    planes: torch.Tensor
+    whole_image: torch.Tensor
+    whole_concept: torch.Tensor
+    has_category: torch.Tensor  # bool (B, G)
     pixels: int
-    unknown: int = 0  # pixels or labels with numbers the catalogue does not know
+    unknown: int = 0  # label occurrences whose number the catalogue does not know
 
     @classmethod
-    def from_planes(cls, planes: np.ndarray, image_labels: np.ndarray, has_category: np.ndarray,
-                    concepts, device="cpu") -> "ConceptMasks":
-        """From (P, sh, sw) int label-number planes and (L,) image-level label numbers."""
-        n_planes = planes.shape[0]
-        pixels = int(planes.shape[1] * planes.shape[2])
-        has = np.asarray(has_category, bool)
-        unknown = 0
-        if n_planes:
-            idx = concepts.index_of(planes.reshape(n_planes, -1))  # (P, pixels), -1 = none/unknown
-            unknown += int(((planes.reshape(n_planes, -1) > 0) & (idx < 0)).sum())
-            present = np.unique(idx)
-            present = present[present >= 0]
-            present = present[has[concepts.primary[present]]]
-        else:
-            idx, present = None, np.zeros(0, np.int64)
-        if len(present):
-            t = torch.from_numpy(idx).to(device)
-            cu = torch.from_numpy(present).to(device)
-            masks = (t[None, :, :] == cu[:, None, None]).any(1).float()  # (u, pixels)
-        else:
-            masks = torch.zeros((0, pixels), device=device)
-        whole = concepts.index_of(np.asarray(image_labels, np.int64))
-        unknown += int((whole < 0).sum())
-        whole = np.unique(whole[whole >= 0])
-        whole = whole[has[concepts.primary[whole]]]
-        return cls(torch.from_numpy(present).to(device), masks,
-                   torch.from_numpy(whole).to(device), torch.from_numpy(has).to(device), pixels, unknown)
+    def from_samples(cls, samples, concepts, device="cpu") -> "LabelBatch":
+        """From :class:`netdissect.data.LabelSample` objects of one mask size."""
+        B = len(samples)
+        sh, sw = samples[0].planes.shape[1:]
+        P = max(s.planes.shape[0] for s in samples)
+        numbers = np.zeros((B, P, sh * sw), np.int64)
+        for b, s in enumerate(samples):
+            numbers[b, : s.planes.shape[0]] = s.planes.reshape(s.planes.shape[0], sh * sw)
+        idx = concepts.index_of(numbers)
+        unknown = int(((numbers > 0) & (idx < 0)).sum())
+        has = np.stack([np.asarray(s.has_category, bool) for s in samples])
+        held = idx >= 0
+        held[held] = has[np.nonzero(held)[0], concepts.primary[idx[held]]]
+        idx[~held] = -1
+        for j in range(1, P):  # union over planes: count a concept once per pixel
+            for i in range(j):
+                idx[:, j][idx[:, j] == idx[:, i]] = -1
+        wi, wc = [], []
+        for b, s in enumerate(samples):
+            cols = concepts.index_of(np.asarray(s.image_labels, np.int64))
+            unknown += int((cols < 0).sum())
+            cols = np.unique(cols[cols >= 0])
+            cols = cols[has[b, concepts.primary[cols]]]
+            wi += [b] * len(cols)
+            wc += cols.tolist()
+        t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
+        return cls(torch.from_numpy(idx).to(device), t(wi), t(wc),
+                   torch.from_numpy(has).to(device), sh * sw, unknown)
 
 
 class IoUCounts:
@@ -79,31 +80,28 @@ class IoUCounts:
         self.total_area = torch.zeros(units, **f)  # mask area over all images (0 = dead unit)
         self.images = 0
 
-    def add(self, units: torch.Tensor, unit_masks: torch.Tensor, labels: ConceptMasks) -> None:
-        """One image: ``units`` (n,) indices of units whose mask is non-empty here,
-        ``unit_masks`` bool/float (n, P) their masks."""
-        self.images += 1
-        if len(labels.concepts):
-            self.label_area.index_add_(0, labels.concepts, labels.masks.sum(1).double())
-        if len(labels.whole):
-            self.label_area.index_add_(0, labels.whole, torch.full((len(labels.whole),), float(labels.pixels),
-                                                                   dtype=torch.float64, device=self.label_area.device))
-        if len(units) == 0:
-            return
-        m = unit_masks.float()
-        area = m.sum(1).double()  # (n,)
-        self.total_area.index_add_(0, units, area)
-        self.unit_area.index_add_(0, units, area[:, None] * labels.has_category.double()[None, :])
-        if len(labels.concepts):
-            inter = (m @ labels.masks.T).double()  # (n, u) exact: counts < 2**24
-            rows = units[:, None].expand(-1, len(labels.concepts))
-            cols = labels.concepts[None, :].expand(len(units), -1)
-            self.inter.index_put_((rows.reshape(-1), cols.reshape(-1)), inter.reshape(-1), accumulate=True)
-        if len(labels.whole):
-            rows = units[:, None].expand(-1, len(labels.whole))
-            cols = labels.whole[None, :].expand(len(units), -1)
-            vals = area[:, None].expand(-1, len(labels.whole))
-            self.inter.index_put_((rows.reshape(-1), cols.reshape(-1)), vals.reshape(-1), accumulate=True)
+    def add(self, labels: LabelBatch, hits) -> None:
+        """One batch: ``hits`` (``area`` (B, C), and one (image, unit, pixel) per mask pixel)."""
+        C, K = self.inter.shape
+        dev = self.inter.device
+        self.images += labels.planes.shape[0]
+        valid = labels.planes[labels.planes >= 0]
+        self.label_area += torch.bincount(valid, minlength=K).double()
+        if len(labels.whole_concept):
+            self.label_area.index_add_(0, labels.whole_concept,
+                                       torch.full((len(labels.whole_concept),), float(labels.pixels),
+                                                  dtype=torch.float64, device=dev))
+        area = hits.area  # (B, C)
+        self.total_area += area.sum(0)
+        self.unit_area += area.T @ labels.has_category.double()
+        if len(labels.whole_concept):
+            self.inter.index_add_(1, labels.whole_concept, area[labels.whole_image].T)
+        if len(hits.pixel):
+            for j in range(labels.planes.shape[1]):
+                c = labels.planes[hits.image, j, hits.pixel]
+                ok = c >= 0
+                keys = hits.unit[ok] * K + c[ok]
+                self.inter.view(-1).add_(torch.bincount(keys, minlength=C * K).double())
 
     def iou(self, primary: np.ndarray) -> np.ndarray:
         """float64 (units, concepts) IoU; 0 where the union is empty."""
@@ -113,10 +111,8 @@ class IoUCounts:
         return out.cpu().numpy()
 
     def merge(self, other: "IoUCounts") -> None:
-        self.inter += other.inter.to(self.inter.device)
-        self.unit_area += other.unit_area.to(self.inter.device)
-        self.label_area += other.label_area.to(self.inter.device)
-        self.total_area += other.total_area.to(self.inter.device)
+        for name in ("inter", "unit_area", "label_area", "total_area"):
+            getattr(self, name).add_(getattr(other, name).to(self.inter.device))
         self.images += other.images
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -126,9 +122,7 @@ class IoUCounts:
 
     def load_state_dict(self, state: dict) -> "IoUCounts":
         dev = self.inter.device
-        self.inter = torch.from_numpy(np.asarray(state["inter"], np.float64)).to(dev)
-        self.unit_area = torch.from_numpy(np.asarray(state["unit_area"], np.float64)).to(dev)
-        self.label_area = torch.from_numpy(np.asarray(state["label_area"], np.float64)).to(dev)
-        self.total_area = torch.from_numpy(np.asarray(state["total_area"], np.float64)).to(dev)
+        for name in ("inter", "unit_area", "label_area", "total_area"):
+            setattr(self, name, torch.from_numpy(np.asarray(state[name], np.float64)).to(dev))
         self.images = int(state["images"])
         return self

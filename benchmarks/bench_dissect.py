@@ -1,0 +1,118 @@
+"""Dissection cost against the floor: one plain forward pass over the same images.
+
+    python benchmarks/bench_dissect.py                 # resnet18 layer4, 2000 + 500 images of 224 px
+    python benchmarks/bench_dissect.py --n 200 --small # a quick look
+
+Each measurement runs in its own process (so peak RSS is its own) and in one
+benchmark run, so the ratios compare like with like:
+
+- ``forward``: the floor. Same data loader and workers as dissection (image
+  decoding included), fp32, no grad, channels_last, batch 64, the whole model.
+- ``dissect``: ``netdissect.dissect`` end to end (both passes, results written).
+- ``dissect@500``: the same on the first 500 images, for memory growth.
+
+The dataset is a Broden-format folder written once into benchmarks/out/
+(synthetic scenes from ``netdissect synth`` when available, else simple shapes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_dataset(n: int, size: int) -> Path:
+    root = HERE / "out" / f"bench_{n}_{size}"
+    if (root / "index.csv").exists():
+        return root
+    try:
+        subprocess.run([sys.executable, "-m", "netdissect", "synth", "--out", str(root), "--n", str(n),
+                        "--seed", "4242", "--size", str(size)], check=True)
+    except subprocess.CalledProcessError:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from broden_fixture import make_broden
+
+        make_broden(root, n=n, size=size, seed=1)
+    return root
+
+
+WORKER = r"""
+import json, resource, sys, time
+import torch
+cfg = json.loads(sys.argv[1])
+torch.manual_seed(0)
+t0 = time.perf_counter()
+if cfg["mode"] == "forward":
+    from netdissect.data import Broden
+    from netdissect.dissection.engine import _Images, _loader, _collate_images, default_workers
+    from netdissect.models import load_model
+    import numpy as np
+    model, prep = load_model(cfg["model"], weights="none")
+    model = model.to(memory_format=torch.channels_last)
+    ds = Broden(cfg["dataset"], limit=cfg["n"])
+    loader = _loader(_Images(ds, 0), 64, default_workers(), _collate_images)
+    n = 0
+    with torch.inference_mode():
+        for batch in loader:
+            x = torch.from_numpy(np.stack([img for _, img, _ in batch]))
+            x = prep(x.permute(0, 3, 1, 2).float().div_(255)).contiguous(memory_format=torch.channels_last)
+            model(x)
+            n += len(batch)
+else:
+    from netdissect import dissect
+    r = dissect(cfg["model"], [cfg["layer"]], cfg["dataset"], weights="none", limit=cfg["n"],
+                out=cfg["out"], progress=False)
+    n = r.summary["dataset"]["n_used"]
+    extra = r.summary.get("timing_s", {})
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "images": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "timing": locals().get("extra", {})}))
+"""
+
+
+def measure(cfg: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="torchvision:resnet18")
+    ap.add_argument("--layer", default="layer4")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n-small", type=int, default=500)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--json", default=str(HERE / "out" / "bench_dissect.json"))
+    args = ap.parse_args()
+    root = make_dataset(args.n, args.size)
+    base = {"model": args.model, "layer": args.layer, "dataset": str(root)}
+    rows = {}
+    rows["forward"] = measure({**base, "mode": "forward", "n": args.n})
+    rows["dissect"] = measure({**base, "mode": "dissect", "n": args.n, "out": str(HERE / "out" / "run_full")})
+    rows[f"dissect@{args.n_small}"] = measure({**base, "mode": "dissect", "n": args.n_small,
+                                               "out": str(HERE / "out" / "run_small")})
+    f = rows["forward"]["wall_s"]
+    d = rows["dissect"]
+    report = {
+        "setup": {**base, "n": args.n, "size": args.size, "threads": os.cpu_count(),
+                  "date": time.strftime("%Y-%m-%d %H:%M")},
+        "runs": rows,
+        "dissect_over_forward": round(d["wall_s"] / f, 3),
+        "rss_ratio_full_over_small": round(d["peak_rss_mb"] / rows[f"dissect@{args.n_small}"]["peak_rss_mb"], 3),
+        "per_image_ms": {"forward": round(1000 * f / args.n, 2), "dissect": round(1000 * d["wall_s"] / args.n, 2)},
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The command line end to end, and runs that are interrupted and resumed."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdissect import dissect, load
+from netdissect.cli import main
+from nets import ElementwiseNet
+
+TESTS = Path(__file__).parent
+
+
+def test_dissect_cli_end_to_end(broden, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["dissect", "--model", f"{TESTS}/nets.py:color_units", "--layer", "units", "--dataset", str(broden),
+                 "--out", str(out), "--quantile", "0.08", "--workers", "0", "--quiet", "--no-report"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "units" in printed and "object" in printed
+    result = load(out)
+    assert result["units"].units["label"][0] == "square"
+    assert result.summary["model"]["spec"].endswith("nets.py:color_units")
+
+
+def test_cli_errors_are_one_line_not_tracebacks(broden, tmp_path, capsys):
+    code = main(["dissect", "--model", f"{TESTS}/nets.py:color_units", "--layer", "unitz", "--dataset", str(broden),
+                 "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no layer 'unitz'" in err and "units" in err and "Traceback" not in err
+    code = main(["dissect", "--model", "tests/missing.py:f", "--layer", "x", "--dataset", str(broden),
+                 "--out", str(tmp_path / "r2")])
+    assert code == 1 and "model file not found" in capsys.readouterr().err
+
+
+def test_layers_lists_names_and_shapes(capsys):
+    assert main(["layers", "--model", f"{TESTS}/nets.py:elementwise_net", "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "units " in out and "(1, 10, 16, 16)" in out and "units2" in out and "(1, 10, 8, 8)" in out
+
+
+def test_layers_of_a_torchvision_model(capsys):
+    assert main(["layers", "--model", "torchvision:resnet18", "--weights", "none", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "layer4.1.conv2" in out and "(1, 512, 2, 2)" in out
+
+
+def _break_and_resume(broden, tmp_path, victim):
+    """Dissect with a file gone (the run fails midway), put it back, resume; compare with a clean run."""
+    root = shutil.copytree(broden, tmp_path / "ds")
+    hidden = tmp_path / "hidden"
+    shutil.move(root / "images" / victim, hidden)
+    out = tmp_path / "run"
+    kw = dict(quantile=0.05, cache_dtype="float32", batch_size=4, num_workers=0, progress=False, checkpoint_every=0)
+    with pytest.raises(Exception, match="not found"):
+        dissect(ElementwiseNet(seed=5), ["units", "units2"], root, out=out, **kw)
+    assert (out / ".work" / "checkpoint.npz").exists()
+    shutil.move(hidden, root / "images" / victim)
+    resumed = dissect(ElementwiseNet(seed=5), ["units", "units2"], root, out=out, resume=True, **kw)
+    clean = dissect(ElementwiseNet(seed=5), ["units", "units2"], root, **kw)
+    for layer in ("units", "units2"):
+        np.testing.assert_array_equal(resumed[layer].thresholds, clean[layer].thresholds)
+        np.testing.assert_array_equal(resumed[layer].iou, clean[layer].iou)
+        np.testing.assert_array_equal(resumed[layer].top_images, clean[layer].top_images)
+
+
+def test_resume_after_failure_in_activation_pass(broden, tmp_path):
+    _break_and_resume(broden, tmp_path, "img021.jpg")
+
+
+def test_resume_after_failure_in_iou_pass(broden, tmp_path):
+    mask = sorted(p.name for p in (Path(broden) / "images").glob("img02*_object_1.png"))[0]
+    _break_and_resume(broden, tmp_path, mask)
+
+
+def test_resume_refuses_other_settings(broden, tmp_path):
+    out = tmp_path / "run"
+    root = shutil.copytree(broden, tmp_path / "ds")
+    (root / "images" / "img021.jpg").unlink()
+    with pytest.raises(Exception):
+        dissect(ElementwiseNet(), ["units"], root, out=out, batch_size=4, num_workers=0, progress=False,
+                checkpoint_every=0)
+    with pytest.raises(Exception, match="different settings"):
+        dissect(ElementwiseNet(), ["units"], root, out=out, batch_size=4, num_workers=0, progress=False,
+                quantile=0.01, resume=True)
+
+
+def test_killed_process_resumes_to_the_same_result(broden, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "netdissect", "dissect", "--model", f"{TESTS}/nets.py:slow_elementwise_net",
+            "--layer", "units", "--dataset", str(broden), "--out", str(out), "--batch-size", "2",
+            "--workers", "0", "--checkpoint-every", "0", "--cache-dtype", "float32", "--quantile", "0.05",
+            "--quiet", "--no-report"]
+    proc = subprocess.Popen(args, start_new_session=True)
+    ckpt = out / ".work" / "checkpoint.npz"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if ckpt.exists():
+            try:
+                if int(np.load(ckpt)["done"]) >= 6:
+                    break
+            except Exception:
+                pass  # being replaced right now
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = int(np.load(ckpt)["done"])
+    assert 6 <= done < 30 and not (out / "summary.json").exists()
+    assert subprocess.run(args + ["--resume"], capture_output=True).returncode == 0
+    clean = dissect(ElementwiseNet(), ["units"], broden, quantile=0.05, cache_dtype="float32", num_workers=0,
+                    progress=False)
+    resumed = load(out)
+    np.testing.assert_array_equal(resumed["units"].iou, clean["units"].iou.astype(np.float32))
+    np.testing.assert_array_equal(resumed["units"].thresholds, clean["units"].thresholds)
