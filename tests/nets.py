@@ -129,3 +129,17 @@ class ElementwiseNet(nn.Module):
 
 def elementwise_net():
     return ElementwiseNet()
+
+
+class SlowElementwiseNet(ElementwiseNet):
+    """ElementwiseNet that sleeps in every forward pass (to kill a run midway)."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.15)
+        return super().forward(x)
+
+
+def slow_elementwise_net():
+    return SlowElementwiseNet()
