@@ -1,0 +1,59 @@
+"""Atomic file writes for the report (a reader never sees a half-written file).
+
+    >>> from netdissect.report._io import write_text
+    >>> write_text(Path("report/index.html"), "<html>...</html>")   # doctest: +SKIP
+
+Each helper writes to a temporary file beside the target and renames it into
+place with :func:`os.replace`, which is atomic on POSIX and Windows.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def write_with(path: Path, writer: Callable[[str], None]) -> Path:
+    """Call ``writer(tmp_path)`` to fill a temporary file, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    def _w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return write_with(path, _w)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def save_image(path: Path, image, **params) -> Path:
+    """Save a PIL image atomically (the format follows ``path``'s suffix)."""
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}[Path(path).suffix.lower()]
+    return write_with(path, lambda tmp: image.save(tmp, format=fmt, **params))
+
+
+def save_figure(path: Path, fig, **params) -> Path:
+    """Save a matplotlib figure atomically (PNG or SVG, from ``path``'s suffix)."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    meta = {"Date": None} if fmt == "svg" else {}
+    return write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, metadata=meta, **params))

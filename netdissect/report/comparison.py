@@ -1,0 +1,82 @@
+"""The paper's comparison plots for several layers or models at once.
+
+    >>> from netdissect.report import compare
+    >>> files = compare(["runs/alexnet", "runs/resnet18"], "runs/compare",
+    ...                 labels=["AlexNet", "ResNet-18"])          # doctest: +SKIP
+    >>> sorted(files)     # unique_detectors.png/.svg, detector_units.png/.svg, compare.csv
+
+One stacked bar per (run, layer): unique detectors per category (CVPR 2017
+Fig. 5 for the layers of one model, Fig. 7 for the last layer of several
+models) and detector units per category.  Only ``summary.json`` of each run
+is read, so this is fast and works for runs whose dataset is gone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from netdissect.report import charts
+from netdissect.report._io import write_text
+from netdissect.report.palette import ordered_categories
+from netdissect.report.run import RunError, read_summary
+
+
+def _bar_label(run_label: str, layer: str, n_runs: int, n_layers: int) -> str:
+    if n_runs == 1:
+        return layer
+    if n_layers == 1:
+        return run_label
+    return f"{run_label}\n{layer}"
+
+
+def compare(run_dirs, out, labels=None, layers=None) -> dict[str, Path]:
+    """Write comparison charts of ``run_dirs`` into ``out``; return ``{name: path}``.
+
+    ``labels`` names the runs in the plots (default: the run folder names);
+    ``layers`` keeps only these layer names (each run must have at least one).
+    """
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise RunError("compare: no run directory given")
+    if labels is not None and len(labels) != len(run_dirs):
+        raise RunError(f"compare: {len(labels)} labels for {len(run_dirs)} run directories")
+    labels = list(labels) if labels is not None else [r.resolve().name for r in run_dirs]
+    rows, cats = [], []
+    for run_dir, label in zip(run_dirs, labels):
+        summary = read_summary(run_dir)
+        names = [n for n in summary["layers"] if layers is None or n in layers]
+        if not names:
+            raise RunError(f"{run_dir / 'summary.json'}: none of the layers {', '.join(layers)} "
+                           f"(layers: {', '.join(summary['layers'])})")
+        cats += list((summary.get("dataset") or {}).get("categories") or [])
+        for name in names:
+            s = summary["layers"][name]
+            for key in ("unique_detectors", "detector_units"):
+                if not isinstance(s.get(key), dict):
+                    raise RunError(f"{run_dir / 'summary.json'}: layer {name!r} has no {key!r}")
+            cats += list(s["unique_detectors"]) + list(s["detector_units"])
+            rows.append((label, name, s))
+    categories = ordered_categories(cats)
+    n_runs = len(run_dirs)
+    n_layers = max(sum(1 for r in rows if r[0] == label) for label in labels)
+    bars = [(_bar_label(label, name, n_runs, n_layers), s) for label, name, s in rows]
+    by = "layer" if n_runs == 1 else ("model" if n_layers == 1 else "model and layer")
+    out = Path(out)
+    files = {}
+    for key, stem, ylabel in (("unique_detectors", "unique_detectors", "unique detectors"),
+                              ("detector_units", "detector_units", "detector units")):
+        fig = charts.category_bars([(b, s[key]) for b, s in bars], categories, ylabel,
+                                   f"{ylabel.capitalize()} per category, by {by}")
+        png, svg = charts.save(fig, [out / f"{stem}.png", out / f"{stem}.svg"])
+        files[f"{stem}.png"], files[f"{stem}.svg"] = png, svg
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", "layer", "n_units", "n_detectors"]
+               + [f"unique_{c}" for c in categories] + [f"units_{c}" for c in categories])
+    for label, name, s in rows:
+        w.writerow([label, name, s.get("n_units", ""), s.get("n_detectors", "")]
+                   + [s["unique_detectors"].get(c, 0) for c in categories]
+                   + [s["detector_units"].get(c, 0) for c in categories])
+    files["compare.csv"] = write_text(out / "compare.csv", buf.getvalue())
+    return files

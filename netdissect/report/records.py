@@ -1,0 +1,75 @@
+"""Per-unit and per-layer records: what the page shows, as plain JSON-ready dicts.
+
+    >>> from netdissect.report.records import unit_records, layer_stats
+    >>> recs = unit_records(layer, runners_up=4)                # doctest: +SKIP
+    >>> recs[0]                                                 # doctest: +SKIP
+    {'unit': 0, 'label': 'sky', 'cat': 'scene', 'iou': 0.1234, 'det': True, ...}
+
+Label, category, IoU and the detector flag come from ``units.csv`` (the
+run's verdict); the runner-up concepts come from the IoU matrix in
+``iou.npz``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def label_concept(layer, unit: int) -> int:
+    """Column of the unit's label concept in ``iou.npz`` (-1 for a dead/unlabelled unit)."""
+    row = layer.units[unit]
+    if not row["label"]:
+        return -1
+    names = np.asarray(layer.concept_names)
+    cand = np.flatnonzero(names == row["label"])
+    if row["category"]:
+        same = [k for k in cand if layer.concept_categories[k] == row["category"]]
+        cand = np.asarray(same or cand, dtype=np.int64)
+    if not len(cand):
+        return -1
+    return int(cand[np.argmax(layer.iou[unit, cand])])
+
+
+def _is_dead(layer, unit: int) -> bool:
+    """Dead: the engine says so (iou.npz ``dead``), else no overlap with any concept at all."""
+    if layer.dead is not None:
+        return bool(layer.dead[unit])
+    return not layer.units[unit]["label"] and not (layer.iou[unit] > 0).any()
+
+
+def unit_records(layer, runners_up: int = 4) -> list[dict]:
+    """One dict per unit: unit, label, cat, iou, det, thr, concept column, runner-ups."""
+    out = []
+    for u, row in enumerate(layer.units):
+        k = label_concept(layer, u)
+        order = np.argsort(-layer.iou[u], kind="stable")
+        alts = [int(j) for j in order if j != k and layer.iou[u, j] > 0][:runners_up]
+        out.append({
+            "unit": u,
+            "label": row["label"],
+            "cat": row["category"],
+            "iou": round(row["iou"], 4),
+            "det": bool(row["detector"]),
+            "dead": _is_dead(layer, u),
+            "thr": None if not np.isfinite(row["threshold"]) else float(f"{row['threshold']:.4g}"),
+            "concept": k,
+            "alt": [[layer.concept_names[j], layer.concept_categories[j], round(float(layer.iou[u, j]), 4)]
+                    for j in alts],
+        })
+    return out
+
+
+def layer_stats(layer, categories: list[str], records: list[dict]) -> dict:
+    """Counts for a layer: from summary.json where present, else computed from units.csv."""
+    s = layer.summary or {}
+    det = [r for r in records if r["det"]]
+    unique = {c: len({r["label"] for r in det if r["cat"] == c}) for c in categories}
+    units = {c: sum(1 for r in det if r["cat"] == c) for c in categories}
+    return {
+        "n_units": len(records),
+        "n_detectors": int(s.get("n_detectors", len(det))),
+        "unique_detectors": {c: int((s.get("unique_detectors") or unique).get(c, 0)) for c in categories},
+        "detector_units": {c: int((s.get("detector_units") or units).get(c, 0)) for c in categories},
+        "dead_units": int(s.get("dead_units", sum(1 for r in records if not r["label"]))),
+        "shape": s.get("shape"),
+        "mask_size": s.get("mask_size"),
+    }

@@ -1,0 +1,209 @@
+"""Image strips of a unit's top images: the region above threshold kept, the rest dimmed.
+
+    >>> from netdissect.report.strips import StripWriter
+    >>> writer = StripWriter(Path("RUN/report/img"), source)           # doctest: +SKIP
+    >>> files = writer.unit(layer, unit=12, concept_number=37)         # doctest: +SKIP
+    >>> files                       # {'img': 'img/layer4/u00012-3fa2c1d09b7e.jpg', 'gt': ...}
+    >>> writer.remove_unused()      # after the last unit: delete images of older renders
+
+For each of the unit's top-k images the activation map from ``topk.npz`` is
+upsampled bilinearly (``align_corners=False``) to the image size; pixels
+strictly above the unit's threshold keep their colour, the others are
+dimmed.  The tiles are laid out ``cols`` per row in one JPEG per unit.  A
+transparent PNG of the same layout outlines the ground-truth mask of the
+unit's label concept (shown on hover or toggle).
+
+Caching: a file's name carries a hash of everything it is drawn from (maps,
+threshold, image paths, concept, dataset, tile size, renderer version), so
+an unchanged unit is not drawn again, a changed one gets a new name, and
+:meth:`StripWriter.remove_unused` deletes the files no unit uses any more
+(stale images of a previous run written into the same folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from netdissect.report._io import save_image
+from netdissect.report.images import ImageSource
+
+RENDER_VERSION = 3
+EMPTY_TILE = (238, 240, 243)
+GAP_COLOR = (255, 255, 255)
+OUTLINE = (0, 229, 255, 255)
+HALO = (0, 0, 0, 150)
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:, :] &= mask[:-1, :]
+    out[:-1, :] &= mask[1:, :]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    return ~_erode(~mask)
+
+
+def edge(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The inner boundary of a bool mask, ``width`` pixels thick (image borders do not count)."""
+    inner = np.pad(mask, 1, mode="edge")
+    for _ in range(width):
+        inner = _erode(inner)
+    return mask & ~inner[1:-1, 1:-1]
+
+
+def upsample(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 (H, W): a (h, w) activation map resized bilinearly with ``align_corners=False``."""
+    t = torch.from_numpy(np.asarray(amap, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _resize_bool(mask: np.ndarray, tile: int) -> np.ndarray:
+    if mask.shape == (tile, tile):
+        return mask
+    im = Image.fromarray(mask.astype(np.uint8) * 255).resize((tile, tile), Image.BILINEAR)
+    return np.asarray(im) > 127
+
+
+def highlight_tile(image: np.ndarray | None, amap: np.ndarray, threshold: float, tile: int) -> np.ndarray:
+    """uint8 (tile, tile, 3): the image with the above-threshold region kept, the rest dimmed.
+
+    Without an image (dataset gone) the map itself is drawn in grey, the region in amber.
+    """
+    if image is not None:
+        h, w = image.shape[:2]
+        region = upsample(amap, (h, w)) > threshold
+        img = image.astype(np.float32)
+        dim = img * 0.28 + 14.0
+        out = np.where(region[..., None], img, dim).astype(np.uint8)
+        if (h, w) != (tile, tile):
+            out = np.asarray(Image.fromarray(out).resize((tile, tile), Image.LANCZOS))
+        region = _resize_bool(region, tile)
+    else:
+        up = upsample(amap, (tile, tile))
+        lo, hi = float(up.min()), float(up.max())
+        norm = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+        grey = (48 + 120 * norm)[..., None].repeat(3, axis=2)
+        region = up > threshold
+        amber = np.array([255, 176, 32], np.float32)
+        out = np.where(region[..., None], 0.45 * grey + 0.55 * amber, grey).astype(np.uint8)
+    out = out.copy()
+    line = edge(region, 1)
+    out[line] = (0.3 * out[line] + 0.7 * 255).astype(np.uint8)
+    return out
+
+
+def outline_tile(mask: np.ndarray, tile: int) -> np.ndarray:
+    """uint8 (tile, tile, 4): the mask's outline in cyan on a dark halo, transparent elsewhere."""
+    m = _resize_bool(mask, tile)
+    line = edge(m, 2)
+    rgba = np.zeros((tile, tile, 4), np.uint8)
+    if m.all():  # an image-level concept (scene, texture) covers the whole image: frame it
+        line = edge(np.ones_like(m), 3)
+    halo = _dilate(line) & ~line
+    rgba[halo] = HALO
+    rgba[line] = OUTLINE
+    return rgba
+
+
+def layout(k: int, cols: int) -> tuple[int, int]:
+    """(columns, rows) of the grid a unit's k tiles are laid out in."""
+    c = max(1, min(k, cols))
+    return c, max(1, math.ceil(k / c))
+
+
+class StripWriter:
+    """Write (or reuse) one strip per unit under ``img_dir``; see the module docstring."""
+
+    def __init__(self, img_dir: Path, source: ImageSource, tile: int = 112, cols: int = 5,
+                 gap: int = 2, quality: int = 86):
+        self.img_dir = Path(img_dir)
+        self.source = source
+        self.tile, self.cols, self.gap, self.quality = tile, cols, gap, quality
+        self.used: set[Path] = set()
+        self.rendered = 0
+        self.reused = 0
+
+    def size(self, k: int) -> tuple[int, int]:
+        """(width, height) in pixels of a strip of k images."""
+        c, r = layout(k, self.cols)
+        return c * self.tile + (c - 1) * self.gap, r * self.tile + (r - 1) * self.gap
+
+    def _key(self, layer, unit: int, concept_number: int) -> str:
+        h = hashlib.sha256()
+        h.update(repr((RENDER_VERSION, self.tile, self.cols, self.gap, self.quality,
+                       self.source.identity(), float(layer.thresholds[unit]), int(concept_number))).encode())
+        for i in layer.top_images[unit]:
+            h.update((layer.image_paths[i] if i >= 0 else "-").encode() + b"\0")
+        h.update(np.ascontiguousarray(layer.top_maps[unit]).tobytes())
+        return h.hexdigest()[:12]
+
+    def unit(self, layer, unit: int, concept_number: int, folder: str) -> dict:
+        """Files for one unit: ``{'img': rel_path, 'gt': rel_path or None}`` (relative to the report)."""
+        key = self._key(layer, unit, concept_number)
+        stem = self.img_dir / folder / f"u{unit:05d}-{key}"
+        img, gt, none = stem.with_suffix(".jpg"), stem.with_name(stem.name + "-gt.png"), \
+            stem.with_name(stem.name + "-nogt")
+        rel = lambda p: f"{self.img_dir.name}/{folder}/{p.name}"  # noqa: E731
+        if img.exists() and (gt.exists() or none.exists()):
+            self.reused += 1
+        else:
+            self._render(layer, unit, concept_number, img, gt, none)
+            self.rendered += 1
+        self.used.add(img)
+        if gt.exists():
+            self.used.add(gt)
+            return {"img": rel(img), "gt": rel(gt)}
+        self.used.add(none)
+        return {"img": rel(img), "gt": None}
+
+    def _render(self, layer, unit, concept_number, img_path, gt_path, none_path) -> None:
+        images = layer.top_images[unit]
+        k = len(images)
+        w, h = self.size(k)
+        strip = Image.new("RGB", (w, h), GAP_COLOR)
+        overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        threshold = float(layer.thresholds[unit])
+        any_outline = False
+        for j, i in enumerate(images):
+            c, r = j % self.cols, j // self.cols
+            xy = (c * (self.tile + self.gap), r * (self.tile + self.gap))
+            if i < 0:
+                strip.paste(Image.new("RGB", (self.tile, self.tile), EMPTY_TILE), xy)
+                continue
+            path = layer.image_paths[i]
+            amap = layer.top_maps[unit, j].astype(np.float32)
+            tile = highlight_tile(self.source.image(path), amap, threshold, self.tile)
+            strip.paste(Image.fromarray(tile), xy)
+            mask = self.source.concept_mask(path, concept_number) if concept_number > 0 else None
+            if mask is not None:
+                overlay.paste(Image.fromarray(outline_tile(mask, self.tile), "RGBA"), xy)
+                any_outline = True
+        save_image(img_path, strip, quality=self.quality, optimize=True)
+        if any_outline:
+            save_image(gt_path, overlay, compress_level=6)
+        else:
+            none_path.parent.mkdir(parents=True, exist_ok=True)
+            none_path.touch()
+
+    def remove_unused(self) -> int:
+        """Delete files under ``img_dir`` that no unit of this render uses; returns how many."""
+        removed = 0
+        if not self.img_dir.is_dir():
+            return 0
+        for p in sorted(self.img_dir.rglob("*"), reverse=True):
+            if p.is_file() and p not in self.used:
+                p.unlink()
+                removed += 1
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        return removed

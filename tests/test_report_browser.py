@@ -1,0 +1,215 @@
+"""The report in a real browser: headless Debian Chromium driven by Playwright.
+
+    $ make browser          # apt-get install chromium (once)
+    $ NETDISSECT_ARTIFACTS=1 .venv/bin/python -m pytest -q tests/test_report_browser.py
+
+Serves the report folder from 127.0.0.1 and checks that cards and images
+render, that sorting, filtering, layer toggles, outlines and jump-to-unit
+work, that no request leaves the machine and no console error appears; also
+opens it from file://.  Screenshots go to the pytest tmp dir, and to
+tests/artifacts/ when NETDISSECT_ARTIFACTS is set.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from netdissect.report import write_report
+from report_fixture import make_dataset, make_run
+
+CHROMIUM = "/usr/bin/chromium"
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} missing (run `make browser`)")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report-browser")
+    run = make_run(root / "run", make_dataset(root / "broden"))
+    return write_report(run).parent
+
+
+@pytest.fixture(scope="module")
+def server(report):
+    handler = functools.partial(_Quiet, directory=str(report))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+class Watch:
+    """Records every request, failed response and console error of a page; blocks other hosts."""
+
+    def __init__(self, page):
+        self.requests, self.outside, self.errors, self.bad = [], [], [], []
+        page.route("**/*", self._route)
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("response", lambda r: self.bad.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("requestfailed", lambda r: self.bad.append(f"failed {r.url}"))
+
+    def _route(self, route):
+        url = route.request.url
+        self.requests.append(url)
+        u = urlparse(url)
+        if u.scheme in ("http", "https", "ws", "wss") and u.hostname != "127.0.0.1":
+            self.outside.append(url)
+            return route.abort()
+        if u.scheme not in ("http", "file", "data"):
+            self.outside.append(url)
+            return route.abort()
+        return route.continue_()
+
+    def check(self):
+        assert not self.outside, f"requests leaving the machine: {self.outside}"
+        assert not self.errors, f"console errors: {self.errors}"
+        assert not self.bad, f"failed requests: {self.bad}"
+
+
+def save_shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    if os.environ.get("NETDISSECT_ARTIFACTS"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(path, ARTIFACTS / name)
+    return path
+
+
+def visible_units(page, layer: int) -> list[dict]:
+    return page.evaluate("""(layer) => Array.from(
+        document.querySelectorAll(`.column[data-layer="${layer}"] .card:not([hidden])`)).map(c => ({
+            id: c.id, unit: +c.querySelector('.unit-no').textContent.slice(1),
+            iou: +c.querySelector('.iou').textContent.replace('IoU', ''),
+            cat: (c.querySelector('.chip') || {}).textContent || '',
+            label: c.querySelector('.unit-label').textContent, det: c.classList.contains('det')}))""", layer)
+
+
+def images_loaded(page, n: int = 4) -> None:
+    page.wait_for_function("""(n) => {
+        const imgs = Array.from(document.querySelectorAll('.card:not([hidden]) img.act')).slice(0, n);
+        return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", arg=n, timeout=10_000)
+
+
+def test_report_in_chromium(browser, server, report, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    watch = Watch(page)
+    page.goto(f"{server}/index.html", wait_until="load")
+    data = page.evaluate("window.netdissectReport.data")
+    total = len(data["units"])
+    assert page.locator(".card").count() == total
+    assert page.locator("#count").inner_text() == f"Showing {total} of {total} units"
+    # summary charts render
+    assert page.evaluate("Array.from(document.querySelectorAll('#summary img'))"
+                         ".every(i => i.complete && i.naturalWidth > 0)")
+    save_shot(page, tmp_path, "report-summary.png")
+
+    # unit cards render with their strips (lazy: scroll them into view first)
+    page.locator("#units").scroll_into_view_if_needed()
+    page.evaluate("document.getElementById('units').scrollIntoView()")
+    images_loaded(page)
+    assert page.evaluate("document.querySelectorAll('img[loading=lazy]').length") >= total
+
+    # sorting: IoU (default) is descending; unit number reorders; label sorts A-Z
+    by_iou = visible_units(page, 1)
+    assert [u["iou"] for u in by_iou] == sorted((u["iou"] for u in by_iou), reverse=True)
+    page.select_option("#sort", "unit")
+    by_unit = visible_units(page, 1)
+    assert [u["unit"] for u in by_unit] == list(range(len(by_unit)))
+    assert [u["unit"] for u in by_unit] != [u["unit"] for u in by_iou]
+    page.select_option("#sort", "label")
+    labels = [u["label"] for u in visible_units(page, 1) if u["label"] not in ("dead unit", "no concept")]
+    assert labels == sorted(labels, key=str.lower)
+    page.select_option("#sort", "iou")
+    assert [u["id"] for u in visible_units(page, 1)] == [u["id"] for u in by_iou]
+
+    # filtering: by category, detector flag and label text hides cards
+    page.select_option("#category", "color")
+    shown = visible_units(page, 0) + visible_units(page, 1)
+    assert 0 < len(shown) < total and {u["cat"] for u in shown} == {"color"}
+    assert page.locator(".card[hidden]").count() == total - len(shown)
+    page.select_option("#category", "")
+    page.select_option("#detector", "0")
+    shown = visible_units(page, 0) + visible_units(page, 1)
+    assert shown and not any(u["det"] for u in shown)
+    page.select_option("#detector", "")
+    page.fill("#search", "dis")
+    shown = visible_units(page, 0) + visible_units(page, 1)
+    assert shown and all("dis" in u["label"] for u in shown)
+    assert page.locator("#count").inner_text() == f"Showing {len(shown)} of {total} units"
+    page.fill("#search", "")
+
+    # layer toggle hides a whole column; layers otherwise side by side
+    boxes = page.locator(".layer-toggle")
+    boxes.nth(0).uncheck()
+    assert page.locator('.column[data-layer="0"]').is_hidden()
+    boxes.nth(0).check()
+    left, right = (page.locator(f'.column[data-layer="{i}"]').bounding_box() for i in (0, 1))
+    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 2
+
+    # jump to a unit that the current filter hides: filters are cleared, the card is shown
+    target = next(u for u in data["units"] if u["layer"] == 1 and u["cat"] != "color" and u["unit"] > 20)
+    page.select_option("#category", "color")
+    page.select_option("#jump-layer", "1")
+    page.fill("#jump-unit", str(target["unit"]))
+    page.click("#jump-go")
+    card = page.locator(f"#{data['layers'][1]['id']}-{target['unit']}")
+    assert card.is_visible()
+    assert "flash" in card.get_attribute("class")
+    assert page.evaluate("""(id) => { const r = document.getElementById(id).getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= innerHeight; }""", f"{data['layers'][1]['id']}-{target['unit']}")
+    assert page.input_value("#category") == ""
+
+    # ground-truth outlines: toggled for all cards
+    page.check("#outlines")
+    assert page.evaluate("document.body.classList.contains('outlines')")
+    gt = page.locator(".card:not([hidden]) img.gt").first
+    assert gt.evaluate("e => getComputedStyle(e).opacity") == "1"
+    page.evaluate("window.scrollTo(0, document.getElementById('units').offsetTop - 10)")
+    images_loaded(page)
+    page.wait_for_function("Array.from(document.querySelectorAll('.card img.gt')).slice(0, 4)"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+    save_shot(page, tmp_path, "report-units.png")
+    watch.check()
+    assert all(urlparse(u).hostname == "127.0.0.1" for u in watch.requests if u.startswith("http"))
+    page.close()
+
+
+def test_report_from_file_url(browser, report, tmp_path):
+    """The page also works opened straight from the file system (no server)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    page.goto((report / "index.html").as_uri(), wait_until="load")
+    page.evaluate("document.getElementById('units').scrollIntoView()")
+    images_loaded(page)
+    page.fill("#jump-unit", "3")
+    page.click("#jump-go")
+    assert page.locator(f"#{page.evaluate('window.netdissectReport.data.layers[0].id')}-3").is_visible()
+    watch.check()
+    page.close()
