@@ -5,9 +5,13 @@ convex combination of a 2 x 2 block of cells (y0..y1, x0..x1).  Pixels that
 share their top-left cell (y0, x0) form a rectangular *block*, and a block's
 pixels can exceed T_k only if the max of its 2 x 2 cells does.  So instead of
 upsampling every unit to full resolution (the cost that dominates public
-implementations), we find the blocks whose cell max exceeds the threshold and
-evaluate the exact bilinear formula (in float64) on their pixels alone.  The
-result is identical to thresholding the full upsampled map.
+implementations), we find the blocks whose cell max exceeds the threshold.
+Within a block, along each pixel row, the bilinear value is monotone in x (a
+linear function of a monotone weight), so the row's mask is one run at its
+start or its end: the two end pixels decide whether the row is all in, all
+out, or split, and a binary search finds the split.  Values are computed in
+float64 with PyTorch's own formula, so the result equals thresholding the
+full upsampled map.
 
     >>> um = UnitMasks(7, 7, 112, 112)
     >>> hits = um.hits(acts, thresholds)   # doctest: +SKIP
@@ -19,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def _axis(n_in: int, n_out: int):
@@ -71,15 +74,17 @@ class UnitMasks:
         t = lambda a, dt=torch.float64: torch.as_tensor(a, dtype=dt, device=self.device)  # noqa: E731
         return {
             "start": t(start, torch.long), "cell": t(np.asarray(cells), torch.long), "size": size,
-            "w0": t(np.where(valid, l0[pix], 0.0)), "w1": t(np.where(valid, l1[pix], 0.0)),
-            "valid": t(valid, torch.bool),
+            "cell1": t(np.minimum(np.asarray(cells) + 1, n_in - 1), torch.long),
+            # NaN weights past a short block's end: those slots never compare greater than T
+            "w0": t(np.where(valid, l0[pix], np.nan)), "w1": t(np.where(valid, l1[pix], np.nan)),
+            "pix": t(np.where(valid, pix, 0), torch.long), "n": len(start), "count": t(count, torch.long),
         }
 
     def block_max(self, acts: torch.Tensor) -> torch.Tensor:
         """(B, C, blocks_y, blocks_x): max over each block's 2 x 2 source cells (edges replicated)."""
-        padded = F.pad(acts, (0, 1, 0, 1), mode="replicate")
-        cell_max = F.max_pool2d(padded, kernel_size=2, stride=1)  # (B, C, h, w) by top-left cell
-        return cell_max[:, :, self.y["cell"]][:, :, :, self.x["cell"]]
+        Y, X = self.y, self.x
+        rows = torch.maximum(acts.index_select(2, Y["cell"]), acts.index_select(2, Y["cell1"]))
+        return torch.maximum(rows.index_select(3, X["cell"]), rows.index_select(3, X["cell1"]))
 
     def hits(self, acts: torch.Tensor, thresholds: torch.Tensor) -> Hits:
         """Mask pixels of every unit on every image of the batch.
@@ -91,39 +96,78 @@ class UnitMasks:
         dev = acts.device
         t64 = thresholds.to(dev, torch.float64)
         bm = self.block_max(acts.float()).double()
-        cand = (bm > t64.view(1, C, 1, 1)).nonzero()  # (nb, 4): b, k, by, bx
-        area = torch.zeros(B * C, dtype=torch.float64, device=dev)
-        out_b, out_k, out_p = [], [], []
+        cand = (bm > t64.view(1, C, 1, 1)).flatten().nonzero()[:, 0]  # flat (b, k, jy, jx)
         Y, X = self.y, self.x
-        per_block = Y["size"] * X["size"]
-        step = max(1, self.chunk_pixels // max(per_block, 1))
-        a = acts.double()
+        nby, nbx, BY, BX = Y["n"], X["n"], Y["size"], X["size"]
+        a = acts.double().contiguous().view(-1)
+        out_bk, out_p = [], []
+        step = max(1, self.chunk_pixels // (BY * BX))
         for s in range(0, len(cand), step):
-            c = cand[s:s + step]
-            b, k, jy, jx = c.unbind(1)
-            by, bx = Y["cell"][jy], X["cell"][jx]
-            by1 = (by + 1).clamp_max(h - 1)
-            bx1 = (bx + 1).clamp_max(w - 1)
-            a00, a01 = a[b, k, by, bx], a[b, k, by, bx1]
-            a10, a11 = a[b, k, by1, bx], a[b, k, by1, bx1]
-            wx0, wx1 = X["w0"][jx], X["w1"][jx]  # (n, BX)
-            wy0, wy1 = Y["w0"][jy], Y["w1"][jy]  # (n, BY)
-            # same association as PyTorch's kernel: h0 * (w0 * a00 + w1 * a01) + h1 * (w0 * a10 + w1 * a11)
-            r0 = wx0 * a00[:, None] + wx1 * a01[:, None]
-            r1 = wx0 * a10[:, None] + wx1 * a11[:, None]
-            up = wy0[:, :, None] * r0[:, None, :] + wy1[:, :, None] * r1[:, None, :]  # (n, BY, BX)
-            n, oy, ox = (up > t64[k].view(-1, 1, 1)).nonzero().unbind(1)
-            keep = Y["valid"][jy[n], oy] & X["valid"][jx[n], ox]  # slots past a short block's end
-            n, oy, ox = n[keep], oy[keep], ox[keep]
-            if len(n) == 0:
-                continue
-            pix = (Y["start"][jy[n]] + oy) * self.sw + X["start"][jx[n]] + ox
-            out_b.append(b[n])
-            out_k.append(k[n])
-            out_p.append(pix)
-        if out_b:
-            hb, hk, hp = torch.cat(out_b), torch.cat(out_k), torch.cat(out_p)
-            area.index_add_(0, hb * C + hk, torch.ones(len(hb), dtype=torch.float64, device=dev))
+            bk, p = self._chunk(cand[s:s + step], a, t64, B, C, h, w)
+            out_bk.append(bk)
+            out_p.append(p)
+        if out_bk:
+            hbk, hp = torch.cat(out_bk), torch.cat(out_p)
         else:
-            hb = hk = hp = torch.zeros(0, dtype=torch.long, device=dev)
-        return Hits(area.view(B, C), hb, hk, hp)
+            hbk = hp = torch.zeros(0, dtype=torch.long, device=dev)
+        area = torch.bincount(hbk, minlength=B * C).double().view(B, C)
+        return Hits(area, hbk // C, hbk % C, hp)
+
+    def _chunk(self, f, a, t64, B, C, h, w):
+        """Hits of candidate blocks ``f`` (flat (b, k, jy, jx) indices): (b * C + k, pixel) per hit."""
+        Y, X = self.y, self.x
+        nby, nbx, BY, BX = Y["n"], X["n"], Y["size"], X["size"]
+        sel = torch.index_select
+        jx = f % nbx
+        jy = (f // nbx) % nby
+        bk = f // (nbx * nby)  # b * C + k
+        by, bx = sel(Y["cell"], 0, jy), sel(X["cell"], 0, jx)
+        by1, bx1 = (by + 1).clamp_max(h - 1), (bx + 1).clamp_max(w - 1)
+        base = bk * (h * w)
+        a00, a01 = sel(a, 0, base + by * w + bx), sel(a, 0, base + by * w + bx1)
+        a10, a11 = sel(a, 0, base + by1 * w + bx), sel(a, 0, base + by1 * w + bx1)
+        # one entry per pixel row of every candidate block
+        rows_per = sel(Y["count"], 0, jy)
+        rn = torch.repeat_interleave(torch.arange(len(f), device=f.device), rows_per)
+        first = torch.cumsum(rows_per, 0) - rows_per
+        oy = torch.arange(len(rn), device=f.device) - sel(first, 0, rn)
+        ytab = sel(jy, 0, rn) * BY + oy
+        h0, h1 = sel(Y["w0"].view(-1), 0, ytab), sel(Y["w1"].view(-1), 0, ytab)
+        r00, r01, r10, r11 = (sel(v, 0, rn) for v in (a00, a01, a10, a11))
+        rjx = sel(jx, 0, rn)
+        cnt = sel(X["count"], 0, rjx)
+        thr = sel(t64, 0, sel(bk, 0, rn) % C)
+        w0, w1 = X["w0"].view(-1), X["w1"].view(-1)
+
+        def above(slot):  # PyTorch's association: h0 * (w0 * a00 + w1 * a01) + h1 * (w0 * a10 + w1 * a11)
+            i = rjx * BX + slot
+            x0, x1 = sel(w0, 0, i), sel(w1, 0, i)
+            return h0 * (x0 * r00 + x1 * r01) + h1 * (x0 * r10 + x1 * r11) > thr
+
+        first_in = above(torch.zeros_like(cnt))
+        last_in = above(cnt - 1)
+        # all in: [0, cnt); all out: empty; split: binary search for the first slot that differs from slot 0
+        start = torch.zeros_like(cnt)
+        stop = torch.where(first_in, cnt, torch.zeros_like(cnt))
+        split = (first_in != last_in).nonzero()[:, 0]
+        if len(split):
+            lo = torch.zeros(len(split), dtype=torch.long, device=f.device)  # same as slot 0
+            hi = sel(cnt, 0, split) - 1  # differs from slot 0
+            keep = (h0, h1, r00, r01, r10, r11, rjx, thr)
+            h0, h1, r00, r01, r10, r11, rjx, thr = (sel(v, 0, split) for v in keep)
+            f_in = sel(first_in, 0, split)
+            while bool((hi - lo > 1).any()):
+                mid = (lo + hi) // 2
+                differs = above(mid) != f_in
+                hi = torch.where(differs, mid, hi)
+                lo = torch.where(differs, lo, mid)
+            # increasing rows (slot 0 out): run [hi, cnt); decreasing rows (slot 0 in): run [0, hi)
+            start[split] = torch.where(f_in, torch.zeros_like(hi), hi)
+            stop[split] = torch.where(f_in, hi, sel(cnt, 0, split))
+        length = stop - start
+        hit_row = torch.repeat_interleave(torch.arange(len(rn), device=f.device), length)
+        offs = torch.cumsum(length, 0) - length
+        slot = sel(start, 0, hit_row) + torch.arange(len(hit_row), device=f.device) - sel(offs, 0, hit_row)
+        ypix = sel(Y["pix"].view(-1), 0, sel(ytab, 0, hit_row))
+        xpix = sel(X["pix"].view(-1), 0, sel(sel(jx, 0, rn), 0, hit_row) * BX + slot)
+        return sel(bk, 0, sel(rn, 0, hit_row)), ypix * self.sw + xpix

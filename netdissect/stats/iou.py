@@ -97,11 +97,16 @@ class IoUCounts:
         if len(labels.whole_concept):
             self.inter.index_add_(1, labels.whole_concept, area[labels.whole_image].T)
         if len(hits.pixel):
-            for j in range(labels.planes.shape[1]):
-                c = labels.planes[hits.image, j, hits.pixel]
-                ok = c >= 0
-                keys = hits.unit[ok] * K + c[ok]
-                self.inter.view(-1).add_(torch.bincount(keys, minlength=C * K).double())
+            B, Pl, P = labels.planes.shape
+            flat = labels.planes.reshape(-1)
+            base = hits.image * (Pl * P) + hits.pixel
+            keys = []
+            for j in range(Pl):
+                c = flat.index_select(0, base + j * P)
+                keys.append(torch.where(c >= 0, hits.unit * (K + 1) + c, hits.unit * (K + 1) + K))
+            # column K of each unit's row collects "no concept here" and is dropped
+            counts = torch.bincount(torch.cat(keys), minlength=C * (K + 1)).view(C, K + 1)[:, :K]
+            self.inter += counts.double()
 
     def iou(self, primary: np.ndarray) -> np.ndarray:
         """float64 (units, concepts) IoU; 0 where the union is empty."""
