@@ -64,13 +64,15 @@ def test_top_images_streaming_equals_batch_and_merges():
         np.testing.assert_array_equal(whole.maps[u, 0], acts[order[0], u].half().numpy())
 
 
+def _concepts():
+    from netdissect.data import ConceptSet
+
+    return ConceptSet(numbers=np.array([1, 2, 3], np.int32), names=["a", "b", "c"], categories=["x", "y"],
+                      primary=np.array([0, 0, 1], np.int32))
+
+
 class _Cons:
     primary = np.array([0, 0, 1])
-    numbers = np.array([1, 2, 3])
-
-    def index_of(self, n):
-        n = np.asarray(n)
-        return np.where((n >= 1) & (n <= 3), n - 1, -1)
 
 
 def _samples(rng, n):
@@ -97,7 +99,7 @@ def test_iou_counts_against_dense_formula():
     samples = _samples(rng, 6)
     hits, m = _hits(rng, 6)
     counts = IoUCounts(4, 3, 2)
-    counts.add(LabelBatch.from_samples(samples, _Cons()), hits)
+    counts.add(LabelBatch.from_samples(samples, _concepts()), hits)
     iou = counts.iou(_Cons.primary)
     for k in range(4):
         for c in range(3):
@@ -119,14 +121,14 @@ def test_iou_counts_merge_equals_single():
     samples = _samples(rng, 6)
     hits, m = _hits(rng, 6)
     single = IoUCounts(4, 3, 2)
-    single.add(LabelBatch.from_samples(samples, _Cons()), hits)
+    single.add(LabelBatch.from_samples(samples, _concepts()), hits)
     a, b = IoUCounts(4, 3, 2), IoUCounts(4, 3, 2)
     from netdissect.dissection.masks import Hits
 
     for part, rows in ((a, slice(0, 2)), (b, slice(2, 6))):
         mm = m[rows]
         ib, ik, ip = mm.nonzero().unbind(1)
-        part.add(LabelBatch.from_samples(samples[rows], _Cons()), Hits(mm.sum(2).double(), ib, ik, ip))
+        part.add(LabelBatch.from_samples(samples[rows], _concepts()), Hits(mm.sum(2).double(), ib, ik, ip))
     restored = IoUCounts(4, 3, 2).load_state_dict(a.state_dict())
     restored.merge(b)
     np.testing.assert_array_equal(restored.iou(_Cons.primary), single.iou(_Cons.primary))

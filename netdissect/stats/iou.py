@@ -24,8 +24,8 @@ import torch
 class LabelBatch:
     """The concept labels of a batch of images that share one mask size (sh, sw).
 
-    ``planes`` int64 (B, P, sh*sw): concept column per pixel and plane, -1 for
-    none.  A concept repeated at one pixel in several planes is kept once
+    ``planes`` int64 (B, P, sh*sw): concept column per pixel and plane, K (the
+    number of concepts) for none.  A concept repeated at one pixel in several planes is kept once
     (L_c is the union of the planes), and concepts whose primary category the
     image does not hold are dropped (they do not enter the sums).
     ``whole_image``/``whole_concept``: image-level labels (cover every pixel).
@@ -36,6 +36,7 @@ class LabelBatch:
     whole_concept: torch.Tensor
     has_category: torch.Tensor  # bool (B, G)
     pixels: int
+    label_area: torch.Tensor  # float64 (K,) pixels of each concept in this batch (model independent)
     unknown: int = 0  # label occurrences whose number the catalogue does not know
 
     @classmethod
@@ -44,18 +45,28 @@ class LabelBatch:
         B = len(samples)
         sh, sw = samples[0].planes.shape[1:]
         P = max(s.planes.shape[0] for s in samples)
-        numbers = np.zeros((B, P, sh * sw), np.int64)
-        for b, s in enumerate(samples):
-            numbers[b, : s.planes.shape[0]] = s.planes.reshape(s.planes.shape[0], sh * sw)
-        idx = concepts.index_of(numbers)
-        unknown = int(((numbers > 0) & (idx < 0)).sum())
+        # ext[number] -> concept column; -1 for "no label" (0) and for numbers the catalogue lacks
+        ext = np.append(concepts.lookup, -1).astype(np.int64)
+        top = len(ext) - 1
+        idx = np.full((B, P, sh * sw), -1, np.int64)
         has = np.stack([np.asarray(s.has_category, bool) for s in samples])
-        held = idx >= 0
-        held[held] = has[np.nonzero(held)[0], concepts.primary[idx[held]]]
-        idx[~held] = -1
+        unknown = 0
+        for b, s in enumerate(samples):
+            if not s.planes.shape[0]:
+                continue
+            numbers = np.minimum(s.planes.reshape(s.planes.shape[0], sh * sw), top)
+            cols = np.take(ext, numbers)
+            unknown += int(np.count_nonzero(numbers) - np.count_nonzero(cols + 1))
+            # concepts whose primary category this image does not hold do not enter the sums
+            held = np.append(has[b][concepts.primary], False)
+            idx[b, : len(numbers)] = np.where(np.take(held, cols), cols, -1)
         for j in range(1, P):  # union over planes: count a concept once per pixel
             for i in range(j):
-                idx[:, j][idx[:, j] == idx[:, i]] = -1
+                same = idx[:, j] == idx[:, i]
+                if same.any():
+                    idx[:, j][same] = -1
+        K = len(concepts)
+        idx[idx < 0] = K
         wi, wc = [], []
         for b, s in enumerate(samples):
             cols = concepts.index_of(np.asarray(s.image_labels, np.int64))
@@ -64,9 +75,11 @@ class LabelBatch:
             cols = cols[has[b, concepts.primary[cols]]]
             wi += [b] * len(cols)
             wc += cols.tolist()
+        area = np.bincount(idx.reshape(-1), minlength=K + 1)[:K].astype(np.float64)
+        np.add.at(area, np.asarray(wc, np.int64), float(sh * sw))
         t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
-        return cls(torch.from_numpy(idx).to(device), t(wi), t(wc),
-                   torch.from_numpy(has).to(device), sh * sw, unknown)
+        return cls(torch.from_numpy(idx).to(device), t(wi), t(wc), torch.from_numpy(has).to(device),
+                   sh * sw, torch.from_numpy(area).to(device), unknown)
 
 
 class IoUCounts:
@@ -85,12 +98,7 @@ class IoUCounts:
         C, K = self.inter.shape
         dev = self.inter.device
         self.images += labels.planes.shape[0]
-        valid = labels.planes[labels.planes >= 0]
-        self.label_area += torch.bincount(valid, minlength=K).double()
-        if len(labels.whole_concept):
-            self.label_area.index_add_(0, labels.whole_concept,
-                                       torch.full((len(labels.whole_concept),), float(labels.pixels),
-                                                  dtype=torch.float64, device=dev))
+        self.label_area += labels.label_area
         area = hits.area  # (B, C)
         self.total_area += area.sum(0)
         self.unit_area += area.T @ labels.has_category.double()
@@ -100,13 +108,10 @@ class IoUCounts:
             B, Pl, P = labels.planes.shape
             flat = labels.planes.reshape(-1)
             base = hits.image * (Pl * P) + hits.pixel
-            keys = []
-            for j in range(Pl):
-                c = flat.index_select(0, base + j * P)
-                keys.append(torch.where(c >= 0, hits.unit * (K + 1) + c, hits.unit * (K + 1) + K))
+            row = hits.unit * (K + 1)
             # column K of each unit's row collects "no concept here" and is dropped
-            counts = torch.bincount(torch.cat(keys), minlength=C * (K + 1)).view(C, K + 1)[:, :K]
-            self.inter += counts.double()
+            keys = torch.cat([row + flat.index_select(0, base + j * P) for j in range(Pl)])
+            self.inter += torch.bincount(keys, minlength=C * (K + 1)).view(C, K + 1)[:, :K].double()
 
     def iou(self, primary: np.ndarray) -> np.ndarray:
         """float64 (units, concepts) IoU; 0 where the union is empty."""
