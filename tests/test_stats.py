@@ -146,7 +146,7 @@ def test_sparse_unit_masks_equal_full_upsampling(h, w, sh, sw):
     acts[:, 5] = 0.25  # a constant unit
     thr = torch.quantile(acts.transpose(0, 1).reshape(6, -1).double(), 0.9, dim=1)
     thr[5] = 0.25
-    hits = UnitMasks(h, w, sh, sw, chunk_pixels=50).hits(acts, thr)
+    hits = UnitMasks(h, w, sh, sw, chunk_pixels=2000).hits(acts, thr)  # several chunks
     full = F.interpolate(acts.double(), size=(sh, sw), mode="bilinear", align_corners=False)
     dense = (full > thr.view(1, 6, 1, 1)).flatten(2)
     # F.interpolate rounds a constant 0.25 up to 0.25000000000000006 at some pixels; a constant
