@@ -167,7 +167,10 @@ def _factory(spec: str) -> nn.Module:
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise ModelError(f"{target} has no callable {attr!r} (--model {spec!r})")
-    model = fn()
+    try:
+        model = fn()
+    except Exception as exc:
+        raise ModelError(f"--model {spec!r}: calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"--model {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
