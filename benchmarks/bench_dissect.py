@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dissect.py                 # resnet18 layer4, 2000 + 500 images of 224 px
     python benchmarks/bench_dissect.py --n 200 --small # a quick look
+    python benchmarks/bench_dissect.py --precision fp32,bf16   # also the bf16 fast path, and its agreement
 
 Each measurement runs in its own process (so peak RSS is its own) and in one
 benchmark run, so the ratios compare like with like:
@@ -10,6 +11,9 @@ benchmark run, so the ratios compare like with like:
   decoding included), fp32, no grad, channels_last, batch 64, the whole model.
 - ``dissect``: ``netdissect.dissect`` end to end (both passes, results written).
 - ``dissect@500``: the same on the first 500 images, for memory growth.
+- with ``--precision fp32,bf16``: ``forward_bf16`` and ``dissect_bf16`` (the forward pass
+  under bf16 autocast), and the agreement of the bf16 run with the fp32 one: the share of
+  fp32 detector units with the same best label, and the largest change of a unit's best IoU.
 
 The dataset is a Broden-format folder written once into benchmarks/out/
 (synthetic scenes from ``netdissect synth`` when available, else simple shapes).
@@ -55,10 +59,11 @@ if cfg["mode"] == "forward":
     import numpy as np
     model, prep = load_model(cfg["model"], weights="none")
     model = model.to(memory_format=torch.channels_last)
+    amp = cfg.get("precision", "fp32") == "bf16"
     ds = Broden(cfg["dataset"], limit=cfg["n"])
     loader = _loader(_Images(ds, 0), 64, default_workers(), _collate_images)
     n = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         for batch in loader:
             x = torch.from_numpy(np.stack([img for _, img, _ in batch]))
             x = prep(x.permute(0, 3, 1, 2).float().div_(255)).contiguous(memory_format=torch.channels_last)
@@ -67,7 +72,7 @@ if cfg["mode"] == "forward":
 else:
     from netdissect import dissect
     r = dissect(cfg["model"], [cfg["layer"]], cfg["dataset"], weights="none", limit=cfg["n"],
-                out=cfg["out"], progress=False)
+                out=cfg["out"], progress=False, precision=cfg.get("precision", "fp32"))
     n = r.summary["dataset"]["n_used"]
     extra = r.summary.get("timing_s", {})
 wall = time.perf_counter() - t0
@@ -83,6 +88,29 @@ def measure(cfg: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def agreement(ref_dir: Path, other_dir: Path) -> dict:
+    """How far a run (e.g. bf16) is from the reference (fp32) run, per layer."""
+    from netdissect import load
+
+    ref, other = load(ref_dir), load(other_dir)
+    out = {}
+    for layer in ref.summary["layers"]:
+        a, b = ref[layer].units, other[layer].units
+        det = a["detector"]
+        out[layer] = {
+            "detectors_fp32": int(det.sum()), "detectors_other": int(b["detector"].sum()),
+            "same_label_share_of_detectors": round(float((a["label"][det] == b["label"][det]).mean()), 4)
+            if det.any() else None,
+            "same_label_share_of_units": round(float((a["label"] == b["label"]).mean()), 4),
+            "max_abs_best_iou_diff": round(float(abs(a["iou"] - b["iou"]).max()), 5),
+            "max_abs_best_iou_diff_detectors": round(float(abs(a["iou"][det] - b["iou"][det]).max()), 5)
+            if det.any() else None,
+            "max_rel_threshold_diff": round(float((abs(a["threshold"] - b["threshold"]) /
+                                                   abs(a["threshold"]).clip(1e-6)).max()), 5),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="torchvision:resnet18")
@@ -90,8 +118,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--n-small", type=int, default=500)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--precision", default="fp32",
+                    help="comma-separated: fp32 (always measured) and bf16 (the fast path)")
     ap.add_argument("--json", default=str(HERE / "out" / "bench_dissect.json"))
     args = ap.parse_args()
+    extra = [p for p in args.precision.split(",") if p and p != "fp32"]
     root = make_dataset(args.n, args.size)
     base = {"model": args.model, "layer": args.layer, "dataset": str(root)}
     rows = {}
@@ -99,6 +130,10 @@ def main() -> None:
     rows["dissect"] = measure({**base, "mode": "dissect", "n": args.n, "out": str(HERE / "out" / "run_full")})
     rows[f"dissect@{args.n_small}"] = measure({**base, "mode": "dissect", "n": args.n_small,
                                                "out": str(HERE / "out" / "run_small")})
+    for p in extra:
+        rows[f"forward_{p}"] = measure({**base, "mode": "forward", "n": args.n, "precision": p})
+        rows[f"dissect_{p}"] = measure({**base, "mode": "dissect", "n": args.n, "precision": p,
+                                        "out": str(HERE / "out" / f"run_full_{p}")})
     f = rows["forward"]["wall_s"]
     d = rows["dissect"]
     report = {
@@ -109,6 +144,13 @@ def main() -> None:
         "rss_ratio_full_over_small": round(d["peak_rss_mb"] / rows[f"dissect@{args.n_small}"]["peak_rss_mb"], 3),
         "per_image_ms": {"forward": round(1000 * f / args.n, 2), "dissect": round(1000 * d["wall_s"] / args.n, 2)},
     }
+    for p in extra:
+        report[p] = {
+            "forward_speedup": round(f / rows[f"forward_{p}"]["wall_s"], 3),
+            "dissect_speedup": round(d["wall_s"] / rows[f"dissect_{p}"]["wall_s"], 3),
+            "dissect_over_fp32_forward": round(rows[f"dissect_{p}"]["wall_s"] / f, 3),
+            "agreement_with_fp32": agreement(HERE / "out" / "run_full", HERE / "out" / f"run_full_{p}"),
+        }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from netdissect.cli._common import add_model_args
 
@@ -13,7 +14,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Score every unit of each --layer as a segmenter of every concept of --dataset "
         "(IoU of its top-quantile activation region) and write the run directory --out.",
         epilog="example: netdissect dissect --model torchvision:resnet18 --weights DEFAULT "
-        "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18",
+        "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18   "
+        "(on several processes or machines: torchrun --nproc_per_node N -m netdissect dissect ...)",
     )
     add_model_args(p)
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
@@ -25,7 +27,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: min(4, cores))")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="forward pass in fp32 (default) or bf16 autocast (faster; labels agree closely, not exactly)")
+    p.add_argument("--chunk", default=None, metavar="I/N",
+                   help="only pass 1 on the I-th of N slices of the rows, into --out; "
+                   "`netdissect merge` combines the N chunk folders into the run")
     p.add_argument("--cache-dtype", choices=["float16", "float32"], default="float16",
                    help="dtype of the on-disk activation cache (default float16)")
     p.add_argument("--split", default=None, help="only rows of this split (train/val)")
@@ -44,10 +51,16 @@ def run(args) -> int:
     result = dissect(
         args.model, args.layer, args.dataset, out=args.out, weights=args.weights, normalize=args.normalize,
         quantile=args.quantile, iou_threshold=args.iou_threshold, topk=args.topk, batch_size=args.batch_size,
-        num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, skip_bad=args.skip_bad,
-        split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every,
+        num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
+        skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
+        checkpoint_every=args.checkpoint_every, chunk=args.chunk,
     )
+    if args.chunk is not None:
+        print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
+              f"netdissect merge CHUNK_FOLDERS... --out RUN")
+        return 0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
     skipped = result.summary["dataset"]["skipped"]
     if skipped:
