@@ -1,0 +1,110 @@
+"""Bundled scene classifiers trained on the synthetic world (``zoo:NAME`` models).
+
+    >>> from netdissect.models.zoo import load_zoo_model, list_zoo
+    >>> [m["name"] for m in list_zoo()][:2]
+    ['scene-cnn', 'scene-cnn-bn']
+    >>> model, meta = load_zoo_model("scene-cnn")          # eval mode, float32
+    >>> meta["layers"], meta["input_size"], meta["normalize"]["mean"]
+    (['conv1', 'conv2', 'conv3', 'conv4', 'conv5'], 112, [0.5, 0.5, 0.5])
+
+Weights are ``weights/<name>.safetensors`` inside this package (stored as
+float16, loaded as float32; the header's ``netdissect_zoo`` metadata holds
+the training record), with a model card ``weights/<name>.md`` beside each.
+A model listed in the registry whose weights are not bundled is rebuilt by
+``python scripts/train_zoo.py NAME``; loading it raises a ModelError that
+says so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from netdissect.errors import ModelError
+from netdissect.models.zoo.arch import SceneCNN
+from netdissect.models.zoo.registry import LAYERS, ZOO, ZooEntry
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+META_KEY = "netdissect_zoo"
+
+__all__ = ["SceneCNN", "ZOO", "load_zoo_model", "list_zoo", "build", "weights_path", "read_meta"]
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ModelError(f"unknown zoo model {name!r}; the zoo has: {', '.join(ZOO)} (see `netdissect zoo`)")
+    return ZOO[name]
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.md"
+
+
+def build(name: str) -> SceneCNN:
+    """An untrained model with the architecture of zoo entry ``name``."""
+    from netdissect.data.synth import SCENES
+
+    arch = _entry(name).arch
+    return SceneCNN(num_classes=len(SCENES), widths=tuple(arch["widths"]), batchnorm=arch["batchnorm"],
+                    dropout=arch["dropout"], head=arch["head"], hidden=arch["hidden"])
+
+
+def read_meta(path: Path) -> dict:
+    """The training record stored in a zoo weights file's header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: weights file not found") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    if raw is None:
+        raise ModelError(f"{path}: no {META_KEY!r} metadata in the header (not a zoo weights file)")
+    return json.loads(raw)
+
+
+def load_zoo_model(name: str) -> tuple[torch.nn.Module, dict]:
+    """``(model in eval mode, meta)`` for zoo model ``name``.
+
+    meta: ``name``, ``normalize`` ({mean, std} for images scaled to [0, 1]),
+    ``input_size``, ``classes``, ``accuracy`` (held-out), ``layers``,
+    ``card`` and ``weights`` paths, and the training record.
+    """
+    from safetensors.torch import load_file
+
+    entry = _entry(name)
+    path = weights_path(name)
+    if not path.exists():
+        raise ModelError(f"zoo model {name!r} has no bundled weights ({path}); "
+                         f"rebuild them with `{entry.train_command}`")
+    record = read_meta(path)
+    model = build(name)
+    try:
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise ModelError(f"{path}: weights do not fit zoo model {name!r} ({exc})") from None
+    model.eval()
+    meta = {**record, "name": name, "layers": list(LAYERS), "card": str(card_path(name)), "weights": str(path)}
+    return model, meta
+
+
+def list_zoo() -> list[dict]:
+    """One dict per zoo model: name, description, params, accuracy (None if not bundled), ..."""
+    out = []
+    for name, entry in ZOO.items():
+        path = weights_path(name)
+        record = read_meta(path) if path.exists() else {}
+        params = sum(p.numel() for p in build(name).parameters())
+        out.append({"name": name, "description": entry.description, "params": params,
+                    "accuracy": record.get("accuracy"), "layers": list(LAYERS), "available": path.exists(),
+                    "weights": str(path), "card": str(card_path(name)), "train_command": entry.train_command,
+                    "size_bytes": path.stat().st_size if path.exists() else None})
+    return out
