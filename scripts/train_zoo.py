@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from netdissect.atomic import write_with
 from netdissect.data.synth import NORMALIZE, SCENES, SceneDataset
 from netdissect.models.zoo import META_KEY, WEIGHTS_DIR, ZOO, build, card_path, weights_path
 from netdissect.models.zoo.registry import LAYERS
@@ -62,28 +61,15 @@ def _rounded(model: torch.nn.Module, name: str) -> torch.nn.Module:
     return copy
 
 
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(model: torch.nn.Module, name: str, record: dict, out_dir: Path) -> Path:
     from safetensors.torch import save_file
 
     path = out_dir / weights_path(name).name
     meta = {META_KEY: json.dumps(record, sort_keys=True)}
-    _write_atomic(path, lambda tmp: save_file(_fp16_state(model), tmp, metadata=meta))
+    write_with(path, lambda tmp: save_file(_fp16_state(model), tmp, metadata=meta))
     card = out_dir / card_path(name).name
     text = model_card(name, record, path.stat().st_size)
-    _write_atomic(card, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_with(card, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
 

@@ -32,7 +32,7 @@ def reference_dissect(acts: np.ndarray, ds, q: float):
     N, C, h, w = acts.shape
     thresholds = np.array([np.quantile(acts[:, k].astype(np.float64).ravel(), 1 - q) for k in range(C)])
     cons = ds.concepts
-    K, G = len(cons), len(cons.categories)
+    K = len(cons)
     inter = np.zeros((C, K))
     union = np.zeros((C, K))
     for i in range(N):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nets import ColorUnits, ElementwiseNet, NaNNet, SmallRandomCNN, TappedColorUnits
+from nets import ElementwiseNet, NaNNet, SmallRandomCNN, TappedColorUnits
 from reference import reference_dissect
 from netdissect import dissect, load
 from netdissect.data import Broden

@@ -40,6 +40,8 @@ from tqdm.auto import tqdm
 
 from netdissect import __version__
 from netdissect.data import Broden
+from netdissect.atomic import savez as atomic_savez
+from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.dissection.cache import ActivationCache
 from netdissect.dissection.distributed import (
     Group,
@@ -52,8 +54,6 @@ from netdissect.dissection.result import (
     FORMAT_VERSION,
     DissectionResult,
     LayerResult,
-    atomic_savez,
-    atomic_write_bytes,
     layer_folder,
 )
 from netdissect.errors import ActivationError, DatasetError, LayerError, NetDissectError

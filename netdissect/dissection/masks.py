@@ -97,8 +97,7 @@ class UnitMasks:
         t64 = thresholds.to(dev, torch.float64)
         bm = self.block_max(acts.float()).double()
         cand = (bm > t64.view(1, C, 1, 1)).flatten().nonzero()[:, 0]  # flat (b, k, jy, jx)
-        Y, X = self.y, self.x
-        nby, nbx, BY, BX = Y["n"], X["n"], Y["size"], X["size"]
+        BY, BX = self.y["size"], self.x["size"]
         a = acts.double().contiguous().view(-1)
         out_bk, out_p = [], []
         step = max(1, self.chunk_pixels // (BY * BX))

@@ -13,40 +13,18 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from netdissect.atomic import savez as atomic_savez
+from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.errors import NetDissectError
 
 FORMAT_VERSION = 1
 UNIT_DTYPE = [("unit", "i4"), ("label", "U64"), ("category", "U32"), ("iou", "f8"),
               ("threshold", "f8"), ("detector", "?")]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_savez(path: str | os.PathLike, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _load_npz(path: Path) -> dict:

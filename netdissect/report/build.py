@@ -20,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from netdissect.report import charts
-from netdissect.report._io import write_text
+from netdissect.atomic import write_text
 from netdissect.report.images import ImageSource
 from netdissect.report.palette import category_colors, ordered_categories
 from netdissect.report.records import layer_stats, unit_records

@@ -20,7 +20,7 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from netdissect.report._io import save_figure  # noqa: E402
+from netdissect.atomic import save_figure  # noqa: E402
 from netdissect.report.palette import NONE_COLOR, category_colors  # noqa: E402
 
 STYLE = {

@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 
 from netdissect.report import charts
-from netdissect.report._io import write_text
+from netdissect.atomic import write_text
 from netdissect.report.palette import ordered_categories
 from netdissect.report.run import RunError, read_summary
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from netdissect.report._io import save_image
+from netdissect.atomic import save_image
 from netdissect.report.images import ImageSource
 
 RENDER_VERSION = 3

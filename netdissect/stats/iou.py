@@ -96,7 +96,6 @@ class IoUCounts:
     def add(self, labels: LabelBatch, hits) -> None:
         """One batch: ``hits`` (``area`` (B, C), and one (image, unit, pixel) per mask pixel)."""
         C, K = self.inter.shape
-        dev = self.inter.device
         self.images += labels.planes.shape[0]
         self.label_area += labels.label_area
         area = hits.area  # (B, C)

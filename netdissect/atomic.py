@@ -1,6 +1,6 @@
-"""Atomic file writes for the report (a reader never sees a half-written file).
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
 
-    >>> from netdissect.report._io import write_text
+    >>> from netdissect.atomic import write_text
     >>> write_text(Path("report/index.html"), "<html>...</html>")   # doctest: +SKIP
 
 Each helper writes to a temporary file beside the target and renames it into
@@ -34,11 +34,24 @@ def write_with(path: Path, writer: Callable[[str], None]) -> Path:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically (and durably: flushed to disk before the rename)."""
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     return write_with(path, _w)
+
+
+def savez(path: Path, **arrays) -> Path:
+    """``np.savez`` to ``path`` atomically (plain arrays, no pickles)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return write_bytes(path, buf.getvalue())
 
 
 def write_text(path: Path, text: str) -> Path:
