@@ -88,3 +88,12 @@ def test_parse_normalize():
     assert torch.allclose(p(x), torch.full((1, 3, 2, 2), 1.0))
     with pytest.raises(ModelError, match="--normalize"):
         parse_normalize("imagenett")
+
+
+def test_zoo_model_and_its_untrained_twin():
+    trained, prep = load_model("zoo:scene-cnn")
+    torch.manual_seed(0)
+    random, prep2 = load_model("zoo:scene-cnn", weights="none")
+    assert prep == prep2 and prep.mean == (0.5, 0.5, 0.5)
+    assert model_identity(trained) != model_identity(random)
+    assert [n for n, _ in trained.named_modules()] == [n for n, _ in random.named_modules()]

@@ -189,7 +189,8 @@ def load_model(
     - ``path/to/file.py:factory`` or ``package.module:factory``: a callable
       returning an ``nn.Module``; ``weights`` PATH is loaded into it;
       preprocessing defaults to none (RGB in [0, 1]).
-    - ``zoo:NAME``: a model bundled with netdissect (``netdissect zoo`` lists them).
+    - ``zoo:NAME``: a model bundled with netdissect (``netdissect zoo`` lists them); ``weights="none"``
+      gives the same architecture untrained, with the same preprocessing.
 
     ``normalize`` (``imagenet``, ``none``, ``MEAN,STD``) overrides the default.
     """
@@ -205,11 +206,14 @@ def load_model(
             model, prep = _torchvision(rest, weights)
             weights = None
         elif kind == "zoo":
-            from netdissect.models.zoo import load_zoo_model
+            from netdissect.models.zoo import build, load_zoo_model
 
             model, meta = load_zoo_model(rest)
             norm = meta.get("normalize")
             prep = Preprocess(tuple(norm["mean"]), tuple(norm["std"])) if norm else Preprocess()
+            if weights and weights.lower() == "none":  # the same architecture, untrained (torch's default init)
+                model = build(rest)
+            weights = None
         else:
             model, prep = _factory(spec), Preprocess()
     if weights and weights.lower() not in ("none", "default"):
