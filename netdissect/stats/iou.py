@@ -24,8 +24,8 @@ import torch
 class LabelBatch:
     """The concept labels of a batch of images that share one mask size (sh, sw).
 
-    ``planes`` int64 (B, P, sh*sw): concept column per pixel and plane, K (the
-    number of concepts) for none.  A concept repeated at one pixel in several planes is kept once
+    ``planes`` int32 (B * sh * sw, P): concept column per pixel (row b * sh * sw
+    + pixel) and plane, K (the number of concepts) for none.  A concept repeated at one pixel in several planes is kept once
     (L_c is the union of the planes), and concepts whose primary category the
     image does not hold are dropped (they do not enter the sums).
     ``whole_image``/``whole_concept``: image-level labels (cover every pixel).
@@ -45,28 +45,27 @@ class LabelBatch:
         B = len(samples)
         sh, sw = samples[0].planes.shape[1:]
         P = max(s.planes.shape[0] for s in samples)
+        K = len(concepts)
         # ext[number] -> concept column; -1 for "no label" (0) and for numbers the catalogue lacks
-        ext = np.append(concepts.lookup, -1).astype(np.int64)
+        ext = np.append(concepts.lookup, -1)
+        known = ext >= 0
         top = len(ext) - 1
-        idx = np.full((B, P, sh * sw), -1, np.int64)
+        idx = np.full((B, sh * sw, P), K, np.int32)  # pixel-major: a hit gathers its planes at once
         has = np.stack([np.asarray(s.has_category, bool) for s in samples])
         unknown = 0
         for b, s in enumerate(samples):
-            if not s.planes.shape[0]:
+            n = s.planes.shape[0]
+            if not n:
                 continue
-            numbers = np.minimum(s.planes.reshape(s.planes.shape[0], sh * sw), top)
-            cols = np.take(ext, numbers)
-            unknown += int(np.count_nonzero(numbers) - np.count_nonzero(cols + 1))
+            numbers = np.minimum(s.planes.reshape(n, sh * sw), top)
+            unknown += int(np.count_nonzero(numbers) - np.count_nonzero(np.take(known, numbers)))
             # concepts whose primary category this image does not hold do not enter the sums
-            held = np.append(has[b][concepts.primary], False)
-            idx[b, : len(numbers)] = np.where(np.take(held, cols), cols, -1)
-        for j in range(1, P):  # union over planes: count a concept once per pixel
-            for i in range(j):
-                same = idx[:, j] == idx[:, i]
-                if same.any():
-                    idx[:, j][same] = -1
-        K = len(concepts)
-        idx[idx < 0] = K
+            held = known & np.append(has[b][concepts.primary], False)[ext]
+            cols = np.take(np.where(held, ext, K).astype(np.int32), numbers)  # (n, pixels)
+            for j in range(1, n):  # union over planes: count a concept once per pixel
+                for i in range(j):
+                    cols[j][cols[j] == cols[i]] = K
+            idx[b, :, :n] = cols.T
         wi, wc = [], []
         for b, s in enumerate(samples):
             cols = concepts.index_of(np.asarray(s.image_labels, np.int64))
@@ -76,6 +75,7 @@ class LabelBatch:
             wi += [b] * len(cols)
             wc += cols.tolist()
         area = np.bincount(idx.reshape(-1), minlength=K + 1)[:K].astype(np.float64)
+        idx = idx.reshape(B * sh * sw, P)
         np.add.at(area, np.asarray(wc, np.int64), float(sh * sw))
         t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
         return cls(torch.from_numpy(idx).to(device), t(wi), t(wc), torch.from_numpy(has).to(device),
@@ -96,21 +96,18 @@ class IoUCounts:
     def add(self, labels: LabelBatch, hits) -> None:
         """One batch: ``hits`` (``area`` (B, C), and one (image, unit, pixel) per mask pixel)."""
         C, K = self.inter.shape
-        self.images += labels.planes.shape[0]
+        self.images += labels.has_category.shape[0]
         self.label_area += labels.label_area
         area = hits.area  # (B, C)
         self.total_area += area.sum(0)
         self.unit_area += area.T @ labels.has_category.double()
         if len(labels.whole_concept):
             self.inter.index_add_(1, labels.whole_concept, area[labels.whole_image].T)
-        if len(hits.pixel):
-            B, Pl, P = labels.planes.shape
-            flat = labels.planes.reshape(-1)
-            base = hits.image * (Pl * P) + hits.pixel
-            row = hits.unit * (K + 1)
+        if len(hits.pixel) and labels.planes.shape[1]:
+            cols = labels.planes.index_select(0, hits.image * labels.pixels + hits.pixel)  # (n, planes)
             # column K of each unit's row collects "no concept here" and is dropped
-            keys = torch.cat([row + flat.index_select(0, base + j * P) for j in range(Pl)])
-            self.inter += torch.bincount(keys, minlength=C * (K + 1)).view(C, K + 1)[:, :K].double()
+            keys = (hits.unit * (K + 1)).unsqueeze(1) + cols
+            self.inter += torch.bincount(keys.view(-1), minlength=C * (K + 1)).view(C, K + 1)[:, :K].double()
 
     def iou(self, primary: np.ndarray) -> np.ndarray:
         """float64 (units, concepts) IoU; 0 where the union is empty."""
