@@ -137,8 +137,29 @@ def _collate_images(items):
     return items  # stacking happens in the main process, where errors can be raised cleanly
 
 
-def _collate_list(items):
-    return items
+class _LabelCollate:
+    """Runs in the loader workers: groups a batch's rows by mask size and builds their
+    :class:`LabelBatch` there, in parallel with the counting in the main process.
+
+    Returns ``(start, stop, errors, groups)``: ``errors`` maps rows whose files are bad to the
+    message; ``groups`` maps (sh, sw) to (LabelBatch on the CPU, batch positions of its rows).
+    Rows in ``skip`` (skipped in pass 1) and bad rows are left out of the groups.
+    """
+
+    def __init__(self, concepts, skip):
+        self.concepts, self.skip = concepts, frozenset(skip)
+
+    def __call__(self, samples):
+        start, stop = samples[0].index, samples[-1].index + 1
+        errors, groups = {}, {}
+        for s in samples:
+            if s.error is not None:
+                errors[s.index] = s.error
+            elif s.index not in self.skip:
+                groups.setdefault(tuple(s.planes.shape[1:]), []).append(s)
+        built = {size: (LabelBatch.from_samples(group, self.concepts), [s.index - start for s in group])
+                 for size, group in groups.items()}
+        return start, stop, errors, built
 
 
 def _loader(dataset, batch_size, num_workers, collate):
@@ -313,26 +334,20 @@ class _Run:
     def pass_iou(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
         thr = {n: torch.from_numpy(self.thresholds[n]).to(self.device, torch.float64) for n in self.layers}
-        loader = _loader(_Labels(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, _collate_list)
+        collate = _LabelCollate(ds.concepts, self.skipped)
+        loader = _loader(_Labels(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, collate)
         last = time.monotonic()
         bar = tqdm(total=self.hi - self.lo, initial=self.done - self.lo, desc="pass 2/2: IoU", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
-        for batch in loader:
-            start, stop = batch[0].index, batch[-1].index + 1
-            groups: dict[tuple, list] = {}  # images of one mask size are counted together
-            for s in batch:
-                if s.error is not None:
-                    if not cfg.skip_bad:
-                        raise DatasetError(f"{s.error} (pass --skip-bad to skip bad rows and count them)")
-                    self.skipped.setdefault(s.index, s.error)
-                if s.index in self.skipped:
-                    continue
-                groups.setdefault(tuple(s.planes.shape[1:]), []).append(s)
+        for start, stop, errors, built in loader:
+            for i, err in sorted(errors.items()):
+                if not cfg.skip_bad:
+                    raise DatasetError(f"{err} (pass --skip-bad to skip bad rows and count them)")
+                self.skipped.setdefault(i, err)
             labels = {}
-            for size, samples in groups.items():
-                lb = LabelBatch.from_samples(samples, ds.concepts, self.device)
+            for size, (lb, rows) in built.items():
                 self.unknown_labels += lb.unknown
-                labels[size] = (lb, torch.tensor([s.index - start for s in samples], device=self.device))
+                labels[size] = (lb.to(self.device), torch.tensor(rows, device=self.device))
             for name in self.layers:
                 acts = torch.from_numpy(self.caches[name].read(start - self.lo, stop - self.lo)).to(self.device)
                 for size, (lb, rows) in labels.items():
@@ -342,7 +357,7 @@ class _Run:
                     hits = self._masks[key].hits(acts[rows].float(), thr[name])
                     self.counts[name].add(lb, hits)
             self.done = stop
-            bar.update(len(batch))
+            bar.update(stop - start)
             if time.monotonic() - last >= checkpoint_every:
                 self.save_checkpoint()
                 last = time.monotonic()

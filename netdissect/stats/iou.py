@@ -82,6 +82,13 @@ class LabelBatch:
                    sh * sw, torch.from_numpy(area).to(device), unknown)
 
 
+    def to(self, device) -> "LabelBatch":
+        """The same labels on ``device``."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return LabelBatch(move(self.planes), move(self.whole_image), move(self.whole_concept),
+                          move(self.has_category), self.pixels, move(self.label_area), self.unknown)
+
+
 class IoUCounts:
     """Intersection and area counts for the IoU of every unit with every concept."""
 
