@@ -98,7 +98,9 @@ class DissectConfig:
 
 
 # ---------------------------------------------------------------- data views
-class _Images(Dataset):
+class _Rows(Dataset):
+    """Rows ``[start, stop)`` of a dataset; a bad row comes back as an error, never raises in a worker."""
+
     def __init__(self, ds: Broden, start: int, stop: int | None = None):
         self.ds, self.start, self.stop = ds, start, len(ds) if stop is None else stop
 
@@ -108,29 +110,29 @@ class _Images(Dataset):
     def __getitem__(self, j):
         i = self.start + j
         try:
-            return i, self.ds.load_image(i), None
+            return self.load(i)
         except DatasetError as exc:
-            return i, None, str(exc)
+            return self.failed(i, str(exc))
 
 
-class _Labels(Dataset):
-    def __init__(self, ds: Broden, start: int, stop: int | None = None):
-        self.ds, self.start, self.stop = ds, start, len(ds) if stop is None else stop
+class _Images(_Rows):
+    def load(self, i):
+        return i, self.ds.load_image(i), None
 
-    def __len__(self):
-        return max(0, self.stop - self.start)
+    def failed(self, i, error):
+        return i, None, error
 
-    def __getitem__(self, j):
-        i = self.start + j
-        try:
-            sample = self.ds.load_labels(i)
-            # R + 256 G < 65536: half the bytes to send from the worker, same values
-            sample.planes = sample.planes.astype(np.uint16)
-            return sample
-        except DatasetError as exc:
-            from netdissect.data import LabelSample
 
-            return LabelSample(i, None, None, None, error=str(exc))
+class _Labels(_Rows):
+    def load(self, i):
+        sample = self.ds.load_labels(i)
+        sample.planes = sample.planes.astype(np.uint16)  # R + 256 G < 65536: half the bytes to send
+        return sample
+
+    def failed(self, i, error):
+        from netdissect.data import LabelSample
+
+        return LabelSample(i, None, None, None, error=error)
 
 
 def _collate_images(items):
