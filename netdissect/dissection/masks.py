@@ -132,19 +132,22 @@ class UnitMasks:
         oy = torch.arange(len(rn), device=f.device) - sel(first, 0, rn)
         ytab = sel(jy, 0, rn) * BY + oy
         h0, h1 = sel(Y["w0"].view(-1), 0, ytab), sel(Y["w1"].view(-1), 0, ytab)
-        r00, r01, r10, r11 = (sel(v, 0, rn) for v in (a00, a01, a10, a11))
-        rjx = sel(jx, 0, rn)
-        cnt = sel(X["count"], 0, rjx)
-        thr = sel(t64, 0, sel(bk, 0, rn) % C)
         w0, w1 = X["w0"].view(-1), X["w1"].view(-1)
+        cnt_b = sel(X["count"], 0, jx)
+        thr_b = sel(t64, 0, bk % C)
+        thr = sel(thr_b, 0, rn)
 
-        def above(slot):  # PyTorch's association: h0 * (w0 * a00 + w1 * a01) + h1 * (w0 * a10 + w1 * a11)
-            i = rjx * BX + slot
+        def column(slot):  # per block: the bilinear value at x-slot ``slot`` on source rows by and by1
+            i = jx * BX + slot
             x0, x1 = sel(w0, 0, i), sel(w1, 0, i)
-            return h0 * (x0 * r00 + x1 * r01) + h1 * (x0 * r10 + x1 * r11) > thr
+            return x0 * a00 + x1 * a01, x0 * a10 + x1 * a11
 
-        first_in = above(torch.zeros_like(cnt))
-        last_in = above(cnt - 1)
+        # PyTorch's association: h0 * (w0 * a00 + w1 * a01) + h1 * (w0 * a10 + w1 * a11)
+        top, bot = column(torch.zeros_like(cnt_b))
+        first_in = h0 * sel(top, 0, rn) + h1 * sel(bot, 0, rn) > thr
+        top, bot = column(cnt_b - 1)
+        last_in = h0 * sel(top, 0, rn) + h1 * sel(bot, 0, rn) > thr
+        cnt = sel(cnt_b, 0, rn)
         # all in: [0, cnt); all out: empty; split: binary search for the first slot that differs from slot 0
         start = torch.zeros_like(cnt)
         stop = torch.where(first_in, cnt, torch.zeros_like(cnt))
@@ -152,12 +155,16 @@ class UnitMasks:
         if len(split):
             lo = torch.zeros(len(split), dtype=torch.long, device=f.device)  # same as slot 0
             hi = sel(cnt, 0, split) - 1  # differs from slot 0
-            keep = (h0, h1, r00, r01, r10, r11, rjx, thr)
-            h0, h1, r00, r01, r10, r11, rjx, thr = (sel(v, 0, split) for v in keep)
+            sn = sel(rn, 0, split)
+            r00, r01, r10, r11 = (sel(v, 0, sn) for v in (a00, a01, a10, a11))
+            sh0, sh1, sthr, sjx = sel(h0, 0, split), sel(h1, 0, split), sel(thr, 0, split), sel(jx, 0, sn)
             f_in = sel(first_in, 0, split)
             while bool((hi - lo > 1).any()):
                 mid = (lo + hi) // 2
-                differs = above(mid) != f_in
+                i = sjx * BX + mid
+                x0, x1 = sel(w0, 0, i), sel(w1, 0, i)
+                above = sh0 * (x0 * r00 + x1 * r01) + sh1 * (x0 * r10 + x1 * r11) > sthr
+                differs = above != f_in
                 hi = torch.where(differs, mid, hi)
                 lo = torch.where(differs, lo, mid)
             # increasing rows (slot 0 out): run [hi, cnt); decreasing rows (slot 0 in): run [0, hi)
