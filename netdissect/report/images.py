@@ -75,39 +75,29 @@ class ImageSource:
             self._warn(f"{self.root / 'index.csv'}: no row for image {path!r}")
         return i
 
+    def _read(self, path: str, loader):
+        """``loader(row)`` for the row of image ``path``; None (and a warning) when it fails."""
+        i = self.row(path)
+        if i is None:
+            return None
+        try:
+            return loader(i)
+        except NetDissectError as exc:
+            self._warn(str(exc))
+            return None
+
     def image(self, path: str) -> np.ndarray | None:
         """uint8 (H, W, 3) RGB of an image, or None when it cannot be read (noted in warnings)."""
         if not self.available:
             return None
-
-        def load():
-            i = self.row(path)
-            if i is None:
-                return None
-            try:
-                return self.dataset.load_image(i)
-            except NetDissectError as exc:
-                self._warn(str(exc))
-                return None
-
-        return self._images.get_or(path, load)
+        return self._images.get_or(path, lambda: self._read(path, self.dataset.load_image))
 
     def concept_mask(self, path: str, number: int) -> np.ndarray | None:
         """bool (sh, sw) where the image holds label ``number``; None if it holds none of it."""
         if not self.available or number <= 0:
             return None
 
-        def load():
-            i = self.row(path)
-            if i is None:
-                return None
-            try:
-                return self.dataset.load_labels(i)
-            except NetDissectError as exc:
-                self._warn(str(exc))
-                return None
-
-        sample = self._labels.get_or(path, load)
+        sample = self._labels.get_or(path, lambda: self._read(path, self.dataset.load_labels))
         if sample is None:
             return None
         if number in sample.image_labels:
