@@ -324,13 +324,15 @@ class _Run:
                                           "use cache_dtype='float32' (--cache-dtype float32)")
                 raise ActivationError(f"layer {name!r}: NaN or infinite activations at {row} "
                                       f"({len(bad)} image(s) in this batch)")
-            af = ac.float()
-            full = np.zeros((n, *self.shapes[name]), dtype=np_dtype)
-            full[(idx - start).numpy()] = ac.cpu().numpy()
-            self.caches[name].write(start - self.lo, full)
-            C = af.shape[1]
-            self.quantiles[name].add(af.transpose(0, 1).reshape(C, -1))
-            self.tops[name].add(af, idx)
+            rows = ac.cpu().numpy()
+            if len(good) < n:  # skipped rows keep zeros in the cache
+                full = np.zeros((n, *self.shapes[name]), dtype=np_dtype)
+                full[(idx - start).numpy()] = rows
+                rows = full
+            self.caches[name].write(start - self.lo, rows)
+            C = ac.shape[1]
+            self.quantiles[name].add(ac.transpose(0, 1).reshape(C, -1))  # the cached values, as float32
+            self.tops[name].add(ac, idx)
 
     # ---------------------------------------------------------- pass 2
     def pass_iou(self, checkpoint_every: float) -> None:
