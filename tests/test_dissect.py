@@ -28,7 +28,16 @@ def _acts(model, ds, layer):
 
 @pytest.mark.parametrize("q", [0.005, 0.05])
 @pytest.mark.parametrize("layer", ["units", "units2"])
-def test_matches_reference_exactly(broden, q, layer):
+@pytest.mark.parametrize("counting", ["kernel", "torch"])
+def test_matches_reference_exactly(broden, q, layer, counting, monkeypatch):
+    """Both ways of counting masks against labels: the compiled CPU kernel and the torch path
+    (what a GPU runs), forced here on the CPU."""
+    from netdissect.dissection import kernel
+
+    if counting == "torch":
+        monkeypatch.setattr(kernel, "available", lambda: False)
+    elif not kernel.available():
+        pytest.skip("numba is not installed")
     model = ElementwiseNet(units=10, seed=3)
     ds = Broden(broden)
     result = dissect(model, [layer], broden, quantile=q, cache_dtype="float32", batch_size=7,

@@ -1,9 +1,11 @@
 """torchrun sharding and chunked runs give exactly the single-process result."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,22 +64,62 @@ def test_shards_cover_the_rows_once():
             assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
 
 
+def _torchrun(dataset, out, model="nets.py:elementwise_net", *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+            "-m", "netdissect", "dissect", "--model", f"{TESTS}/{model}",
+            "--layer", "units", "--layer", "units2", "--dataset", str(dataset), "--out", str(out),
+            "--quantile", "0.05", "--cache-dtype", "float32", "--batch-size", "4", "--workers", "0",
+            "--topk", "3", "--skip-bad", "--quiet", "--no-report", *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+
 def test_torchrun_two_gloo_ranks_equal_one_process(broken, single, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "netdissect", "dissect", "--model", f"{TESTS}/nets.py:elementwise_net",
-           "--layer", "units", "--layer", "units2", "--dataset", str(broken), "--out", str(out),
-           "--quantile", "0.05", "--cache-dtype", "float32", "--batch-size", "4", "--workers", "0",
-           "--topk", "3", "--skip-bad", "--quiet", "--no-report"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(_torchrun(broken, out), env=ENV, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # rank 0 reports, rank 1 stays quiet
     assert not (out / ".work").exists()
     result = load(out)
     assert result.summary["config"]["world_size"] == 2
     _assert_same(result, single)
+
+
+def _done(ckpt: Path) -> tuple[int, int]:
+    """(phase, rows done) of a rank's checkpoint; (0, 0) while there is none."""
+    try:
+        with np.load(ckpt) as z:
+            return int(z["phase"]), int(z["done"])
+    except Exception:  # not written yet, or being replaced right now
+        return 0, 0
+
+
+def test_killed_torchrun_job_resumes_to_the_same_result(broken, single, tmp_path):
+    """SIGKILL the whole torchrun job midway through pass 1; each rank resumes from its own
+    checkpoint and the finished run equals the single-process one."""
+    out = tmp_path / "run"
+    args = _torchrun(broken, out, "nets.py:slow_elementwise_net", "--checkpoint-every", "0", "--batch-size", "2")
+    proc = subprocess.Popen(args, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = [out / ".work" / f"rank{r}" / "checkpoint.npz" for r in (0, 1)]
+    firsts = [0, 15]  # first row of each rank (30 rows in two contiguous halves)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        state = [_done(c) for c in ckpts]
+        if all(ph == 1 and d >= f + 4 for (ph, d), f in zip(state, firsts)):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = [_done(c) for c in ckpts]
+    assert all(ph == 1 and f + 4 <= d < f + 15 for (ph, d), f in zip(state, firsts)), state
+    assert not (out / "summary.json").exists()
+    resumed = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (out / ".work").exists()
+    _assert_same(load(out), single)
 
 
 def test_chunks_merged_equal_one_run(broken, single, tmp_path, capsys):

@@ -83,13 +83,21 @@ def _samples(rng, n):
             for i in range(n)]
 
 
-def _hits(rng, B, C=4, pixels=25):
-    from netdissect.dissection.masks import Hits
-
-    m = torch.from_numpy(rng.random((B, C, pixels)) > 0.6)
+def _masks(rng, B, C=4, pixels=25):
+    m = rng.random((B, C, pixels)) > 0.6
     m[:, 1] = False  # unit 1 never active
-    b, k, p = m.nonzero().unbind(1)
-    return Hits(m.sum(2).double(), b, k, p), m
+    return m
+
+
+def _pixel_counts(m, labels, K=3):
+    """(area (B, C), inter (C, K)) of boolean masks m (B, C, pixels), densely."""
+    B, C, S = m.shape
+    cols = labels.planes.numpy().reshape(-1, B, S)
+    inter = np.zeros((C, K))
+    for c in range(K):
+        on = (cols == c).any(0)  # (B, S)
+        inter[:, c] = (m & on[:, None, :]).sum((0, 2))
+    return torch.from_numpy(m.sum(2).astype(np.float64)), torch.from_numpy(inter)
 
 
 def test_iou_counts_against_dense_formula():
@@ -97,9 +105,10 @@ def test_iou_counts_against_dense_formula():
 
     rng = np.random.default_rng(0)
     samples = _samples(rng, 6)
-    hits, m = _hits(rng, 6)
+    m = _masks(rng, 6)
     counts = IoUCounts(4, 3, 2)
-    counts.add(LabelBatch.from_samples(samples, _concepts()), hits)
+    labels = LabelBatch.from_samples(samples, _concepts())
+    counts.add(labels, *_pixel_counts(m, labels))
     iou = counts.iou(_Cons.primary)
     for k in range(4):
         for c in range(3):
@@ -108,8 +117,8 @@ def test_iou_counts_against_dense_formula():
                 if not s.has_category[_Cons.primary[c]]:
                     continue
                 lab = np.ones(25, bool) if (c + 1) in s.image_labels else (s.planes.reshape(2, -1) == c + 1).any(0)
-                inter += (m[b, k].numpy() & lab).sum()
-                union += (m[b, k].numpy() | lab).sum()
+                inter += (m[b, k] & lab).sum()
+                union += (m[b, k] | lab).sum()
             assert iou[k, c] == pytest.approx(inter / union if union else 0.0, abs=1e-12)
     assert iou[1].sum() == 0
 
@@ -119,16 +128,14 @@ def test_iou_counts_merge_equals_single():
 
     rng = np.random.default_rng(1)
     samples = _samples(rng, 6)
-    hits, m = _hits(rng, 6)
+    m = _masks(rng, 6)
     single = IoUCounts(4, 3, 2)
-    single.add(LabelBatch.from_samples(samples, _concepts()), hits)
+    labels = LabelBatch.from_samples(samples, _concepts())
+    single.add(labels, *_pixel_counts(m, labels))
     a, b = IoUCounts(4, 3, 2), IoUCounts(4, 3, 2)
-    from netdissect.dissection.masks import Hits
-
     for part, rows in ((a, slice(0, 2)), (b, slice(2, 6))):
-        mm = m[rows]
-        ib, ik, ip = mm.nonzero().unbind(1)
-        part.add(LabelBatch.from_samples(samples[rows], _concepts()), Hits(mm.sum(2).double(), ib, ik, ip))
+        lb = LabelBatch.from_samples(samples[rows], _concepts())
+        part.add(lb, *_pixel_counts(m[rows], lb))
     restored = IoUCounts(4, 3, 2).load_state_dict(a.state_dict())
     restored.merge(b)
     np.testing.assert_array_equal(restored.iou(_Cons.primary), single.iou(_Cons.primary))
@@ -157,3 +164,72 @@ def test_sparse_unit_masks_equal_full_upsampling(h, w, sh, sw):
     assert torch.equal(got, dense)
     assert len(hits.pixel) == int(dense.sum())  # each pixel once
     np.testing.assert_array_equal(hits.area.numpy(), dense.sum(2).double().numpy())
+
+
+@pytest.mark.parametrize("h,w,sh,sw", [(7, 7, 112, 112), (7, 5, 113, 57), (13, 13, 56, 56), (56, 56, 28, 28),
+                                       (1, 1, 5, 5), (3, 4, 3, 4)])
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "torch"])
+def test_mask_label_counts_equal_dense(h, w, sh, sw, use_kernel):
+    """UnitMasks.count (compiled CPU kernel, and the torch path the GPU uses) against full
+    upsampling and dense counting, with several label planes, a concept repeated across
+    planes (counted once per pixel) and unlabelled pixels."""
+    import torch.nn.functional as F
+
+    from netdissect.dissection import kernel
+    from netdissect.dissection.masks import UnitMasks
+    from netdissect.stats import LabelBatch
+
+    if use_kernel and not kernel.available():
+        pytest.skip("numba is not installed")
+    B, C, K = 3, 6, 3
+    g = torch.Generator().manual_seed(h * 100 + sw)
+    acts = torch.randn(B, C, h, w, generator=g).half().float()  # cached values are float16
+    acts[:, 5] = 0.25  # a constant unit
+    thr = torch.quantile(acts.transpose(0, 1).reshape(C, -1).double(), 0.9, dim=1)
+    thr[5] = 0.25
+    rng = np.random.default_rng(h + sw)
+    planes = rng.integers(0, 4, size=(B, 3, sh, sw)).astype(np.int32)  # 0 = no label
+    planes[:, 2] = np.where(rng.random((B, sh, sw)) < 0.5, planes[:, 0], planes[:, 2])  # repeats
+    from netdissect.data import LabelSample
+
+    samples = [LabelSample(b, planes[b], np.zeros(0, np.int32), np.array([True, True])) for b in range(B)]
+    labels = LabelBatch.from_samples(samples, _concepts())
+    um = UnitMasks(h, w, sh, sw, chunk_pixels=2000)
+    um.use_kernel = use_kernel
+    area, inter = um.count(acts, thr, labels)
+
+    full = F.interpolate(acts.double(), size=(sh, sw), mode="bilinear", align_corners=False)
+    dense = (full > thr.view(1, C, 1, 1)).flatten(2).numpy()
+    dense[:, 5] = False  # see test_sparse_unit_masks_equal_full_upsampling
+    want_area, want_inter = _pixel_counts(dense, labels, K)
+    assert want_inter.sum() > 0
+    np.testing.assert_array_equal(area.numpy(), want_area.numpy())
+    np.testing.assert_array_equal(inter.numpy(), want_inter.numpy())
+
+
+def test_label_columns_widen_for_huge_catalogues():
+    """Beyond 32,766 concepts the columns are int32; counts stay the same in both paths."""
+    from netdissect.data import ConceptSet, LabelSample
+    from netdissect.dissection import kernel
+    from netdissect.dissection.masks import UnitMasks
+    from netdissect.stats import LabelBatch
+
+    n = 40000
+    big = ConceptSet(numbers=np.arange(1, n + 1, dtype=np.int32), names=[f"c{i}" for i in range(n)],
+                     categories=["x"], primary=np.zeros(n, np.int32))
+    rng = np.random.default_rng(3)
+    planes = rng.choice([0, 5, 39999, 40000], size=(2, 2, 16, 16)).astype(np.int32)
+    samples = [LabelSample(b, planes[b], np.zeros(0, np.int32), np.array([True])) for b in range(2)]
+    labels = LabelBatch.from_samples(samples, big)
+    assert labels.planes.dtype == torch.int32
+    assert labels.label_area[39999] == (planes == 40000).any(1).sum()
+    acts = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    thr = torch.zeros(3, dtype=torch.float64)
+    um = UnitMasks(4, 4, 16, 16)
+    um.use_kernel = False
+    want = um.count(acts, thr, labels)
+    assert want[1][:, [4, 39998, 39999]].sum() > 0
+    if kernel.available():
+        um.use_kernel = True
+        got = um.count(acts, thr, labels)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

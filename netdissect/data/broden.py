@@ -287,5 +287,5 @@ class Broden:
             image_labels.extend(nums)
             if nums:
                 has[cats.index(c)] = True
-        planes_arr = (np.stack(planes) if planes else np.zeros((0, row.sh, row.sw), np.int32)).astype(np.int32)
+        planes_arr = np.stack(planes) if planes else np.zeros((0, row.sh, row.sw), np.int32)
         return LabelSample(i, planes_arr, np.asarray(image_labels, dtype=np.int32), has)

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -49,6 +50,7 @@ from netdissect.dissection.distributed import (
     combine_tops,
     shard_rows,
 )
+from netdissect.dissection import kernel
 from netdissect.dissection.masks import UnitMasks
 from netdissect.dissection.result import (
     FORMAT_VERSION,
@@ -150,6 +152,7 @@ class _LabelCollate:
 
     def __init__(self, concepts, skip):
         self.concepts, self.skip = concepts, frozenset(skip)
+        self.tables: dict = {}  # number -> column tables, kept by each worker across its batches
 
     def __call__(self, samples):
         start, stop = samples[0].index, samples[-1].index + 1
@@ -159,9 +162,16 @@ class _LabelCollate:
                 errors[s.index] = s.error
             elif s.index not in self.skip:
                 groups.setdefault(tuple(s.planes.shape[1:]), []).append(s)
-        built = {size: (LabelBatch.from_samples(group, self.concepts), [s.index - start for s in group])
+        built = {size: (LabelBatch.from_samples(group, self.concepts, tables=self.tables), [s.index - start for s in group])
                  for size, group in groups.items()}
         return start, stop, errors, built
+
+
+def _quietly(fn):
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the same call in pass 2 raises it where it can be reported
+        pass
 
 
 def _loader(dataset, batch_size, num_workers, collate):
@@ -266,6 +276,8 @@ class _Run:
     # ---------------------------------------------------------- pass 1
     def pass_activations(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
+        if self.device.type == "cpu":  # load pass 2's compiled kernel while the forward pass runs
+            threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True).start()
         loader = _loader(_Images(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, _collate_images)
         last = time.monotonic()
         bar = tqdm(total=self.hi - self.lo, initial=self.done - self.lo, desc="pass 1/2: activations", unit="img",
@@ -358,8 +370,8 @@ class _Run:
                     key = (name, size)
                     if key not in self._masks:
                         self._masks[key] = UnitMasks(*self.shapes[name][1:], *size, device=self.device)
-                    hits = self._masks[key].hits(acts[rows].float(), thr[name])
-                    self.counts[name].add(lb, hits)
+                    area, inter = self._masks[key].count(acts[rows].float(), thr[name], lb)
+                    self.counts[name].add(lb, area, inter)
             self.done = stop
             bar.update(stop - start)
             if time.monotonic() - last >= checkpoint_every:

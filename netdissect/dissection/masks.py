@@ -16,6 +16,12 @@ full upsampled map.
     >>> um = UnitMasks(7, 7, 112, 112)
     >>> hits = um.hits(acts, thresholds)   # doctest: +SKIP
     >>> hits.area.shape                    # (images, units) mask areas
+    >>> area, inter = um.count(acts, thresholds, labels)   # doctest: +SKIP
+
+:meth:`UnitMasks.count` is what dissection calls: mask areas and the overlap
+of every mask with the pixel labels.  On the CPU it runs the compiled kernel
+of :mod:`netdissect.dissection.kernel` (the same masks, no hit list); on a GPU,
+or without numba, it counts :meth:`UnitMasks.hits` with torch.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from netdissect.dissection import kernel
 
 
 def _axis(n_in: int, n_out: int):
@@ -55,6 +63,17 @@ class UnitMasks:
         self.chunk_pixels = chunk_pixels
         self.y = self._blocks(h, sh)
         self.x = self._blocks(w, sw)
+        self.tables = self._kernel_tables()
+        self.use_kernel = self.device.type == "cpu" and kernel.available()
+
+    def _kernel_tables(self):
+        """Block cells, starts and sizes, and per-pixel weights, along y then x, as numpy arrays."""
+        out = []
+        for axis, n_in, n_out in ((self.y, self.h, self.sh), (self.x, self.w, self.sw)):
+            _, _, l0, l1 = _axis(n_in, n_out)
+            out += [axis[k].cpu().numpy() for k in ("cell", "cell1", "start", "count")]
+            out += [l0, l1]
+        return tuple(out)
 
     def _blocks(self, n_in, n_out):
         """Runs of output pixels that share their source cells, cut to at most ceil(n_out / n_in) pixels."""
@@ -85,6 +104,27 @@ class UnitMasks:
         Y, X = self.y, self.x
         rows = torch.maximum(acts.index_select(2, Y["cell"]), acts.index_select(2, Y["cell1"]))
         return torch.maximum(rows.index_select(3, X["cell"]), rows.index_select(3, X["cell1"]))
+
+    def count(self, acts: torch.Tensor, thresholds: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask areas float64 (B, C) and intersections float64 (C, K) with the pixel labels.
+
+        ``labels``: the :class:`netdissect.stats.LabelBatch` of the same B images (concept
+        column per pixel and plane, K for none).  Image-level labels are not counted here.
+        """
+        B, C = acts.shape[:2]
+        K = labels.label_area.shape[0]
+        if self.use_kernel:
+            area, inter = kernel.count(self.tables, acts.float().numpy(), thresholds.double().numpy(),
+                                       labels.planes.numpy(), labels.pixels, self.sw, K)
+            return torch.from_numpy(area).double(), torch.from_numpy(inter).double()
+        hits = self.hits(acts, thresholds)
+        inter = torch.zeros((C, K), dtype=torch.float64, device=acts.device)
+        if len(hits.pixel) and labels.planes.shape[0]:
+            cols = labels.planes.index_select(1, hits.image * labels.pixels + hits.pixel)  # (planes, n)
+            # column K of each unit's row collects "no concept here" and is dropped
+            keys = (hits.unit * (K + 1)).unsqueeze(0) + cols
+            inter += torch.bincount(keys.view(-1), minlength=C * (K + 1)).view(C, K + 1)[:, :K].double()
+        return hits.area, inter
 
     def hits(self, acts: torch.Tensor, thresholds: torch.Tensor) -> Hits:
         """Mask pixels of every unit on every image of the batch.

@@ -3,7 +3,7 @@
     >>> from netdissect.stats import IoUCounts, LabelBatch
     >>> labels = LabelBatch.from_samples(samples, concepts)         # doctest: +SKIP
     >>> counts = IoUCounts(units=512, concepts=len(concepts), categories=6)
-    >>> counts.add(labels, hits)       # hits: netdissect.dissection.masks.Hits  # doctest: +SKIP
+    >>> counts.add(labels, area, inter)  # from UnitMasks.count(acts, thresholds, labels)  # doctest: +SKIP
     >>> iou = counts.iou(concepts.primary)                          # (units, concepts)
 
 IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|, where both sums
@@ -24,11 +24,11 @@ import torch
 class LabelBatch:
     """The concept labels of a batch of images that share one mask size (sh, sw).
 
-    ``planes`` int32 (B * sh * sw, P): concept column per pixel (row b * sh * sw
-    + pixel) and plane, K (the number of concepts) for none.  A concept repeated at one pixel in several planes is kept once
-    (L_c is the union of the planes), and concepts whose primary category the
-    image does not hold are dropped (they do not enter the sums).
-    ``whole_image``/``whole_concept``: image-level labels (cover every pixel).
+    ``planes`` (P, B * sh * sw) int16 (int32 beyond 32,766 concepts): the concept column
+    of each pixel (column b * sh * sw + pixel) in each plane, K (the number of concepts)
+    for none.  A concept repeated at one pixel in several planes is kept once (L_c is the
+    union of the planes), and concepts whose primary category the image does not hold are
+    dropped (they do not enter the sums).  ``whole_image``/``whole_concept``: image-level labels (cover every pixel).
     """
 
     planes: torch.Tensor
@@ -40,32 +40,39 @@ class LabelBatch:
     unknown: int = 0  # label occurrences whose number the catalogue does not know
 
     @classmethod
-    def from_samples(cls, samples, concepts, device="cpu") -> "LabelBatch":
-        """From :class:`netdissect.data.LabelSample` objects of one mask size."""
+    def from_samples(cls, samples, concepts, device="cpu", tables: dict | None = None) -> "LabelBatch":
+        """From :class:`netdissect.data.LabelSample` objects of one mask size.
+
+        ``tables``: a dict to keep the number -> column tables in between calls (one per
+        pattern of categories held); pass the same dict for every batch of a dataset.
+        """
         B = len(samples)
         sh, sw = samples[0].planes.shape[1:]
+        S = sh * sw
         P = max(s.planes.shape[0] for s in samples)
         K = len(concepts)
-        # ext[number] -> concept column; -1 for "no label" (0) and for numbers the catalogue lacks
-        ext = np.append(concepts.lookup, -1)
-        known = ext >= 0
-        top = len(ext) - 1
-        idx = np.full((B, sh * sw, P), K, np.int32)  # pixel-major: a hit gathers its planes at once
+        tables = {} if tables is None else tables
+        dtype = _column_dtype(K)
+        idx = np.full((P, B * S), K, dtype)  # plane-major: each image's plane is one contiguous write
         has = np.stack([np.asarray(s.has_category, bool) for s in samples])
         unknown = 0
         for b, s in enumerate(samples):
             n = s.planes.shape[0]
             if not n:
                 continue
-            numbers = np.minimum(s.planes.reshape(n, sh * sw), top)
-            unknown += int(np.count_nonzero(numbers) - np.count_nonzero(np.take(known, numbers)))
-            # concepts whose primary category this image does not hold do not enter the sums
-            held = known & np.append(has[b][concepts.primary], False)[ext]
-            cols = np.take(np.where(held, ext, K).astype(np.int32), numbers)  # (n, pixels)
+            table = _column_table(concepts, has[b], tables)
+            numbers = s.planes.reshape(n, S)
+            if numbers.dtype != np.uint16:
+                numbers = np.minimum(numbers, len(table) - 1)  # numbers past the table: unknown
+            cols = table[numbers]  # (n, pixels): column, K none or not held, K + 1 unknown
+            if cols.max() > K:
+                bad = cols > K
+                unknown += int(np.count_nonzero(bad))
+                cols[bad] = K
             for j in range(1, n):  # union over planes: count a concept once per pixel
                 for i in range(j):
                     cols[j][cols[j] == cols[i]] = K
-            idx[b, :, :n] = cols.T
+            idx[:n, b * S:(b + 1) * S] = cols
         wi, wc = [], []
         for b, s in enumerate(samples):
             cols = concepts.index_of(np.asarray(s.image_labels, np.int64))
@@ -74,19 +81,40 @@ class LabelBatch:
             cols = cols[has[b, concepts.primary[cols]]]
             wi += [b] * len(cols)
             wc += cols.tolist()
-        area = np.bincount(idx.reshape(-1), minlength=K + 1)[:K].astype(np.float64)
-        idx = idx.reshape(B * sh * sw, P)
-        np.add.at(area, np.asarray(wc, np.int64), float(sh * sw))
+        planes = torch.from_numpy(idx)
+        area = torch.bincount(planes.view(-1), minlength=K + 1)[:K].double()
+        area.index_add_(0, torch.as_tensor(wc, dtype=torch.long), torch.full((len(wc),), float(S), dtype=torch.float64))
         t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
-        return cls(torch.from_numpy(idx).to(device), t(wi), t(wc), torch.from_numpy(has).to(device),
-                   sh * sw, torch.from_numpy(area).to(device), unknown)
-
+        return cls(planes.to(device), t(wi), t(wc), torch.from_numpy(has).to(device), S, area.to(device), unknown)
 
     def to(self, device) -> "LabelBatch":
         """The same labels on ``device``."""
         move = lambda t: t.to(device)  # noqa: E731
         return LabelBatch(move(self.planes), move(self.whole_image), move(self.whole_concept),
                           move(self.has_category), self.pixels, move(self.label_area), self.unknown)
+
+
+def _column_dtype(concepts: int):
+    """The smallest integer type for concept columns 0..K + 1 (K + 1: unknown number)."""
+    return np.int16 if concepts + 1 <= np.iinfo(np.int16).max else np.int32
+
+
+def _column_table(concepts, held_categories: np.ndarray, tables: dict) -> np.ndarray:
+    """Table: global label number -> concept column; K for 0 (no label) and for concepts
+    whose primary category the image does not hold; K + 1 for numbers the catalogue lacks."""
+    key = held_categories.tobytes()
+    table = tables.get(key)
+    if table is None:
+        K = len(concepts)
+        lookup = np.asarray(concepts.lookup)
+        size = max(len(lookup), 65536) + 1  # every uint16 number has an entry; the last is unknown
+        ext = np.full(size, -1, np.int64)
+        ext[:len(lookup)] = lookup
+        held = np.append(held_categories[concepts.primary], False)  # column -> its primary category held
+        table = np.where(ext >= 0, np.where(held[ext], ext, K), K + 1).astype(_column_dtype(K))
+        table[0] = K
+        tables[key] = table
+    return table
 
 
 class IoUCounts:
@@ -100,21 +128,16 @@ class IoUCounts:
         self.total_area = torch.zeros(units, **f)  # mask area over all images (0 = dead unit)
         self.images = 0
 
-    def add(self, labels: LabelBatch, hits) -> None:
-        """One batch: ``hits`` (``area`` (B, C), and one (image, unit, pixel) per mask pixel)."""
-        C, K = self.inter.shape
+    def add(self, labels: LabelBatch, area: torch.Tensor, inter: torch.Tensor) -> None:
+        """One batch: ``area`` (B, C) mask area of each unit on each image, ``inter`` (C, K) the
+        masks' pixels on each concept's pixel labels (image-level labels are added here)."""
         self.images += labels.has_category.shape[0]
         self.label_area += labels.label_area
-        area = hits.area  # (B, C)
         self.total_area += area.sum(0)
         self.unit_area += area.T @ labels.has_category.double()
         if len(labels.whole_concept):
             self.inter.index_add_(1, labels.whole_concept, area[labels.whole_image].T)
-        if len(hits.pixel) and labels.planes.shape[1]:
-            cols = labels.planes.index_select(0, hits.image * labels.pixels + hits.pixel)  # (n, planes)
-            # column K of each unit's row collects "no concept here" and is dropped
-            keys = (hits.unit * (K + 1)).unsqueeze(1) + cols
-            self.inter += torch.bincount(keys.view(-1), minlength=C * (K + 1)).view(C, K + 1)[:, :K].double()
+        self.inter += inter
 
     def iou(self, primary: np.ndarray) -> np.ndarray:
         """float64 (units, concepts) IoU; 0 where the union is empty."""
