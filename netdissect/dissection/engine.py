@@ -8,11 +8,13 @@
 Pass 1 runs the model once over every image (no autograd, stopping after the
 last requested layer), writes each layer's activations to a compact on-disk
 cache, and streams the exact per-unit top quantile and each unit's top
-images.  Pass 2 reads the cache back with the concept masks: units whose
-peak in an image does not exceed their threshold are skipped (bilinear
-upsampling cannot exceed the peak, so their mask is empty); only the others
-are upsampled to the mask size and counted.  Both passes checkpoint, and a
-killed run resumes (``resume=True``) to the same result.
+images.  Pass 2 reads the cache back with the concept masks (decoded in the
+loader workers) and counts each unit's thresholded, upsampled mask against
+them, visiting only the 2 x 2 cell blocks that exceed the threshold
+(:mod:`netdissect.dissection.masks`; on the CPU the compiled kernel of
+:mod:`netdissect.dissection.kernel`, loaded in a thread during pass 1).
+Both passes checkpoint, and a killed run resumes (``resume=True``) to the
+same result.
 
 The same code runs as one process or as the ranks of ``torchrun``
 (:mod:`netdissect.dissection.distributed`): each rank takes a contiguous slice

@@ -5,8 +5,7 @@ pixels per concept (the torch path, which the GPU uses), fused so that no hit
 list is ever built: for every unit and image it visits only the blocks whose
 2 x 2 source cells exceed the threshold, finds each pixel row's run with the
 same float64 formula and the same binary search, and adds the run's label
-columns to the unit's counts directly.  Units are independent, so the counts
-need no locks.
+columns to the unit's counts directly.
 
 Compiled with numba on first use (cached on disk afterwards, so later runs
 only load it); :func:`warm` does that ahead, e.g. in a thread while the
@@ -29,10 +28,13 @@ def _kernel():
         if _compiled is None:
             try:  # numba is a dependency, but a broken install must not break dissection
                 import numba
-
-                _compiled = numba.njit(cache=True, nogil=True)(_count)
-            except Exception:  # pragma: no cover - exercised only without numba
+            except Exception:  # noqa: BLE001  # pragma: no cover - exercised only without numba
                 _compiled = False
+                return _compiled
+            try:
+                _compiled = numba.njit(cache=True, nogil=True)(_count)
+            except RuntimeError:  # no writable cache folder: compile in every process instead
+                _compiled = numba.njit(nogil=True)(_count)
         return _compiled
 
 

@@ -111,7 +111,7 @@ class UnitMasks:
         ``labels``: the :class:`netdissect.stats.LabelBatch` of the same B images (concept
         column per pixel and plane, K for none).  Image-level labels are not counted here.
         """
-        B, C = acts.shape[:2]
+        C = acts.shape[1]
         K = labels.label_area.shape[0]
         if self.use_kernel:
             area, inter = kernel.count(self.tables, acts.float().numpy(), thresholds.double().numpy(),
