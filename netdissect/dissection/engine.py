@@ -211,6 +211,7 @@ class _Run:
         self.merged_tops: dict[str, TopImages] = {}
         self.merged_counts: dict[str, IoUCounts] = {}
         self._masks: dict[tuple, UnitMasks] = {}
+        self._warm: threading.Thread | None = None
         self.skipped: dict[int, str] = {}
         self.unknown_labels = 0
         self.phase, self.done = 1, self.lo
@@ -278,9 +279,10 @@ class _Run:
     # ---------------------------------------------------------- pass 1
     def pass_activations(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
-        if self.device.type == "cpu":  # load pass 2's compiled kernel while the forward pass runs
-            threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True).start()
-        loader = _loader(_Images(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, _collate_images)
+        loader = iter(_loader(_Images(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, _collate_images))
+        if self.device.type == "cpu":  # load pass 2's kernel during the forward pass (workers forked: no lock leaks)
+            self._warm = threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True)
+            self._warm.start()
         last = time.monotonic()
         bar = tqdm(total=self.hi - self.lo, initial=self.done - self.lo, desc="pass 1/2: activations", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
@@ -351,6 +353,8 @@ class _Run:
     # ---------------------------------------------------------- pass 2
     def pass_iou(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
+        if self._warm is not None:  # never fork the loader workers while that thread may hold locks
+            self._warm.join()
         thr = {n: torch.from_numpy(self.thresholds[n]).to(self.device, torch.float64) for n in self.layers}
         collate = _LabelCollate(ds.concepts, self.skipped)
         loader = _loader(_Labels(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, collate)
