@@ -40,7 +40,7 @@ class Preprocess:
             return x
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x - mean).div_(std)  # one new tensor, same values as (x - mean) / std
 
 
 def parse_normalize(value: str | None, default: Preprocess = Preprocess()) -> Preprocess:

@@ -33,9 +33,15 @@ class TopImages:
         """``acts``: (B, units, h, w); ``image_index``: (B,) dataset rows."""
         if peaks is None:
             peaks = acts.flatten(2).amax(2)
-        maps = acts.permute(1, 0, 2, 3).to(torch.float16) if self.keep_maps else None
-        self._merge(peaks.T.float().cpu(), image_index.view(1, -1).expand(self.units, -1).cpu(),
-                    maps.cpu() if maps is not None else None)
+        values = peaks.T.float().cpu()  # (units, B)
+        index = image_index.view(1, -1).expand(self.units, -1).cpu()
+        maps = acts.permute(1, 0, 2, 3) if self.keep_maps else None
+        if values.shape[1] > self.k:  # only each unit's k best of this batch can enter its top k
+            order = torch.from_numpy(np.lexsort((index.numpy(), -values.numpy()), axis=1)[:, : self.k])
+            values, index = values.gather(1, order), index.gather(1, order)
+            if maps is not None:
+                maps = maps[torch.arange(self.units, device=maps.device)[:, None], order.to(maps.device)]
+        self._merge(values, index, maps.to(torch.float16).cpu() if maps is not None else None)
 
     def _merge(self, values, index, maps) -> None:
         v = torch.cat([self._values, values], 1)
