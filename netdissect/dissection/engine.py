@@ -45,6 +45,7 @@ from netdissect import __version__
 from netdissect.data import Broden
 from netdissect.atomic import savez as atomic_savez
 from netdissect.atomic import write_bytes as atomic_write_bytes
+from netdissect.dissection import kernel
 from netdissect.dissection.cache import ActivationCache
 from netdissect.dissection.distributed import (
     Group,
@@ -52,7 +53,6 @@ from netdissect.dissection.distributed import (
     combine_tops,
     shard_rows,
 )
-from netdissect.dissection import kernel
 from netdissect.dissection.masks import UnitMasks
 from netdissect.dissection.result import (
     FORMAT_VERSION,
@@ -164,7 +164,8 @@ class _LabelCollate:
                 errors[s.index] = s.error
             elif s.index not in self.skip:
                 groups.setdefault(tuple(s.planes.shape[1:]), []).append(s)
-        built = {size: (LabelBatch.from_samples(group, self.concepts, tables=self.tables), [s.index - start for s in group])
+        built = {size: (LabelBatch.from_samples(group, self.concepts, tables=self.tables),
+                        [s.index - start for s in group])
                  for size, group in groups.items()}
         return start, stop, errors, built
 
