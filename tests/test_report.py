@@ -128,6 +128,28 @@ def test_strips_are_cached_and_stale_images_replaced(run_dir, dataset, tmp_path)
     assert {f for f in files if not f.endswith("-nogt")} == used
 
 
+def test_strips_drawn_in_worker_processes_equal_serial_ones(run_dir, tmp_path, monkeypatch):
+    """20 strips drawn by 2 processes: the same files, byte for byte, and the same page data."""
+    from netdissect.report import strips
+
+    serial = write_report(run_dir, tmp_path / "serial", workers=0)
+    here = []
+    draw = strips._draw
+    monkeypatch.setattr(strips, "_draw", lambda *a: (here.append(1), draw(*a)))
+    pooled = write_report(run_dir, tmp_path / "pooled", workers=2)
+    assert here == []  # every strip was drawn in a worker process
+
+    def files(index):
+        root = index.parent / "img"
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    a, b = files(serial), files(pooled)
+    assert len([f for f in a if f.endswith(".jpg")]) == 20
+    assert any(f.endswith("-gt.png") for f in a)  # outlines drawn too
+    assert a == b
+    assert embedded(serial)["units"] == embedded(pooled)["units"]
+
+
 def test_changed_layer_set_removes_old_layer_images(run_dir):
     write_report(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())

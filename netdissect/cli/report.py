@@ -19,6 +19,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `netdissect dissect`")
     p.add_argument("--out", metavar="DIR", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--tile", type=int, default=112, help="size in pixels of each image in a strip (default 112)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that draw the image strips (default: one per core, at most 8; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -29,6 +31,8 @@ def run(args) -> int:
 
     if args.tile < 16 or args.tile > 512:
         raise NetDissectError(f"--tile {args.tile}: choose a size between 16 and 512 pixels")
-    index = write_report(args.run_dir, args.out, tile=args.tile, progress=not args.quiet)
+    if args.workers is not None and args.workers < 0:
+        raise NetDissectError(f"--workers {args.workers}: give 0 (draw in this process) or more")
+    index = write_report(args.run_dir, args.out, tile=args.tile, progress=not args.quiet, workers=args.workers)
     print(index)
     return 0

@@ -59,8 +59,11 @@ def _json_for_script(obj) -> str:
 
 
 def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_up: int = 4,
-                 progress: bool = False) -> Path:
-    """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); return index.html."""
+                 progress: bool = False, workers: int | None = None) -> Path:
+    """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); return index.html.
+
+    ``workers``: processes that draw the image strips (None: one per core, at most 8; 0: none).
+    """
     import jinja2
 
     run = load_run(run_dir)
@@ -74,19 +77,14 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
     chart_dir = out / "charts"
     chart_files: set[Path] = set()
 
-    layers, units = [], []
+    layers, units, strips = [], [], []
     for li, layer in enumerate(run.layers):
         folder = safe_name(layer.name)
         records = unit_records(layer, runners_up=runners_up)
         stats = layer_stats(layer, categories, records)
-        it = records
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(records, desc=f"report {layer.name}", unit="unit", file=sys.stderr)
-        for r in it:
+        for r in records:
             number = int(layer.concept_numbers[r["concept"]]) if r["concept"] >= 0 else 0
-            r.update(writer.unit(layer, r["unit"], number, folder))
+            strips.append(writer.plan(layer, r["unit"], number, folder))
             r["layer"] = li
             r.pop("concept")
             units.append(r)
@@ -102,6 +100,10 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
             "w": w, "h": h,
             "summary_chart": f"charts/{summary_svg.name}", "iou_chart": f"charts/{hist_svg.name}",
         })
+
+    writer.draw(strips, workers=workers, progress=progress)
+    for r, strip in zip(units, strips):
+        r.update(strip.files())
 
     overview = None
     if len(run.layers) > 1:

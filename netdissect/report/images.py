@@ -69,6 +69,12 @@ class ImageSource:
         if len(self.warnings) < 20:
             self.warnings.append(message)
 
+    def add_warnings(self, messages) -> None:
+        """Warnings gathered elsewhere (by the processes that drew strips)."""
+        for m in messages:
+            if m not in self.warnings:
+                self._warn(m)
+
     def row(self, path: str) -> int | None:
         i = self._rows.get(path)
         if i is None and self.available:

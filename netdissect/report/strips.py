@@ -2,8 +2,9 @@
 
     >>> from netdissect.report.strips import StripWriter
     >>> writer = StripWriter(Path("RUN/report/img"), source)           # doctest: +SKIP
-    >>> files = writer.unit(layer, unit=12, concept_number=37)         # doctest: +SKIP
-    >>> files                       # {'img': 'img/layer4/u00012-3fa2c1d09b7e.jpg', 'gt': ...}
+    >>> strips = [writer.plan(layer, u, number, "layer4") for u, number in labels]  # doctest: +SKIP
+    >>> writer.draw(strips, workers=4)   # the missing ones, in 4 processes  # doctest: +SKIP
+    >>> strips[12].files()          # {'img': 'img/layer4/u00012-3fa2c1d09b7e.jpg', 'gt': ...}
     >>> writer.remove_unused()      # after the last unit: delete images of older renders
 
 For each of the unit's top-k images the activation map from ``topk.npz`` is
@@ -18,11 +19,19 @@ threshold, image paths, concept, dataset, tile size, renderer version), so
 an unchanged unit is not drawn again, a changed one gets a new name, and
 :meth:`StripWriter.remove_unused` deletes the files no unit uses any more
 (stale images of a previous run written into the same folder).
+
+Drawing is independent per unit, so :meth:`StripWriter.draw` spreads the
+missing strips over worker processes (each opens the dataset itself); the
+files are the same whatever the number of workers.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +130,88 @@ def layout(k: int, cols: int) -> tuple[int, int]:
     return c, max(1, math.ceil(k / c))
 
 
+@dataclass
+class Strip:
+    """One unit's strip: its files, and what drawing it needs when they do not exist yet."""
+
+    img: Path
+    gt: Path
+    none: Path
+    rel_dir: str
+    image_paths: list  # the top images' paths (None for an empty slot)
+    maps: np.ndarray  # float16 (k, h, w)
+    threshold: float
+    concept_number: int
+    pending: bool = field(default=True)
+
+    def files(self) -> dict:
+        """``{'img': rel_path, 'gt': rel_path or None}`` (relative to the report), once drawn."""
+        if self.pending:
+            raise RuntimeError(f"{self.img.name} is not drawn yet: call StripWriter.draw first")
+        gt = f"{self.rel_dir}/{self.gt.name}" if self.gt.exists() else None
+        return {"img": f"{self.rel_dir}/{self.img.name}", "gt": gt}
+
+
+@dataclass(frozen=True)
+class _Style:
+    tile: int
+    cols: int
+    gap: int
+    quality: int
+
+    def size(self, k: int) -> tuple[int, int]:
+        c, r = layout(k, self.cols)
+        return c * self.tile + (c - 1) * self.gap, r * self.tile + (r - 1) * self.gap
+
+
+def _draw(strip: Strip, style: _Style, source: ImageSource) -> None:
+    """Draw one strip's JPEG and its outline PNG (or the marker that it has no outline)."""
+    k = len(strip.image_paths)
+    w, h = style.size(k)
+    canvas = Image.new("RGB", (w, h), GAP_COLOR)
+    overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    any_outline = False
+    for j, path in enumerate(strip.image_paths):
+        c, r = j % style.cols, j // style.cols
+        xy = (c * (style.tile + style.gap), r * (style.tile + style.gap))
+        if path is None:
+            canvas.paste(Image.new("RGB", (style.tile, style.tile), EMPTY_TILE), xy)
+            continue
+        amap = strip.maps[j].astype(np.float32)
+        tile = highlight_tile(source.image(path), amap, strip.threshold, style.tile)
+        canvas.paste(Image.fromarray(tile), xy)
+        mask = source.concept_mask(path, strip.concept_number) if strip.concept_number > 0 else None
+        if mask is not None:
+            overlay.paste(Image.fromarray(outline_tile(mask, style.tile), "RGBA"), xy)
+            any_outline = True
+    save_image(strip.img, canvas, quality=style.quality, optimize=True)
+    if any_outline:
+        save_image(strip.gt, overlay, compress_level=6)
+    else:
+        strip.none.parent.mkdir(parents=True, exist_ok=True)
+        strip.none.touch()
+
+
+_WORKER: dict = {}  # in a drawing process: its own ImageSource and style
+
+
+def _worker_init(root, style: _Style) -> None:
+    torch.set_num_threads(1)
+    _WORKER["source"], _WORKER["style"] = ImageSource(root), style
+
+
+def _worker_draw(strip: Strip) -> list[str]:
+    """Draw in a worker process; returns the warnings this strip added to the worker's source."""
+    source = _WORKER["source"]
+    before = len(source.warnings)
+    _draw(strip, _WORKER["style"], source)
+    return source.warnings[before:]
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 class StripWriter:
     """Write (or reuse) one strip per unit under ``img_dir``; see the module docstring."""
 
@@ -129,14 +220,14 @@ class StripWriter:
         self.img_dir = Path(img_dir)
         self.source = source
         self.tile, self.cols, self.gap, self.quality = tile, cols, gap, quality
+        self.style = _Style(tile, cols, gap, quality)
         self.used: set[Path] = set()
         self.rendered = 0
         self.reused = 0
 
     def size(self, k: int) -> tuple[int, int]:
         """(width, height) in pixels of a strip of k images."""
-        c, r = layout(k, self.cols)
-        return c * self.tile + (c - 1) * self.gap, r * self.tile + (r - 1) * self.gap
+        return self.style.size(k)
 
     def _key(self, layer, unit: int, concept_number: int) -> str:
         h = hashlib.sha256()
@@ -147,53 +238,60 @@ class StripWriter:
         h.update(np.ascontiguousarray(layer.top_maps[unit]).tobytes())
         return h.hexdigest()[:12]
 
-    def unit(self, layer, unit: int, concept_number: int, folder: str) -> dict:
-        """Files for one unit: ``{'img': rel_path, 'gt': rel_path or None}`` (relative to the report)."""
+    def plan(self, layer, unit: int, concept_number: int, folder: str) -> Strip:
+        """The strip of one unit: reused when its files exist, else drawn by :meth:`draw`."""
         key = self._key(layer, unit, concept_number)
         stem = self.img_dir / folder / f"u{unit:05d}-{key}"
         img, gt, none = stem.with_suffix(".jpg"), stem.with_name(stem.name + "-gt.png"), \
             stem.with_name(stem.name + "-nogt")
-        rel = lambda p: f"{self.img_dir.name}/{folder}/{p.name}"  # noqa: E731
+        paths = [layer.image_paths[i] if i >= 0 else None for i in layer.top_images[unit]]
+        strip = Strip(img, gt, none, f"{self.img_dir.name}/{folder}", paths, layer.top_maps[unit],
+                      float(layer.thresholds[unit]), int(concept_number))
         if img.exists() and (gt.exists() or none.exists()):
+            strip.pending = False
             self.reused += 1
-        else:
-            self._render(layer, unit, concept_number, img, gt, none)
-            self.rendered += 1
-        self.used.add(img)
-        if gt.exists():
-            self.used.add(gt)
-            return {"img": rel(img), "gt": rel(gt)}
-        self.used.add(none)
-        return {"img": rel(img), "gt": None}
+        self.used.update((img, gt, none))  # remove_unused keeps whichever of gt/none exists
+        return strip
 
-    def _render(self, layer, unit, concept_number, img_path, gt_path, none_path) -> None:
-        images = layer.top_images[unit]
-        k = len(images)
-        w, h = self.size(k)
-        strip = Image.new("RGB", (w, h), GAP_COLOR)
-        overlay = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-        threshold = float(layer.thresholds[unit])
-        any_outline = False
-        for j, i in enumerate(images):
-            c, r = j % self.cols, j // self.cols
-            xy = (c * (self.tile + self.gap), r * (self.tile + self.gap))
-            if i < 0:
-                strip.paste(Image.new("RGB", (self.tile, self.tile), EMPTY_TILE), xy)
-                continue
-            path = layer.image_paths[i]
-            amap = layer.top_maps[unit, j].astype(np.float32)
-            tile = highlight_tile(self.source.image(path), amap, threshold, self.tile)
-            strip.paste(Image.fromarray(tile), xy)
-            mask = self.source.concept_mask(path, concept_number) if concept_number > 0 else None
-            if mask is not None:
-                overlay.paste(Image.fromarray(outline_tile(mask, self.tile), "RGBA"), xy)
-                any_outline = True
-        save_image(img_path, strip, quality=self.quality, optimize=True)
-        if any_outline:
-            save_image(gt_path, overlay, compress_level=6)
+    def draw(self, strips, workers: int | None = None, progress: bool = False) -> None:
+        """Draw the strips of ``strips`` that are not on disk yet.
+
+        ``workers``: processes to draw in (None: one per core, at most 8; 0 or 1: this process).
+        A pool is used only for more than 16 strips, where it pays for its start-up.
+        """
+        todo = [s for s in strips if s.pending]
+        if not todo:
+            return
+        workers = default_workers() if workers is None else workers
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="report: drawing strips", unit="strip", file=sys.stderr)
+        if workers > 1 and len(todo) > 16:
+            ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+            root = self.source.root if self.source.available else None
+            with ctx.Pool(min(workers, len(todo)), _worker_init, (root, self.style)) as pool:
+                for warnings in pool.imap(_worker_draw, todo, chunksize=4):
+                    self.source.add_warnings(warnings)
+                    if bar is not None:
+                        bar.update()
         else:
-            none_path.parent.mkdir(parents=True, exist_ok=True)
-            none_path.touch()
+            for s in todo:
+                _draw(s, self.style, self.source)
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        for s in todo:
+            s.pending = False
+        self.rendered += len(todo)
+
+    def unit(self, layer, unit: int, concept_number: int, folder: str) -> dict:
+        """Files for one unit, drawn now if needed: ``{'img': rel_path, 'gt': rel_path or None}``."""
+        strip = self.plan(layer, unit, concept_number, folder)
+        self.draw([strip], workers=0)
+        return strip.files()
 
     def remove_unused(self) -> int:
         """Delete files under ``img_dir`` that no unit of this render uses; returns how many."""
