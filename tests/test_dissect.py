@@ -52,6 +52,23 @@ def test_matches_reference_exactly(broden, q, layer, counting, monkeypatch):
     assert list(lr.units["label"][has]) == [ds.concepts.names[c] for c in best[has]]
 
 
+def test_kernel_build_failure_falls_back_to_torch_with_a_warning(broden, monkeypatch):
+    from netdissect.dissection import kernel
+
+    kw = dict(quantile=0.05, cache_dtype="float32", num_workers=0, progress=False)
+    want = dissect(ElementwiseNet(units=10, seed=3), ["units"], broden, **kw)
+
+    def broken():
+        raise ValueError("no LLVM today")
+
+    monkeypatch.setattr(kernel, "_state", None)
+    monkeypatch.setattr(kernel, "_compile", broken)
+    with pytest.warns(RuntimeWarning, match="no LLVM today.*counting with torch"):
+        got = dissect(ElementwiseNet(units=10, seed=3), ["units"], broden, **kw)
+    assert kernel.available() is False
+    np.testing.assert_array_equal(got["units"].iou, want["units"].iou)
+
+
 def test_two_layers_share_one_pass_and_get_their_own_thresholds(broden):
     model = ElementwiseNet(units=10, seed=3)
     calls = []

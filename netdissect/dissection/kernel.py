@@ -9,47 +9,58 @@ columns to the unit's counts directly.
 
 Compiled with numba on first use (cached on disk afterwards, so later runs
 only load it); :func:`warm` does that ahead, e.g. in a thread while the
-forward pass runs.  When numba cannot be imported, :func:`available` is False
-and dissection uses the torch path.
+forward pass runs.  When numba cannot be imported or the kernel cannot be
+compiled, :func:`available` is False and dissection uses the torch path.
 """
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 
 _lock = threading.Lock()
-_compiled = None  # the jitted kernel, once loaded; False when numba is unusable
+_state = None  # None: not tried yet; then the compiled kernel, or False when it cannot be had
 
 
-def _kernel():
-    global _compiled
-    with _lock:
-        if _compiled is None:
-            try:  # numba is a dependency, but a broken install must not break dissection
-                import numba
-            except Exception:  # noqa: BLE001  # pragma: no cover - exercised only without numba
-                _compiled = False
-                return _compiled
-            try:
-                _compiled = numba.njit(cache=True, nogil=True)(_count)
-            except RuntimeError:  # no writable cache folder: compile in every process instead
-                _compiled = numba.njit(nogil=True)(_count)
-        return _compiled
+def _compile():
+    """The jitted kernel, compiled (or loaded from numba's cache) and run once on a tiny batch."""
+    import numba
+
+    try:
+        fn = numba.njit(cache=True, nogil=True)(_count)
+    except RuntimeError:  # no writable cache folder: compile in every process instead
+        fn = numba.njit(nogil=True)(_count)
+    i, f = np.zeros(1, np.int64), np.ones(1, np.float64)
+    tables = (i, i, i, i + 1, f, f - 1) * 2  # one 1 x 1 block along y and along x
+    fn(np.ones((1, 1, 1, 1), np.float32), np.zeros(1), *tables, np.zeros((1, 1), np.int16), 1, 1,
+       np.zeros((1, 1), np.int64), np.zeros((1, 2), np.int64))
+    return fn
 
 
 def available() -> bool:
-    """Whether the compiled kernel can be used (numba imports)."""
-    return _kernel() is not False
+    """Whether the compiled kernel can be used; the first call compiles or loads it.
+
+    When numba is missing or compiling fails, dissection counts with torch instead
+    (slower; a warning says why).
+    """
+    global _state
+    with _lock:
+        if _state is None:
+            try:
+                _state = _compile()
+            except ImportError:
+                _state = False
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
+                warnings.warn(f"netdissect: the compiled IoU kernel could not be built ({type(exc).__name__}: "
+                              f"{exc}); counting with torch instead, which is slower", RuntimeWarning, stacklevel=2)
+                _state = False
+        return _state is not False
 
 
 def warm() -> None:
-    """Import numba and compile (or load from its cache) the kernel, on a tiny batch."""
-    if available():
-        from netdissect.dissection.masks import UnitMasks
-
-        um = UnitMasks(1, 1, 1, 1)
-        count(um.tables, np.ones((1, 1, 1, 1), np.float32), np.zeros(1), np.zeros((1, 1), np.int16), 1, 1, 1)
+    """Compile or load the kernel now (e.g. in a thread while the forward pass runs)."""
+    available()
 
 
 def _count(acts, thr, ycell, ycell1, ystart, ycount, hy0, hy1,
@@ -126,5 +137,7 @@ def count(tables, acts: np.ndarray, thresholds: np.ndarray, planes: np.ndarray, 
     acts = np.ascontiguousarray(acts, np.float32)
     thresholds = np.ascontiguousarray(thresholds, np.float64)
     planes = np.ascontiguousarray(planes)
-    _kernel()(acts, thresholds, *tables, planes, pixels, sw, area, inter)
+    if not available():
+        raise RuntimeError("the compiled IoU kernel is not available (see netdissect.dissection.kernel.available)")
+    _state(acts, thresholds, *tables, planes, pixels, sw, area, inter)
     return area, inter[:, :concepts]
