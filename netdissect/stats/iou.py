@@ -83,7 +83,8 @@ class LabelBatch:
             wc += cols.tolist()
         planes = torch.from_numpy(idx)
         area = torch.bincount(planes.view(-1), minlength=K + 1)[:K].double()
-        area.index_add_(0, torch.as_tensor(wc, dtype=torch.long), torch.full((len(wc),), float(S), dtype=torch.float64))
+        area.index_add_(0, torch.as_tensor(wc, dtype=torch.long),
+                        torch.full((len(wc),), float(S), dtype=torch.float64))  # image-level labels
         t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
         return cls(planes.to(device), t(wi), t(wc), torch.from_numpy(has).to(device), S, area.to(device), unknown)
 
@@ -102,7 +103,7 @@ def _column_dtype(concepts: int):
 def _column_table(concepts, held_categories: np.ndarray, tables: dict) -> np.ndarray:
     """Table: global label number -> concept column; K for 0 (no label) and for concepts
     whose primary category the image does not hold; K + 1 for numbers the catalogue lacks."""
-    key = held_categories.tobytes()
+    key = (id(concepts), held_categories.tobytes())  # the caller keeps ``concepts`` alive
     table = tables.get(key)
     if table is None:
         K = len(concepts)
