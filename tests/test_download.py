@@ -280,6 +280,29 @@ def _zip_with(member: str) -> bytes:
     return buf.getvalue()
 
 
+def test_abandoned_extraction_folders_are_removed(tmp_path):
+    """A killed extraction leaves its temporary folder; the next extraction into the same target
+    removes it when its process is gone, and leaves live or other hosts' folders alone."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    data = tmp_path / "data"
+    dead = data / f".broden1_224.extract-{host}-{gone}-abc123_x"
+    live = data / f".broden1_224.extract-{host}-{os.getpid()}-def456_y"
+    other = data / f".broden1_224.extract-elsewhere-{gone}-ghi789_z"
+    for d in (dead, live, other):
+        (d / "broden1_224").mkdir(parents=True)
+    z = tmp_path / "broden1_224.zip"
+    z.write_bytes(make_broden_zip())
+    assert extract_zip(z, data / "broden1_224", progress=False) == data / "broden1_224"
+    assert not dead.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in data.iterdir()) == sorted(["broden1_224", live.name, other.name])
+
+
 def test_zip_without_index_and_corrupt_zip(tmp_path):
     z = tmp_path / "empty.zip"
     with zipfile.ZipFile(z, "w") as zf:

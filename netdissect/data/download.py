@@ -24,6 +24,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -347,7 +348,9 @@ def extract_zip(zip_path: str | os.PathLike, target: str | os.PathLike, *, progr
     """
     zip_path, target = Path(zip_path), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=target.parent))
+    _remove_abandoned_extractions(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_extract_prefix(target)}{socket.gethostname()}-{os.getpid()}-",
+                                dir=target.parent))
     try:
         try:
             with zipfile.ZipFile(zip_path) as zf:
@@ -369,6 +372,26 @@ def extract_zip(zip_path: str | os.PathLike, target: str | os.PathLike, *, progr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _extract_prefix(target: Path) -> str:
+    return f".{target.name}.extract-"
+
+
+def _remove_abandoned_extractions(target: Path) -> None:
+    """Delete temporary folders of extractions into ``target`` whose process (on this host) is gone,
+    e.g. killed midway; those of live processes, or of other hosts on a shared disk, are left alone."""
+    host, prefix = socket.gethostname(), _extract_prefix(target)
+    for folder in target.parent.glob(prefix + "*"):
+        parts = folder.name[len(prefix):].rsplit("-", 2)  # HOST-PID-RANDOM (no "-" in RANDOM)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _check_member(name: str, zip_path: Path, tmp: Path) -> None:
