@@ -92,6 +92,15 @@ def test_skip_bad_counts_and_reports(broden, tmp_path):
     assert "corrupt image" in skipped[0]["error"] and "corrupt mask" in skipped[1]["error"]
     assert result.summary["dataset"]["n_used"] == 28
     assert result["units"].units["label"][0] == "square"
+    # the row with a bad mask (but a good image) is left out of everything, as if its image were
+    # missing too: thresholds, top images and IoU equal those of that run
+    (root / "images" / "img004.jpg").unlink()
+    both = dissect(TappedColorUnits(), "units", root, num_workers=0, progress=False, skip_bad=True,
+                   quantile=0.08)
+    assert [s["row"] for s in both.summary["dataset"]["skipped"]] == [3, 4]
+    for field in ("thresholds", "iou", "top_images", "top_values", "top_maps"):
+        np.testing.assert_array_equal(getattr(result["units"], field), getattr(both["units"], field))
+    assert 4 not in set(result["units"].top_images.ravel())
 
 
 def test_mask_of_wrong_size(broden, tmp_path):

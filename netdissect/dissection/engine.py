@@ -120,8 +120,18 @@ class _Rows(Dataset):
 
 
 class _Images(_Rows):
+    """Images of pass 1; with ``check_labels`` a row whose masks cannot be read fails here too,
+    so that a skipped row is left out of every statistic, not only of the IoU counts."""
+
+    def __init__(self, ds: Broden, start: int, stop: int | None = None, check_labels: bool = False):
+        super().__init__(ds, start, stop)
+        self.check_labels = check_labels
+
     def load(self, i):
-        return i, self.ds.load_image(i), None
+        image = self.ds.load_image(i)
+        if self.check_labels:
+            self.ds.load_labels(i)
+        return i, image, None
 
     def failed(self, i, error):
         return i, None, error
@@ -280,7 +290,9 @@ class _Run:
     # ---------------------------------------------------------- pass 1
     def pass_activations(self, checkpoint_every: float) -> None:
         cfg, ds = self.cfg, self.ds
-        loader = iter(_loader(_Images(ds, self.done, self.hi), cfg.batch_size, cfg.num_workers, _collate_images))
+        # with --skip-bad, masks are read here as well: a row with a bad mask is skipped from the start
+        images = _Images(ds, self.done, self.hi, check_labels=cfg.skip_bad)
+        loader = iter(_loader(images, cfg.batch_size, cfg.num_workers, _collate_images))
         if self.device.type == "cpu":  # load pass 2's kernel during the forward pass (workers forked: no lock leaks)
             self._warm = threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True)
             self._warm.start()
@@ -535,6 +547,7 @@ def dissect(
     precision : ``fp32`` (default) or ``bf16``: the forward pass under ``torch.autocast`` in bfloat16
         (faster on CPUs with AVX512-BF16/AMX and on GPUs; labels agree closely, not bit for bit).
     skip_bad : skip (and count in summary.json) rows with missing or corrupt files instead of failing.
+        Pass 1 then reads each row's masks too, so a skipped row enters no statistic at all.
     resume : continue a killed run in ``out`` from its last checkpoint.
     checkpoint_every : seconds between checkpoints.
     chunk : ``"i/n"``: run pass 1 on the i-th of n contiguous slices of the rows into the chunk
