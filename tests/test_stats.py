@@ -104,16 +104,21 @@ def _pixel_counts(m, labels, K=3):
     return torch.from_numpy(m.sum(2).astype(np.float64)), torch.from_numpy(inter)
 
 
-def test_iou_counts_against_dense_formula():
+def _counted(samples, m) -> IoUCounts:
+    """IoUCounts of 4 units over ``samples`` with boolean masks ``m`` (images, units, pixels)."""
     from netdissect.stats import LabelBatch
 
-    rng = np.random.default_rng(0)
-    samples = _samples(rng, 6)
-    m = _masks(rng, 6)
     counts = IoUCounts(4, 3, 2)
     labels = LabelBatch.from_samples(samples, _concepts())
     counts.add(labels, *_pixel_counts(m, labels))
-    iou = counts.iou(_Cons.primary)
+    return counts
+
+
+def test_iou_counts_against_dense_formula():
+    rng = np.random.default_rng(0)
+    samples = _samples(rng, 6)
+    m = _masks(rng, 6)
+    iou = _counted(samples, m).iou(_Cons.primary)
     for k in range(4):
         for c in range(3):
             inter = union = 0
@@ -128,18 +133,11 @@ def test_iou_counts_against_dense_formula():
 
 
 def test_iou_counts_merge_equals_single():
-    from netdissect.stats import LabelBatch
-
     rng = np.random.default_rng(1)
     samples = _samples(rng, 6)
     m = _masks(rng, 6)
-    single = IoUCounts(4, 3, 2)
-    labels = LabelBatch.from_samples(samples, _concepts())
-    single.add(labels, *_pixel_counts(m, labels))
-    a, b = IoUCounts(4, 3, 2), IoUCounts(4, 3, 2)
-    for part, rows in ((a, slice(0, 2)), (b, slice(2, 6))):
-        lb = LabelBatch.from_samples(samples[rows], _concepts())
-        part.add(lb, *_pixel_counts(m[rows], lb))
+    single = _counted(samples, m)
+    a, b = (_counted(samples[rows], m[rows]) for rows in (slice(0, 2), slice(2, 6)))
     restored = IoUCounts(4, 3, 2).load_state_dict(a.state_dict())
     restored.merge(b)
     np.testing.assert_array_equal(restored.iou(_Cons.primary), single.iou(_Cons.primary))
@@ -183,8 +181,7 @@ def test_mask_label_counts_equal_dense(h, w, sh, sw, use_kernel):
     from netdissect.dissection.masks import UnitMasks
     from netdissect.stats import LabelBatch
 
-    if use_kernel and not kernel.available():
-        pytest.skip("numba is not installed")
+    assert kernel.available(), "numba is a dependency: the compiled kernel must build"
     B, C, K = 3, 6, 3
     g = torch.Generator().manual_seed(h * 100 + sw)
     acts = torch.randn(B, C, h, w, generator=g).half().float()  # cached values are float16
@@ -233,7 +230,7 @@ def test_label_columns_widen_for_huge_catalogues():
     um.use_kernel = False
     want = um.count(acts, thr, labels)
     assert want[1][:, [4, 39998, 39999]].sum() > 0
-    if kernel.available():
-        um.use_kernel = True
-        got = um.count(acts, thr, labels)
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert kernel.available()
+    um.use_kernel = True
+    got = um.count(acts, thr, labels)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

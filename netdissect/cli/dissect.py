@@ -37,7 +37,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="dtype of the on-disk activation cache (default float16)")
     p.add_argument("--split", default=None, help="only rows of this split (train/val)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    p.add_argument("--skip-bad", action="store_true", help="skip rows with missing/corrupt files (counted in summary.json)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip rows with missing/corrupt image or mask files (counted in summary.json); "
+                   "the forward pass then also reads each row's masks, so a skipped row enters no statistic")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")

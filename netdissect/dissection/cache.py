@@ -35,7 +35,7 @@ class ActivationCache:
         if values.shape[1:] != self.shape:
             raise ValueError(f"cache {self.path.name}: expected rows of shape {self.shape}, got {values.shape[1:]}")
         self._f.seek(start * self.record)
-        self._f.write(values.tobytes())
+        self._f.write(memoryview(values).cast("B"))  # no copy of the batch
 
     def read(self, start: int, stop: int) -> np.ndarray:
         n = stop - start
