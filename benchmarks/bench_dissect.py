@@ -54,14 +54,16 @@ torch.manual_seed(0)
 t0 = time.perf_counter()
 if cfg["mode"] == "forward":
     from netdissect.data import Broden
-    from netdissect.dissection.engine import _Images, _loader, _collate_images, default_workers
+    from netdissect.dissection.config import default_workers
+    from netdissect.dissection.rows import InputRows, collate_inputs, loader as make_loader
+    from netdissect.probe import BrodenImages
     from netdissect.models import load_model
     import numpy as np
     model, prep = load_model(cfg["model"], weights="none")
     model = model.to(memory_format=torch.channels_last)
     amp = cfg.get("precision", "fp32") == "bf16"
     ds = Broden(cfg["dataset"], limit=cfg["n"])
-    loader = _loader(_Images(ds, 0), 64, default_workers(), _collate_images)
+    loader = make_loader(InputRows(BrodenImages(ds), 0, len(ds)), 64, default_workers(), collate_inputs)
     n = 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         for batch in loader:

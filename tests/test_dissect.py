@@ -155,7 +155,9 @@ def test_float16_overflow_names_the_fix(broden):
             return super().forward(x * 1e6)
 
     with pytest.raises(ActivationError, match="overflow float16.*--cache-dtype float32"):
-        dissect(Big(), ["conv2"], broden, num_workers=0, progress=False)
+        dissect(Big(), ["conv2"], broden, num_workers=0, progress=False, cache_dtype="float16")
+    r = dissect(Big(), ["conv2"], broden, num_workers=0, progress=False)  # the default cache is float32
+    assert np.isfinite(r["conv2"].thresholds).all()
 
 
 def test_bad_parameters(broden):
@@ -167,5 +169,6 @@ def test_bad_parameters(broden):
 
 def test_unfinished_run_needs_resume(broden, tmp_path):
     (tmp_path / "run" / ".work").mkdir(parents=True)
+    (tmp_path / "run" / ".work" / "checkpoint.npz").write_bytes(b"")
     with pytest.raises(NetDissectError, match="unfinished run: pass --resume"):
         dissect(SmallRandomCNN(), ["conv2"], broden, out=tmp_path / "run", progress=False)

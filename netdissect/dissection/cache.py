@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from netdissect.errors import NetDissectError
+
 
 class ActivationCache:
     """Activations of one layer for N rows, shape (C, h, w) each, in ``dtype``.
@@ -20,15 +22,24 @@ class ActivationCache:
     >>> cache.read(0, 64)                                            # (64, 512, 7, 7)
     """
 
-    def __init__(self, path: str | os.PathLike, rows: int, shape: tuple[int, ...], dtype="float16"):
+    def __init__(self, path: str | os.PathLike, rows: int, shape: tuple[int, ...], dtype="float32",
+                 existing: bool = False):
         self.path = Path(path)
         self.rows, self.shape, self.dtype = int(rows), tuple(shape), np.dtype(dtype)
         self.record = int(np.prod(self.shape)) * self.dtype.itemsize
         size = self.rows * self.record
-        mode = "r+b" if self.path.exists() else "w+b"
-        self._f = open(self.path, mode)
-        if os.path.getsize(self.path) != size:
-            self._f.truncate(size)
+        if existing:  # resume or merge: the cache must be there, whole
+            fix = "the run cannot be resumed from it: start afresh (remove the run's .work folder)"
+            if not self.path.exists():
+                raise NetDissectError(f"activation cache {self.path} is missing; {fix}")
+            got = os.path.getsize(self.path)
+            if got != size:
+                raise NetDissectError(f"activation cache {self.path} holds {got:,} bytes, not {size:,} "
+                                      f"({self.rows} rows of {self.shape} {self.dtype}): truncated or replaced; {fix}")
+            self._f = open(self.path, "r+b")
+            return
+        self._f = open(self.path, "w+b")
+        self._f.truncate(size)
 
     def write(self, start: int, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
@@ -43,7 +54,8 @@ class ActivationCache:
         self._f.seek(start * self.record)
         got = self._f.readinto(memoryview(out).cast("B"))
         if got != n * self.record:
-            raise OSError(f"activation cache {self.path} is truncated (rows {start}..{stop})")
+            raise NetDissectError(f"activation cache {self.path} is truncated (rows {start}..{stop}): "
+                                  "start the run afresh (remove its .work folder)")
         return out
 
     def flush(self) -> None:

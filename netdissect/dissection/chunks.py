@@ -27,23 +27,42 @@ from pathlib import Path
 
 import numpy as np
 
+from netdissect.concepts import BrodenMasks
 from netdissect.data import Broden
+from netdissect.dissection.config import DissectConfig, default_workers
+from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.distributed import (
     combine_counts,
     combine_quantiles,
     combine_tops,
     resolve_device,
 )
-from netdissect.dissection.engine import (
-    CHUNK_FILE,
-    DissectConfig,
-    _Run,
-    build_summary,
-    default_workers,
-    write_run,
-)
+from netdissect.dissection.engine import CHUNK_FILE, check_unknown_labels
+from netdissect.dissection.output import build_summary, write_run
 from netdissect.dissection.result import DissectionResult
+from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, NetDissectError
+from netdissect.probe import BrodenImages
+
+CHUNK_KEYS = {"chunk": int, "of": int, "rows": list, "identity": dict}
+
+
+def read_chunk_file(d: Path) -> dict:
+    """``d/chunk.json``, checked: one line naming the file when it is corrupt or incomplete."""
+    f = Path(d) / CHUNK_FILE
+    fix = f"rerun that chunk (`netdissect dissect ... --chunk I/N --out {d}`) after removing {f}"
+    try:
+        info = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise NetDissectError(f"{f}: corrupt JSON ({exc}); {fix}") from None
+    except OSError as exc:
+        raise NetDissectError(f"{f}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(info, dict):
+        raise NetDissectError(f"{f}: not a chunk description (a JSON object); {fix}")
+    for key, typ in CHUNK_KEYS.items():
+        if not isinstance(info.get(key), typ):
+            raise NetDissectError(f"{f}: incomplete (no valid {key!r}); {fix}")
+    return info
 
 
 def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
@@ -59,7 +78,7 @@ def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
                                       f"`netdissect dissect ... --chunk I/N --out {d} --resume`")
             raise NetDissectError(f"{d}: not a chunk folder (no {CHUNK_FILE}; "
                                   f"`netdissect dissect ... --chunk I/N --out {d}` makes one)")
-        found.append((d, json.loads(f.read_text())))
+        found.append((d, read_chunk_file(d)))
     (d0, first) = found[0]
     n = first["of"]
     by_id: dict[int, Path] = {}
@@ -96,43 +115,48 @@ def merge_chunks(
     """
     found = read_chunks(chunks)
     identity = found[0][1]["identity"]
-    cfg = DissectConfig(**identity["config"], device=resolve_device(device),
-                        num_workers=default_workers() if num_workers is None else num_workers)
-    layers = identity["layers"]
+    try:
+        cfg = DissectConfig(**identity["config"], device=resolve_device(device),
+                            num_workers=default_workers() if num_workers is None else num_workers)
+        layers = identity["layers"]
+    except (TypeError, KeyError) as exc:
+        raise NetDissectError(f"{found[0][0] / CHUNK_FILE}: identity of another netdissect version ({exc}); "
+                              "rerun the chunks with this version") from None
     ds = Broden(dataset or identity["dataset"]["path"], split=cfg.split, limit=cfg.limit)
     mine = {k: v for k, v in ds.identity().items() if k != "path"}
     if mine != {k: v for k, v in identity["dataset"].items() if k != "path"}:
         raise DatasetError(f"{ds.root}: not the rows the chunks were computed on "
                            f"(chunks: {identity['dataset']}; here: {ds.identity()})")
+    probe, source = BrodenImages(ds), BrodenMasks(ds)
 
-    def open_run(d: Path, info: dict) -> _Run:
-        run = _Run(None, None, layers, ds, cfg, d / ".work", identity, progress, tuple(info["rows"]))
-        if not run.ckpt_path.exists():
-            raise NetDissectError(f"{d}: chunk folder has no {run.ckpt_path.name} (was its .work removed?)")
-        run.load_checkpoint()
-        if run.phase == 1 and run.done != run.hi:
-            raise NetDissectError(f"{d}: chunk pass 1 stopped at row {run.done} of {run.lo}..{run.hi}")
-        return run
-
-    def close(run: _Run) -> None:
-        for c in run.caches.values():
-            c.close()
+    def open_run(d: Path, info: dict) -> RunState:
+        st = RunState(layers, probe, source, cfg, d / ".work", tuple(info["rows"]))
+        if not st.has_checkpoint():
+            raise NetDissectError(f"{d}: chunk folder has no {st.ckpt_path.name} (was its .work removed?); "
+                                  f"rerun the chunk")
+        try:
+            st.load_checkpoint()
+        except NetDissectError as exc:
+            raise NetDissectError(f"chunk {d}: {exc}") from None
+        if st.phase == 1 and st.done != st.hi:
+            raise NetDissectError(f"{d}: chunk pass 1 stopped at row {st.done} of {st.lo}..{st.hi}")
+        return st
 
     # pass-1 statistics: one chunk in memory at a time
     shapes, quantiles, tops = {}, {}, {}
     for d, info in found:
-        run = open_run(d, info)
+        st = open_run(d, info)
         try:
-            for name, shape in run.shapes.items():
+            for name, shape in st.shapes.items():
                 if shapes.setdefault(name, shape) != shape:
                     raise NetDissectError(f"layer {name!r}: chunk {d} has maps {shape}, others {shapes[name]}")
-                q = run.quantiles[name]
+                q = st.quantiles[name]
                 quantiles[name] = combine_quantiles([quantiles[name], q]) if name in quantiles else q
                 C, h, w = shape
-                tops[name] = combine_tops([tops[name].state_dict(), run.tops[name].state_dict()], C, cfg.topk,
-                                          (h, w)) if name in tops else run.tops[name]
+                tops[name] = combine_tops([tops[name].state_dict(), st.tops[name].state_dict()], C, st.topk,
+                                          (h, w)) if name in tops else st.tops[name]
         finally:
-            close(run)
+            st.close()
     if len(shapes) < len(layers):
         raise DatasetError(f"{ds.index_path}: no usable image in any chunk (all {len(ds)} rows were skipped)")
     thresholds = {name: quantiles[name].threshold() for name in layers}
@@ -140,40 +164,48 @@ def merge_chunks(
 
     # pass 2, chunk by chunk (checkpointed into each chunk folder)
     t0 = time.monotonic()
-    counts, skipped, unknown = {}, {}, 0
+    counts, skipped, unknown, positions, tied = {}, {}, 0, 0, {}
     lead = None
     for d, info in found:
-        run = open_run(d, info)
+        st = open_run(d, info)
         try:
             for name in layers:
-                if name not in run.shapes:
-                    run._allocate(name, shapes[name])
-            same = run.phase == 2 and all(n in run.thresholds and np.array_equal(run.thresholds[n], thresholds[n], equal_nan=True)
-                                          for n in layers)
+                if name not in st.shapes:
+                    st.allocate(name, shapes[name])  # a chunk without a usable row has no cache
+            same = st.phase == 2 and all(n in st.thresholds and np.array_equal(st.thresholds[n], thresholds[n],
+                                                                               equal_nan=True) for n in layers)
             if not same:
-                run.thresholds = dict(thresholds)
-                run.counts = {name: run._new_counts(name) for name in layers}
-                run.phase, run.done = 2, run.lo
-                run.save_checkpoint()
-            run.pass_iou(checkpoint_every)
-            run.save_checkpoint()
+                st.thresholds = dict(thresholds)
+                st.start_pass2()
+                st.save_checkpoint()
+            run_iou_pass(st, checkpoint_every, progress)
+            st.save_checkpoint()
             for name in layers:
-                c = run.counts[name]
-                counts[name] = combine_counts([counts[name].state_dict(), c.state_dict()], *run._count_dims(name),
-                                              device=run.device) if name in counts else c
-            skipped.update(run.skipped)
-            unknown += run.unknown_labels
-            lead = run
+                c = st.counts[name]
+                counts[name] = combine_counts([counts[name].state_dict(), c.state_dict()], *st.count_dims(name),
+                                              device=st.device) if name in counts else c
+                tied[name] = tied.get(name, 0) + st.tied.get(name, 0)
+            skipped.update(st.skipped)
+            unknown += st.unknown_labels
+            positions += st.label_positions
+            lead = st
         finally:
-            close(run)
+            st.close()
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
+    lead.all_skipped = skipped
     layer_results = lead.results()
+    note = check_unknown_labels(unknown, positions, str(ds.root))
+    if note and progress:
+        print(f"netdissect: {note}")
     timing = {"activations": sum(info.get("timing_s", {}).get("activations", 0.0) for _, info in found),
               "iou": time.monotonic() - t0}
-    summary = build_summary(identity, ds, cfg.device, skipped, unknown, timing, layer_results,
-                            chunks=len(found))
+    extra = {"cache": {"dtype": cfg.cache_dtype, "exact": cfg.cache_dtype == "float32"}}
+    if cfg.cache_dtype != "float32":
+        extra["lossy_cache"] = {"tied_positions": tied}
+    summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
+                            chunks=len(found), extra=extra)
     run_dir = Path(out)
-    write_run(run_dir, ds, layer_results, summary)
+    write_run(run_dir, probe, layer_results, summary)
     if remove_chunks:
         for d, _ in found:
             shutil.rmtree(d, ignore_errors=True)

@@ -23,8 +23,12 @@ from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.errors import NetDissectError
 
 FORMAT_VERSION = 1
-UNIT_DTYPE = [("unit", "i4"), ("label", "U64"), ("category", "U32"), ("iou", "f8"),
-              ("threshold", "f8"), ("detector", "?")]
+def unit_dtype(names, categories) -> list:
+    """The units table's fields; label and category wide enough for the longest name (never cut)."""
+    w = max([1] + [len(str(n)) for n in names])
+    c = max([1] + [len(str(n)) for n in categories])
+    return [("unit", "i4"), ("label", f"U{w}"), ("category", f"U{c}"), ("iou", "f8"),
+            ("threshold", "f8"), ("detector", "?")]
 
 
 def _load_npz(path: Path) -> dict:
@@ -55,7 +59,8 @@ class LayerResult:
     categories: list[str]
     iou_threshold: float
     shape: tuple[int, ...] = ()
-    mask_size: tuple[int, ...] = ()
+    mask_size: tuple[int, ...] = ()  # (sh, sw) when every row has one size, else ()
+    mask_sizes: list = field(default_factory=list)  # every (sh, sw) of the rows used
     top_images: np.ndarray | None = None  # int64 (C, k)
     top_values: np.ndarray | None = None  # float32 (C, k)
     top_maps: np.ndarray | None = None    # float16 (C, k, h, w)
@@ -67,7 +72,7 @@ class LayerResult:
         C, K = self.iou.shape
         best = self.iou.argmax(1) if K else np.zeros(C, int)
         best_iou = self.iou[np.arange(C), best] if K else np.zeros(C)
-        units = np.zeros(C, dtype=UNIT_DTYPE)
+        units = np.zeros(C, dtype=unit_dtype(self.concept_names, self.concept_categories))
         units["unit"] = np.arange(C)
         has = best_iou > 0
         units["label"] = np.where(has, self.concept_names[best] if K else "", "")
@@ -80,7 +85,7 @@ class LayerResult:
         for g in self.categories:
             cols = np.flatnonzero(self.concept_categories == g)
             if len(cols) == 0:
-                self.category_best[g] = (np.full(C, "", dtype="U64"), np.zeros(C))
+                self.category_best[g] = (np.full(C, "", dtype=self.concept_names.dtype), np.zeros(C))
                 continue
             sub = self.iou[:, cols]
             b = sub.argmax(1)
@@ -102,7 +107,8 @@ class LayerResult:
 
     def summary(self) -> dict:
         return {
-            "shape": list(self.shape), "mask_size": list(self.mask_size), "n_units": int(len(self.units)),
+            "shape": list(self.shape), "mask_size": list(self.mask_size),
+            "mask_sizes": [list(s) for s in self.mask_sizes], "n_units": int(len(self.units)),
             "n_detectors": int(self.units["detector"].sum()),
             "n_unique_detectors": int(sum(self.unique_detectors.values())),
             "unique_detectors": self.unique_detectors, "detector_units": self.detector_units,
@@ -154,6 +160,7 @@ class LayerResult:
                    concept_categories=z["concept_categories"], concept_numbers=z["concept_numbers"],
                    categories=categories, iou_threshold=iou_threshold,
                    shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
+                   mask_sizes=[tuple(s) for s in info.get("mask_sizes", [])],
                    top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
                    dead=z.get("dead"))
 

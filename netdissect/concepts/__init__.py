@@ -1,0 +1,65 @@
+"""Concept sources: the label planes of each probe row, with concept names and categories.
+
+A concept source gives, for row ``i`` of the probe, a
+:class:`netdissect.data.LabelSample` (pixel label planes at the mask
+resolution, image-level labels and the categories the row holds), and a
+catalogue (``concepts``: names, numbers, categories, each concept's primary
+category).  Today's source is the masks of a Broden-format dataset; a
+segmentation model run on the input (or generated) image is a further source
+on the same seam.
+
+    >>> from netdissect.concepts import BrodenMasks
+    >>> source = BrodenMasks(Broden("data/world"))   # doctest: +SKIP
+    >>> source.load(0).planes.shape                   # (planes, sh, sw)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ConceptSource:
+    """The interface every concept source implements (subclass it).
+
+    ``load(i)`` runs in loader workers and returns a LabelSample (``error`` set instead of
+    raising when the row's files are bad); ``concepts`` is the catalogue.
+    """
+
+    concepts = None
+
+    def identity(self) -> dict:
+        raise NotImplementedError
+
+    def load(self, i: int):
+        raise NotImplementedError
+
+    def check(self, i: int) -> None:
+        """Raise DatasetError if row ``i``'s labels cannot be read (used by ``skip_bad`` in pass 1)."""
+        self.load(i)
+
+    def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
+        """The distinct label-plane sizes (sh, sw) of the given rows (all rows when None)."""
+        raise NotImplementedError
+
+
+class BrodenMasks(ConceptSource):
+    """The label masks of a Broden-format dataset (``label = R + 256 G`` per plane)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.concepts = ds.concepts
+
+    def identity(self) -> dict:
+        return {"kind": "broden", "path": str(self.ds.root)}
+
+    def load(self, i: int):
+        sample = self.ds.load_labels(i)
+        if sample.planes is not None:
+            sample.planes = sample.planes.astype(np.uint16)  # R + 256 G < 65536: half the bytes to send
+        return sample
+
+    def check(self, i: int) -> None:
+        self.ds.load_labels(i)
+
+    def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
+        rows = range(len(self.ds)) if rows is None else rows
+        return sorted({(self.ds.rows[i].sh, self.ds.rows[i].sw) for i in rows})

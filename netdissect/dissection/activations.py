@@ -1,0 +1,124 @@
+"""Pass 1: one forward pass per row; each layer's activations go to its on-disk cache while the
+exact per-unit top quantile and each unit's top images are streamed."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from netdissect.dissection import kernel
+from netdissect.dissection.config import CACHE_DTYPES, PRECISIONS
+from netdissect.dissection.rows import InputRows, collate_inputs, loader
+from netdissect.errors import ActivationError, DatasetError, LayerError, NetDissectError
+from netdissect.hooks import TraceDict, run_to_layers
+
+
+def _quietly(fn):
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the same call in pass 2 raises it where it can be reported
+        pass
+
+
+class ActivationPass:
+    """Runs pass 1 of ``state`` with ``model`` (already on the device, in eval mode) and ``prep``
+    (the input normalisation).  ``explain(x_shape, exc)`` turns a failing first forward into a
+    clear error."""
+
+    def __init__(self, state, model, prep, progress: bool, explain=None):
+        self.state, self.model, self.prep, self.progress = state, model, prep, progress
+        self.explain = explain
+        self.warm: threading.Thread | None = None
+
+    def run(self, checkpoint_every: float) -> None:
+        st, cfg = self.state, self.state.cfg
+        # with skip_bad, labels are read here as well: a row with a bad mask is skipped from the start
+        rows = InputRows(st.probe, st.done, st.hi, check=st.source if cfg.skip_bad else None)
+        batches = iter(loader(rows, cfg.batch_size, cfg.num_workers, collate_inputs))
+        if st.device.type == "cpu":  # load pass 2's kernel during the forward pass (workers forked: no lock leaks)
+            self.warm = threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True)
+            self.warm.start()
+        last = time.monotonic()
+        bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 1/2: activations", unit="img",
+                   disable=not self.progress, dynamic_ncols=True)
+        with TraceDict(self.model, st.layers, stop=True) as traces, torch.inference_mode():
+            for batch in batches:
+                start = batch[0][0]
+                good = [(i, p) for i, p, err in batch if err is None]
+                for i, _, err in batch:
+                    if err is not None:
+                        if not cfg.skip_bad:
+                            raise DatasetError(f"{err} (pass --skip-bad to skip bad rows and count them)")
+                        st.skipped[i] = err
+                if good:
+                    self._forward_batch(traces, start, len(batch), good)
+                st.done = start + len(batch)
+                bar.update(len(batch))
+                if time.monotonic() - last >= checkpoint_every:
+                    st.save_checkpoint()
+                    last = time.monotonic()
+        bar.close()
+
+    def join(self) -> None:
+        """Wait for the kernel-loading thread (never fork loader workers while it may hold locks)."""
+        if self.warm is not None:
+            self.warm.join()
+            self.warm = None
+
+    def _forward_batch(self, traces, start: int, n: int, good) -> None:
+        st, cfg = self.state, self.state.cfg
+        idx = torch.tensor([i for i, _ in good])
+        try:
+            x = st.probe.batch([p for _, p in good], st.device)
+        except DatasetError as exc:
+            raise DatasetError(f"{st.probe.where(int(idx[0]))}: {exc}") from None
+        x = self.prep(x)
+        if cfg.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = PRECISIONS[cfg.precision]
+        try:
+            with torch.autocast(st.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                outs = run_to_layers(self.model, traces, x)
+        except LayerError as exc:
+            raise LayerError(f"{exc} (at {st.probe.where(int(idx[0]))}, batch of rows {int(idx[0])}.."
+                             f"{int(idx[-1])})") from None
+        except NetDissectError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
+            if self.explain is None:
+                raise
+            raise self.explain(tuple(x.shape), exc) from None
+        np_dtype = CACHE_DTYPES[cfg.cache_dtype]
+        t_dtype = torch.float16 if np_dtype == np.float16 else torch.float32
+        for name in st.layers:
+            a = outs[name]
+            if not isinstance(a, torch.Tensor) or a.ndim != 4:
+                got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                raise LayerError(f"layer {name!r} outputs {got}; dissection needs 4-D (N, C, H, W) feature maps "
+                                 "(choose a convolutional layer; `netdissect layers` shows output shapes)")
+            if name not in st.shapes:
+                st.allocate(name, tuple(a.shape[1:]))
+            elif tuple(a.shape[1:]) != st.shapes[name]:
+                raise LayerError(f"layer {name!r} output changed shape from {st.shapes[name]} to "
+                                 f"{tuple(a.shape[1:])} at {st.probe.where(int(idx[0]))}")
+            ac = a.detach().to(t_dtype)
+            if not torch.isfinite(ac).all():
+                bad = (~torch.isfinite(ac.flatten(1))).any(1).nonzero()[:, 0]
+                row = st.probe.where(int(idx[bad[0].cpu()]))
+                if torch.isfinite(a[bad]).all():
+                    raise ActivationError(f"layer {name!r}: activations overflow float16 at {row}; "
+                                          "use cache_dtype='float32' (--cache-dtype float32, the default)")
+                raise ActivationError(f"layer {name!r}: NaN or infinite activations at {row} "
+                                      f"({len(bad)} image(s) in this batch)")
+            values = ac.cpu().numpy()
+            if len(good) < n:  # skipped rows keep zeros in the cache
+                full = np.zeros((n, *st.shapes[name]), dtype=np_dtype)
+                full[(idx - start).numpy()] = values
+                values = full
+            st.caches[name].write(start - st.lo, values)
+            C = ac.shape[1]
+            st.quantiles[name].add(ac.transpose(0, 1).reshape(C, -1))  # the cached values, as float32
+            st.tops[name].add(ac, idx)

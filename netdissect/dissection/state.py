@@ -1,0 +1,174 @@
+"""The state of one dissection run over rows ``[lo, hi)``: caches, statistics, checkpoints.
+
+This is the seam the passes (:mod:`.activations`, :mod:`.counting`), the
+torchrun merges (:mod:`.distributed`) and chunk merges (:mod:`.chunks`) share.
+
+``quantiles``, ``tops``, ``counts``, ``skipped`` and ``unknown_labels`` are this
+process's own (they are what its checkpoint holds); ``thresholds``,
+``merged_tops`` and ``merged_counts`` are over every shard, set by the merges.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from netdissect.atomic import savez as atomic_savez
+from netdissect.dissection.cache import ActivationCache
+from netdissect.dissection.result import LayerResult
+from netdissect.errors import NetDissectError
+from netdissect.stats import IoUCounts, TopImages, TopQuantile
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class RunState:
+    def __init__(self, layers: list[str], probe, source, cfg, work: Path, rows: tuple[int, int] | None = None):
+        import torch
+
+        self.layers, self.probe, self.source, self.cfg, self.work = layers, probe, source, cfg, Path(work)
+        self.lo, self.hi = rows if rows is not None else (0, len(probe))
+        self.device = torch.device(cfg.device)
+        self.shapes: dict[str, tuple] = {}
+        self.caches: dict[str, ActivationCache] = {}
+        self.quantiles: dict[str, TopQuantile] = {}
+        self.tops: dict[str, TopImages] = {}
+        self.counts: dict[str, IoUCounts] = {}
+        self.thresholds: dict[str, np.ndarray] = {}
+        self.merged_tops: dict[str, TopImages] = {}
+        self.merged_counts: dict[str, IoUCounts] = {}
+        self.skipped: dict[int, str] = {}
+        self.unknown_labels = 0
+        self.label_positions = 0
+        self.tied: dict[str, int] = {}  # lossy cache: positions equal to their unit's threshold
+        self.phase, self.done = 1, self.lo
+        self.all_skipped: dict[int, str] = {}
+        self.all_unknown = 0
+
+    # ---------------------------------------------------------- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.work / CHECKPOINT
+
+    def has_checkpoint(self) -> bool:
+        return self.ckpt_path.exists()
+
+    def save_checkpoint(self) -> None:
+        for c in self.caches.values():
+            c.flush()
+        arrays = {"phase": np.int64(self.phase), "done": np.int64(self.done),
+                  "rows": np.asarray([self.lo, self.hi], np.int64),
+                  "unknown_labels": np.int64(self.unknown_labels),
+                  "label_positions": np.int64(self.label_positions),
+                  "skipped_rows": np.asarray(sorted(self.skipped), np.int64),
+                  "skipped_why": np.asarray([self.skipped[i] for i in sorted(self.skipped)], dtype=str)}
+        for name in self.layers:
+            if name not in self.shapes:
+                continue
+            arrays[f"{name}/shape"] = np.asarray(self.shapes[name], np.int64)
+            arrays[f"{name}/tied"] = np.int64(self.tied.get(name, 0))
+            for key, stat in (("q", self.quantiles), ("top", self.tops), ("iou", self.counts)):
+                if name in stat:
+                    for k, v in stat[name].state_dict().items():
+                        arrays[f"{name}/{key}/{k}"] = v
+            if name in self.thresholds:
+                arrays[f"{name}/thresholds"] = self.thresholds[name]
+        atomic_savez(self.ckpt_path, **arrays)
+
+    def load_checkpoint(self) -> None:
+        """Restore from the work folder's checkpoint; the activation caches must be intact."""
+        fix = f"it cannot be resumed: start afresh (remove {self.work}, or run without --resume after removing it)"
+        try:
+            with np.load(self.ckpt_path, allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            phase, done = int(a["phase"]), int(a["done"])
+            rows = tuple(int(v) for v in a["rows"])
+        except FileNotFoundError:
+            raise NetDissectError(f"{self.ckpt_path}: no checkpoint; {fix}") from None
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as exc:
+            raise NetDissectError(f"{self.ckpt_path}: corrupt checkpoint ({type(exc).__name__}: {exc}); {fix}") from None
+        if rows != (self.lo, self.hi):
+            raise NetDissectError(f"{self.ckpt_path}: checkpoint of rows {rows}, not of this run's rows "
+                                  f"({self.lo}, {self.hi})")
+        self.phase, self.done = phase, done
+        self.unknown_labels = int(a.get("unknown_labels", 0))
+        self.label_positions = int(a.get("label_positions", 0))
+        self.skipped = {int(i): str(w) for i, w in zip(a["skipped_rows"], a["skipped_why"])}
+        try:
+            for name in self.layers:
+                if f"{name}/shape" not in a:
+                    continue
+                self.allocate(name, tuple(int(v) for v in a[f"{name}/shape"]), existing=True)
+                self.tied[name] = int(a.get(f"{name}/tied", 0))
+
+                def sub(prefix):
+                    return {k[len(prefix):]: v for k, v in a.items() if k.startswith(prefix)}
+                self.quantiles[name].load_state_dict(sub(f"{name}/q/"))
+                self.tops[name].load_state_dict(sub(f"{name}/top/"))
+                if f"{name}/thresholds" in a:
+                    self.thresholds[name] = a[f"{name}/thresholds"]
+                if f"{name}/iou/inter" in a:
+                    self.counts[name] = self.new_counts(name).load_state_dict(sub(f"{name}/iou/"))
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise NetDissectError(f"{self.ckpt_path}: inconsistent checkpoint ({exc}); {fix}") from None
+
+    # ---------------------------------------------------------- allocation
+    def allocate(self, name: str, shape: tuple, existing: bool = False) -> None:
+        """Cache and statistics of layer ``name`` with maps ``shape`` (C, h, w).  ``existing``: the
+        cache file must already be there, whole (resume, merge)."""
+        C, h, w = shape
+        self.shapes[name] = shape
+        self.caches[name] = ActivationCache(self.cache_path(name), self.hi - self.lo, shape, self.cfg.cache_dtype,
+                                            existing=existing)
+        # total: every position of the WHOLE probe, so shards keep enough values to merge exactly
+        self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.probe) * h * w, device=self.device)
+        self.tops[name] = TopImages(C, self.topk, (h, w))
+
+    @property
+    def topk(self) -> int:
+        """Top images kept per unit: ``cfg.topk``, at most the probe's rows."""
+        return max(1, min(self.cfg.topk, len(self.probe)))
+
+    def cache_path(self, name: str) -> Path:
+        return self.work / f"{name.replace('/', '_')}.acts"
+
+    def count_dims(self, name: str) -> tuple[int, int, int]:
+        cons = self.source.concepts
+        return self.shapes[name][0], len(cons), len(cons.categories)
+
+    def new_counts(self, name: str) -> IoUCounts:
+        return IoUCounts(*self.count_dims(name), device=self.device)
+
+    def start_pass2(self) -> None:
+        for name in self.layers:
+            self.counts[name] = self.new_counts(name)
+        self.tied = {}
+        self.phase, self.done = 2, self.lo
+
+    def close(self) -> None:
+        for c in self.caches.values():
+            c.close()
+
+    # ---------------------------------------------------------- results
+    def results(self) -> dict[str, LayerResult]:
+        cons = self.source.concepts
+        names = np.asarray(cons.names, dtype=str)
+        cats = np.asarray(cons.primary_names, dtype=str)
+        used = [i for i in range(len(self.probe)) if i not in self.all_skipped]
+        sizes = self.source.mask_sizes(used) if used else []
+        out = {}
+        for name in self.layers:
+            counts = self.merged_counts[name]
+            top = self.merged_tops[name]
+            out[name] = LayerResult(
+                name=name, iou=counts.iou(cons.primary).astype(np.float32),
+                thresholds=self.thresholds[name].astype(np.float32),
+                concept_names=names, concept_categories=cats, concept_numbers=cons.numbers,
+                categories=list(cons.categories), iou_threshold=self.cfg.iou_threshold,
+                shape=self.shapes[name], mask_size=tuple(sizes[0]) if len(sizes) == 1 else (),
+                mask_sizes=[tuple(s) for s in sizes],
+                top_images=top.images, top_values=top.values, top_maps=top.maps,
+                dead=(counts.total_area == 0).cpu().numpy(),
+            )
+        return out

@@ -1,0 +1,94 @@
+"""Probes: what is fed to the model, row by row.
+
+A dissection runs the model over the rows of a probe.  Each row has a stable
+index (for resume, sharding and merges) and a payload loaded in the data
+loader's worker processes; the main process stacks a batch of payloads into
+the model's input.  Today's probe is the images of a Broden-format dataset;
+an image folder or the latent vectors of a generator are further probes on
+the same seam.
+
+    >>> from netdissect.probe import BrodenImages
+    >>> probe = BrodenImages(Broden("data/world"))     # doctest: +SKIP
+    >>> x = probe.batch([probe.load(0), probe.load(1)], "cpu")   # (2, 3, H, W) in [0, 1]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from netdissect.errors import DatasetError
+
+
+class Probe:
+    """The interface every probe implements (subclass it).
+
+    ``load(i)`` runs in loader workers and returns a picklable payload (or raises
+    :class:`DatasetError`, naming the row); ``batch(payloads, device)`` runs in the
+    main process and returns the model's input before normalisation.
+    """
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """A JSON-able identity: equal identities mean the same rows in the same order."""
+        raise NotImplementedError
+
+    def where(self, i: int) -> str:
+        """Row ``i`` named for an error message (e.g. ``index.csv row 12 (images/a.jpg)``)."""
+        return f"row {i}"
+
+    def describe(self) -> str:
+        """The probe named for a message (e.g. ``the dataset data/world``)."""
+        return type(self).__name__
+
+    def load(self, i: int):
+        raise NotImplementedError
+
+    def batch(self, payloads: list, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_names(self) -> list[str]:
+        """What each row is called in results (image paths for image probes)."""
+        return [str(i) for i in range(len(self))]
+
+    def files_digest(self) -> str | None:
+        """A digest of the files the rows are read from (None when rows are not files)."""
+        return None
+
+
+class BrodenImages(Probe):
+    """The images of a Broden-format dataset: RGB uint8, one size per dataset."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def identity(self) -> dict:
+        return self.ds.identity()
+
+    def where(self, i: int) -> str:
+        return self.ds.where(i)
+
+    def describe(self) -> str:
+        return f"the dataset {self.ds.root}"
+
+    def load(self, i: int) -> np.ndarray:
+        return self.ds.load_image(i)
+
+    def batch(self, payloads: list[np.ndarray], device) -> torch.Tensor:
+        shapes = [img.shape for img in payloads]
+        if len(set(shapes)) > 1:
+            raise DatasetError(f"images in one batch differ in size ({sorted(set(shapes))}); "
+                               "netdissect expects one image size per dataset, as Broden releases have")
+        x = torch.from_numpy(np.stack(payloads)).to(device)
+        return x.permute(0, 3, 1, 2).float().div_(255)
+
+    def row_names(self) -> list[str]:
+        return [r.image for r in self.ds.rows]
+
+    def files_digest(self) -> str | None:
+        fn = getattr(self.ds, "files_digest", None)
+        return fn() if fn is not None else None

@@ -1,0 +1,220 @@
+"""The engine's defaults are exact, and what it relies on is checked before it is used."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nets import ElementwiseNet, SmallRandomCNN, Tap
+from reference import reference_dissect
+from netdissect import dissect
+from netdissect.data import Broden
+from netdissect.errors import DatasetError, NetDissectError
+
+KW = dict(num_workers=0, progress=False)
+
+
+class PlantedNet(nn.Module):
+    """Elementwise units (bit-reproducible): C random detectors, the same at half scale, and the
+    same squeezed into 1.000..1.010 (where float16 has only ~10 distinct values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = ElementwiseNet(units=4, seed=3)
+        self.units = Tap()
+
+    def forward(self, x):
+        p = (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) * 0.25
+        c = self.base.coef
+        u = torch.stack([torch.relu(p[:, 0] * c[k, 0] + p[:, 1] * c[k, 1] + p[:, 2] * c[k, 2] + c[k, 3])
+                         for k in range(len(c))], 1)
+        return self.units(torch.cat([u, u * 0.5, 1.0 + u * 0.004], 1)).mean((2, 3))
+
+
+def _acts(model, ds, layer):
+    from netdissect.hooks import Trace
+
+    out = []
+    with torch.inference_mode():
+        for i in range(len(ds)):
+            x = torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1)[None].float().div_(255)
+            with Trace(model, layer, stop=True) as t:
+                model(x)
+            out.append(t.output[0].numpy())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("q", [0.005, 0.05])
+def test_default_options_are_exact_and_scale_invariant(broden, q):
+    """Regression: the float16 default cache made ties at thresholds (a narrow unit lost its label;
+    two scalings of one detector got different IoUs)."""
+    model, ds = PlantedNet(), Broden(broden)
+    result = dissect(model, ["units"], broden, quantile=q, **KW)
+    thresholds, iou = reference_dissect(_acts(model, ds, "units"), ds, q)
+    lr = result["units"]
+    np.testing.assert_array_equal(lr.thresholds, thresholds.astype(np.float32))
+    np.testing.assert_allclose(lr.iou, iou, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(lr.iou[:4], lr.iou[4:8])  # scale by 0.5: the same masks
+    assert lr.iou[8:].max() > 0  # the narrow units still segment something
+    assert result.summary["cache"] == {"dtype": "float32", "exact": True}
+    # the lossy opt-in says what rounding did
+    lossy = dissect(model, ["units"], broden, quantile=q, cache_dtype="float16", **KW)
+    tied = lossy.summary["lossy_cache"]["tied_positions"]["units"]
+    assert tied > 0
+    assert not np.allclose(lossy["units"].iou[8:], lr.iou[8:], atol=1e-6)  # what the old default got wrong
+
+
+def test_a_broden_object_with_split_or_limit_is_refused(broden):
+    with pytest.raises(NetDissectError, match="pass them to it: Broden"):
+        dissect(SmallRandomCNN(), ["conv2"], Broden(broden), limit=5, **KW)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(limit=0), "limit must be an integer >= 1"),
+    (dict(limit=-5), "limit must be an integer >= 1"),
+    (dict(num_workers=-1), "num_workers must be an integer >= 0"),
+    (dict(topk=0), "topk must be an integer >= 1"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(quantile_memory=10), "quantile_memory"),
+])
+def test_meaningless_parameters_are_refused_before_anything_runs(broden, tmp_path, kw, match):
+    with pytest.raises(NetDissectError, match=match):
+        dissect(SmallRandomCNN(), ["conv2"], broden, out=tmp_path / "run", **{**KW, **kw})
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_an_absurd_topk_is_refused_before_the_passes(broden, tmp_path, monkeypatch):
+    from netdissect.dissection import config
+
+    r = dissect(SmallRandomCNN(), ["conv2"], broden, topk=10_000_000, **KW)  # at most every row
+    assert r["conv2"].top_images.shape == (12, 30)
+    monkeypatch.setattr(config, "MAX_TOPK_BYTES", 12 * 16 * 16 * 2 * 20)  # room for 20 maps per unit
+    with pytest.raises(NetDissectError, match="topk=25 keeps .* choose a smaller --topk"):
+        dissect(SmallRandomCNN(), ["conv2"], broden, topk=25, out=tmp_path / "run", **KW)
+    assert not (tmp_path / "run" / ".work" / "conv2.acts").exists()
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_with_the_alternatives(broden, tmp_path, monkeypatch):
+    import collections
+
+    from netdissect.dissection import engine
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(engine.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(NetDissectError, match=r"cache needs .* GiB .*--cache-dtype float16 .*--chunk"):
+        dissect(SmallRandomCNN(), ["conv2"], broden, out=tmp_path / "run", **KW)
+
+
+def test_bf16_without_native_support_warns_and_runs_fp32(broden, monkeypatch):
+    from netdissect.dissection import config
+
+    monkeypatch.setattr(config, "native_bf16", lambda device: (False, "CPU capability AVX2, bf16 instructions: none"))
+    with pytest.warns(RuntimeWarning, match="no native bf16 .*AVX2.*fp32 is used"):
+        r = dissect(SmallRandomCNN(), ["conv2"], broden, precision="bf16", **KW)
+    assert r.summary["precision"]["used"] == "fp32" and r.summary["precision"]["asked"] == "bf16"
+    want = dissect(SmallRandomCNN(), ["conv2"], broden, **KW)
+    np.testing.assert_array_equal(r["conv2"].thresholds, want["conv2"].thresholds)
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch):
+    from netdissect.dissection import config
+
+    monkeypatch.setattr(config, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert config.native_bf16("cpu")[0] is False
+    monkeypatch.setattr(config, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert config.native_bf16("cpu")[0] is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _unfinished(broden, out, monkeypatch):
+    """A run killed at the start of pass 2 (pass 1 checkpointed)."""
+    from netdissect.dissection import engine
+
+    def die(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "run_iou_pass", die)
+        with pytest.raises(KeyboardInterrupt):
+            dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)
+    assert (out / ".work" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("truncate", "truncated or replaced"),
+    ("delete", "activation cache .* is missing"),
+    ("checkpoint", "corrupt checkpoint"),
+    ("identity", "identity.json: unreadable"),
+])
+def test_resume_checks_what_it_relies_on(broden, tmp_path, monkeypatch, damage, match):
+    out = tmp_path / "run"
+    _unfinished(broden, out, monkeypatch)
+    cache = out / ".work" / "conv2.acts"
+    if damage == "truncate":
+        with open(cache, "r+b") as f:
+            f.truncate(cache.stat().st_size - 100)
+    elif damage == "delete":
+        cache.unlink()
+    elif damage == "checkpoint":
+        (out / ".work" / "checkpoint.npz").write_bytes(b"PK\x03\x04 not a zip")
+    else:
+        (out / ".work" / "identity.json").write_text("{")
+    with pytest.raises(NetDissectError, match=match):
+        dissect(SmallRandomCNN(), ["conv2"], broden, out=out, resume=True, **KW)
+
+
+def test_resume_continues_an_intact_run_to_the_same_result(broden, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _unfinished(broden, out, monkeypatch)
+    got = dissect(SmallRandomCNN(), ["conv2"], broden, out=out, resume=True, **KW)
+    want = dissect(SmallRandomCNN(), ["conv2"], broden, **KW)
+    np.testing.assert_array_equal(got["conv2"].iou, want["conv2"].iou)
+
+
+def test_resume_of_a_finished_run_checks_its_identity(broden, tmp_path):
+    out = tmp_path / "run"
+    dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)
+    again = dissect(SmallRandomCNN(), ["conv2"], broden, out=out, resume=True, **KW)  # same: returned
+    assert list(again) == ["conv2"]
+    for other in (dict(layers=["conv1"]), dict(quantile=0.05), dict(model=SmallRandomCNN(seed=1))):
+        kw = {"model": SmallRandomCNN(), "layers": ["conv2"], **other}
+        with pytest.raises(NetDissectError, match="holds a finished run of other settings"):
+            dissect(kw.pop("model"), kw.pop("layers"), broden, out=out, resume=True, **{**KW, **kw})
+
+
+def test_a_run_that_failed_on_its_first_batch_is_rerun_without_resume(broden, tmp_path):
+    out = tmp_path / "run"
+
+    class Broken(SmallRandomCNN):
+        def forward(self, x):
+            raise ValueError("bad model")
+
+    with pytest.raises(Exception, match="bad model"):
+        dissect(Broken(), ["conv2"], broden, out=out, **KW)
+    assert not (out / ".work" / "checkpoint.npz").exists()
+    r = dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)  # no "pass --resume"
+    assert (out / "summary.json").exists() and "conv2" in r
+
+
+def test_the_users_module_is_left_in_training_mode(broden):
+    model = SmallRandomCNN().train()
+    model.conv1.eval()
+    dissect(model, ["conv2"], broden, **KW)
+    assert model.training and not model.conv1.training and model.conv2.training
+
+
+def test_unknown_label_numbers_warn_and_refuse_above_the_documented_share():
+    from netdissect.dissection.engine import MAX_UNKNOWN_SHARE, check_unknown_labels
+
+    assert check_unknown_labels(0, 1000, "ds") is None
+    assert "10 label-plane positions (0.10%)" in check_unknown_labels(10, 10_000, "ds")
+    with pytest.raises(DatasetError, match="mask format problem"):
+        check_unknown_labels(int(10_000 * MAX_UNKNOWN_SHARE) + 1, 10_000, "ds")
+
+
+def test_summary_records_mask_sizes_and_identity(broden, tmp_path):
+    r = dissect(SmallRandomCNN(), ["conv2"], broden, out=tmp_path / "run", **KW)
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["layers"]["conv2"]["mask_sizes"] == [[16, 16]] and s["layers"]["conv2"]["mask_size"] == [16, 16]
+    assert s["identity"]["layers"] == ["conv2"] and r.summary["identity"] == s["identity"]
