@@ -33,8 +33,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk", default=None, metavar="I/N",
                    help="only pass 1 on the I-th of N slices of the rows, into --out; "
                    "`netdissect merge` combines the N chunk folders into the run")
-    p.add_argument("--cache-dtype", choices=["float16", "float32"], default="float16",
-                   help="dtype of the on-disk activation cache (default float16)")
+    p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
+                   help="dtype of the on-disk activation cache: float32 (default, exact) or float16 (half the "
+                   "disk; lossy: rounding ties values at the thresholds, counted in summary.json)")
+    p.add_argument("--quantile-memory", type=int, default=256, metavar="MB",
+                   help="memory for each layer's exact threshold statistic (default 256 MB); beyond it the "
+                   "thresholds stay exact through extra reads of the activation cache")
     p.add_argument("--split", default=None, help="only rows of this split (train/val)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows")
     p.add_argument("--skip-bad", action="store_true",
@@ -55,7 +59,7 @@ def run(args) -> int:
         quantile=args.quantile, iou_threshold=args.iou_threshold, topk=args.topk, batch_size=args.batch_size,
         num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every, chunk=args.chunk,
+        checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory << 20,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "

@@ -17,9 +17,13 @@ from netdissect.errors import NetDissectError
 class ActivationCache:
     """Activations of one layer for N rows, shape (C, h, w) each, in ``dtype``.
 
-    >>> cache = ActivationCache(path, rows=100, shape=(512, 7, 7))   # doctest: +SKIP
-    >>> cache.write(0, acts_numpy)                                   # rows 0..B-1
-    >>> cache.read(0, 64)                                            # (64, 512, 7, 7)
+    >>> import tempfile, numpy as np
+    >>> path = tempfile.mkdtemp() + "/layer4.acts"
+    >>> cache = ActivationCache(path, rows=100, shape=(512, 7, 7))
+    >>> cache.write(0, np.ones((64, 512, 7, 7), np.float32))         # rows 0..63
+    >>> cache.read(0, 64).shape
+    (64, 512, 7, 7)
+    >>> cache.close()
     """
 
     def __init__(self, path: str | os.PathLike, rows: int, shape: tuple[int, ...], dtype="float32",

@@ -13,10 +13,13 @@ out, or split, and a binary search finds the split.  Values are computed in
 float64 with PyTorch's own formula, so the result equals thresholding the
 full upsampled map.
 
+    >>> import torch
     >>> um = UnitMasks(7, 7, 112, 112)
-    >>> hits = um.hits(acts, thresholds)   # doctest: +SKIP
-    >>> hits.area.shape                    # (images, units) mask areas
-    >>> area, inter = um.count(acts, thresholds, labels)   # doctest: +SKIP
+    >>> acts = torch.rand(2, 512, 7, 7)                      # (images, units, h, w)
+    >>> hits = um.hits(acts, torch.full((512,), 0.9, dtype=torch.float64))
+    >>> hits.area.shape                                      # mask areas
+    torch.Size([2, 512])
+    >>> area, inter = um.count(acts, thresholds, labels)     # doctest: +SKIP
 
 :meth:`UnitMasks.count` is what dissection calls: mask areas and the overlap
 of every mask with the pixel labels.  On the CPU it runs the compiled kernel
