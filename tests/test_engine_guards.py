@@ -218,3 +218,33 @@ def test_summary_records_mask_sizes_and_identity(broden, tmp_path):
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["layers"]["conv2"]["mask_sizes"] == [[16, 16]] and s["layers"]["conv2"]["mask_size"] == [16, 16]
     assert s["identity"]["layers"] == ["conv2"] and r.summary["identity"] == s["identity"]
+
+
+def _chunks(broden, tmp_path, n=2):
+    dirs = [tmp_path / f"c{i}" for i in range(n)]
+    for i, d in enumerate(dirs):
+        assert dissect(SmallRandomCNN(), ["conv2"], broden, out=d, chunk=f"{i}/{n}", **KW) is None
+    return dirs
+
+
+@pytest.mark.parametrize("text, match", [("{", "corrupt JSON"), ("[1, 2]", "not a chunk description"),
+                                         ('{"chunk": 0, "of": 2}', "incomplete .*'rows'")])
+def test_merge_names_a_corrupt_or_incomplete_chunk_file(broden, tmp_path, text, match):
+    from netdissect.dissection.chunks import merge_chunks
+
+    dirs = _chunks(broden, tmp_path)
+    (dirs[1] / "chunk.json").write_text(text)
+    with pytest.raises(NetDissectError, match=f"c1/chunk.json: {match}"):
+        merge_chunks(dirs, out=tmp_path / "run", progress=False, num_workers=0)
+
+
+def test_merge_refuses_a_truncated_chunk_cache(broden, tmp_path):
+    from netdissect.dissection.chunks import merge_chunks
+
+    dirs = _chunks(broden, tmp_path)
+    cache = dirs[0] / ".work" / "conv2.acts"
+    with open(cache, "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(NetDissectError, match=r"chunk .*c0: activation cache .* truncated or replaced"):
+        merge_chunks(dirs, out=tmp_path / "run", progress=False, num_workers=0)
+    assert not (tmp_path / "run" / "summary.json").exists()
