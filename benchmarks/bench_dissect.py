@@ -9,7 +9,10 @@ benchmark run, so the ratios compare like with like:
 
 - ``forward``: the floor. Same data loader and workers as dissection (image
   decoding included), fp32, no grad, channels_last, batch 64, the whole model.
-- ``dissect``: ``netdissect.dissect`` end to end (both passes, results written).
+- ``command``: what a user waits for: ``netdissect dissect ... --out RUN`` as a command, end to
+  end (start-up, both passes, results and the HTML report); ``command_no_report`` the same with
+  ``--no-report``.  The headline ratio is ``command_over_forward``.
+- ``dissect``: ``netdissect.dissect`` end to end from Python (both passes, results written).
 - ``dissect@500``: the same on the first 500 images, for memory growth.
 - with ``--precision fp32,bf16``: ``forward_bf16`` and ``dissect_bf16`` (the forward pass
   under bf16 autocast), and the agreement of the bf16 run with the fp32 one: the share of
@@ -71,6 +74,17 @@ if cfg["mode"] == "forward":
             x = prep(x.permute(0, 3, 1, 2).float().div_(255)).contiguous(memory_format=torch.channels_last)
             model(x)
             n += len(batch)
+elif cfg["mode"] == "command":
+    import subprocess
+    args = [sys.executable, "-m", "netdissect", "dissect", "--model", cfg["model"], "--weights", "none",
+            "--layer", cfg["layer"], "--dataset", cfg["dataset"], "--limit", str(cfg["n"]), "--out", cfg["out"],
+            "--quiet", "--precision", cfg.get("precision", "fp32")] + (["--no-report"] if cfg.get("no_report") else [])
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    n = cfg["n"]
+    wall = time.perf_counter() - t0
+    print(json.dumps({"wall_s": wall, "images": n,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+    sys.exit(0)
 else:
     from netdissect import dissect
     r = dissect(cfg["model"], [cfg["layer"]], cfg["dataset"], weights="none", limit=cfg["n"],
@@ -113,6 +127,26 @@ def agreement(ref_dir: Path, other_dir: Path) -> dict:
     return out
 
 
+def cpu() -> dict:
+    """The processor the figures were measured on."""
+    import platform
+
+    import torch
+
+    from netdissect.dissection.config import native_bf16
+
+    name = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": name, "cores": os.cpu_count(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16("cpu")[1] if native_bf16("cpu")[0] else "no"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="torchvision:resnet18")
@@ -131,9 +165,13 @@ def main() -> None:
     root = make_dataset(args.n, args.size)
     base = {"model": args.model, "layer": args.layer, "dataset": str(root)}
     rows = {}
-    tries: dict[str, list] = {"forward": [], "dissect": []}
+    tries: dict[str, list] = {"forward": [], "command": [], "command_no_report": [], "dissect": []}
     for _ in range(max(1, args.repeat)):
         tries["forward"].append(measure({**base, "mode": "forward", "n": args.n}))
+        tries["command"].append(measure({**base, "mode": "command", "n": args.n,
+                                         "out": str(HERE / "out" / "run_command")}))
+        tries["command_no_report"].append(measure({**base, "mode": "command", "n": args.n, "no_report": True,
+                                                   "out": str(HERE / "out" / "run_command_nr")}))
         tries["dissect"].append(measure({**base, "mode": "dissect", "n": args.n,
                                          "out": str(HERE / "out" / "run_full")}))
     for key, runs in tries.items():
@@ -148,8 +186,10 @@ def main() -> None:
     d = rows["dissect"]
     report = {
         "setup": {**base, "n": args.n, "size": args.size, "threads": os.cpu_count(),
-                  "date": time.strftime("%Y-%m-%d %H:%M")},
+                  "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu()},
         "runs": rows,
+        "command_over_forward": round(rows["command"]["wall_s"] / f, 3),
+        "command_no_report_over_forward": round(rows["command_no_report"]["wall_s"] / f, 3),
         "dissect_over_forward": round(d["wall_s"] / f, 3),
         "rss_ratio_full_over_small": round(d["peak_rss_mb"] / rows[f"dissect@{args.n_small}"]["peak_rss_mb"], 3),
         "per_image_ms": {"forward": round(1000 * f / args.n, 2), "dissect": round(1000 * d["wall_s"] / args.n, 2)},
