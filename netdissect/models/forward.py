@@ -8,8 +8,8 @@
     ...     with explain_forward("python:Conv2d", x.shape):
     ...         gray(x)
     ... except Exception as e:
-    ...     print(type(e).__name__, str(e)[:68])
-    ModelError model python:Conv2d fails on the dataset's images: it was given (2, 3, 32
+    ...     print(type(e).__name__, str(e).split(", RGB")[0])
+    ModelError model python:Conv2d fails on the dataset's images: it was given (N, C, H, W) = (2, 3, 32, 32)
 """
 from __future__ import annotations
 
