@@ -124,3 +124,17 @@ def test_unwritable_torch_home(tmp_path, monkeypatch):
     _send_hub_to(monkeypatch, f"http://127.0.0.1:{_closed_port()}")
     with pytest.raises(ModelError, match=r"cannot store .* set TORCH_HOME to a writable folder"):
         load_model("torchvision:resnet18")
+
+
+def test_a_download_cut_short_is_one_line(torch_home, monkeypatch, server):
+    """The server promises more bytes than it sends (a dropped connection)."""
+    _send_hub_to(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
+    server.body = b"x" * 100
+    real_header = http.server.BaseHTTPRequestHandler.send_header
+
+    def send_header(self, key, value):
+        real_header(self, key, "1000" if key == "Content-Length" else value)
+
+    monkeypatch.setattr(http.server.BaseHTTPRequestHandler, "send_header", send_header)
+    with pytest.raises(ModelError, match=r"not the published one .*cut off.*--weights PATH"):
+        load_model("torchvision:resnet18")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import importlib
 import importlib.util
 import operator
@@ -154,6 +155,10 @@ def seeded(seed: int):
         yield
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
 def _hub_cache(url: str) -> Path:
     from urllib.parse import urlparse
 
@@ -168,14 +173,14 @@ def _fetch_error(name: str, wobj, exc: BaseException) -> ModelError | None:
     where = (f"download {url} elsewhere and pass it with --weights PATH, or put it in {cache.parent}/ "
              f"(TORCH_HOME chooses that folder); --weights none gives random weights")
     label = f"torchvision:{name} weights {wobj}"
-    if isinstance(exc, URLError) or isinstance(exc, (ConnectionError, TimeoutError)):
-        reason = getattr(exc, "reason", None) or exc
+    if isinstance(exc, (URLError, ConnectionError, TimeoutError, http.client.HTTPException)):
+        reason = _one_line(getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
         return ModelError(f"cannot download {label} from {url} ({reason}): {where}")
     if isinstance(exc, RuntimeError) and "invalid hash value" in str(exc):
         return ModelError(f"the file downloaded for {label} from {url} is not the published one "
-                          f"({exc}; a proxy or captive portal page?): {where}")
+                          f"({_one_line(exc)}; cut off, or a proxy's page?): {where}")
     if isinstance(exc, OSError):
-        return ModelError(f"cannot store {label} in {cache.parent} ({type(exc).__name__}: {exc}): "
+        return ModelError(f"cannot store {label} in {cache.parent} ({type(exc).__name__}: {_one_line(exc)}): "
                           f"set TORCH_HOME to a writable folder, or pass a local file with --weights PATH")
     if isinstance(exc, (RuntimeError, EOFError, pickle.UnpicklingError, ValueError)) and cache.is_file():
         try:  # is the cached file itself unreadable, or did something else fail?
