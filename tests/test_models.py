@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from netdissect.errors import ModelError
-from netdissect.models import Preprocess, load_model, load_state_dict, parse_normalize
+from netdissect.models import Preprocess, describe_weights, load_model, load_state_dict, parse_normalize
 from netdissect.models.loading import IMAGENET_MEAN, model_identity
 
 
@@ -92,8 +92,108 @@ def test_parse_normalize():
 
 def test_zoo_model_and_its_untrained_twin():
     trained, prep = load_model("zoo:scene-cnn")
-    torch.manual_seed(0)
     random, prep2 = load_model("zoo:scene-cnn", weights="none")
     assert prep == prep2 and prep.mean == (0.5, 0.5, 0.5)
     assert model_identity(trained) != model_identity(random)
     assert [n for n, _ in trained.named_modules()] == [n for n, _ in random.named_modules()]
+
+
+# --- zoo:NAME --weights PATH / none ------------------------------------------------------------------------
+
+def test_zoo_weights_path_is_loaded_into_the_zoo_architecture():
+    from netdissect.models.zoo import load_zoo_model, weights_path
+
+    step50, _ = load_zoo_model("scene-cnn-step50")
+    model, prep = load_model("zoo:scene-cnn", weights=str(weights_path("scene-cnn-step50")))  # float16 safetensors
+    assert model_identity(model) == model_identity(step50) != model_identity(load_model("zoo:scene-cnn")[0])
+    assert prep.mean == (0.5, 0.5, 0.5) and not model.training
+
+
+def test_zoo_weights_path_checkpoint_with_dataparallel_prefix(tmp_path):
+    from netdissect.models.zoo import build
+
+    torch.manual_seed(5)
+    src = build("scene-cnn-bn")
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "c.pth")
+    model, _ = load_model("zoo:scene-cnn-bn", weights=str(tmp_path / "c.pth"))
+    assert model_identity(model) == model_identity(src)
+
+
+def test_zoo_weights_that_are_not_a_file_or_do_not_fit(tmp_path):
+    from netdissect.models.zoo import weights_path
+
+    with pytest.raises(ModelError, match=r"zoo:scene-cnn --weights 'IMAGENET1K_V1': no such file"):
+        load_model("zoo:scene-cnn", weights="IMAGENET1K_V1")
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model("zoo:scene-cnn", weights=str(weights_path("scene-cnn-gap")))
+
+
+def test_zoo_untrained_twin_of_a_model_whose_weights_are_not_bundled(tmp_path, monkeypatch):
+    from netdissect.models import zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    model, prep = load_model("zoo:scene-cnn-gap", weights="none")
+    assert prep.mean == (0.5, 0.5, 0.5) and prep.std == (0.25, 0.25, 0.25)
+    with pytest.raises(ModelError, match="train_zoo.py scene-cnn-gap"):
+        load_model("zoo:scene-cnn-gap")
+
+
+# --- seeded random initialisation ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["torchvision:resnet18", "zoo:scene-cnn"])
+def test_random_init_is_seeded_and_leaves_the_global_rng_alone(spec):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, _ = load_model(spec, weights="none")
+    b, _ = load_model(spec, weights="none", seed=0)
+    c, _ = load_model(spec, weights="none", seed=1)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is where it was
+    assert model_identity(a) == model_identity(b) != model_identity(c)
+
+
+def test_factory_init_is_seeded(tmp_path):
+    (tmp_path / "f.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n")
+    a, _ = load_model(f"{tmp_path / 'f.py'}:make")
+    b, _ = load_model(f"{tmp_path / 'f.py'}:make")
+    c, _ = load_model(f"{tmp_path / 'f.py'}:make", seed=7)
+    assert torch.equal(a.weight, b.weight) and not torch.equal(a.weight, c.weight)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, "0"])
+def test_bad_seeds(seed):
+    with pytest.raises(ModelError, match="--seed"):
+        load_model("zoo:scene-cnn", weights="none", seed=seed)
+
+
+def test_cli_seed_argument():
+    import argparse
+
+    from netdissect.cli._common import add_model_args
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    assert p.parse_args(["--model", "zoo:scene-cnn"]).seed == 0
+    assert p.parse_args(["--model", "zoo:scene-cnn", "--seed", "42"]).seed == 42
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "zoo:scene-cnn", "--seed", "-1"])
+
+
+# --- what was loaded, in words ------------------------------------------------------------------------------
+
+def test_describe_weights():
+    import hashlib
+
+    from netdissect.models.zoo import weights_path
+
+    digest = hashlib.sha256(weights_path("scene-cnn").read_bytes()).hexdigest()[:8]
+    assert describe_weights("zoo:scene-cnn", None) == f"bundled zoo:scene-cnn (sha256 {digest}…)"
+    assert describe_weights("zoo:scene-cnn", "DEFAULT") == f"bundled zoo:scene-cnn (sha256 {digest}…)"
+    assert describe_weights("zoo:scene-cnn", "none") == "random init, seed 0"
+    assert describe_weights("zoo:scene-cnn", "w/x.pth") == "file w/x.pth"
+    assert describe_weights("torchvision:resnet18", None) == "torchvision DEFAULT (ResNet18_Weights.IMAGENET1K_V1)"
+    assert describe_weights("torchvision:resnet50", "IMAGENET1K_V2") == "torchvision ResNet50_Weights.IMAGENET1K_V2"
+    assert describe_weights("torchvision:resnet18", "none", seed=4) == "random init, seed 4"
+    assert describe_weights("torchvision:resnet18", "places.pth.tar") == "file places.pth.tar"
+    assert describe_weights("my.py:make", None, seed=2) == "as built by my.py:make (torch seed 2)"
+    assert describe_weights(torch.nn.Conv2d(3, 4, 1), None) == "as given (python:Conv2d)"
+    assert describe_weights(torch.nn.Conv2d(3, 4, 1), "w.safetensors") == "file w.safetensors"

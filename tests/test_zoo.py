@@ -86,3 +86,4 @@ def test_cli_zoo(capsys):
     for m in list_zoo():
         if m["available"]:
             assert f"{m['accuracy']:.3f}" in out
+    assert "--weights none" in out and "--weights PATH" in out  # how to get the untrained twin or one's own weights

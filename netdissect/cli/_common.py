@@ -1,10 +1,27 @@
 """Arguments shared by several commands."""
 
 
+def _seed(text: str) -> int:
+    import argparse
+
+    from netdissect.errors import ModelError
+    from netdissect.models.loading import check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, ModelError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 0 to 2**64-1") from None
+
+
 def add_model_args(p) -> None:
     p.add_argument("--model", required=True,
                    help="torchvision:NAME | zoo:NAME | path/to/file.py:factory | package.module:factory")
     p.add_argument("--weights", default=None,
-                   help="torchvision: DEFAULT (download), none (random), or a PATH; others: a PATH to load")
+                   help="torchvision: DEFAULT (download), none (random), an enum name, or a PATH; "
+                   "zoo: omitted (bundled), none (untrained architecture) or a PATH; others: a PATH to load. "
+                   "A PATH is a .safetensors file or a torch checkpoint ('module.' prefixes are stripped)")
     p.add_argument("--normalize", default=None,
-                   help="imagenet | none | MEAN,STD (default: the weights' own for torchvision, else none)")
+                   help="imagenet | none | MEAN,STD (default: the weights' own for torchvision and zoo, else none)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of random initialisation (--weights none, a factory's own init), "
+                   "so two runs build the same network; recorded in summary.json (default 0)")

@@ -2,6 +2,10 @@
 
     netdissect zoo            # name, parameters, held-out accuracy, layers
     netdissect zoo --json     # the same as JSON (list_zoo())
+
+``--model zoo:NAME`` loads the bundled weights; ``--weights none`` gives the same
+architecture untrained (seeded by ``--seed``); ``--weights PATH`` loads your own
+file (safetensors or torch checkpoint) into it.
 """
 from __future__ import annotations
 
@@ -40,4 +44,6 @@ def run(args) -> int:
         print(format_table(models))
         print("\nAll trained on scene labels of the synthetic world only; model cards: "
               "netdissect/models/zoo/weights/<name>.md")
+        print("--model zoo:NAME --weights none: the same architecture untrained (seeded by --seed); "
+              "--weights PATH: your own weights in it")
     return 0

@@ -1,13 +1,19 @@
 """Load a model from a spec string, with its preprocessing."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import importlib
 import importlib.util
+import operator
 import os
+import pickle
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torch import nn
@@ -16,6 +22,16 @@ from netdissect.errors import ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_SEED = 0
+
+
+class NoNormalizationWarning(UserWarning):
+    """An ``nn.Module`` was given without ``normalize=``: its images arrive as RGB in [0, 1], unnormalised.
+
+    Issued on every such :func:`load_model` call (so once per :func:`netdissect.dissect` call);
+    Python's default warnings filter shows each distinct message once per calling line.
+    Silence it by passing ``normalize`` explicitly (``"none"`` included).
+    """
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,70 @@ def _num_classes(sd: dict) -> int | None:
     return None
 
 
-def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess]:
+def check_seed(seed) -> int:
+    """``seed`` as an int torch accepts (0 .. 2**64 - 1), or a ModelError naming it."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = None
+    if isinstance(seed, bool) or value is None or not 0 <= value < 2**64:
+        raise ModelError(f"--seed {seed!r}: expected a whole number from 0 to 2**64-1 (default {DEFAULT_SEED})")
+    return int(value)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU generator (and CUDA's, once initialised) seeded with ``seed``,
+    and give the caller's generator states back afterwards: random initialisation inside is
+    reproducible and the caller's own random stream is not advanced."""
+    seed = check_seed(seed)
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(seed)
+        yield
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _hub_cache(url: str) -> Path:
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _fetch_error(name: str, wobj, exc: BaseException) -> ModelError | None:
+    """The one-line error for a failed fetch of torchvision weights ``wobj``, or None when
+    ``exc`` is not about fetching or reading the weights file."""
+    url = getattr(wobj, "url", "?")
+    cache = _hub_cache(url)
+    where = (f"download {url} elsewhere and pass it with --weights PATH, or put it in {cache.parent}/ "
+             f"(TORCH_HOME chooses that folder); --weights none gives random weights")
+    label = f"torchvision:{name} weights {wobj}"
+    if isinstance(exc, (URLError, ConnectionError, TimeoutError, http.client.HTTPException)):
+        reason = _one_line(getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+        return ModelError(f"cannot download {label} from {url} ({reason}): {where}")
+    if isinstance(exc, RuntimeError) and "invalid hash value" in str(exc):
+        return ModelError(f"the file downloaded for {label} from {url} is not the published one "
+                          f"({_one_line(exc)}; cut off, or a proxy's page?): {where}")
+    if isinstance(exc, OSError):
+        return ModelError(f"cannot store {label} in {cache.parent} ({type(exc).__name__}: {_one_line(exc)}): "
+                          f"set TORCH_HOME to a writable folder, or pass a local file with --weights PATH")
+    if isinstance(exc, (RuntimeError, EOFError, pickle.UnpicklingError, ValueError)) and cache.is_file():
+        try:  # is the cached file itself unreadable, or did something else fail?
+            torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception as why:
+            msg = str(why).strip().splitlines()[-1] if str(why).strip() else type(why).__name__
+            return ModelError(f"the cached weights file {cache} for {label} is unreadable ({msg}): "
+                              f"delete it to download it again, or pass a local file with --weights PATH")
+    return None
+
+
+def _torchvision(name: str, weights: str | None, seed: int) -> tuple[nn.Module, Preprocess]:
     import torchvision
 
     if name not in torchvision.models.list_models():
@@ -124,25 +203,67 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, Preprocess]
     w = (weights or "DEFAULT").strip()
     imagenet = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
     if w.lower() == "none":
-        return torchvision.models.get_model(name, weights=None), imagenet
-    if os.path.exists(w) or w.endswith((".pth", ".pt", ".tar", ".safetensors")):
+        with seeded(seed):
+            return torchvision.models.get_model(name, weights=None), imagenet
+    if _is_path(w):
         sd = load_state_dict(w)
         kwargs = {}
         n = _num_classes(sd)
         if n is not None:
             kwargs["num_classes"] = n  # Places365 checkpoints have 365 classes
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        with seeded(seed):
+            model = torchvision.models.get_model(name, weights=None, **kwargs)
         _apply_state_dict(model, sd, w)
         return model, imagenet
+    wobj = _weights_enum(name, w)
     try:
-        enum = torchvision.models.get_model_weights(name)
-        wobj = enum.DEFAULT if w.upper() == "DEFAULT" else enum[w]
-    except (KeyError, ValueError):
-        raise ModelError(f"unknown weights {w!r} for torchvision:{name} (use DEFAULT, none, a weights enum name, or a file)") from None
-    model = torchvision.models.get_model(name, weights=wobj)  # downloads on first use
+        with seeded(seed):
+            model = torchvision.models.get_model(name, weights=wobj)  # downloads on first use
+    except Exception as exc:
+        err = _fetch_error(name, wobj, exc)
+        if err is None:
+            raise
+        raise err from None
     tf = wobj.transforms()
     prep = Preprocess(tuple(tf.mean), tuple(tf.std)) if hasattr(tf, "mean") else imagenet
     return model, prep
+
+
+def _is_path(w: str) -> bool:
+    return os.path.exists(w) or w.endswith((".pth", ".pt", ".tar", ".safetensors", ".bin", ".ckpt")) or os.sep in w
+
+
+def _weights_enum(name: str, w: str):
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        return enum.DEFAULT if w.upper() == "DEFAULT" else enum[w]
+    except (KeyError, ValueError):
+        raise ModelError(f"unknown weights {w!r} for torchvision:{name} "
+                         "(use DEFAULT, none, a weights enum name, or a file)") from None
+
+
+def _zoo(name: str, weights: str | None, seed: int) -> tuple[nn.Module, Preprocess]:
+    from netdissect.models.zoo import build, load_zoo_model, read_meta, weights_path
+
+    w = (weights or "DEFAULT").strip()
+    if w.upper() == "DEFAULT":
+        model, meta = load_zoo_model(name)
+    else:
+        with seeded(seed):
+            model = build(name)  # the same architecture: untrained, or for the file's weights
+        path = weights_path(name)
+        meta = read_meta(path) if path.exists() else {}
+        if w.lower() != "none":
+            if not os.path.isfile(w):
+                raise ModelError(f"zoo:{name} --weights {w!r}: no such file (zoo models take no --weights "
+                                 "for the bundled weights, none for the untrained architecture, or a PATH)")
+            _apply_state_dict(model, load_state_dict(w), w)
+    norm = meta.get("normalize")
+    if norm is None:  # the twin of a model whose weights are not bundled: the recipe's normalisation
+        from netdissect.data.synth import NORMALIZE as norm
+    return model, Preprocess(tuple(norm["mean"]), tuple(norm["std"]))
 
 
 def _factory(spec: str) -> nn.Module:
@@ -176,10 +297,25 @@ def _factory(spec: str) -> nn.Module:
     return model
 
 
+def _stacklevel_outside_netdissect() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside netdissect."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "netdissect":
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def spec_name(spec) -> str:
+    """How a model spec is named in messages and summary.json: the string, or ``python:ClassName``."""
+    return spec if isinstance(spec, str) else f"python:{type(spec).__name__}"
+
+
 def load_model(
     spec: str | nn.Module,
     weights: str | None = None,
     normalize: str | None = None,
+    *,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[nn.Module, Preprocess]:
     """The model named by ``spec`` in eval mode, and its preprocessing.
 
@@ -189,13 +325,34 @@ def load_model(
     - ``path/to/file.py:factory`` or ``package.module:factory``: a callable
       returning an ``nn.Module``; ``weights`` PATH is loaded into it;
       preprocessing defaults to none (RGB in [0, 1]).
-    - ``zoo:NAME``: a model bundled with netdissect (``netdissect zoo`` lists them); ``weights="none"``
-      gives the same architecture untrained, with the same preprocessing.
+    - ``zoo:NAME``: a model bundled with netdissect (``netdissect zoo`` lists them); ``weights``
+      omitted or ``DEFAULT``: the bundled weights; ``none``: the same architecture untrained;
+      a PATH: that file's weights in the same architecture. Preprocessing is the zoo's.
+    - an ``nn.Module``: used as is (put in eval mode; ``weights`` PATH is loaded into it).
+      Without ``normalize`` it gets none, with a :class:`NoNormalizationWarning`.
+
+    A PATH is a ``.safetensors`` file or a torch checkpoint: a state_dict, or a dict holding one
+    under ``state_dict``/``model_state_dict``/``model``; DataParallel's ``module.`` prefixes are
+    stripped (as the Places365 releases need).
+
+    ``seed`` (default 0) seeds torch's generator while the model is built, so random
+    initialisation (``weights="none"``, a factory's own init) is the same in every run; the
+    caller's global RNG state is left as it was.
 
     ``normalize`` (``imagenet``, ``none``, ``MEAN,STD``) overrides the default.
     """
+    seed = check_seed(seed)
     if isinstance(spec, nn.Module):
         model, prep = spec, Preprocess()
+        if isinstance(weights, str) and weights.strip().lower() in ("none", "default"):
+            raise ModelError(f"weights={weights!r} for a Python module ({spec_name(spec)}): it keeps its own "
+                             "weights; pass weights=None, or a PATH to load into it")
+        if normalize is None:
+            warnings.warn(
+                f"{spec_name(spec)}: no normalize= given for a Python module, so its images are RGB in [0, 1] "
+                "without normalisation; pass normalize='imagenet' (ImageNet mean and std), "
+                "normalize='MEAN,STD' (e.g. '0.5,0.25') or normalize='none' to say so",
+                NoNormalizationWarning, stacklevel=_stacklevel_outside_netdissect())
     elif not isinstance(spec, str) or ":" not in spec:
         raise ModelError(
             f"--model {spec!r}: expected torchvision:NAME, zoo:NAME, path/to/file.py:factory or package.module:factory"
@@ -203,23 +360,62 @@ def load_model(
     else:
         kind, _, rest = spec.partition(":")
         if kind == "torchvision":
-            model, prep = _torchvision(rest, weights)
+            model, prep = _torchvision(rest, weights, seed)
             weights = None
         elif kind == "zoo":
-            from netdissect.models.zoo import build, load_zoo_model
-
-            model, meta = load_zoo_model(rest)
-            norm = meta.get("normalize")
-            prep = Preprocess(tuple(norm["mean"]), tuple(norm["std"])) if norm else Preprocess()
-            if weights and weights.lower() == "none":  # the same architecture, untrained (torch's default init)
-                model = build(rest)
+            model, prep = _zoo(rest, weights, seed)
             weights = None
         else:
-            model, prep = _factory(spec), Preprocess()
-    if weights and weights.lower() not in ("none", "default"):
+            with seeded(seed):
+                model = _factory(spec)
+            prep = Preprocess()
+    if weights and weights.strip().lower() not in ("none", "default"):
         _apply_state_dict(model, load_state_dict(weights), weights)
     prep = parse_normalize(normalize, prep)
     return model.eval(), prep
+
+
+def _file_sha256(path: Path, n: int = 8) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n]
+
+
+def describe_weights(spec: str | nn.Module, weights: str | None, seed: int = DEFAULT_SEED) -> str:
+    """What :func:`load_model` loads for ``spec`` and ``weights``, in words, for summary.json and the report.
+
+    >>> describe_weights("torchvision:resnet18", None)
+    'torchvision DEFAULT (ResNet18_Weights.IMAGENET1K_V1)'
+    >>> describe_weights("torchvision:resnet18", "none", seed=3)
+    'random init, seed 3'
+    >>> describe_weights("zoo:scene-cnn", None)[:29]
+    'bundled zoo:scene-cnn (sha256'
+    """
+    w = weights.strip() if isinstance(weights, str) else None
+    if w and w.lower() not in ("none", "default") and (not isinstance(spec, str) or not spec.startswith("torchvision:")
+                                                       or _is_path(w)):
+        return f"file {w}"
+    if isinstance(spec, nn.Module):
+        return f"as given ({spec_name(spec)})"
+    kind, _, rest = str(spec).partition(":")
+    if w is not None and w.lower() == "none" and kind in ("torchvision", "zoo"):
+        return f"random init, seed {seed}"
+    if kind == "torchvision":
+        w = w or "DEFAULT"
+        try:
+            wobj = _weights_enum(rest, w)
+        except ModelError:
+            return f"torchvision {w}"
+        return f"torchvision {w} ({wobj})" if w.upper() == "DEFAULT" else f"torchvision {wobj}"
+    if kind == "zoo":
+        from netdissect.models.zoo import weights_path
+
+        path = weights_path(rest)
+        digest = _file_sha256(path) if path.is_file() else "not bundled"
+        return f"bundled {spec} (sha256 {digest}…)" if path.is_file() else f"bundled {spec} ({digest})"
+    return f"as built by {spec} (torch seed {seed})"
 
 
 def model_identity(model: nn.Module) -> str:
