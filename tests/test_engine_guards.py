@@ -248,3 +248,40 @@ def test_merge_refuses_a_truncated_chunk_cache(broden, tmp_path):
     with pytest.raises(NetDissectError, match=r"chunk .*c0: activation cache .* truncated or replaced"):
         merge_chunks(dirs, out=tmp_path / "run", progress=False, num_workers=0)
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_model_that_fails_on_the_images_is_one_line_naming_model_and_input(broden):
+    from netdissect.errors import ModelError
+
+    class Grey(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(ModelError, match=r"model python:Grey fails .*\(N, C, H, W\) = \(1, 3, 32, 32\).*3-channel"):
+        dissect(Grey(), ["conv"], broden, **KW)
+
+
+def test_the_users_module_keeps_device_dtype_and_memory_format(broden):
+    model = SmallRandomCNN().double()
+    before = {n: (p.dtype, p.is_contiguous(), p.data_ptr()) for n, p in model.named_parameters()}
+    params = list(model.parameters())
+    dissect(model.float(), ["conv2"], broden, **KW)
+    after = {n: (p.dtype, p.is_contiguous()) for n, p in model.named_parameters()}
+    assert all(after[n] == (torch.float32, True) for n in after)
+    assert all(a is b for a, b in zip(params, model.parameters()))  # the same Parameter objects
+    assert before  # (dtype changed by the caller's own .float(), not by dissect)
+
+
+def test_random_weights_are_seeded_so_two_runs_agree(broden, tmp_path):
+    kw = dict(weights="none", **KW)
+    a = dissect("torchvision:resnet18", ["layer2"], broden, out=tmp_path / "a", **kw)
+    b = dissect("torchvision:resnet18", ["layer2"], broden, out=tmp_path / "b", **kw)
+    c = dissect("torchvision:resnet18", ["layer2"], broden, seed=1, **kw)
+    assert a.summary["model"]["sha256"] == b.summary["model"]["sha256"] != c.summary["model"]["sha256"]
+    np.testing.assert_array_equal(a["layer2"].iou, b["layer2"].iou)
+    assert a.summary["model"]["seed"] == 0 and a.summary["model"]["weights"] == "random init, seed 0"
+    assert a["layer2"].units.shape == (128,)  # a torchvision model end to end (in-place ReLUs, residual +=)

@@ -60,6 +60,7 @@ def run(args) -> int:
         num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory << 20,
+        seed=args.seed,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "

@@ -52,8 +52,7 @@ from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, LayerError, NetDissectError
 from netdissect.hooks import TraceDict, resolve_layer, run_to_layers
-from netdissect.models import load_model
-from netdissect.models.loading import model_identity
+from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.probe import BrodenImages
 
 CHUNK_FILE = "chunk.json"
@@ -241,7 +240,7 @@ def _has_progress(work: Path) -> bool:
     return work.is_dir() and any((d / "checkpoint.npz").exists() for d in work.glob("rank*"))
 
 
-def _probe_layers(model, prep, probe, layers, device, cfg):
+def _probe_layers(model, prep, probe, layers, device, explain):
     """Output shape (C, h, w) of each layer on the first readable row (one image), before pass 1."""
     for i in range(len(probe)):
         try:
@@ -252,8 +251,13 @@ def _probe_layers(model, prep, probe, layers, device, cfg):
     else:
         return None
     x = prep(probe.batch([payload], device))
-    with TraceDict(model, layers, stop=True) as traces, torch.inference_mode():
-        outs = run_to_layers(model, traces, x)
+    try:
+        with TraceDict(model, layers, stop=True) as traces, torch.inference_mode():
+            outs = run_to_layers(model, traces, x)
+    except NetDissectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
+        raise explain(tuple(x.shape), exc) from None
     return {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in outs.items()}
 
 
@@ -279,14 +283,16 @@ def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progr
               "it is removed when the run finishes", file=sys.stderr)
 
 
-def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
-             resume, progress, checkpoint_every, model_spec):
-    if isinstance(model, str):
-        model_spec = model
-    else:
-        model_spec = model_spec or f"python:{type(model).__name__}"
-    was_training = {m: m.training for m in model.modules()} if isinstance(model, nn.Module) else {}
-    model, prep = load_model(model, weights=weights, normalize=normalize)
+def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, **kw):
+    with preserved(model):  # a user's module is left as it was found, however this ends
+        return _run(model, layers, dataset, cfg, group, part, **kw)
+
+
+def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
+         resume, progress, checkpoint_every, model_spec):
+    given = model
+    model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
+    model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed)
     for name in layers:
         resolve_layer(model, name)
     ds = dataset if isinstance(dataset, Broden) else Broden(dataset, split=cfg.split, limit=cfg.limit)
@@ -299,7 +305,7 @@ def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, 
         model = model.to(memory_format=torch.channels_last)
 
     identity = {
-        "model": {"spec": model_spec, "weights": weights or ("DEFAULT" if model_spec.startswith("torchvision:") else None),
+        "model": {"spec": model_spec, "weights": describe_weights(given, weights, cfg.seed), "seed": cfg.seed,
                   "normalize": prep.describe(), "sha256": model_identity(model)},
         "dataset": probe.identity(),
         "labels": source.identity(),
@@ -323,6 +329,9 @@ def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, 
         work = Path(tempfile.mkdtemp(prefix="netdissect-"))
         cleanup = work
 
+    def explain(shape, exc):
+        return forward_error(given, shape, exc, normalize=prep.describe())
+
     st = None
     try:
         st = RunState(layers, probe, source, run_cfg, work, rows)
@@ -344,11 +353,11 @@ def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, 
         if resuming:
             st.load_checkpoint()
         else:
-            shapes = _probe_layers(model, prep, probe, layers, st.device, run_cfg)
+            shapes = _probe_layers(model, prep, probe, layers, st.device, explain)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
         t0 = time.monotonic()
-        p1 = ActivationPass(st, model, prep, progress)
+        p1 = ActivationPass(st, model, prep, progress, explain=explain)
         if st.phase == 1:
             p1.run(checkpoint_every)
         if part is not None:
@@ -372,8 +381,6 @@ def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, 
             st.close()
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
-        for m, flag in was_training.items():
-            m.train(flag)
 
     note = check_unknown_labels(st.all_unknown, st.all_positions, str(ds.root))
     if note and progress:
