@@ -132,6 +132,12 @@ def test_limit_must_be_a_whole_number_at_least_one(broden, limit):
         Broden(broden, limit=limit)
 
 
+@pytest.mark.parametrize("limit", [0, -5])
+def test_dissect_refuses_limit_below_one(broden, limit):
+    with pytest.raises(DatasetError, match=rf"limit must be >= 1 row .*got {limit}"):
+        dissect(TappedColorUnits(), "units", broden, limit=limit, **RUN)
+
+
 def test_unknown_split_names_the_splits_present(broden):
     with pytest.raises(DatasetError, match=r"no rows in split 'test'; splits present: 'train' \(22 rows\), "
                                            r"'val' \(8 rows\)"):

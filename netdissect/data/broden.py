@@ -3,7 +3,7 @@
     >>> from netdissect.data import Broden
     >>> ds = Broden("path/to/broden1_224")                 # doctest: +SKIP
     >>> ds.concepts.names[:3], len(ds)                      # doctest: +SKIP
-    >>> sample = ds.load_labels(0)                          # planes, image labels, categories held
+    >>> sample = ds.load_labels(0)   # planes, image labels, categories held  # doctest: +SKIP
 
 The layout is described in ``../shared/reference/broden-format.md``.  The
 reader survives BOM and CRLF in the CSVs, column orders, number gaps in
@@ -12,6 +12,21 @@ category whose ``c_<category>.csv`` gives the largest coverage), several
 mask planes per category, labels >= 256 (``R + 256 * G``, decoded as int32),
 and image-level categories (scene, texture).  Every problem in a file names
 the file and the row.
+
+What it refuses (a :class:`~netdissect.errors.DatasetError` naming the file,
+row and column): sizes and label numbers that are not whole numbers
+(``"3.7"``), paths with ``..`` or absolute paths in ``index.csv``, a
+``label.csv`` without labels, mask files that are not 8-bit RGB(A) or palette
+PNGs (greyscale ``L``/``I;16``, 16 bits per channel, JPEG: decoding them as
+``R + 256 * G`` would give other numbers), a mask whose size differs from
+``sh x sw``, and images or masks that do not decode (decompression bombs
+included), so that ``skip_bad`` can skip and count the row.  Label numbers
+absent from ``label.csv`` are kept in the planes and counted as unknown, but
+they do not make an image hold a category (see :meth:`Broden.load_labels`).
+
+For run records: :meth:`Broden.mask_sizes` (the mask sizes of the rows
+used) and :meth:`Broden.files_digest` (a stat-only fingerprint of the files
+read, to notice images replaced or shuffled after a run).
 """
 from __future__ import annotations
 
