@@ -376,6 +376,14 @@ def test_mixed_mask_sizes_match_the_reference(broden, tmp_path):
     assert (iou > 0).sum() >= 5
 
 
+def test_label_batch_refuses_samples_of_several_mask_sizes(broden, tmp_path):
+    root = _copy(broden, tmp_path)
+    _halve_masks(root, [1])
+    ds = Broden(root)
+    with pytest.raises(ValueError, match=r"share one mask size, got \[\(8, 8\), \(16, 16\)\] \(rows \[0, 1\]\)"):
+        LabelBatch.from_samples([ds.load_labels(0), ds.load_labels(1)], ds.concepts)
+
+
 # ---------------------------------------------------------------- files digest
 def test_files_digest_notices_replaced_touched_and_shuffled_files(broden, tmp_path):
     import os
