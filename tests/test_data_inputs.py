@@ -3,7 +3,6 @@ naming the file, the row and the fix (never a silent wrong number)."""
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 import struct
 import zlib
