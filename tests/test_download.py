@@ -60,6 +60,7 @@ class Server:
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
+        self.types: dict[str, str] = {}  # path -> Content-Type header (none sent otherwise)
         self.ignore_range = False
         self.truncate_next = False   # send the full Content-Length but only half the body, once
         self.requests: list[tuple[str, str | None]] = []
@@ -90,6 +91,8 @@ class Server:
                 else:
                     self.send_response(200)
                 body = data[start:]
+                if self.path in server.types:
+                    self.send_header("Content-Type", server.types[self.path])
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if server.truncate_next:
@@ -129,6 +132,7 @@ def _server():
 def server(_server):
     _server.files = {"/broden1_224.zip": ZIP, "/model.bin": BLOB,
                      f"/net-{BLOB_SHA[:8]}.pth": BLOB, "/net-0badf00d.pth": BLOB}
+    _server.types = {}
     _server.ignore_range = False
     _server.truncate_next = False
     _server.requests = []
@@ -350,3 +354,46 @@ def test_cli_end_to_end(server, tmp_path, capsys):
     assert "/gone.zip" in capsys.readouterr().err
     assert main(["download", "broden1_224", "--to", str(to), "--sha256", "abc"]) == 1
     assert "64 hexadecimal digits" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- HTML instead of the file
+LOGIN = b"<!DOCTYPE html>\n<html><head><title>Sign in - Campus SSO</title></head><body>login</body></html>\n"
+
+
+def test_cli_html_page_with_text_html_is_not_saved(server, tmp_path, capsys):
+    server.files["/broden1_224.zip"] = LOGIN.replace(b"<!DOCTYPE html>\n", b"")  # only the header says
+    server.types["/broden1_224.zip"] = "text/html; charset=utf-8"
+    to = tmp_path / "data"
+    url = server.url("/broden1_224.zip")
+    assert main(["download", url, "--to", str(to), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and url in err and "Traceback" not in err
+    assert "an HTML page (Content-Type text/html, title 'Sign in - Campus SSO')" in err
+    assert "nothing was saved" in err
+    assert list(to.iterdir()) == []  # no zip, no .part, no dataset
+
+
+def test_html_body_without_content_type_is_not_saved(server, tmp_path):
+    server.files["/net-0badf00d.pth"] = LOGIN
+    with pytest.raises(DownloadError, match=r"/net-0badf00d.pth: the server answered with an HTML page "
+                                            r"\(Content-Type not given, title 'Sign in"):
+        fetch_weights(server.url("/net-0badf00d.pth"), tmp_path, progress=False, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_file_mislabelled_text_html_still_downloads(server, tmp_path):
+    server.types["/broden1_224.zip"] = "text/html"
+    root = fetch_dataset(server.url("/broden1_224.zip"), tmp_path / "data", progress=False, timeout=5)
+    assert len(Broden(root)) == 1
+
+
+def test_html_saved_earlier_or_local_is_refused(server, tmp_path):
+    dest = tmp_path / "model.bin"
+    dest.write_bytes(LOGIN)  # saved by an older version
+    with pytest.raises(DownloadError, match=r"model.bin \(from .*\) holds an HTML page.*delete it"):
+        download(server.url("/model.bin"), dest, progress=False, timeout=5)
+    local = tmp_path / "page.pth"
+    local.write_bytes(b"  " + LOGIN.lower())
+    with pytest.raises(DownloadError, match=r"page.pth: holds an HTML page.*nothing was saved"):
+        download(str(local), tmp_path / "w" / "page.pth", progress=False)
+    assert list((tmp_path / "w").iterdir()) == []

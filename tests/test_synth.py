@@ -161,3 +161,55 @@ def test_cli_synth(tmp_path, capsys):
     assert "images/s" in capsys.readouterr().out
     assert len(Broden(tmp_path / "w")) == 5
     assert main(["synth", "--out", str(tmp_path / "w"), "--n", "5", "--quiet"]) == 1
+
+
+def test_overwrite_replaces_only_a_dataset_netdissect_wrote(tmp_path, capsys):
+    from netdissect.cli import main
+    from netdissect.data.writer import MARKER
+
+    out = tmp_path / "w"
+    args = ["synth", "--out", str(out), "--n", "3", "--size", "32", "--quiet"]
+    assert main(args) == 0 and (out / MARKER).is_file()
+    assert main(args + ["--n", "4", "--overwrite"]) == 0  # its own dataset: replaced
+    assert len(Broden(out)) == 4
+    capsys.readouterr()
+
+    other = tmp_path / "photos"  # any other folder, even one that looks like a dataset
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"precious")
+    (other / "index.csv").write_text("image,split,ih,iw,sh,sw\n")
+    assert main(["synth", "--out", str(other), "--n", "3", "--size", "32", "--quiet", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "was not written by netdissect" in err and MARKER in err and "Traceback" not in err
+    assert (other / "holiday.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "w"]  # no partial folder left
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    assert main(["synth", "--out", str(afile), "--n", "3", "--quiet", "--overwrite"]) == 1
+    assert "is not a folder" in capsys.readouterr().err and afile.read_text() == "keep me"
+
+
+def test_overwrite_refuses_a_folder_replaced_while_writing(tmp_path):
+    from netdissect.data.writer import MARKER
+
+    cats, numbers = {"object": ["a"]}, {"a": 1}
+    with BrodenWriter(tmp_path / "d", cats, numbers) as w:
+        w.add(np.zeros((8, 8, 3), np.uint8))
+    w = BrodenWriter(tmp_path / "d", cats, numbers, overwrite=True)
+    w.add(np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "d" / MARKER).unlink()  # someone put another folder there meanwhile
+    with pytest.raises(DatasetError, match="was not written by netdissect"):
+        w.close()
+    assert (tmp_path / "d" / "index.csv").exists() and [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+@pytest.mark.parametrize("out", ["", "  ", "."])
+def test_synth_out_must_name_a_folder(tmp_path, monkeypatch, capsys, out):
+    from netdissect.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", out, "--n", "2", "--quiet", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert ("--out must name" in err or "must be a named folder" in err) and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

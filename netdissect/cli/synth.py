@@ -18,13 +18,14 @@ from netdissect.errors import NetDissectError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("synth", help="generate the synthetic world as a Broden-format dataset",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path, help="dataset folder to create")
+    p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--seed", type=int, default=2017, help="world seed (default 2017, the demo's probe seed)")
     p.add_argument("--size", type=int, default=112, help="image side in px; masks are half (default 112)")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="image file format")
     p.add_argument("--val-every", type=int, default=10, help="every k-th image goes to split 'val' (0: none)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out dataset written by netdissect (any other folder is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -32,12 +33,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from netdissect.data.synth.export import write_world
 
+    if not str(args.out).strip():
+        raise NetDissectError(f"--out must name the dataset folder to create, got {args.out!r}")
     if args.n < 1:
         raise NetDissectError(f"--n must be >= 1, got {args.n}")
     if args.size < 16:
         raise NetDissectError(f"--size must be >= 16 px, got {args.size}")
     t0 = time.perf_counter()
-    root = write_world(args.out, args.n, args.seed, args.size, val_every=args.val_every,
+    root = write_world(Path(args.out), args.n, args.seed, args.size, val_every=args.val_every,
                        overwrite=args.overwrite, image_format=args.format, progress=not args.quiet)
     dt = time.perf_counter() - t0
     print(f"wrote {args.n} images ({args.size} px, seed {args.seed}) to {root} "

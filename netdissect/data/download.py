@@ -106,12 +106,20 @@ def download(url: str, dest_path: str | os.PathLike, *, sha256: str | None = Non
     sha256 = _check_hex(sha256, "sha256")
     sha256_prefix = _check_hex(sha256_prefix, "sha256_prefix")
     if dest.exists():
+        what = _html_page("", _head(dest))
+        if what:
+            raise DownloadError(f"{dest} (from {url}) holds {what}, not the file; delete it and download "
+                                f"again from a URL that serves the file; {MIRROR_HINT}")
         _verify(dest, url, size, sha256, sha256_prefix, hasher=None, remove=False)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if os.path.isfile(url) or url.startswith("file:"):
         _copy_local(url, part)
+        what = _html_page("", _head(part))
+        if what:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: holds {what}, not the file; nothing was saved")
         hasher, total = None, None
     else:
         hasher, total = _fetch(url, part, size=size, progress=progress, chunk=chunk,
@@ -130,6 +138,33 @@ def _check_hex(value: str | None, what: str) -> str | None:
     if not re.fullmatch(r"[0-9a-f]{1,64}", value):
         raise DownloadError(f"{what} must be hexadecimal digits (at most 64), got {value!r}")
     return value
+
+
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _html_page(content_type: str | None, head: bytes, sniff: bool = True) -> str | None:
+    """What came back, when it is an HTML page (a login, error or 'moved' page) instead of a file.
+
+    HTML is a body that starts like HTML (``<!DOCTYPE html``, ``<html``, ...; with ``sniff``), or
+    one served as ``text/html`` that holds no NUL byte in its first block (a zip or a weights file
+    always does, so a real file behind a mislabelled Content-Type still downloads)."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    looks = sniff and text.startswith(_HTML_STARTS)
+    if not looks and not (ct in ("text/html", "application/xhtml+xml") and b"\0" not in head):
+        return None
+    m = re.search(rb"<title[^>]*>([^<]{1,200})", head, re.IGNORECASE)
+    title = f", title {' '.join(m.group(1).decode('utf-8', 'replace').split())!r}" if m else ""
+    return f"an HTML page (Content-Type {ct or 'not given'}{title})"
 
 
 def _copy_local(source: str, part: Path) -> None:
@@ -153,6 +188,13 @@ def _fetch(url, part: Path, *, size, progress, chunk, timeout, label):
         resp, offset, total = _open(url, offset, timeout)
         if resp is None:           # 416: the .part already holds the whole file
             return None, total
+        first = resp.read(chunk)
+        what = _html_page(resp.headers.get("Content-Type"), first, sniff=not offset)
+        if what:
+            resp.close()
+            kept = f"; {part} is kept for a resume" if offset else "; nothing was saved"
+            raise DownloadError(f"{url}: the server answered with {what}, not the file (a login, error or "
+                                f"moved page?){kept}; check the URL, or {MIRROR_HINT}")
         hasher = hashlib.sha256()
         mode = "ab" if offset else "wb"
         if offset:
@@ -161,13 +203,14 @@ def _fetch(url, part: Path, *, size, progress, chunk, timeout, label):
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=label, disable=not progress, leave=False,
         ) as bar:
+            data = first
             while True:
-                data = resp.read(chunk)
                 if not data:
                     break
                 f.write(data)
                 hasher.update(data)
                 bar.update(len(data))
+                data = resp.read(chunk)
         got = part.stat().st_size
         if total is not None and got < total:   # the connection closed early: keep the .part
             raise DownloadError(f"{url}: connection closed after {got} of {total} bytes; "

@@ -17,12 +17,16 @@ lists every label with its categories and counts (``material(36);object(3)``),
 
 The dataset is written into a temporary folder beside ``root`` and renamed
 to ``root`` only when :meth:`close` (or the ``with`` block) ends without
-error, so a reader never sees half a dataset.
+error, so a reader never sees half a dataset.  The writer also leaves a
+marker file, ``.netdissect-writer.json``, in the dataset: ``overwrite``
+replaces only a folder holding that marker (a dataset this writer made),
+never any other folder.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -36,6 +40,17 @@ from netdissect.errors import DatasetError
 
 IMAGE_LEVEL_DEFAULT = ("scene", "texture")
 MAX_LABEL = 256 * 256 - 1
+MARKER = ".netdissect-writer.json"  # in every dataset this writer made; overwrite needs it
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to replace ``root`` unless it is a dataset this writer made."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: exists and is not a folder; refusing to replace it")
+    if not (root / MARKER).is_file():
+        raise DatasetError(f"{root}: exists and was not written by netdissect (no {MARKER} in it); "
+                           "overwrite only replaces a dataset netdissect wrote: remove the folder "
+                           "yourself or choose another")
 
 
 def encode_mask(plane: np.ndarray) -> np.ndarray:
@@ -59,17 +74,22 @@ class BrodenWriter:
     image_level : the categories labelled per image (the rest are per pixel).
     image_format : ``"jpg"`` or ``"png"`` for the images (masks are always PNG).
     overwrite : replace an existing ``root`` (the old one is removed only after
-        the new one is complete).
+        the new one is complete) -- only a dataset this writer made (holding
+        :data:`MARKER`); any other folder or file is refused.
     """
 
     def __init__(self, root: str | os.PathLike, categories: dict[str, list[str]], numbers: dict[str, int],
                  image_level=IMAGE_LEVEL_DEFAULT, image_format: str = "jpg", overwrite: bool = False,
                  jpeg_quality: int = 95):
+        if not str(root).strip() or Path(root).name in ("", ".", ".."):
+            raise DatasetError(f"the dataset folder must be a named folder to create, got {str(root)!r}")
         self.root = Path(root)
         if image_format not in ("jpg", "png"):
             raise DatasetError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
         if self.root.exists() and not overwrite:
             raise DatasetError(f"{self.root}: already exists (pass overwrite=True / --overwrite to replace it)")
+        if self.root.exists():
+            _check_replaceable(self.root)
         self.categories = list(categories)
         self.names = {c: list(v) for c, v in categories.items()}
         self.numbers = dict(numbers)
@@ -207,11 +227,19 @@ class BrodenWriter:
                               f"{self.cover[(c, self.numbers[n])]:.6g}"]
                              for code, n in enumerate(self.names[c], start=1)])
         self._write_csv("category.csv", ["name", "first", "last", "count", "frequency"], cat_rows)
+        (self.tmp / MARKER).write_text(json.dumps(
+            {"written_by": "netdissect.data.writer.BrodenWriter", "format": "broden", "version": 1,
+             "n_images": len(self.rows), "categories": cats}, indent=1) + "\n", encoding="utf-8")
         old = None
         if self.root.exists():
             if not self.overwrite:
                 self.abort()
                 raise DatasetError(f"{self.root}: appeared while writing; not replaced")
+            try:
+                _check_replaceable(self.root)
+            except DatasetError:
+                self.abort()
+                raise
             old = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
             os.replace(self.root, old)
         os.replace(self.tmp, self.root)

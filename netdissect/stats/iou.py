@@ -47,7 +47,13 @@ class LabelBatch:
         pattern of categories held); pass the same dict for every batch of a dataset.
         """
         B = len(samples)
+        if not B:
+            raise ValueError("LabelBatch.from_samples needs at least one sample")
         sh, sw = samples[0].planes.shape[1:]
+        sizes = {tuple(s.planes.shape[1:]) for s in samples}
+        if len(sizes) > 1:  # a reshape would mix pixels of different images
+            raise ValueError(f"LabelBatch.from_samples: samples of one batch must share one mask size, "
+                             f"got {sorted(sizes)} (rows {[s.index for s in samples]}); group them by size")
         S = sh * sw
         P = max(s.planes.shape[0] for s in samples)
         K = len(concepts)
