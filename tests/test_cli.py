@@ -1,4 +1,5 @@
 """The command line end to end, and runs that are interrupted and resumed."""
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from netdissect import dissect, load
 from netdissect.cli import main
+from netdissect.errors import NetDissectError
 from nets import ElementwiseNet
 
 TESTS = Path(__file__).parent
@@ -118,3 +120,50 @@ def test_killed_process_resumes_to_the_same_result(broden, tmp_path):
     resumed = load(out)
     np.testing.assert_array_equal(resumed["units"].iou, clean["units"].iou.astype(np.float32))
     np.testing.assert_array_equal(resumed["units"].thresholds, clean["units"].thresholds)
+
+
+# ---------------------------------------------------------------- errors and Ctrl-C on the command line
+def test_interrupt_and_os_errors_are_one_line(monkeypatch, capsys):
+    import netdissect.cli.layers
+    import netdissect.cli.merge
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(netdissect.cli.merge, "run", interrupted)
+    assert main(["merge", "c0", "--out", "run"]) == 130
+    assert capsys.readouterr().err == ("netdissect merge: interrupted; the chunk folders keep the merge's "
+                                       "checkpoints: rerun the same merge to continue\n")
+    monkeypatch.setattr(netdissect.cli.layers, "run", interrupted)
+    assert main(["layers", "--model", "x"]) == 130
+    assert capsys.readouterr().err == "netdissect layers: interrupted\n"
+
+    def disk_full(args):
+        raise OSError(28, "No space left on device", "/runs/r18/units/iou.npz")
+    monkeypatch.setattr(netdissect.cli.merge, "run", disk_full)
+    assert main(["merge", "c0", "--out", "run"]) == 1
+    assert capsys.readouterr().err == "netdissect merge: error: /runs/r18/units/iou.npz: No space left on device\n"
+
+    def two_lines(args):
+        raise NetDissectError("first line\n  second line")
+    monkeypatch.setattr(netdissect.cli.merge, "run", two_lines)
+    assert main(["merge", "c0", "--out", "run"]) == 1
+    assert capsys.readouterr().err == "netdissect merge: error: first line second line\n"
+
+
+def test_ctrl_c_says_how_to_resume(broden, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "netdissect", "dissect", "--model", f"{TESTS}/nets.py:slow_elementwise_net",
+            "--layer", "units", "--dataset", str(broden), "--out", str(out), "--batch-size", "2",
+            "--workers", "0", "--checkpoint-every", "0", "--quantile", "0.05", "--quiet", "--no-report"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    ckpt = out / ".work" / "checkpoint.npz"
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == ("netdissect dissect: interrupted; the run folder keeps its last checkpoint: "
+                           "rerun the same command with --resume to continue")
+    assert subprocess.run(args + ["--resume"], capture_output=True).returncode == 0
+    assert load(out)["units"].iou.shape[0] == 10

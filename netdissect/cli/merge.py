@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+INTERRUPTED = "interrupted; the chunk folders keep the merge's checkpoints: rerun the same merge to continue"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
