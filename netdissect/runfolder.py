@@ -73,8 +73,8 @@ def check_out(path: str | os.PathLike, what: str = "run folder", *, flag: str = 
     folder is accepted when it could be created (its nearest existing parent is writable).
     """
     if path is None or not str(os.fspath(path)).strip():
-        raise RunFolderError(f"{flag} is empty ({os.fspath(path)!r} if given): it would write into the current "
-                             f"directory; name the {what}, e.g. {flag} runs/NAME (or {flag} . to mean here)")
+        raise RunFolderError(f"{flag} is empty: it would write into the current directory; "
+                             f"name the {what}, e.g. {flag} runs/NAME (or {flag} . to mean here)")
     p = Path(path)
     try:
         return _check_out(p, what, flag, create)
