@@ -70,3 +70,10 @@ def save_figure(path: Path, fig, **params) -> Path:
     fmt = Path(path).suffix.lower().lstrip(".")
     meta = {"Date": None} if fmt == "svg" else {}
     return write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, metadata=meta, **params))
+
+
+def write_json(path: Path, obj, indent: int | None = 2) -> Path:
+    """Write ``obj`` as UTF-8 JSON to ``path`` atomically (a reader never sees half a file)."""
+    import json
+
+    return write_text(path, json.dumps(obj, indent=indent) + "\n")

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from netdissect.runfolder import CHUNK_FILE
+
+INTERRUPTED = "interrupted; the chunk folders keep the merge's checkpoints: rerun the same merge to continue"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -28,18 +33,37 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from netdissect.dissection.chunks import merge_chunks
+    from netdissect.runfolder import check_merge_folders, check_out, lock_folders, read_chunk_info
 
-    result = merge_chunks(args.chunks, args.out, dataset=args.dataset, device=args.device,
-                          num_workers=args.workers, progress=not args.quiet,
-                          checkpoint_every=args.checkpoint_every, remove_chunks=args.remove_chunks)
-    print(result.table())
-    if not args.no_report:
-        try:
-            from netdissect.report import write_report
-        except ImportError:
-            write_report = None
-        if write_report is not None:
-            print(f"report: {write_report(args.out)}")
+    # what can be refused is refused before any work, and before --out is created
+    check_merge_folders(args.chunks, args.out)
+    for d in args.chunks:
+        if (Path(d) / CHUNK_FILE).exists():
+            read_chunk_info(d)  # a damaged chunk.json: one line naming it (an absent one: merge_chunks says why)
+    created = not Path(args.out).exists()
+    out = check_out(args.out)
+    try:
+        with lock_folders([out], what="run folder", flag="--out"), \
+                lock_folders([d for d in args.chunks if Path(d).is_dir()], what="chunk folder"):
+            from netdissect.dissection.chunks import merge_chunks
+
+            result = merge_chunks(args.chunks, args.out, dataset=args.dataset, device=args.device,
+                                  num_workers=args.workers, progress=not args.quiet,
+                                  checkpoint_every=args.checkpoint_every, remove_chunks=args.remove_chunks)
+            print(result.table())
+            if not args.no_report:
+                try:
+                    from netdissect.report import write_report
+                except ImportError:
+                    write_report = None
+                if write_report is not None:
+                    print(f"report: {write_report(args.out)}")
+    except BaseException:
+        if created:  # a merge refused (e.g. a missing chunk) leaves no empty --out behind
+            try:
+                out.rmdir()
+            except OSError:
+                pass  # not empty: keep what was written
+        raise
     print(f"results: {args.out}")
     return 0
