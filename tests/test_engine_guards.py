@@ -145,7 +145,7 @@ def _unfinished(broden, out, monkeypatch):
     ("truncate", "truncated or replaced"),
     ("delete", "activation cache .* is missing"),
     ("checkpoint", "corrupt checkpoint"),
-    ("identity", "identity.json: unreadable"),
+    ("identity", "identity.json: identity file is not valid JSON"),
 ])
 def test_resume_checks_what_it_relies_on(broden, tmp_path, monkeypatch, damage, match):
     out = tmp_path / "run"
@@ -227,8 +227,8 @@ def _chunks(broden, tmp_path, n=2):
     return dirs
 
 
-@pytest.mark.parametrize("text, match", [("{", "corrupt JSON"), ("[1, 2]", "not a chunk description"),
-                                         ('{"chunk": 0, "of": 2}', "incomplete .*'rows'")])
+@pytest.mark.parametrize("text, match", [("{", "chunk file is not valid JSON"), ("[1, 2]", "chunk file"),
+                                         ('{"chunk": 0, "of": 2}', "chunk file .*rows")])
 def test_merge_names_a_corrupt_or_incomplete_chunk_file(broden, tmp_path, text, match):
     from netdissect.dissection.chunks import merge_chunks
 
@@ -285,3 +285,35 @@ def test_random_weights_are_seeded_so_two_runs_agree(broden, tmp_path):
     np.testing.assert_array_equal(a["layer2"].iou, b["layer2"].iou)
     assert a.summary["model"]["seed"] == 0 and a.summary["model"]["weights"] == "random init, seed 0"
     assert a["layer2"].units.shape == (128,)  # a torchvision model end to end (in-place ReLUs, residual +=)
+
+
+@pytest.mark.parametrize("bad", ["", "file", "file/under"])
+def test_out_must_name_a_folder_that_can_be_written(broden, tmp_path, monkeypatch, bad):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NetDissectError, match="--out|run folder"):
+        dissect(SmallRandomCNN(), ["conv2"], broden, out=bad, **KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written into the cwd
+
+
+def test_a_second_job_on_the_same_out_is_refused_while_the_first_runs(broden, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from netdissect.runfolder import RunLock, check_out\n"
+        f"check_out({str(out)!r})\n"
+        f"l = RunLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(NetDissectError, match=r"another netdissect job \(pid \d+ on .*is writing"):
+            dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert "conv2" in dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)  # a dead holder blocks nothing
+    assert not (out / ".lock").exists() and not (out / ".work").exists()

@@ -52,6 +52,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from netdissect.runfolder import RunLock, check_out
+
+    check_out(args.out)
+    # the report is written after dissect() returns: the lock covers both (the engine re-takes it)
+    with RunLock(args.out, rank=int(os.environ.get("RANK", "0"))):
+        return _run(args)
+
+
+def _run(args) -> int:
     from netdissect.dissection import dissect
 
     result = dissect(

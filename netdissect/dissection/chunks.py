@@ -37,33 +37,13 @@ from netdissect.dissection.distributed import (
     combine_tops,
     resolve_device,
 )
-from netdissect.dissection.engine import CHUNK_FILE, check_unknown_labels
+from netdissect.dissection.engine import check_unknown_labels
 from netdissect.dissection.output import build_summary, write_run
 from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, NetDissectError
 from netdissect.probe import BrodenImages
-
-CHUNK_KEYS = {"chunk": int, "of": int, "rows": list, "identity": dict}
-
-
-def read_chunk_file(d: Path) -> dict:
-    """``d/chunk.json``, checked: one line naming the file when it is corrupt or incomplete."""
-    f = Path(d) / CHUNK_FILE
-    fix = f"rerun that chunk (`netdissect dissect ... --chunk I/N --out {d}`) after removing {f}"
-    try:
-        info = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise NetDissectError(f"{f}: corrupt JSON ({exc}); {fix}") from None
-    except OSError as exc:
-        raise NetDissectError(f"{f}: cannot read ({exc.strerror or exc})") from None
-    if not isinstance(info, dict):
-        raise NetDissectError(f"{f}: not a chunk description (a JSON object); {fix}")
-    for key, typ in CHUNK_KEYS.items():
-        if not isinstance(info.get(key), typ):
-            raise NetDissectError(f"{f}: incomplete (no valid {key!r}); {fix}")
-    return info
-
+from netdissect.runfolder import CHUNK_FILE, check_merge_folders, check_out, lock_folders, read_chunk_info
 
 def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
     """The chunk folders with their ``chunk.json``, in chunk order; checks they are one complete run."""
@@ -78,7 +58,7 @@ def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
                                       f"`netdissect dissect ... --chunk I/N --out {d} --resume`")
             raise NetDissectError(f"{d}: not a chunk folder (no {CHUNK_FILE}; "
                                   f"`netdissect dissect ... --chunk I/N --out {d}` makes one)")
-        found.append((d, read_chunk_file(d)))
+        found.append((d, read_chunk_info(d)))
     (d0, first) = found[0]
     n = first["of"]
     by_id: dict[int, Path] = {}
@@ -113,7 +93,14 @@ def merge_chunks(
     path, e.g. another machine's mount).  ``remove_chunks`` deletes the chunk folders once
     ``out`` is written.
     """
+    check_merge_folders(chunks, out)
     found = read_chunks(chunks)
+    with lock_folders([check_out(out)], what="run folder", flag="--out"), \
+            lock_folders([d for d, _ in found], what="chunk folder"):
+        return _merge(found, out, dataset, device, num_workers, progress, checkpoint_every, remove_chunks)
+
+
+def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every, remove_chunks):
     identity = found[0][1]["identity"]
     try:
         cfg = DissectConfig(**identity["config"], device=resolve_device(device),

@@ -54,8 +54,8 @@ from netdissect.errors import DatasetError, LayerError, NetDissectError
 from netdissect.hooks import TraceDict, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.probe import BrodenImages
+from netdissect.runfolder import CHUNK_FILE, RunLock, check_out, has_progress, read_chunk_info, read_json
 
-CHUNK_FILE = "chunk.json"
 IDENTITY_FILE = "identity.json"
 MAX_UNKNOWN_SHARE = 0.01  # label-plane positions whose number label.csv does not list
 
@@ -174,16 +174,33 @@ def dissect(
     if not layers:
         raise LayerError("no layers given: name at least one layer to dissect")
     group = Group.from_env(device)
+    lock = None
     try:
         if part is not None and group.distributed:
             raise NetDissectError("--chunk runs in one process: torchrun shards the rows itself, "
                                   "so launch chunks without torchrun (or torchrun without --chunk)")
         cfg.device = group.device
+        if out is not None:
+            lock = _claim_out(out, group)  # before the model loads: fail fast
         return _dissect(model, layers, dataset, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
                         model_spec=model_spec)
     finally:
+        if lock is not None:
+            lock.release()
         group.close()
+
+
+def _claim_out(out, group: Group) -> RunLock:
+    """``out`` checked on every rank (each writes its work folder there); locked by rank 0."""
+    lock, err = RunLock(out if str(out).strip() else ".", rank=group.rank), None
+    try:
+        check_out(out)
+        lock.acquire()
+    except NetDissectError as exc:
+        err = str(exc)
+    group.agree(err)
+    return lock
 
 
 def _prepare_work(run_dir: Path, group: Group, part, resume: bool, identity: dict):
@@ -198,22 +215,20 @@ def _prepare_work(run_dir: Path, group: Group, part, resume: bool, identity: dic
     if part is not None:
         marker = run_dir / CHUNK_FILE
         if marker.exists():
-            from netdissect.dissection.chunks import read_chunk_file
-
-            saved = read_chunk_file(run_dir).get("identity")
+            saved = read_chunk_info(run_dir)["identity"]
             if saved != fp:
                 err = (f"{run_dir} holds a chunk of a different run (other settings, model or dataset): "
                        "choose another --out for this one")
             elif not resume:
                 err = f"{run_dir} holds finished chunk {part[0]}/{part[1]}: pass --resume to keep it, or remove {run_dir}"
             finished = err is None
-        elif _has_progress(top) and not resume:
+        elif has_progress(top) and not resume:
             err = f"{run_dir} holds an unfinished chunk: pass --resume to continue it, or remove {top} to start over"
     elif group.rank == 0 or not group.distributed:
         summary = run_dir / "summary.json"
-        if _has_progress(top) and not resume:
+        if has_progress(top) and not resume:
             err = f"{run_dir} holds an unfinished run: pass --resume to continue it, or remove {top} to start over"
-        elif resume and not _has_progress(top) and summary.exists():
+        elif resume and not has_progress(top) and summary.exists():
             try:
                 saved = json.loads(summary.read_text()).get("identity")
             except (OSError, json.JSONDecodeError) as exc:
@@ -222,22 +237,15 @@ def _prepare_work(run_dir: Path, group: Group, part, resume: bool, identity: dic
                 err = (f"{run_dir} holds a finished run of other settings, model, layers or dataset; --resume "
                        "would return that result: choose another --out, or remove the folder to run this one")
             finished = err is None
-    elif _has_progress(work) and not resume:
+    elif has_progress(work) and not resume:
         err = f"{run_dir} holds an unfinished run: pass --resume to continue it, or remove {work} to start over"
     group.agree(err)
     if group.broadcast(finished):
         return "finished", work
-    if not _has_progress(work):
+    if not has_progress(work):
         shutil.rmtree(work, ignore_errors=True)  # nothing checkpointed: start afresh
     work.mkdir(parents=True, exist_ok=True)
     return "work", work
-
-
-def _has_progress(work: Path) -> bool:
-    """A work folder (of one process, or of the ranks below it) holds a checkpoint."""
-    if (work / "checkpoint.npz").exists():
-        return True
-    return work.is_dir() and any((d / "checkpoint.npz").exists() for d in work.glob("rank*"))
 
 
 def _probe_layers(model, prep, probe, layers, device, explain):
@@ -340,10 +348,10 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
         resuming = resume and st.has_checkpoint()
         if resuming:
             try:
-                saved = json.loads(ident_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                saved, err = None, (f"{ident_path}: unreadable ({type(exc).__name__}); this run cannot be resumed: "
-                                    f"remove {work} to start afresh")
+                saved = read_json(ident_path, what="identity file",
+                                  fix=f"the run cannot be resumed: remove {work} to start afresh")
+            except NetDissectError as exc:
+                saved, err = None, str(exc)
             if err is None and saved != json.loads(_fingerprint({**identity, "shard": shard})):
                 err = (f"cannot resume {run_dir}: it was started with different settings, model, dataset "
                        "or number of processes; start a new run or remove its .work folder")
