@@ -317,3 +317,21 @@ def test_a_second_job_on_the_same_out_is_refused_while_the_first_runs(broden, tm
     time.sleep(0.1)
     assert "conv2" in dissect(SmallRandomCNN(), ["conv2"], broden, out=out, **KW)  # a dead holder blocks nothing
     assert not (out / ".lock").exists() and not (out / ".work").exists()
+
+
+def test_resume_and_merge_notice_dataset_files_that_changed(broden, tmp_path, monkeypatch):
+    from netdissect.dissection.chunks import merge_chunks
+
+    ds = tmp_path / "ds"
+    shutil.copytree(broden, ds)
+    out = tmp_path / "run"
+    _unfinished(ds, out, monkeypatch)
+    dirs = _chunks(ds, tmp_path)
+    img = ds / "images" / Broden(ds).rows[3].image
+    img.write_bytes(img.read_bytes() + b"\0" * 10)  # replaced by a file of another size
+    with pytest.raises(NetDissectError, match="cannot resume .*different settings, model, dataset"):
+        dissect(SmallRandomCNN(), ["conv2"], ds, out=out, resume=True, **KW)
+    with pytest.raises(DatasetError, match="not the rows or files the chunks were computed on"):
+        merge_chunks(dirs, out=tmp_path / "merged", progress=False, num_workers=0)
+    r = dissect(SmallRandomCNN(), ["conv2"], ds, out=tmp_path / "fresh", **KW)
+    assert r.summary["dataset"]["files_digest"] == Broden(ds).files_digest()

@@ -61,5 +61,4 @@ class BrodenMasks(ConceptSource):
         self.ds.load_labels(i)
 
     def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
-        rows = range(len(self.ds)) if rows is None else rows
-        return sorted({(self.ds.rows[i].sh, self.ds.rows[i].sw) for i in rows})
+        return sorted(self.ds.mask_sizes(rows))
