@@ -14,7 +14,7 @@ from PIL import Image
 from broden_fixture import make_broden
 from netdissect import dissect
 from netdissect.data import Broden
-from netdissect.errors import DatasetError
+from netdissect.errors import NetDissectError, DatasetError
 from netdissect.stats import LabelBatch
 from nets import ElementwiseNet, TappedColorUnits
 
@@ -133,8 +133,8 @@ def test_limit_must_be_a_whole_number_at_least_one(broden, limit):
 
 @pytest.mark.parametrize("limit", [0, -5])
 def test_dissect_refuses_limit_below_one(broden, limit):
-    with pytest.raises(DatasetError, match=rf"limit must be >= 1 row .*got {limit}"):
-        dissect(TappedColorUnits(), "units", broden, limit=limit, **RUN)
+    with pytest.raises(NetDissectError, match=rf"limit must be an integer >= 1, got {limit}"):
+        dissect(TappedColorUnits(), "units", broden, limit=limit, **RUN)  # before the model loads
 
 
 def test_unknown_split_names_the_splits_present(broden):

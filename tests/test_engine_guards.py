@@ -329,9 +329,9 @@ def test_resume_and_merge_notice_dataset_files_that_changed(broden, tmp_path, mo
     dirs = _chunks(ds, tmp_path)
     img = ds / "images" / Broden(ds).rows[3].image
     img.write_bytes(img.read_bytes() + b"\0" * 10)  # replaced by a file of another size
-    with pytest.raises(NetDissectError, match="cannot resume .*different settings, model, dataset"):
+    with pytest.raises(NetDissectError, match=r"files already processed \(pass 2, .*changed in size"):
         dissect(SmallRandomCNN(), ["conv2"], ds, out=out, resume=True, **KW)
-    with pytest.raises(DatasetError, match="not the rows or files the chunks were computed on"):
+    with pytest.raises(NetDissectError, match=r"chunk .*c0: .*files already processed \(pass 1, rows 0..14\)"):
         merge_chunks(dirs, out=tmp_path / "merged", progress=False, num_workers=0)
     r = dissect(SmallRandomCNN(), ["conv2"], ds, out=tmp_path / "fresh", **KW)
     assert r.summary["dataset"]["files_digest"] == Broden(ds).files_digest()

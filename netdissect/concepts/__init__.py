@@ -36,6 +36,10 @@ class ConceptSource:
         """Raise DatasetError if row ``i``'s labels cannot be read (used by ``skip_bad`` in pass 1)."""
         self.load(i)
 
+    def files_digest(self, rows=None, mtime: bool = True) -> str | None:
+        """A digest of the files the labels of ``rows`` are read from (None when not files)."""
+        return None
+
     def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
         """The distinct label-plane sizes (sh, sw) of the given rows (all rows when None)."""
         raise NotImplementedError
@@ -59,6 +63,9 @@ class BrodenMasks(ConceptSource):
 
     def check(self, i: int) -> None:
         self.ds.load_labels(i)
+
+    def files_digest(self, rows=None, mtime: bool = True) -> str | None:
+        return self.ds.files_digest(rows, mtime=mtime, parts="masks")
 
     def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
         return sorted(self.ds.mask_sizes(rows))

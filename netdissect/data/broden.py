@@ -339,7 +339,7 @@ class Broden:
         row = self.rows[i]
         return [row.image] + [rel for paths in row.masks.values() for rel in paths]
 
-    def files_digest(self, rows: Iterable[int] | None = None, mtime: bool = True) -> str:
+    def files_digest(self, rows: Iterable[int] | None = None, mtime: bool = True, parts: str = "all") -> str:
         """Hex SHA-256 identifying the files a run reads, from ``stat`` alone (no file is read).
 
         It covers the catalogue files (``label.csv``, ``category.csv``, ``c_<category>.csv``,
@@ -349,7 +349,8 @@ class Broden:
         or when rows are reordered or renamed, and stays the same while nothing changed.  A copy
         of the dataset that does not keep modification times (``cp -r`` without ``-p``) has
         another digest unless ``mtime=False``, which compares names and sizes only (two files
-        of one size swapped are then not noticed).  Cost: one ``stat`` per file.
+        of one size swapped are then not noticed).  ``parts``: ``"all"`` files of each row, or only
+        its ``"images"`` or its ``"masks"``.  Cost: one ``stat`` per file.
         """
         h = hashlib.sha256(b"netdissect-broden-files-v1\n")
 
@@ -366,7 +367,8 @@ class Broden:
             add("csv", name, self.root / name)
         for i in (range(len(self.rows)) if rows is None else rows):
             add("row", str(i), self.root)  # a row boundary (the folder's own stat is not used)
-            for rel in self.files(i):
+            files = self.files(i)
+            for rel in files[:1] if parts == "images" else files[1:] if parts == "masks" else files:
                 add("file", rel, self.image_dir / rel)
         return h.hexdigest()
 

@@ -110,10 +110,10 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         raise NetDissectError(f"{found[0][0] / CHUNK_FILE}: identity of another netdissect version ({exc}); "
                               "rerun the chunks with this version") from None
     ds = Broden(dataset or identity["dataset"]["path"], split=cfg.split, limit=cfg.limit)
-    mine = {k: v for k, v in {**ds.identity(), "files": ds.files_digest(mtime=False)}.items() if k != "path"}
+    mine = {k: v for k, v in ds.identity().items() if k != "path"}
     if mine != {k: v for k, v in identity["dataset"].items() if k != "path"}:
-        raise DatasetError(f"{ds.root}: not the rows or files the chunks were computed on (image or mask files "
-                           f"were added, removed, renamed, reordered or changed in size since): rerun the chunks")
+        raise DatasetError(f"{ds.root}: not the rows the chunks were computed on "
+                           f"(chunks: {identity['dataset']}; here: {ds.identity()})")
     probe, source = BrodenImages(ds), BrodenMasks(ds)
 
     def open_run(d: Path, info: dict) -> RunState:
@@ -191,7 +191,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         extra["lossy_cache"] = {"tied_positions": tied}
     summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
                             chunks=len(found), extra=extra)
-    summary["dataset"]["files_digest"] = probe.files_digest()  # with mtimes: what the report checks
+    summary["dataset"]["files_digest"] = ds.files_digest()  # every file, with mtimes: what the report checks
     run_dir = Path(out)
     write_run(run_dir, probe, layer_results, summary)
     if remove_chunks:

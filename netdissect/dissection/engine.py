@@ -315,7 +315,7 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
     identity = {
         "model": {"spec": model_spec, "weights": describe_weights(given, weights, cfg.seed), "seed": cfg.seed,
                   "normalize": prep.describe(), "sha256": model_identity(model)},
-        "dataset": {**probe.identity(), "files": probe.files_digest(mtime=False)},
+        "dataset": probe.identity(),
         "labels": source.identity(),
         "layers": layers,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "device")},
@@ -399,7 +399,7 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
         extra["lossy_cache"] = {"tied_positions": st.all_tied}
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
-    summary["dataset"]["files_digest"] = probe.files_digest()  # with mtimes: what the report checks
+    summary["dataset"]["files_digest"] = ds.files_digest()  # every file, with mtimes: what the report checks
     result = DissectionResult(layer_results, summary, run_dir)
     if run_dir is not None:
         group.barrier()  # every rank has closed its caches

@@ -62,7 +62,8 @@ class RunState:
                   "unknown_labels": np.int64(self.unknown_labels),
                   "label_positions": np.int64(self.label_positions),
                   "skipped_rows": np.asarray(sorted(self.skipped), np.int64),
-                  "skipped_why": np.asarray([self.skipped[i] for i in sorted(self.skipped)], dtype=str)}
+                  "skipped_why": np.asarray([self.skipped[i] for i in sorted(self.skipped)], dtype=str),
+                  "files": np.asarray(self.processed_files())}
         for name in self.layers:
             if name not in self.shapes:
                 continue
@@ -92,6 +93,11 @@ class RunState:
             raise NetDissectError(f"{self.ckpt_path}: checkpoint of rows {rows}, not of this run's rows "
                                   f"({self.lo}, {self.hi})")
         self.phase, self.done = phase, done
+        saved = str(a["files"]) if "files" in a else ""
+        if saved and saved != self.processed_files():
+            raise NetDissectError(f"{self.ckpt_path}: files already processed (pass {phase}, rows {self.lo}.."
+                                  f"{self.done - 1}) were added, removed, renamed or changed in size since the "
+                                  f"checkpoint; {fix}")
         self.unknown_labels = int(a.get("unknown_labels", 0))
         self.label_positions = int(a.get("label_positions", 0))
         self.skipped = {int(i): str(w) for i, w in zip(a["skipped_rows"], a["skipped_why"])}
@@ -112,6 +118,13 @@ class RunState:
                     self.counts[name] = self.new_counts(name).load_state_dict(sub(f"{name}/iou/"))
         except (KeyError, ValueError, RuntimeError) as exc:
             raise NetDissectError(f"{self.ckpt_path}: inconsistent checkpoint ({exc}); {fix}") from None
+
+    def processed_files(self) -> str:
+        """Digest (names and sizes) of the files processed so far: in pass 1 the inputs of the rows
+        done; in pass 2 the inputs of every row (they are in the cache) and the labels of the rows done."""
+        inputs = range(self.lo, self.hi if self.phase == 2 else self.done)
+        labels = range(self.lo, self.done) if self.phase == 2 else range(0)
+        return f"{self.probe.files_digest(inputs, mtime=False)}/{self.source.files_digest(labels, mtime=False)}"
 
     # ---------------------------------------------------------- allocation
     def allocate(self, name: str, shape: tuple, existing: bool = False) -> None:

@@ -52,9 +52,9 @@ class Probe:
         """What each row is called in results (image paths for image probes)."""
         return [str(i) for i in range(len(self))]
 
-    def files_digest(self, mtime: bool = True) -> str | None:
-        """A digest of the files the rows are read from (None when rows are not files); with
-        ``mtime=False`` of names and sizes only (the same on a copy of the files)."""
+    def files_digest(self, rows=None, mtime: bool = True) -> str | None:
+        """A digest of the files ``rows`` (default all) are read from (None when rows are not
+        files); with ``mtime=False`` of names and sizes only (the same on a copy of the files)."""
         return None
 
 
@@ -90,5 +90,5 @@ class BrodenImages(Probe):
     def row_names(self) -> list[str]:
         return [r.image for r in self.ds.rows]
 
-    def files_digest(self, mtime: bool = True) -> str | None:
-        return self.ds.files_digest(mtime=mtime)
+    def files_digest(self, rows=None, mtime: bool = True) -> str | None:
+        return self.ds.files_digest(rows, mtime=mtime, parts="images")
