@@ -322,12 +322,16 @@ def _describe(output):
     return tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception as one short line: ``RuntimeError: first line of its message``."""
+    lines = str(exc).strip().splitlines() or [""]
+    line = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 def _forward_failed(model: nn.Module, x, exc: Exception) -> ModelError:
     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    reason = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + "..."
-    return ModelError(f"model {type(model).__name__} fails on an input of shape {shape}: "
-                      f"{type(exc).__name__}: {reason}")
+    return ModelError(f"model {type(model).__name__} fails on an input of shape {shape}: {_reason(exc)}")
 
 
 def layer_calls(model: nn.Module, example_input, names: Iterable[str] | None = None) -> dict[str, list]:
