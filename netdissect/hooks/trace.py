@@ -136,7 +136,8 @@ class Trace(contextlib.AbstractContextManager):
     ``model`` or of any module above the layer).  A plain name whose module
     runs twice in one forward pass raises :class:`LayerError` while
     ``retain_output`` is on, since its output would be ambiguous; with
-    ``retain_output=False`` an ``edit_output`` edits every call.
+    ``retain_output=False`` an ``edit_output`` edits every call.  For
+    ``NAME#K``, ``edit_output`` edits the K-th call only.
 
     After a forward pass, ``output`` is what the requested call returned
     (after ``edit_output``), ``ran`` says whether that call happened, and
