@@ -201,3 +201,16 @@ def test_a_call_beyond_the_count_is_an_error_in_run_to_layers(resnet):
     with TraceDict(resnet, ["layer4.1.relu#3"], stop=True) as traces:
         with pytest.raises(LayerError, match=r"'layer4\.1\.relu#3' did not run.*ran only 2 time\(s\) in it, not 3"):
             run_to_layers(resnet, traces, X64)
+
+
+def test_edit_output_edits_only_the_named_call(resnet):
+    seen = []
+
+    def zero(out, layer):
+        seen.append(layer)
+        return torch.zeros_like(out)
+
+    with torch.inference_mode(), TraceDict(resnet, ["layer4.1.relu#1", "layer4.1"], edit_output=zero) as ret:
+        resnet(X64)
+    assert seen == ["layer4.1.relu#1", "layer4.1"]  # once each: the block's second relu call is not edited
+    assert (ret["layer4.1.relu#1"].output == 0).all()
