@@ -335,3 +335,34 @@ def test_resume_and_merge_notice_dataset_files_that_changed(broden, tmp_path, mo
         merge_chunks(dirs, out=tmp_path / "merged", progress=False, num_workers=0)
     r = dissect(SmallRandomCNN(), ["conv2"], ds, out=tmp_path / "fresh", **KW)
     assert r.summary["dataset"]["files_digest"] == Broden(ds).files_digest()
+
+
+def test_a_module_called_twice_is_refused_and_its_calls_can_be_named(broden):
+    """torchvision's BasicBlock calls its one relu twice: the plain name would silently be the first call."""
+    from netdissect.errors import LayerError
+    from netdissect.hooks import Trace
+
+    kw = dict(weights="none", **KW)
+    with pytest.raises(LayerError, match=r"'layer4.1.relu' .*runs 2 times.*layer4.1.relu#1.*layer4.1.relu#2"):
+        dissect("torchvision:resnet18", ["layer4.1.relu"], broden, **kw)
+    r = dissect("torchvision:resnet18", ["layer4.1.relu#2", "layer4.1"], broden, **kw)
+    np.testing.assert_array_equal(r["layer4.1.relu#2"].thresholds, r["layer4.1"].thresholds)  # the block's output
+    first = dissect("torchvision:resnet18", ["layer4.1.relu#1"], broden, **kw)
+    assert not np.array_equal(first["layer4.1.relu#1"].thresholds, r["layer4.1"].thresholds)
+
+
+def test_a_layer_that_skips_a_batch_is_an_error_naming_the_layer_and_row(broden):
+    from netdissect.errors import LayerError
+
+    class Sometimes(SmallRandomCNN):
+        calls = 0
+
+        def forward(self, x):
+            Sometimes.calls += 1
+            h = torch.relu(self.conv1(x))
+            if Sometimes.calls <= 3:  # the two checks before pass 1, and the first batch
+                h = torch.relu(self.conv2(h))
+            return h.mean((2, 3))
+
+    with pytest.raises(LayerError, match=r"'conv2'.*did not run.*index.csv row 12 .*batch of rows 10..19"):
+        dissect(Sometimes(), ["conv2"], broden, batch_size=10, **KW)

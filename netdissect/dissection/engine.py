@@ -51,7 +51,7 @@ from netdissect.dissection.output import build_summary, write_run
 from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, LayerError, NetDissectError
-from netdissect.hooks import TraceDict, resolve_layer, run_to_layers
+from netdissect.hooks import TraceDict, check_layers, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.probe import BrodenImages
 from netdissect.runfolder import CHUNK_FILE, RunLock, check_out, has_progress, read_chunk_info, read_json
@@ -249,7 +249,9 @@ def _prepare_work(run_dir: Path, group: Group, part, resume: bool, identity: dic
 
 
 def _probe_layers(model, prep, probe, layers, device, explain):
-    """Output shape (C, h, w) of each layer on the first readable row (one image), before pass 1."""
+    """Output shape (C, h, w) of each layer on the first readable row (one image), before pass 1;
+    a model that fails on the images, or a layer that runs more than once per forward pass (name its
+    call, ``NAME#K``) or not at all, is refused here."""
     for i in range(len(probe)):
         try:
             payload = probe.load(i)
@@ -261,12 +263,14 @@ def _probe_layers(model, prep, probe, layers, device, explain):
     x = prep(probe.batch([payload], device))
     try:
         with TraceDict(model, layers, stop=True) as traces, torch.inference_mode():
-            outs = run_to_layers(model, traces, x)
+            run_to_layers(model, traces, x)
     except NetDissectError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
         raise explain(tuple(x.shape), exc) from None
-    return {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in outs.items()}
+    # one whole forward pass: a module that runs more than once, or a layer that never runs, is refused
+    found = check_layers(model, layers, x)
+    return {n: tuple(f["shape"][1:]) if isinstance(f["shape"], tuple) else None for n, f in found.items()}
 
 
 def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progress: bool) -> None:
