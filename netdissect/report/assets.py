@@ -227,41 +227,47 @@ class AssetWriter:
                 else:
                     self._jobs.append((kind, file, side, chunk))
 
-    def draw(self, workers: int | None = None, progress: bool = False) -> None:
+    def draw(self, workers: int | None = None, progress: bool = False, meanwhile=None) -> None:
         """Write the sheets that are not on disk yet.
 
         ``workers``: processes to draw in (None: one per core, at most 8; 0 or 1: this process).
-        A pool is used only for more than 2 sheets.
+        A pool is used only for more than 2 sheets.  ``meanwhile()``, if given, runs in this
+        process while the workers draw (the report draws its charts then).
         """
         self._plan_sheets()
         jobs, self._jobs = self._jobs, []
+        workers = default_workers() if workers is None else workers
+        pooled = workers > 1 and len(jobs) > 2 and "fork" in multiprocessing.get_all_start_methods()
         if jobs:
             self.img_dir.mkdir(parents=True, exist_ok=True)
-            workers = default_workers() if workers is None else workers
-            bar = None
-            if progress:
-                from tqdm import tqdm
+        bar = None
+        if progress and jobs:
+            from tqdm import tqdm
 
-                bar = tqdm(total=sum(len(j[3]) for j in jobs), desc="report: images", unit="tile",
-                           file=sys.stderr)
-            if workers > 1 and len(jobs) > 2 and "fork" in multiprocessing.get_all_start_methods():
-                _WORKER.update(source=self.source, tile=self.tile)  # inherited by the forked workers
-                try:
-                    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-                        for job, warnings in zip(jobs, pool.imap(_worker_draw, jobs)):
-                            self.source.add_warnings(warnings)
-                            if bar is not None:
-                                bar.update(len(job[3]))
-                finally:
-                    _WORKER.clear()
-            else:
-                for job in jobs:
-                    _draw_sheet(job, self.source, self.tile)
-                    if bar is not None:
-                        bar.update(len(job[3]))
+            bar = tqdm(total=sum(len(j[3]) for j in jobs), desc="report: images", unit="tile", file=sys.stderr)
+        if pooled:
+            _WORKER.update(source=self.source, tile=self.tile)  # inherited by the forked workers
+            try:
+                with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                    pending = pool.map_async(_worker_draw, jobs, chunksize=1)
+                    if meanwhile is not None:
+                        meanwhile()
+                    for warnings in pending.get():
+                        self.source.add_warnings(warnings)
+            finally:
+                _WORKER.clear()
             if bar is not None:
-                bar.close()
-            self.drawn += len(jobs)
+                bar.update(bar.total)
+        else:
+            if meanwhile is not None:
+                meanwhile()
+            for job in jobs:
+                _draw_sheet(job, self.source, self.tile)
+                if bar is not None:
+                    bar.update(len(job[3]))
+        if bar is not None:
+            bar.close()
+        self.drawn += len(jobs)
         self._empty = set()
         for kind, files in self._files.items():
             for sheet, rel in enumerate(files):

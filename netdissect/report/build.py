@@ -28,7 +28,6 @@ import numpy as np
 from netdissect.atomic import write_text
 from netdissect.data.digest import changed_files, files_digest
 from netdissect.errors import NetDissectError
-from netdissect.report import charts
 from netdissect.report.images import ImageSource
 from netdissect.report.palette import category_colors, ordered_categories
 from netdissect.report.records import layer_stats, unit_records
@@ -45,14 +44,19 @@ _CHART_CODE = None
 
 
 def _chart(chart_dir: Path, stem: str, key, make) -> Path:
-    """An SVG chart named by a hash of its inputs and of the chart code: drawn once, then reused."""
+    """An SVG chart named by a hash of its inputs and of the chart code: drawn once, then reused.
+
+    ``make(charts)`` builds the figure; matplotlib is imported only when a chart must be drawn.
+    """
     global _CHART_CODE
     if _CHART_CODE is None:
-        _CHART_CODE = hashlib.sha256(Path(charts.__file__).read_bytes()).hexdigest()
+        _CHART_CODE = hashlib.sha256(Path(__file__).with_name("charts.py").read_bytes()).hexdigest()
     digest = hashlib.sha256(json.dumps([_CHART_CODE, key], sort_keys=True).encode()).hexdigest()[:10]
     path = chart_dir / f"{stem}-{digest}.svg"
     if not path.exists():
-        charts.save(make(), [path])
+        from netdissect.report import charts
+
+        charts.save(make(charts), [path])
     return path
 
 
@@ -169,20 +173,24 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
             r["layer"] = li
             r.pop("concept")
             units.append(r)
-        summary_svg = _chart(chart_dir, f"{folder}-summary", [stats, categories],
-                             lambda: charts.layer_summary(stats, categories))
-        hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, run.iou_threshold]
-        hist_svg = _chart(chart_dir, f"{folder}-iou", hist_key,
-                          lambda: charts.iou_histogram(records, categories, run.iou_threshold))
-        chart_files.update([summary_svg, hist_svg])
         k, h, w = (int(x) for x in layer.top_maps.shape[1:])
         layers.append({
             "name": layer.name, "id": folder, "stats": stats, "k": k, "mh": h, "mw": w,
-            "dtype": "f2" if layer.top_maps.dtype == np.float16 else "f4",
-            "summary_chart": f"charts/{summary_svg.name}", "iou_chart": f"charts/{hist_svg.name}",
+            "dtype": "f2" if layer.top_maps.dtype == np.float16 else "f4", "_records": records,
         })
 
-    writer.draw(workers=workers, progress=progress)
+    def draw_charts():  # matplotlib, in this process while the workers draw the image sheets
+        for l in layers:
+            records, stats, folder = l.pop("_records"), l["stats"], l["id"]
+            summary_svg = _chart(chart_dir, f"{folder}-summary", [stats, categories],
+                                 lambda charts: charts.layer_summary(stats, categories))
+            hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, run.iou_threshold]
+            hist_svg = _chart(chart_dir, f"{folder}-iou", hist_key,
+                              lambda charts: charts.iou_histogram(records, categories, run.iou_threshold))
+            chart_files.update([summary_svg, hist_svg])
+            l["summary_chart"], l["iou_chart"] = f"charts/{summary_svg.name}", f"charts/{hist_svg.name}"
+
+    writer.draw(workers=workers, progress=progress, meanwhile=draw_charts)
     for r in units:
         r.update(writer.resolve(r.pop("_plan")))
 
@@ -190,9 +198,9 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
     if len(run.layers) > 1:
         bars_u = [(l["name"], l["stats"]["unique_detectors"]) for l in layers]
         bars_d = [(l["name"], l["stats"]["detector_units"]) for l in layers]
-        a = _chart(chart_dir, "layers-unique", [bars_u, categories], lambda: charts.category_bars(
+        a = _chart(chart_dir, "layers-unique", [bars_u, categories], lambda charts: charts.category_bars(
             bars_u, categories, "unique detectors", "Unique detectors per layer"))
-        b = _chart(chart_dir, "layers-units", [bars_d, categories], lambda: charts.category_bars(
+        b = _chart(chart_dir, "layers-units", [bars_d, categories], lambda charts: charts.category_bars(
             bars_d, categories, "detector units", "Detector units per layer"))
         chart_files.update([a, b])
         overview = {"unique": f"charts/{a.name}", "units": f"charts/{b.name}"}

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from netdissect.errors import NetDissectError
 
@@ -177,17 +178,26 @@ class ImageSource:
         cats = self._number_categories().get(number)
         rels = [rel for c, rs in row.masks.items() if cats is None or c in cats for rel in rs]
         mask = None
+        lo, hi = number % 256, number // 256
         for rel in rels:
             plane = self._labels.get_or((path, rel), lambda: self._read_plane(i, rel))
             if plane is None:
                 continue
-            hit = plane == number
+            hit = (plane[..., 0] == lo) & (plane[..., 1] == hi)  # Broden: number = R + 256 * G
             mask = hit if mask is None else (mask | hit)
         return mask if mask is not None and mask.any() else None
 
     def _read_plane(self, i: int, rel: str):
+        """uint8 (sh, sw, 3) RGB of a mask file, undecoded (cheaper than label numbers); None: warned."""
+        path = self.dataset.image_dir / rel
         try:
-            return self.dataset.load_mask(i, rel)
-        except NetDissectError as exc:
-            self.warn(str(exc))
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        except FileNotFoundError:
+            self.warn(f"{self.dataset.where(i)}: mask file not found: {path}")
             return None
+        except (OSError, SyntaxError, ValueError) as exc:
+            self.warn(f"{self.dataset.where(i)}: corrupt mask {path}: {exc}")
+            return None
+        return arr
