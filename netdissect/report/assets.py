@@ -93,7 +93,11 @@ def outline_image(mask: np.ndarray | None, tile: int) -> Image.Image:
     ``mask=None``: the frame of an image-level concept (the whole image).
     """
     m = np.ones((tile, tile), bool) if mask is None else _resize_bool(mask, tile)
-    line = edge(m, 2) if not m.all() else edge(np.ones_like(m), 3)
+    if m.all():  # the whole image: a frame 3 px wide (edge() does not count the image border)
+        line = np.ones_like(m)
+        line[3:-3, 3:-3] = False
+    else:
+        line = edge(m, 2)
     halo = _dilate(line) & ~line
     idx = np.zeros((tile, tile), np.uint8)
     idx[halo] = 1
