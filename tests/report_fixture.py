@@ -126,6 +126,7 @@ def make_run(out: Path, dataset: Path, layers=(("layer3", 24, 8), ("layer4", 40,
              topk: int = 10, seed: int = 1, quantile: float = 0.05, iou_threshold: float = 0.04) -> Path:
     """Write a run directory for ``dataset`` with synthetic units; return ``out``."""
     from netdissect.data import Broden
+    from netdissect.data.digest import files_digest
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,8 @@ def make_run(out: Path, dataset: Path, layers=(("layer3", 24, 8), ("layer4", 40,
         "format_version": 1, "netdissect_version": "0.1.0", "created": "2026-11-21T22:00:00Z",
         "model": {"spec": "synthetic:tiny", "weights": "none", "normalize": "imagenet", "sha256": "0" * 64},
         "dataset": {"path": str(Path(dataset).resolve()), "name": Path(dataset).name, "n_images": N,
-                    "n_used": N, "skipped": [], "categories": G, "n_concepts": K},
+                    "n_used": N, "skipped": [], "categories": G, "n_concepts": K,
+                    "files_digest": files_digest(ds.image_dir, [r.image for r in ds.rows])},
         "config": {"quantile": quantile, "iou_threshold": iou_threshold, "topk": topk, "batch_size": 8,
                    "cache_dtype": "float16"},
         "layers": summary_layers,

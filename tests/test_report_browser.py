@@ -19,7 +19,11 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from netdissect.report import write_report
 from report_fixture import make_dataset, make_run
@@ -111,10 +115,22 @@ def visible_units(page, layer: int) -> list[dict]:
 
 
 def images_loaded(page, n: int = 4) -> None:
+    """The first n visible cards have drawn their strips (canvases, lazily, from the sheets)."""
     page.wait_for_function("""(n) => {
-        const imgs = Array.from(document.querySelectorAll('.card:not([hidden]) img.act')).slice(0, n);
-        return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0);
-    }""", arg=n, timeout=10_000)
+        const c = Array.from(document.querySelectorAll('.card:not([hidden]) canvas.act')).slice(0, n);
+        return c.length === n && c.every(x => x.dataset.state === 'drawn');
+    }""", arg=n, timeout=15_000)
+
+
+def canvas_pixels(page, card_id: str, which: str = "act") -> np.ndarray:
+    """uint8 (H, W, 4) pixels of a card's canvas (same-origin page: the canvas is readable)."""
+    flat = page.evaluate("""([id, which]) => {
+        const c = document.getElementById(id).querySelector('canvas.' + which);
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""", [card_id, which])
+    size = page.evaluate("""([id, which]) => { const c = document.getElementById(id).querySelector('canvas.' + which);
+        return [c.height, c.width]; }""", [card_id, which])
+    return np.asarray(flat, np.uint8).reshape(size[0], size[1], 4)
 
 
 def test_report_in_chromium(browser, server, report, tmp_path):
@@ -134,7 +150,8 @@ def test_report_in_chromium(browser, server, report, tmp_path):
     page.locator("#units").scroll_into_view_if_needed()
     page.evaluate("document.getElementById('units').scrollIntoView()")
     images_loaded(page)
-    assert page.evaluate("document.querySelectorAll('img[loading=lazy]').length") >= total
+    # lazily: cards far below the screen have not drawn yet
+    assert page.evaluate("document.querySelectorAll('canvas.act[data-state=drawn]').length") < total
 
     # sorting: IoU (default) is descending; unit number reorders; label sorts A-Z
     by_iou = visible_units(page, 1)
@@ -189,12 +206,10 @@ def test_report_in_chromium(browser, server, report, tmp_path):
     # ground-truth outlines: toggled for all cards
     page.check("#outlines")
     assert page.evaluate("document.body.classList.contains('outlines')")
-    gt = page.locator(".card:not([hidden]) img.gt").first
+    gt = page.locator(".card:not([hidden]) canvas.gt").first
     assert gt.evaluate("e => getComputedStyle(e).opacity") == "1"
     page.evaluate("window.scrollTo(0, document.getElementById('units').offsetTop - 10)")
     images_loaded(page)
-    page.wait_for_function("Array.from(document.querySelectorAll('.card img.gt')).slice(0, 4)"
-                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
     save_shot(page, tmp_path, "report-units.png")
     watch.check()
     assert all(urlparse(u).hostname == "127.0.0.1" for u in watch.requests if u.startswith("http"))
@@ -210,6 +225,87 @@ def test_report_from_file_url(browser, report, tmp_path):
     images_loaded(page)
     page.fill("#jump-unit", "3")
     page.click("#jump-go")
-    assert page.locator(f"#{page.evaluate('window.netdissectReport.data.layers[0].id')}-3").is_visible()
+    card = page.locator(f"#{page.evaluate('window.netdissectReport.data.layers[0].id')}-3")
+    assert card.is_visible()
+    page.wait_for_function("(id) => document.getElementById(id).querySelector('canvas.act').dataset.state === 'drawn'",
+                           arg=card.get_attribute("id"), timeout=15_000)
+    # from file:// the canvas cannot be read back (tainted): compare the screenshot's pixels instead
+    shot = np.asarray(Image.open(__import__("io").BytesIO(card.locator("canvas.act").screenshot())).convert("L"))
+    assert shot.std() > 10  # the photos are drawn, not a blank canvas
+    save_shot(page, tmp_path, "report-file-url.png")
+    watch.check()
+    page.close()
+
+
+def test_strip_shows_the_units_region(browser, server, report, tmp_path):
+    """The canvas keeps the photo where the upsampled map is above threshold and dims it elsewhere;
+    the outline canvas draws the label concept's mask border; JS upsampling matches torch."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    watch = Watch(page)
+    page.goto(f"{server}/index.html", wait_until="load")
+    data = page.evaluate("window.netdissectReport.data")
+    T, L = data["tile"], data["layers"][1]
+    u = next(u for u in data["units"] if u["layer"] == 1 and u["det"] and u["t"][0] >= 0
+             and u["cat"] in ("object", "color"))
+    card = f"{L['id']}-{u['unit']}"
+    page.evaluate("(id) => window.netdissectReport.drawStrip(id)", card)
+    page.wait_for_function("(id) => document.getElementById(id).querySelector('canvas.act').dataset.state === 'drawn'",
+                           arg=card, timeout=15_000)
+    maps = np.frombuffer(__import__("base64").b64decode(u["m"]), "<f2").astype(np.float32)
+    maps = maps.reshape(L["k"], L["mh"], L["mw"])
+    up = F.interpolate(torch.from_numpy(maps[:1])[None], size=(T, T), mode="bilinear",
+                       align_corners=False)[0, 0].numpy()
+    js = np.asarray(page.evaluate("([m, h, w]) => Array.from(window.netdissectReport.upsample(m, 0, h, w))",
+                                  [maps[0].ravel().tolist(), L["mh"], L["mw"]]), np.float32).reshape(T, T)
+    assert np.abs(js - up).max() < 1e-4  # the same bilinear resize as torch (align_corners=False)
+    region = up > u["th"]
+    assert region.any() and (~region).any()
+    # away from the region's edge (the light contour) and from threshold ties
+    core = region & (up > u["th"] + 0.05)
+    core[1:-1, 1:-1] &= region[:-2, 1:-1] & region[2:, 1:-1] & region[1:-1, :-2] & region[1:-1, 2:]
+    out = ~region & (up < u["th"] - 0.05)
+    assert core.any() and out.any()
+    px = canvas_pixels(page, card)[:T, :T, :3].astype(np.float32)
+    sheets = data["sheets"]
+    sheet = Image.open(report / sheets["t"][u["t"][0] // sheets["per"]]).convert("RGB")
+    c = u["t"][0] % sheets["per"]
+    x, y = (c % sheets["cols"]) * T, (c // sheets["cols"]) * T
+    photo = np.asarray(sheet.crop((x, y, x + T, y + T)), np.float32)
+    inside, outside = px[core], px[out]
+    assert np.abs(inside - photo[core]).mean() < 4                       # kept: the photo itself
+    assert np.abs(outside - (0.28 * photo[out] + 14)).mean() < 4         # dimmed: 0.28 x + 14
+    assert inside.mean() > outside.mean() + 20
+    # the outline canvas: opaque pixels only where an outline is drawn, in cyan
+    g = canvas_pixels(page, card, "gt")
+    tiles = [j for j, gi in enumerate(u["g"]) if gi >= 0]
+    assert tiles, "no outline in the strip of a detector"
+    cols = min(L["k"], 5)
+    j = tiles[0]
+    gx, gy = (j % cols) * (T + 2), (j // cols) * (T + 2)
+    tile = g[gy:gy + T, gx:gx + T]
+    cyan = (tile[..., 3] == 255) & (tile[..., 0] < 40) & (tile[..., 1] > 200) & (tile[..., 2] > 200)
+    assert 0 < cyan.sum() < 0.5 * T * T
+    save_shot(page, tmp_path, "report-strip.png")
+    watch.check()
+    page.close()
+
+
+def test_report_of_a_big_layer_draws_only_what_is_on_screen(browser, tmp_path):
+    """512 units: the page opens fast and draws the cards near the screen only."""
+    root = tmp_path
+    run = make_run(root / "run", make_dataset(root / "broden", n=24), layers=(("layer4", 512, 7),))
+    report = write_report(run).parent
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    watch = Watch(page)
+    page.goto((report / "index.html").as_uri(), wait_until="load")
+    assert page.locator(".card").count() == 512
+    page.evaluate("document.getElementById('units').scrollIntoView()")
+    images_loaded(page, 8)
+    drawn = page.evaluate("document.querySelectorAll('canvas.act[data-state=drawn]').length")
+    assert 8 <= drawn < 100
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.card')).slice(-3)"
+                           ".every(c => c.querySelector('canvas.act').dataset.state === 'drawn')", timeout=15_000)
+    save_shot(page, tmp_path, "report-big-bottom.png")
     watch.check()
     page.close()

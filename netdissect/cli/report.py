@@ -8,6 +8,9 @@ Open the printed file in a browser; it needs no network access.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import warnings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=112, help="size in pixels of each image in a strip (default 112)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that draw the image strips (default: one per core, at most 8; 0: none)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="draw the dataset's images even when they changed since the run "
+                        "(default: refuse, as the top images would show other pictures)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -33,6 +39,30 @@ def run(args) -> int:
         raise NetDissectError(f"--tile {args.tile}: choose a size between 16 and 512 pixels")
     if args.workers is not None and args.workers < 0:
         raise NetDissectError(f"--workers {args.workers}: give 0 (draw in this process) or more")
-    index = write_report(args.run_dir, args.out, tile=args.tile, progress=not args.quiet, workers=args.workers)
+    with one_line_warnings("report"):
+        index = write_report(args.run_dir, args.out, tile=args.tile, progress=not args.quiet,
+                             workers=args.workers, verify=not args.no_verify)
     print(index)
     return 0
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Show the report's warnings as ``netdissect COMMAND: warning: ...`` lines (no source line)."""
+    from netdissect.report.build import ReportWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ReportWarning)
+        old = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ReportWarning):
+                print(f"netdissect {command}: warning: {message}", file=sys.stderr)
+            else:
+                old(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old

@@ -5,27 +5,34 @@
     >>> index                                         # runs/demo/report/index.html
 
 The page works from the file system with no network access: CSS and
-JavaScript are inline, unit data is embedded JSON, charts are SVG files and
-strips JPEG/PNG files in the report folder, lazy-loaded.  Strips are cached
-by content hash and images of earlier renders that are no longer used are
-deleted (see :mod:`netdissect.report.strips`).
+JavaScript are inline, unit data (activation maps included) is embedded
+JSON, charts are SVG files, and the browser draws each unit's strip on a
+canvas from a thumbnail per distinct top image and the unit's maps, only
+for the cards on screen (see :mod:`netdissect.report.assets`).  Before any
+image is drawn, the dataset's images are checked against the
+``files_digest`` the run recorded.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import sys
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
-from netdissect.report import charts
+import numpy as np
+
 from netdissect.atomic import write_text
+from netdissect.data.digest import changed_files, files_digest
+from netdissect.errors import NetDissectError
 from netdissect.report.images import ImageSource
 from netdissect.report.palette import category_colors, ordered_categories
 from netdissect.report.records import layer_stats, unit_records
 from netdissect.report.run import load_run
-from netdissect.report.strips import StripWriter
+from netdissect.report.assets import AssetWriter, check_out_dir
 
 
 def safe_name(name: str) -> str:
@@ -37,14 +44,19 @@ _CHART_CODE = None
 
 
 def _chart(chart_dir: Path, stem: str, key, make) -> Path:
-    """An SVG chart named by a hash of its inputs and of the chart code: drawn once, then reused."""
+    """An SVG chart named by a hash of its inputs and of the chart code: drawn once, then reused.
+
+    ``make(charts)`` builds the figure; matplotlib is imported only when a chart must be drawn.
+    """
     global _CHART_CODE
     if _CHART_CODE is None:
-        _CHART_CODE = hashlib.sha256(Path(charts.__file__).read_bytes()).hexdigest()
+        _CHART_CODE = hashlib.sha256(Path(__file__).with_name("charts.py").read_bytes()).hexdigest()
     digest = hashlib.sha256(json.dumps([_CHART_CODE, key], sort_keys=True).encode()).hexdigest()[:10]
     path = chart_dir / f"{stem}-{digest}.svg"
     if not path.exists():
-        charts.save(make(), [path])
+        from netdissect.report import charts
+
+        charts.save(make(charts), [path])
     return path
 
 
@@ -58,81 +70,160 @@ def _json_for_script(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+class ReportWarning(UserWarning):
+    """Something the report could not check or draw (it is still written)."""
+
+
+def weights_text(model: dict) -> str:
+    """What the header says was loaded: the engine's description, else spec/weights and sha256.
+
+    Never "None": a bundled zoo model has no ``weights`` entry, only its spec and hash.
+    """
+    desc = model.get("weights_description")
+    if isinstance(desc, str) and desc.strip():
+        return desc.strip()
+    weights, spec, sha = model.get("weights"), model.get("spec"), model.get("sha256")
+    tag = f" (sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else ""
+    if isinstance(weights, str) and weights and weights.lower() != "none":
+        return f"{weights}{tag}"
+    if isinstance(weights, str) and weights.lower() == "none":
+        return f"none: random initialisation{tag}"
+    if isinstance(spec, str) and spec:
+        return f"as loaded by {spec}{tag}"
+    return f"unknown{tag}" if tag else "unknown (summary.json names no weights)"
+
+
+def verify_images(run, source: ImageSource, verify: bool = True) -> list[str]:
+    """Check the dataset's images against the run's ``files_digest``; returns notes for the page.
+
+    Raises :class:`NetDissectError` when they changed (unless ``verify`` is False: then a warning).
+    """
+    if not source.available or not run.layers:
+        return []
+    dataset = run.summary.get("dataset") or {}
+    expected = dataset.get("files_digest")
+    image_dir = source.dataset.image_dir
+    if not expected:
+        warnings.warn(f"{run.root / 'summary.json'} records no files_digest of the dataset images (a run "
+                      f"written by an older netdissect): the report cannot check that the images in "
+                      f"{image_dir} are the ones the run saw; rerun `netdissect dissect` to record it",
+                      ReportWarning, stacklevel=3)
+        return []
+    paths = run.layers[0].image_paths
+    if files_digest(image_dir, paths) == expected:
+        return []
+    try:
+        since = (run.root / "summary.json").stat().st_mtime_ns
+    except OSError:
+        since = 0
+    changed = changed_files(image_dir, paths, since)
+    example = f" (e.g. {', '.join(changed)})" if changed else ""
+    what = (f"{image_dir}: the dataset's images changed since the run {run.root} read them{example}, "
+            "so the units' top images would show other pictures")
+    if verify:
+        raise NetDissectError(f"{what}; rerun `netdissect dissect` on the dataset as it is now, or pass "
+                              "--no-verify (verify=False) to draw the current files anyway")
+    warnings.warn(f"{what} (drawn anyway: --no-verify)", ReportWarning, stacklevel=3)
+    return [f"Warning: the dataset's images changed after this run{example}; the strips show the current "
+            "files, which may not be the images the units responded to."]
+
+
+def _maps_b64(maps: np.ndarray) -> tuple[str, str]:
+    """Base64 of a unit's maps, little-endian float16 (as topk.npz stores them) or float32."""
+    dt = "<f2" if maps.dtype == np.float16 else "<f4"
+    return base64.b64encode(np.ascontiguousarray(maps, dtype=dt).tobytes()).decode("ascii"), dt[1:]
+
+
 def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_up: int = 4,
-                 progress: bool = False, workers: int | None = None) -> Path:
+                 progress: bool = False, workers: int | None = None, verify: bool = True) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); return index.html.
 
-    ``workers``: processes that draw the image strips (None: one per core, at most 8; 0: none).
+    ``workers``: processes that write the thumbnails and outlines (None: one per core, at most 8;
+    0: none).  ``verify=False`` draws the dataset's images even when they changed since the run
+    (with a warning); by default that is an error.
     """
     import jinja2
 
+    if out is not None:
+        check_out_dir(Path(out))
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.root / "report"
+    check_out_dir(out)
     dataset = run.summary.get("dataset") or {}
     source = ImageSource(dataset.get("path"))
-    concept_cats = [c for layer in run.layers for c in layer.concept_categories]
+    notes = verify_images(run, source, verify)
+    concept_cats = [str(c) for layer in run.layers for c in layer.concept_categories]
     categories = ordered_categories(run.categories + concept_cats)
     colors = category_colors(categories)
-    writer = StripWriter(out / "img", source, tile=tile, cols=cols)
+    writer = AssetWriter(out / "img", source, tile=tile)
     chart_dir = out / "charts"
     chart_files: set[Path] = set()
 
-    layers, units, strips = [], [], []
+    layers, units = [], []
     for li, layer in enumerate(run.layers):
         folder = safe_name(layer.name)
         records = unit_records(layer, runners_up=runners_up)
         stats = layer_stats(layer, categories, records)
         for r in records:
             number = int(layer.concept_numbers[r["concept"]]) if r["concept"] >= 0 else 0
-            strips.append(writer.plan(layer, r["unit"], number, folder))
+            r["_plan"] = writer.plan_unit(layer, r["unit"], number)
+            r["m"], _ = _maps_b64(layer.top_maps[r["unit"]])
+            thr = float(layer.thresholds[r["unit"]])
+            r["th"] = thr if np.isfinite(thr) else None  # exact: the page compares with it
             r["layer"] = li
             r.pop("concept")
             units.append(r)
-        summary_svg = _chart(chart_dir, f"{folder}-summary", [stats, categories],
-                             lambda: charts.layer_summary(stats, categories))
-        hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, run.iou_threshold]
-        hist_svg = _chart(chart_dir, f"{folder}-iou", hist_key,
-                          lambda: charts.iou_histogram(records, categories, run.iou_threshold))
-        chart_files.update([summary_svg, hist_svg])
-        w, h = writer.size(layer.top_images.shape[1])
+        k, h, w = (int(x) for x in layer.top_maps.shape[1:])
         layers.append({
-            "name": layer.name, "id": folder, "stats": stats, "k": int(layer.top_images.shape[1]),
-            "w": w, "h": h,
-            "summary_chart": f"charts/{summary_svg.name}", "iou_chart": f"charts/{hist_svg.name}",
+            "name": layer.name, "id": folder, "stats": stats, "k": k, "mh": h, "mw": w,
+            "dtype": "f2" if layer.top_maps.dtype == np.float16 else "f4", "_records": records,
         })
 
-    writer.draw(strips, workers=workers, progress=progress)
-    for r, strip in zip(units, strips):
-        r.update(strip.files())
+    def draw_charts():  # matplotlib, in this process while the workers draw the image sheets
+        for l in layers:
+            records, stats, folder = l.pop("_records"), l["stats"], l["id"]
+            summary_svg = _chart(chart_dir, f"{folder}-summary", [stats, categories],
+                                 lambda charts: charts.layer_summary(stats, categories))
+            hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, run.iou_threshold]
+            hist_svg = _chart(chart_dir, f"{folder}-iou", hist_key,
+                              lambda charts: charts.iou_histogram(records, categories, run.iou_threshold))
+            chart_files.update([summary_svg, hist_svg])
+            l["summary_chart"], l["iou_chart"] = f"charts/{summary_svg.name}", f"charts/{hist_svg.name}"
+
+    writer.draw(workers=workers, progress=progress, meanwhile=draw_charts)
+    for r in units:
+        r.update(writer.resolve(r.pop("_plan")))
 
     overview = None
     if len(run.layers) > 1:
         bars_u = [(l["name"], l["stats"]["unique_detectors"]) for l in layers]
         bars_d = [(l["name"], l["stats"]["detector_units"]) for l in layers]
-        a = _chart(chart_dir, "layers-unique", [bars_u, categories], lambda: charts.category_bars(
+        a = _chart(chart_dir, "layers-unique", [bars_u, categories], lambda charts: charts.category_bars(
             bars_u, categories, "unique detectors", "Unique detectors per layer"))
-        b = _chart(chart_dir, "layers-units", [bars_d, categories], lambda: charts.category_bars(
+        b = _chart(chart_dir, "layers-units", [bars_d, categories], lambda charts: charts.category_bars(
             bars_d, categories, "detector units", "Detector units per layer"))
         chart_files.update([a, b])
         overview = {"unique": f"charts/{a.name}", "units": f"charts/{b.name}"}
 
-    notes = []
     if not source.available:
         notes.append(f"Images and ground-truth outlines are missing: {source.problem}. "
                      "The strips show each unit's activation map (grey) with the region above "
                      "threshold in amber.")
     notes += source.warnings
     data = {
-        "layers": [{k: l[k] for k in ("name", "id", "k", "w", "h")} for l in layers],
+        "layers": [{k: l[k] for k in ("name", "id", "k", "mh", "mw", "dtype")} for l in layers],
+        "tile": tile, "cols": cols, "gap": 2,
+        "sheets": writer.sheets(),
         "categories": categories, "colors": colors,
         "max_iou": max([u["iou"] for u in units] + [0.05]),
         "units": units,
     }
+    model = run.summary.get("model") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     page = env.from_string(_template("report.html.j2")).render(
         run=run, summary=run.summary, dataset=dataset, config=run.summary.get("config") or {},
-        model=run.summary.get("model") or {}, layers=layers, overview=overview, notes=notes,
+        model=model, weights=weights_text(model), layers=layers, overview=overview, notes=notes,
         categories=categories, colors=colors, n_units=len(units),
         n_detectors=sum(1 for u in units if u["det"]),
         css=_template("report.css"), js=_template("report.js"), data_json=_json_for_script(data),
@@ -145,6 +236,6 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
             p.unlink()
     removed = writer.remove_unused()
     if progress:
-        print(f"report: {index} ({writer.rendered} strips drawn, {writer.reused} reused, "
+        print(f"report: {index} ({writer.drawn} images drawn, {writer.reused} files reused, "
               f"{removed} stale files removed)", file=sys.stderr)
     return index

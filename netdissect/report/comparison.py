@@ -8,7 +8,8 @@
 One stacked bar per (run, layer): unique detectors per category (CVPR 2017
 Fig. 5 for the layers of one model, Fig. 7 for the last layer of several
 models) and detector units per category.  Only ``summary.json`` of each run
-is read, so this is fast and works for runs whose dataset is gone.
+is used (runs are read through :func:`netdissect.load`), so this works for runs
+whose dataset is gone.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 from netdissect.report import charts
 from netdissect.atomic import write_text
 from netdissect.report.palette import ordered_categories
-from netdissect.report.run import RunError, read_summary
+from netdissect.report.assets import check_out_dir
+from netdissect.report.run import RunError, load_summary
 
 
 def _bar_label(run_label: str, layer: str, n_runs: int, n_layers: int) -> str:
@@ -37,6 +39,7 @@ def compare(run_dirs, out, labels=None, layers=None) -> dict[str, Path]:
     ``layers`` keeps only these layer names (each run must have at least one).
     """
     run_dirs = [Path(r) for r in run_dirs]
+    check_out_dir(Path(out))
     if not run_dirs:
         raise RunError("compare: no run directory given")
     if labels is not None and len(labels) != len(run_dirs):
@@ -44,7 +47,7 @@ def compare(run_dirs, out, labels=None, layers=None) -> dict[str, Path]:
     labels = list(labels) if labels is not None else [r.resolve().name for r in run_dirs]
     rows, cats = [], []
     for run_dir, label in zip(run_dirs, labels):
-        summary = read_summary(run_dir)
+        summary = load_summary(run_dir).summary
         names = [n for n in summary["layers"] if layers is None or n in layers]
         if not names:
             raise RunError(f"{run_dir / 'summary.json'}: none of the layers {', '.join(layers)} "

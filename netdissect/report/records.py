@@ -5,9 +5,10 @@
     >>> recs[0]                                                 # doctest: +SKIP
     {'unit': 0, 'label': 'sky', 'cat': 'scene', 'iou': 0.1234, 'det': True, ...}
 
-Label, category, IoU and the detector flag come from ``units.csv`` (the
-run's verdict); the runner-up concepts come from the IoU matrix in
-``iou.npz``.
+``layer`` is a :class:`netdissect.dissection.result.LayerResult` (from
+:func:`netdissect.load`): label, category, IoU and the detector flag are its
+``units`` (the same verdict as ``units.csv``); the runner-up concepts come
+from its IoU matrix.
 """
 from __future__ import annotations
 
@@ -15,52 +16,48 @@ import numpy as np
 
 
 def label_concept(layer, unit: int) -> int:
-    """Column of the unit's label concept in ``iou.npz`` (-1 for a dead/unlabelled unit)."""
-    row = layer.units[unit]
-    if not row["label"]:
+    """Column of the unit's label concept in ``iou.npz`` (-1 for a dead/unlabelled unit).
+
+    ``netdissect.load`` labels a unit with its best concept, so this is the row's argmax.
+    """
+    if not layer.units["label"][unit]:
         return -1
-    names = np.asarray(layer.concept_names)
-    cand = np.flatnonzero(names == row["label"])
-    if row["category"]:
-        same = [k for k in cand if layer.concept_categories[k] == row["category"]]
-        cand = np.asarray(same or cand, dtype=np.int64)
-    if not len(cand):
-        return -1
-    return int(cand[np.argmax(layer.iou[unit, cand])])
+    return int(np.argmax(layer.iou[unit]))
 
 
 def _is_dead(layer, unit: int) -> bool:
     """Dead: the engine says so (iou.npz ``dead``), else no overlap with any concept at all."""
-    if layer.dead is not None:
+    if layer.dead is not None and len(layer.dead) == len(layer.units):
         return bool(layer.dead[unit])
-    return not layer.units[unit]["label"] and not (layer.iou[unit] > 0).any()
+    return not layer.units["label"][unit] and not (layer.iou[unit] > 0).any()
 
 
 def unit_records(layer, runners_up: int = 4) -> list[dict]:
     """One dict per unit: unit, label, cat, iou, det, thr, concept column, runner-ups."""
     out = []
+    names, cats = [str(s) for s in layer.concept_names], [str(s) for s in layer.concept_categories]
     for u, row in enumerate(layer.units):
         k = label_concept(layer, u)
         order = np.argsort(-layer.iou[u], kind="stable")
-        alts = [int(j) for j in order if j != k and layer.iou[u, j] > 0][:runners_up]
+        alts = [int(j) for j in order[: runners_up + 1] if j != k and layer.iou[u, j] > 0][:runners_up]
+        thr = float(layer.thresholds[u])
         out.append({
             "unit": u,
-            "label": row["label"],
-            "cat": row["category"],
-            "iou": round(row["iou"], 4),
+            "label": str(row["label"]),
+            "cat": str(row["category"]),
+            "iou": round(float(row["iou"]), 4),
             "det": bool(row["detector"]),
             "dead": _is_dead(layer, u),
-            "thr": None if not np.isfinite(row["threshold"]) else float(f"{row['threshold']:.4g}"),
+            "thr": None if not np.isfinite(thr) else float(f"{thr:.4g}"),
             "concept": k,
-            "alt": [[layer.concept_names[j], layer.concept_categories[j], round(float(layer.iou[u, j]), 4)]
-                    for j in alts],
+            "alt": [[names[j], cats[j], round(float(layer.iou[u, j]), 4)] for j in alts],
         })
     return out
 
 
 def layer_stats(layer, categories: list[str], records: list[dict]) -> dict:
     """Counts for a layer: from summary.json where present, else computed from units.csv."""
-    s = layer.summary or {}
+    s = getattr(layer, "summary_info", None) or {}
     det = [r for r in records if r["det"]]
     unique = {c: len({r["label"] for r in det if r["cat"] == c}) for c in categories}
     units = {c: sum(1 for r in det if r["cat"] == c) for c in categories}

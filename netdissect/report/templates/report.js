@@ -1,5 +1,7 @@
-// Unit browser of the netdissect report: builds the cards from the embedded JSON,
-// then sorts, filters and jumps by moving/hiding those cards. No network access.
+// Unit browser of the netdissect report: builds the cards from the embedded JSON, draws each
+// card's strip on a canvas when it comes near the screen (thumbnail + the unit's activation map,
+// upsampled and thresholded here), then sorts, filters and jumps by moving/hiding the cards.
+// No network access: every file it loads lies in the report folder.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("report-data").textContent);
@@ -12,8 +14,149 @@
   var color = function (cat) { return data.colors[cat] || "#c7cbd1"; };
   var fmt = function (x) { return x.toFixed(3); };
 
+  // ---- strips, drawn on canvases from the thumbnails and the unit's activation maps --------
+  var T = data.tile, GAP = data.gap;
+  function grid(L) { var c = Math.max(1, Math.min(L.k, data.cols)); return [c, Math.ceil(L.k / c)]; }
+  function stripSize(L) {
+    var g = grid(L);
+    return [g[0] * T + (g[0] - 1) * GAP, g[1] * T + (g[1] - 1) * GAP];
+  }
+  var F16 = (function () {  // float16 -> float32 lookup table (65536 entries)
+    var t = new Float32Array(65536);
+    for (var h = 0; h < 65536; h++) {
+      var s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, f = h & 1023;
+      t[h] = e === 0 ? s * f * Math.pow(2, -24) : e === 31 ? (f ? NaN : s * Infinity) :
+        s * (1 + f / 1024) * Math.pow(2, e - 15);
+    }
+    return t;
+  })();
+  function decodeMaps(u, L) {  // base64 little-endian float16/float32 -> Float32Array (k*mh*mw)
+    var bin = atob(u.m), n = bin.length, bytes = new Uint8Array(n);
+    for (var i = 0; i < n; i++) bytes[i] = bin.charCodeAt(i);
+    if (L.dtype === "f4") return new Float32Array(bytes.buffer);
+    var out = new Float32Array(n / 2);
+    for (var j = 0; j < out.length; j++) out[j] = F16[bytes[2 * j] | (bytes[2 * j + 1] << 8)];
+    return out;
+  }
+  // Bilinear resize of an (h, w) map to (T, T) as torch's F.interpolate(align_corners=False).
+  function axis(n) {
+    var i0 = new Int32Array(T), i1 = new Int32Array(T), l = new Float32Array(T), sc = n / T;
+    for (var d = 0; d < T; d++) {
+      var src = Math.max(0, (d + 0.5) * sc - 0.5), a = Math.floor(src);
+      i0[d] = a; i1[d] = a < n - 1 ? a + 1 : a; l[d] = src - a;
+    }
+    return { i0: i0, i1: i1, l: l };
+  }
+  function upsample(maps, off, h, w) {
+    var ay = axis(h), ax = axis(w), out = new Float32Array(T * T);
+    for (var y = 0; y < T; y++) {
+      var r0 = off + ay.i0[y] * w, r1 = off + ay.i1[y] * w, ly = ay.l[y];
+      for (var x = 0; x < T; x++) {
+        var lx = ax.l[x], a = ax.i0[x], b = ax.i1[x];
+        var top = maps[r0 + a] * (1 - lx) + maps[r0 + b] * lx;
+        var bot = maps[r1 + a] * (1 - lx) + maps[r1 + b] * lx;
+        out[y * T + x] = top * (1 - ly) + bot * ly;
+      }
+    }
+    return out;
+  }
+  function isEdge(reg, x, y) {  // inner boundary, 1 px; the image border does not count
+    return (x > 0 && !reg[y * T + x - 1]) || (x < T - 1 && !reg[y * T + x + 1]) ||
+      (y > 0 && !reg[(y - 1) * T + x]) || (y < T - 1 && !reg[(y + 1) * T + x]);
+  }
+  // Overlay for a photo: transparent inside the region, a light line on its edge, dim outside
+  // (out = 0.28 * image + 14, as the paper's figures).
+  function dimOverlay(ctx, up, thr) {
+    var im = ctx.createImageData(T, T), d = im.data, reg = new Uint8Array(T * T), p;
+    for (p = 0; p < T * T; p++) reg[p] = up[p] > thr ? 1 : 0;
+    for (var y = 0; y < T; y++) for (var x = 0; x < T; x++) {
+      p = y * T + x;
+      var o = 4 * p;
+      if (!reg[p]) { d[o] = d[o + 1] = d[o + 2] = 19; d[o + 3] = 184; }
+      else if (isEdge(reg, x, y)) { d[o] = d[o + 1] = d[o + 2] = 255; d[o + 3] = 179; }
+    }
+    return im;
+  }
+  // Without a photo (dataset gone, image unreadable): the map in grey, the region in amber.
+  function mapTile(ctx, up, thr) {
+    var lo = Infinity, hi = -Infinity, p;
+    for (p = 0; p < T * T; p++) { if (up[p] < lo) lo = up[p]; if (up[p] > hi) hi = up[p]; }
+    var im = ctx.createImageData(T, T), d = im.data, reg = new Uint8Array(T * T);
+    for (p = 0; p < T * T; p++) reg[p] = up[p] > thr ? 1 : 0;
+    for (var y = 0; y < T; y++) for (var x = 0; x < T; x++) {
+      p = y * T + x;
+      var g = 48 + 120 * (hi > lo ? (up[p] - lo) / (hi - lo) : 0), o = 4 * p, c = [g, g, g];
+      if (reg[p]) c = [0.45 * g + 0.55 * 255, 0.45 * g + 0.55 * 176, 0.45 * g + 0.55 * 32];
+      if (reg[p] && isEdge(reg, x, y)) c = c.map(function (v) { return 0.3 * v + 0.7 * 255; });
+      d[o] = c[0]; d[o + 1] = c[1]; d[o + 2] = c[2]; d[o + 3] = 255;
+    }
+    return im;
+  }
+  var SH = data.sheets, sheets = { t: {}, g: {} };  // kind -> sheet index -> Promise of an <img>
+  function sheet(kind, id) {
+    var n = Math.floor(id / SH.per), cache = sheets[kind];
+    if (!cache[n]) {
+      cache[n] = new Promise(function (ok, fail) {
+        var im = new Image();
+        im.onload = function () { ok(im); };
+        im.onerror = function () { fail(new Error("cannot load " + SH[kind][n])); };
+        im.src = SH[kind][n];
+      });
+    }
+    return cache[n];
+  }
+  function cell(id) { var c = id % SH.per; return [(c % SH.cols) * T, Math.floor(c / SH.cols) * T]; }
+  function frame(g, x, y) {  // an image-level concept (scene, texture): the whole tile
+    g.lineWidth = 5; g.strokeStyle = "rgba(0,0,0,.6)"; g.strokeRect(x + 2.5, y + 2.5, T - 5, T - 5);
+    g.lineWidth = 3; g.strokeStyle = "rgb(0,229,255)"; g.strokeRect(x + 1.5, y + 1.5, T - 3, T - 3);
+  }
+  var scratch = document.createElement("canvas");
+  scratch.width = scratch.height = T;
+  var sctx = scratch.getContext("2d");
+  function drawStrip(card) {
+    var u = card._u, L = data.layers[u.layer], g = grid(L), per = L.mh * L.mw;
+    var act = card.querySelector("canvas.act"), gt = card.querySelector("canvas.gt");
+    var ctx = act.getContext("2d"), gctx = gt.getContext("2d"), maps = decodeMaps(u, L), jobs = [];
+    var thr = u.th === null ? Infinity : u.th;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, act.width, act.height);
+    u.t.forEach(function (ti, j) {
+      var x = (j % g[0]) * (T + GAP), y = Math.floor(j / g[0]) * (T + GAP);
+      ctx.fillStyle = "rgb(238,240,243)";
+      ctx.fillRect(x, y, T, T);
+      if (ti === -1) return;
+      var up = upsample(maps, j * per, L.mh, L.mw);
+      if (ti < 0) { ctx.putImageData(mapTile(ctx, up, thr), x, y); return; }
+      jobs.push(sheet("t", ti).then(function (im) {
+        var c = cell(ti);
+        ctx.drawImage(im, c[0], c[1], T, T, x, y, T, T);
+        sctx.putImageData(dimOverlay(sctx, up, thr), 0, 0);
+        ctx.drawImage(scratch, x, y);
+      }));
+      var gi = u.g[j];
+      if (gi === -3) frame(gctx, x, y);
+      else if (gi >= 0) {
+        jobs.push(sheet("g", gi).then(function (im) {
+          var c = cell(gi);
+          gctx.drawImage(im, c[0], c[1], T, T, x, y, T, T);
+        }));
+      }
+    });
+    return Promise.all(jobs).then(function () { act.dataset.state = "drawn"; },
+      function (e) { act.dataset.state = "failed"; console.error(String(e.message || e)); });
+  }
+  var observer = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+    entries.forEach(function (e) {
+      if (e.isIntersecting && !e.target._drawn) {
+        e.target._drawn = true;
+        observer.unobserve(e.target);
+        drawStrip(e.target);
+      }
+    });
+  }, { rootMargin: "600px 0px" }) : null;
+
   function cardHTML(u) {
-    var L = data.layers[u.layer];
+    var L = data.layers[u.layer], wh = stripSize(L);
     var none = u.dead ? "dead unit" : "no concept";
     var label = u.label ? esc(u.label) : "<i>" + none + "</i>";
     var chip = u.cat ? '<span class="chip">' + esc(u.cat) + "</span>" : "";
@@ -30,10 +173,9 @@
       '<span class="unit-label" title="' + esc(u.label || none) + '">' + label + "</span>" + chip +
       '<span class="iou"><small>IoU </small>' + fmt(u.iou) + "</span></div>" +
       '<div class="bar"><span style="width:' + pct.toFixed(1) + '%"></span></div>' +
-      '<div class="strip"><img class="act" loading="lazy" decoding="async" width="' + L.w + '" height="' + L.h +
-      '" alt="' + esc(alt) + '" src="' + esc(u.img) + '">' +
-      (u.gt ? '<img class="gt" loading="lazy" decoding="async" width="' + L.w + '" height="' + L.h +
-        '" alt="" src="' + esc(u.gt) + '">' : "") + "</div>" +
+      '<div class="strip" style="aspect-ratio:' + wh[0] + "/" + wh[1] + '">' +
+      '<canvas class="act" role="img" width="' + wh[0] + '" height="' + wh[1] + '" aria-label="' + esc(alt) + '"></canvas>' +
+      '<canvas class="gt" width="' + wh[0] + '" height="' + wh[1] + '"></canvas></div>' +
       (alts ? '<div class="alts"><span>runners-up</span>' + alts + "</div>" : '<div class="alts"><span>no runner-up concept</span></div>') +
       "</article>";
   }
@@ -50,7 +192,12 @@
   var cols = Array.prototype.slice.call(columns.querySelectorAll(".column"));
   var cards = data.layers.map(function (L, i) {
     var grid = cols[i].querySelector(".grid");
-    return byLayer[i].map(function (u, j) { return { u: u, el: grid.children[j] }; });
+    return byLayer[i].map(function (u, j) {
+      var el = grid.children[j];
+      el._u = u;
+      if (observer) observer.observe(el); else { el._drawn = true; drawStrip(el); }
+      return { u: u, el: el };
+    });
   });
 
   var controls = ["sort", "category", "detector", "search", "outlines"];
@@ -130,7 +277,8 @@
   $("jump-unit").addEventListener("keydown", function (e) {
     if (e.key === "Enter") { e.preventDefault(); $("jump-go").click(); }
   });
-  window.netdissectReport = { apply: apply, jump: jump, data: data };
+  window.netdissectReport = { apply: apply, jump: jump, data: data, upsample: upsample,
+    drawStrip: function (id) { var el = document.getElementById(id); el._drawn = true; return drawStrip(el); } };
 
   apply();
   // Deep link: index.html#LAYERID-UNIT
