@@ -87,7 +87,10 @@ def _run(args) -> int:
         except ImportError:
             write_report = None
         if write_report is not None:
-            path = write_report(args.out)
+            from netdissect.cli.report import one_line_warnings
+
+            with one_line_warnings("dissect"):
+                path = write_report(args.out)
             print(f"report: {path}")
     print(f"results: {args.out}")
     return 0

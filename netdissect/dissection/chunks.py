@@ -29,6 +29,7 @@ import numpy as np
 
 from netdissect.concepts import BrodenMasks
 from netdissect.data import Broden
+from netdissect.data.digest import files_digest
 from netdissect.dissection.config import DissectConfig, default_workers
 from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.distributed import (
@@ -191,7 +192,8 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         extra["lossy_cache"] = {"tied_positions": tied}
     summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
                             chunks=len(found), extra=extra)
-    summary["dataset"]["files_digest"] = ds.files_digest()  # every file, with mtimes: what the report checks
+    # the images as the report checks them before drawing (names, sizes, mtimes)
+    summary["dataset"]["files_digest"] = files_digest(ds.image_dir, [r.image for r in ds.rows])
     run_dir = Path(out)
     write_run(run_dir, probe, layer_results, summary)
     if remove_chunks:

@@ -41,6 +41,7 @@ from torch import nn
 from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.concepts import BrodenMasks
 from netdissect.data import Broden
+from netdissect.data.digest import files_digest
 from netdissect.dissection.activations import ActivationPass
 from netdissect.dissection import config
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
@@ -403,7 +404,8 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
         extra["lossy_cache"] = {"tied_positions": st.all_tied}
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
-    summary["dataset"]["files_digest"] = ds.files_digest()  # every file, with mtimes: what the report checks
+    # the images as the report checks them before drawing (names, sizes, mtimes)
+    summary["dataset"]["files_digest"] = files_digest(ds.image_dir, [r.image for r in ds.rows])
     result = DissectionResult(layer_results, summary, run_dir)
     if run_dir is not None:
         group.barrier()  # every rank has closed its caches

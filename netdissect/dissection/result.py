@@ -65,6 +65,7 @@ class LayerResult:
     top_values: np.ndarray | None = None  # float32 (C, k)
     top_maps: np.ndarray | None = None    # float16 (C, k, h, w)
     dead: np.ndarray | None = None        # bool (C,) mask empty on every image
+    image_paths: np.ndarray | None = None  # str (N,) every row's image path (topk.npz), when read back
     units: np.ndarray = field(init=False)
     category_best: dict = field(init=False)
 
@@ -162,7 +163,7 @@ class LayerResult:
                    shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
                    mask_sizes=[tuple(s) for s in info.get("mask_sizes", [])],
                    top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
-                   dead=z.get("dead"))
+                   dead=z.get("dead"), image_paths=top.get("image_paths"))
 
 
 class DissectionResult(dict):
@@ -199,12 +200,18 @@ def load(run_dir: str | os.PathLike) -> DissectionResult:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
         raise NetDissectError(f"{path}: file not found (is {run_dir} a finished netdissect run?)") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NetDissectError(f"{path}: corrupt JSON ({exc})") from None
-    if summary.get("format_version") != FORMAT_VERSION:
-        raise NetDissectError(f"{path}: format version {summary.get('format_version')} is not {FORMAT_VERSION}")
-    cats = summary["dataset"]["categories"]
-    thr = summary["config"]["iou_threshold"]
+    if not isinstance(summary, dict) or summary.get("format_version") != FORMAT_VERSION:
+        got = summary.get("format_version") if isinstance(summary, dict) else type(summary).__name__
+        raise NetDissectError(f"{path}: format version {got} is not {FORMAT_VERSION}")
+    try:
+        cats = list(summary["dataset"]["categories"])
+        thr = float(summary["config"]["iou_threshold"])
+        infos = dict(summary["layers"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NetDissectError(f"{path}: incomplete summary (missing or wrong {exc}); the run did not finish "
+                              "writing, or the file was edited: rerun the dissection") from None
     layers = {name: LayerResult.load(layer_folder(run_dir, name), name, cats, thr, info)
-              for name, info in summary["layers"].items()}
+              for name, info in infos.items()}
     return DissectionResult(layers, summary, run_dir)
