@@ -116,7 +116,8 @@ def _interpolate(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     if np.isnan(a).any() or np.isnan(b).any():
         raise ValueError("NaN among the values of a quantile statistic (of unit(s) "
                          f"{np.flatnonzero(np.isnan(a) | np.isnan(b))[:5].tolist()})")
-    return _lerp(a, b, t)
+    with np.errstate(invalid="ignore"):  # inf - inf, inf * 0: NaN, as numpy gives
+        return _lerp(a, b, t)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -149,8 +150,8 @@ def _radix_plan(units: int, total: int, memory: int) -> dict:
     b0, b = _radix_bits(units, 1, csize, memory), _radix_bits(units, 2, csize, memory)
     hist = max(units * csize << b0, 2 * units * csize << b)
     slice_cols = (memory - hist) // (_RADIX_SLICE_BYTES * units)
-    if b < 4 or slice_cols < 64:
-        need = (2 * units * csize << 5) + 64 * _RADIX_SLICE_BYTES * units
+    if b < 2 or slice_cols < 16:
+        need = (2 * units * csize << 3) + 16 * _RADIX_SLICE_BYTES * units
         raise ValueError(f"quantile memory of {memory} bytes is too small for {units} units: "
                          f"give at least {need} bytes")
     return {"mode": "radix", "bits0": b0, "bits": b, "csize": csize, "slice": int(slice_cols),
@@ -208,6 +209,13 @@ class _Exact:
         self.fill.fill_(k)
         self.width = k
         self.floor = self.buf[:, :k].amin(1)
+        self._check_nan(self.floor)
+
+    def _check_nan(self, v: torch.Tensor) -> None:
+        bad = torch.isnan(v)
+        if bool(bad.any()):
+            units = bad.reshape(self.units, -1).any(1).nonzero()[:5, 0].tolist()
+            raise ValueError(f"NaN among the values of a quantile statistic (of unit(s) {units})")
 
     def _ingest(self, x: torch.Tensor) -> None:
         """Take the (units, m) values ``x`` (count not updated)."""
@@ -269,6 +277,7 @@ class _Exact:
             raise ValueError(f"{n} values need {d_lo + 1} kept values, more than {self.keep} "
                              f"(the total {self.total} was too small)")
         self._cut()
+        self._check_nan(self.buf[:, :self.width])  # topk ranks NaN above every number
         a, b = np.empty(self.units), np.empty(self.units)
         for s in range(0, self.units, self.block):
             top = self.buf[s:s + self.block, :self.width].topk(d_lo + 1, dim=1, sorted=True).values
