@@ -70,6 +70,7 @@ DEFAULT_MEMORY = 256 << 20
 _MAX_BITS = 24  # at most 2**24 bins per unit and target
 _EXACT_SLICE_BYTES = 48  # per (unit, value) of a slice in exact-mode add: mask, survivors and their indices
 _RADIX_SLICE_BYTES = 56  # per (unit, value) of a slice in radix-mode add: keys, masks, bin indices
+_SLICE_VALUES = 1 << 21  # values of one slice of add() at most: enough to amortise the per-slice overhead
 _TOPK_BYTES = 16  # torch's CPU topk: one (value, index) pair per input element (of each row in flight)
 
 
@@ -124,13 +125,14 @@ def _interpolate(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 def _exact_plan(units: int, keep: int, total: int, memory: int) -> dict | None:
     """Buffer columns, slice width and unit block of the exact mode within ``memory``
     (independent of the thread count, so that every rank and machine makes the same plan)."""
-    for cap in dict.fromkeys([min(total, 2 * keep), min(total, keep + keep // 2),
+    wide = keep + max(keep, min(1 << 12, memory // (32 * units)))  # room for whole batches of small keeps
+    for cap in dict.fromkeys([min(total, wide), min(total, 2 * keep), min(total, keep + keep // 2),
                               min(total, keep + max(1, keep // 4)), min(total, keep + max(1, keep // 8))]):
         pend = cap - keep if cap < total else cap  # values taken between two cuts
         state = 4 * units * cap
         row = 12 * keep + _TOPK_BYTES * cap  # topk of one unit's buffer: output and scratch
         free = memory - state - row
-        slice_cols = min(pend, free // ((_EXACT_SLICE_BYTES + 4) * units)) if free > 0 else 0
+        slice_cols = min(pend, _SLICE_VALUES // units + 1, free // ((_EXACT_SLICE_BYTES + 4) * units)) if free > 0 else 0
         if slice_cols < min(pend, 1024):
             continue
         block = int(max(1, min(units, (memory - state - 4 * units * slice_cols) // row)))
@@ -149,7 +151,7 @@ def _radix_plan(units: int, total: int, memory: int) -> dict:
     csize = 4 if total < (1 << 31) else 8
     b0, b = _radix_bits(units, 1, csize, memory), _radix_bits(units, 2, csize, memory)
     hist = max(units * csize << b0, 2 * units * csize << b)
-    slice_cols = (memory - hist) // (_RADIX_SLICE_BYTES * units)
+    slice_cols = min(_SLICE_VALUES // units + 1, (memory - hist) // (_RADIX_SLICE_BYTES * units))
     if b < 2 or slice_cols < 16:
         need = (2 * units * csize << 3) + 16 * _RADIX_SLICE_BYTES * units
         raise ValueError(f"quantile memory of {memory} bytes is too small for {units} units: "
@@ -217,6 +219,11 @@ class _Exact:
             units = bad.reshape(self.units, -1).any(1).nonzero()[:5, 0].tolist()
             raise ValueError(f"NaN among the values of a quantile statistic (of unit(s) {units})")
 
+    def _survivors(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values above the running floor (NaN too: threshold() reports it), and their count per unit."""
+        keep = (xs <= self.floor[:, None]).logical_not_()
+        return keep, keep.view(torch.uint8).sum(1, dtype=torch.int64)
+
     def _ingest(self, x: torch.Tensor) -> None:
         """Take the (units, m) values ``x`` (count not updated)."""
         self._alloc()
@@ -231,13 +238,11 @@ class _Exact:
                     self.width += m
                     self.fill += m
                     continue
-            keep = ~(xs <= self.floor[:, None])  # NaN is kept, and reported by threshold()
-            counts = keep.sum(1)
+            keep, counts = self._survivors(xs)
             if int((self.fill + counts).max()) > self.cap:
                 del keep
                 self._cut()  # slice <= cap - keep: everything now fits
-                keep = ~(xs <= self.floor[:, None])
-                counts = keep.sum(1)
+                keep, counts = self._survivors(xs)
             n = int(counts.sum())
             if n:
                 rows = torch.repeat_interleave(torch.arange(self.units, device=self.device), counts)
