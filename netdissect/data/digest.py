@@ -2,7 +2,7 @@
 
     >>> from netdissect.data.digest import files_digest
     >>> d = files_digest(ds.image_dir, [r.image for r in ds.rows])   # doctest: +SKIP
-    >>> len(d)
+    >>> len(d)  # doctest: +SKIP
     64
 
 Only ``os.stat`` is used (no file is read), so fingerprinting the 63,000

@@ -210,8 +210,8 @@ def load(run_dir: str | os.PathLike) -> DissectionResult:
         thr = float(summary["config"]["iou_threshold"])
         infos = dict(summary["layers"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise NetDissectError(f"{path}: incomplete summary (missing or wrong {exc}); the run did not finish "
-                              "writing, or the file was edited: rerun the dissection") from None
+        raise NetDissectError(f"{path}: missing or malformed field {exc}; the run did not finish writing, or "
+                              "the file was edited: rerun the dissection") from None
     layers = {name: LayerResult.load(layer_folder(run_dir, name), name, cats, thr, info)
               for name, info in infos.items()}
     return DissectionResult(layers, summary, run_dir)

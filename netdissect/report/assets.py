@@ -5,8 +5,8 @@
     >>> plan = writer.plan_unit(layer, unit, concept_number)             # doctest: +SKIP
     >>> writer.draw(workers=2)      # the missing sheets, in 2 processes  # doctest: +SKIP
     >>> writer.resolve(plan)        # {'t': [tile ids], 'g': [outline ids]}  # doctest: +SKIP
-    >>> writer.sheets()             # {'t': ['img/t-3fa2c1d09b7e.jpg', ...], 'g': [...], 'cols': 8}
-    >>> writer.remove_unused()      # after index.html: delete files of older renders
+    >>> writer.sheets()  # {'t': ['img/t-3fa2c1d09b7e.jpg', ...], 'g': [...], 'cols': 8}  # doctest: +SKIP
+    >>> writer.remove_unused()  # after index.html: delete files of older renders  # doctest: +SKIP
 
 The page draws each unit's strip itself (``templates/report.js``): for every
 top image it draws the thumbnail on a canvas, upsamples the unit's

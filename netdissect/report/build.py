@@ -2,7 +2,7 @@
 
     >>> from netdissect.report import write_report
     >>> index = write_report("runs/demo")             # doctest: +SKIP
-    >>> index                                         # runs/demo/report/index.html
+    >>> index  # runs/demo/report/index.html  # doctest: +SKIP
 
 The page works from the file system with no network access: CSS and
 JavaScript are inline, unit data (activation maps included) is embedded

@@ -1,9 +1,9 @@
 """The paper's comparison plots for several layers or models at once.
 
     >>> from netdissect.report import compare
-    >>> files = compare(["runs/alexnet", "runs/resnet18"], "runs/compare",
-    ...                 labels=["AlexNet", "ResNet-18"])          # doctest: +SKIP
-    >>> sorted(files)     # unique_detectors.png/.svg, detector_units.png/.svg, compare.csv
+    >>> files = compare(["runs/alexnet", "runs/resnet18"], "runs/compare",  # doctest: +SKIP
+    ...                 labels=["AlexNet", "ResNet-18"])
+    >>> sorted(files)     # unique_detectors.png/.svg, detector_units.png/.svg, compare.csv  # doctest: +SKIP
 
 One stacked bar per (run, layer): unique detectors per category (CVPR 2017
 Fig. 5 for the layers of one model, Fig. 7 for the last layer of several

@@ -3,7 +3,7 @@
     >>> from netdissect.report.images import ImageSource
     >>> src = ImageSource("/data/broden1_224")            # doctest: +SKIP
     >>> src.available, src.problem                        # doctest: +SKIP
-    >>> rgb = src.image("dog/0001.jpg")                   # uint8 (H, W, 3) or None
+    >>> rgb = src.image("dog/0001.jpg")  # uint8 (H, W, 3) or None  # doctest: +SKIP
 
 Images are looked up by their path relative to the dataset's ``images/``
 folder (``topk.npz``'s ``image_paths``), so the report does not depend on

@@ -2,9 +2,9 @@
 
     >>> from netdissect.stats import IoUCounts, LabelBatch
     >>> labels = LabelBatch.from_samples(samples, concepts)         # doctest: +SKIP
-    >>> counts = IoUCounts(units=512, concepts=len(concepts), categories=6)
+    >>> counts = IoUCounts(units=512, concepts=len(concepts), categories=6)  # doctest: +SKIP
     >>> counts.add(labels, area, inter)  # from UnitMasks.count(acts, thresholds, labels)  # doctest: +SKIP
-    >>> iou = counts.iou(concepts.primary)                          # (units, concepts)
+    >>> iou = counts.iou(concepts.primary)  # (units, concepts)  # doctest: +SKIP
 
 IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|, where both sums
 run over the images that hold a label of c's primary category.  With

@@ -456,6 +456,7 @@ class TopQuantile:
     that fit half the budget).  ``state_dict()`` returns a copy of the state.
     """
 
+    @torch.inference_mode()
     def __init__(self, units: int, q: float, total: int, device="cpu", memory: int = DEFAULT_MEMORY):
         if not 0.0 <= q < 1.0:
             raise ValueError(f"quantile q must be in [0, 1), got {q}")
@@ -490,6 +491,7 @@ class TopQuantile:
         return True if self.mode == "exact" else self._impl.exact
 
     @property
+    @torch.inference_mode()
     def top(self) -> torch.Tensor:
         """Exact mode: (units, min(count, keep)) the largest values of each unit, unordered."""
         if self.mode != "exact":
@@ -502,6 +504,7 @@ class TopQuantile:
                 f"{where}, count={self.count}, bound={self.bound} bytes)")
 
     # -- streaming
+    @torch.inference_mode()
     def add(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[0] != self.units:
             raise ValueError(f"expected ({self.units}, n) values, got {tuple(x.shape)}")
@@ -510,6 +513,7 @@ class TopQuantile:
                 raise ValueError(f"more values ({self.count + x.shape[1]}) than the declared total {self.total}")
         self._impl.add(x)
 
+    @torch.inference_mode()
     def merge(self, other: "TopQuantile") -> None:
         if (other.units, other.q) != (self.units, self.q):
             raise ValueError("cannot merge quantiles of different units or q")
@@ -518,15 +522,18 @@ class TopQuantile:
                              "make every shard with the same total and memory")
         self._impl.merge(other._impl)
 
+    @torch.inference_mode()
     def threshold(self) -> np.ndarray:
         """float64 (units,) thresholds; NaN for every unit when no value was added."""
         return self._impl.threshold()
 
+    @torch.inference_mode()
     def refinement(self) -> "TopQuantile":
         if self.mode == "exact":
             raise ValueError("an exact-mode quantile statistic needs no refinement: call threshold()")
         return TopQuantile._wrap(self._impl.refinement(), self._plan)
 
+    @torch.inference_mode()
     def reduce_sum(self, allreduce) -> None:
         """Radix mode, under torch.distributed: ``allreduce(t)`` must sum the tensor ``t``
         in place over the ranks (e.g. ``dist.all_reduce``); the statistic then holds every
@@ -541,9 +548,11 @@ class TopQuantile:
         imp.count = int(c.item())
 
     # -- checkpoints
+    @torch.inference_mode()
     def state_dict(self) -> dict:
         return self._impl.state_dict()
 
+    @torch.inference_mode()
     def load_state_dict(self, state: dict) -> "TopQuantile":
         """Restore ``state`` (any mode or pass; a state without 'mode' is an exact one)."""
         other = load_quantile_state(state, self.device, memory=self.memory)
