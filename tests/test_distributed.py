@@ -76,9 +76,13 @@ def _torchrun(dataset, out, model="nets.py:elementwise_net", *extra):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
-def test_torchrun_two_gloo_ranks_equal_one_process(broken, single, tmp_path):
+@pytest.mark.parametrize("memory", [[], ["--quantile-memory", "16k"]], ids=["exact-buffer", "radix-passes"])
+def test_torchrun_two_gloo_ranks_equal_one_process(broken, single, tmp_path, memory):
+    """With a quantile memory below the exact buffer, each rank feeds its own cache to the further
+    passes and the counts are summed across ranks: the same result."""
     out = tmp_path / "run"
-    proc = subprocess.run(_torchrun(broken, out), env=ENV, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(_torchrun(broken, out, "nets.py:elementwise_net", *memory), env=ENV,
+                          capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results:") == 1  # rank 0 reports, rank 1 stays quiet
     assert not (out / ".work").exists()

@@ -77,7 +77,7 @@ def test_a_broden_object_with_split_or_limit_is_refused(broden):
     (dict(num_workers=-1), "num_workers must be an integer >= 0"),
     (dict(topk=0), "topk must be an integer >= 1"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
-    (dict(quantile_memory=10), "quantile_memory"),
+    (dict(quantile_memory=10), "quantile_memory must be an integer >= 4096"),
 ])
 def test_meaningless_parameters_are_refused_before_anything_runs(broden, tmp_path, kw, match):
     with pytest.raises(NetDissectError, match=match):
@@ -368,3 +368,28 @@ def test_a_layer_that_skips_a_batch_is_an_error_naming_the_layer_and_row(broden)
 
     with pytest.raises(LayerError, match=r"'conv2'.*did not run.*index.csv row 12 .*batch of rows 10..19"):
         dissect(Sometimes(), ["conv2"], broden, batch_size=10, **KW)
+
+
+def test_thresholds_stay_exact_when_the_buffer_exceeds_its_memory(broden, tmp_path):
+    """A budget below the exact buffer (10 units x ~430 floats here) forces further passes over
+    the cache: the result is the same, to the last bit, alone, in chunks and after a resume."""
+    from netdissect.dissection.chunks import merge_chunks
+    from netdissect.stats.quantile import quantile_plan
+
+    model, q, small = ElementwiseNet(units=10, seed=3), 0.05, 16000
+    assert quantile_plan(10, q, 30 * 16 * 16, small)["mode"] == "radix"
+    want = dissect(model, ["units"], broden, quantile=q, **KW)
+    got = dissect(model, ["units"], broden, quantile=q, quantile_memory=small, **KW)
+    np.testing.assert_array_equal(got["units"].thresholds, want["units"].thresholds)
+    np.testing.assert_array_equal(got["units"].iou, want["units"].iou)
+    dirs = [tmp_path / f"c{i}" for i in range(3)]
+    for i, d in enumerate(dirs):
+        dissect(model, ["units"], broden, quantile=q, quantile_memory=small, out=d, chunk=f"{i}/3", **KW)
+    merged = merge_chunks(dirs, out=tmp_path / "run", progress=False, num_workers=0)
+    np.testing.assert_array_equal(merged["units"].thresholds, want["units"].thresholds)
+    np.testing.assert_array_equal(merged["units"].iou, want["units"].iou)
+
+
+def test_a_quantile_memory_too_small_for_the_layer_names_the_minimum(broden):
+    with pytest.raises(NetDissectError, match=r"--quantile-memory .*too small for layer 'units' .*at least 9600 bytes"):
+        dissect(ElementwiseNet(units=10, seed=3), ["units"], broden, quantile_memory=5000, **KW)

@@ -7,6 +7,16 @@ import os
 from netdissect.cli._common import add_model_args
 
 
+def _size(text: str) -> int:
+    """``256M``, ``1G``, ``64k`` (binary units) or a bare number of megabytes -> bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(float(t) * (1 << 20))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 256M, 1G or 64k, got {text!r}") from None
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "dissect",
@@ -36,9 +46,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
                    help="dtype of the on-disk activation cache: float32 (default, exact) or float16 (half the "
                    "disk; lossy: rounding ties values at the thresholds, counted in summary.json)")
-    p.add_argument("--quantile-memory", type=int, default=256, metavar="MB",
-                   help="memory for each layer's exact threshold statistic (default 256 MB); beyond it the "
-                   "thresholds stay exact through extra reads of the activation cache")
+    p.add_argument("--quantile-memory", type=_size, default=256 << 20, metavar="SIZE",
+                   help="memory for each layer's exact threshold statistic, e.g. 256M (the default), 1G, 64k; "
+                   "beyond it the thresholds stay exact through extra reads of the activation cache")
     p.add_argument("--split", default=None, help="only rows of this split (train/val)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows")
     p.add_argument("--skip-bad", action="store_true",
@@ -68,7 +78,7 @@ def _run(args) -> int:
         quantile=args.quantile, iou_threshold=args.iou_threshold, topk=args.topk, batch_size=args.batch_size,
         num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory << 20,
+        checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed,
     )
     if args.chunk is not None:

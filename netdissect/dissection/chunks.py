@@ -147,8 +147,18 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
             st.close()
     if len(shapes) < len(layers):
         raise DatasetError(f"{ds.index_path}: no usable image in any chunk (all {len(ds)} rows were skipped)")
-    thresholds = {name: quantiles[name].threshold() for name in layers}
-    del quantiles
+    thresholds = {}
+    for name in layers:  # further passes over every chunk's cache when the buffer did not fit its memory
+        stat = quantiles.pop(name)
+        while not stat.exact:
+            stat = stat.refinement()
+            for d, info in found:
+                st = open_run(d, info)
+                try:
+                    st.feed_cache(name, stat)
+                finally:
+                    st.close()
+        thresholds[name] = stat.threshold()
 
     # pass 2, chunk by chunk (checkpointed into each chunk folder)
     t0 = time.monotonic()

@@ -49,7 +49,7 @@ class DissectConfig:
             raise NetDissectError(f"cache_dtype must be one of {sorted(CACHE_DTYPES)}, got {self.cache_dtype!r}")
         integer("batch_size", 1)
         integer("topk", 1)
-        integer("quantile_memory", 1 << 20)
+        integer("quantile_memory", 1 << 12)
         integer("seed", 0)
         if self.num_workers is not None:
             integer("num_workers", 0)

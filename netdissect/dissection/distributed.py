@@ -30,6 +30,7 @@ from torch import nn
 
 from netdissect.errors import NetDissectError
 from netdissect.stats import IoUCounts, TopImages, TopQuantile
+from netdissect.stats.quantile import load_quantile_state
 
 
 def shard_rows(n: int, part: int, parts: int) -> tuple[int, int]:
@@ -167,15 +168,26 @@ class Group:
                 t.copy_(buf.to(t.dtype))
 
     def merge_quantile(self, tq: TopQuantile, block_floats: int = 1 << 26) -> TopQuantile:
-        """The exact merge of every rank's ``tq`` (which must share ``total``): all-gather
-        the ``keep`` largest values per unit, in blocks of units, and keep the largest."""
+        """The exact merge of every rank's ``tq`` (which must share units, q, total and memory, so
+        every rank is in the same mode).  Exact mode: all-gather the ``keep`` largest values per
+        unit, in blocks of units, and keep the largest.  Radix mode: sum the counts (all-reduce)."""
         if not self.distributed:
             return tq
         import torch.distributed as dist
 
-        totals = self.gather((tq.units, tq.q, tq.total, tq.count))
-        if len({t[:3] for t in totals}) != 1:
-            raise NetDissectError(f"ranks disagree on the quantile statistics (units, q, total): {totals}")
+        totals = self.gather((tq.mode, tq.units, tq.q, tq.total, tq.memory, tq.count))
+        if len({t[:5] for t in totals}) != 1:
+            raise NetDissectError(f"ranks disagree on the quantile statistics (mode, units, q, total, memory): {totals}")
+        if tq.mode != "exact":
+            dev = self._coll_device
+
+            def allreduce(t):
+                buf = t.to(dev).contiguous()
+                dist.all_reduce(buf)
+                t.copy_(buf.to(t.device))
+
+            tq.reduce_sum(allreduce)
+            return tq
         keep, dev = tq.keep, self._coll_device
         top = tq.top.detach().to(dev, torch.float32)
         if top.shape[1] < keep:  # fewer values than keep on this rank: pad with -inf (never a real value)
@@ -188,17 +200,16 @@ class Group:
             dist.all_gather(bufs, part)
             both = torch.cat(bufs, 1)
             merged[s:s + step] = both.topk(keep, dim=1, sorted=False).values.cpu()
-        out = TopQuantile(tq.units, tq.q, tq.total, device=tq.top.device)
-        return out.load_state_dict({"top": merged.numpy(), "count": sum(t[3] for t in totals),
+        out = TopQuantile(tq.units, tq.q, tq.total, device=tq.device, memory=tq.memory)
+        return out.load_state_dict({"top": merged.numpy(), "count": sum(t[5] for t in totals),
                                     "q": tq.q, "total": tq.total})
 
 
 # ---------------------------------------------------------------- in-process merges (shards or chunks)
 def combine_quantiles(parts: list[TopQuantile]) -> TopQuantile:
-    """The exact merge of quantile statistics computed on disjoint rows."""
-    first = parts[0]
-    out = TopQuantile(first.units, first.q, max(p.total for p in parts), device=first.top.device)
-    for p in parts:
+    """The exact merge of quantile statistics computed on disjoint rows (either mode)."""
+    out = load_quantile_state(parts[0].state_dict(), parts[0].device)
+    for p in parts[1:]:
         out.merge(p)
     return out
 

@@ -55,6 +55,7 @@ from netdissect.errors import DatasetError, LayerError, NetDissectError
 from netdissect.hooks import TraceDict, check_layers, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.probe import BrodenImages
+from netdissect.stats.quantile import quantile_plan
 from netdissect.runfolder import CHUNK_FILE, RunLock, check_out, has_progress, read_chunk_info, read_json
 
 IDENTITY_FILE = "identity.json"
@@ -283,6 +284,13 @@ def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progr
         raise NetDissectError(f"topk={cfg.topk} keeps {tops / 2**30:.1f} GiB of activation maps "
                               f"(units x topk x map size, float16) over {config.MAX_TOPK_BYTES / 2**30:.0f} GiB: "
                               "choose a smaller --topk (the report shows 10)")
+    for name, s in shapes.items():
+        if s and len(s) == 3:
+            try:
+                quantile_plan(s[0], cfg.quantile, total * s[1] * s[2], cfg.quantile_memory)
+            except ValueError as exc:
+                raise NetDissectError(f"--quantile-memory {cfg.quantile_memory} bytes is too small for layer {name!r} "
+                                      f"({s[0]} units): {str(exc).split(': ', 1)[-1]}") from None
     free = shutil.disk_usage(work).free
     gib = need / 2**30
     if need > free:

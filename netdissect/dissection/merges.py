@@ -21,13 +21,25 @@ def merge_pass1(state, group: Group) -> None:
     for name in state.layers:
         if name not in state.shapes:  # this rank had no usable row
             state.allocate(name, shapes[name])
-        state.thresholds[name] = group.merge_quantile(state.quantiles[name]).threshold()
+        state.thresholds[name] = exact_thresholds(state, name, group)
         if group.distributed:
             C, h, w = state.shapes[name]
             state.merged_tops[name] = combine_tops(group.gather(state.tops[name].state_dict()),
                                                    C, state.topk, (h, w))
         else:
             state.merged_tops[name] = state.tops[name]
+
+
+def exact_thresholds(state, name: str, group: Group):
+    """Layer ``name``'s thresholds over every rank: from the pass-1 statistic when its exact buffer
+    fit ``quantile_memory``, else through further passes over the activation caches (radix
+    selection; every rank feeds its own rows and the counts are summed), exact either way."""
+    stat = group.merge_quantile(state.quantiles[name])
+    while not stat.exact:
+        stat = stat.refinement()
+        state.feed_cache(name, stat)
+        stat = group.merge_quantile(stat)
+    return stat.threshold()
 
 
 def merge_pass2(state, group: Group) -> None:

@@ -135,7 +135,8 @@ class RunState:
         self.caches[name] = ActivationCache(self.cache_path(name), self.hi - self.lo, shape, self.cfg.cache_dtype,
                                             existing=existing)
         # total: every position of the WHOLE probe, so shards keep enough values to merge exactly
-        self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.probe) * h * w, device=self.device)
+        self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.probe) * h * w, device=self.device,
+                                           memory=self.cfg.quantile_memory)
         self.tops[name] = TopImages(C, self.topk, (h, w))
 
     @property
@@ -152,6 +153,26 @@ class RunState:
 
     def new_counts(self, name: str) -> IoUCounts:
         return IoUCounts(*self.count_dims(name), device=self.device)
+
+    def feed_cache(self, name: str, stat, block_bytes: int = 64 << 20) -> None:
+        """Add this process's cached values of layer ``name`` (rows not skipped) to ``stat``: the
+        further passes of a quantile statistic whose exact buffer did not fit its memory."""
+        import torch
+
+        if name not in self.caches:  # a chunk without a usable row
+            return
+        C = self.shapes[name][0]
+        cache = self.caches[name]
+        step = max(1, block_bytes // max(1, cache.record))
+        for s in range(0, self.hi - self.lo, step):
+            e = min(s + step, self.hi - self.lo)
+            keep = [j for j in range(e - s) if self.lo + s + j not in self.skipped]
+            if not keep:
+                continue
+            a = torch.from_numpy(cache.read(s, e))
+            if len(keep) < e - s:
+                a = a[keep]
+            stat.add(a.transpose(0, 1).reshape(C, -1))
 
     def start_pass2(self) -> None:
         for name in self.layers:

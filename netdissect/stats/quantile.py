@@ -149,7 +149,9 @@ def _radix_bits(units: int, targets: int, csize: int, memory: int) -> int:
 
 def _radix_plan(units: int, total: int, memory: int) -> dict:
     csize = 4 if total < (1 << 31) else 8
-    b0, b = _radix_bits(units, 1, csize, memory), _radix_bits(units, 2, csize, memory)
+    room = max(0, memory - 16 * _RADIX_SLICE_BYTES * units)  # the counts leave room for a slice of 16 values
+    hist_memory = min(memory, 2 * room)
+    b0, b = _radix_bits(units, 1, csize, hist_memory), _radix_bits(units, 2, csize, hist_memory)
     hist = max(units * csize << b0, 2 * units * csize << b)
     slice_cols = min(_SLICE_VALUES // units + 1, (memory - hist) // (_RADIX_SLICE_BYTES * units))
     if b < 2 or slice_cols < 16:
