@@ -283,7 +283,7 @@ def test_random_weights_are_seeded_so_two_runs_agree(broden, tmp_path):
     c = dissect("torchvision:resnet18", ["layer2"], broden, seed=1, **kw)
     assert a.summary["model"]["sha256"] == b.summary["model"]["sha256"] != c.summary["model"]["sha256"]
     np.testing.assert_array_equal(a["layer2"].iou, b["layer2"].iou)
-    assert a.summary["model"]["seed"] == 0 and a.summary["model"]["weights"] == "random init, seed 0"
+    assert a.summary["model"]["seed"] == 0 and a.summary["model"]["weights_description"] == "random init, seed 0"
     assert a["layer2"].units.shape == (128,)  # a torchvision model end to end (in-place ReLUs, residual +=)
 
 

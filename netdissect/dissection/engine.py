@@ -326,7 +326,8 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
         model = model.to(memory_format=torch.channels_last)
 
     identity = {
-        "model": {"spec": model_spec, "weights": describe_weights(given, weights, cfg.seed), "seed": cfg.seed,
+        "model": {"spec": model_spec, "weights": weights, "weights_description": describe_weights(given, weights, cfg.seed),
+                  "seed": cfg.seed,
                   "normalize": prep.describe(), "sha256": model_identity(model)},
         "dataset": probe.identity(),
         "labels": source.identity(),
