@@ -55,3 +55,19 @@ def reference_dissect(acts: np.ndarray, ds, q: float):
                 union[k, c] += np.logical_or(masks[k], lab).sum()
     iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     return thresholds, iou
+
+
+def layer_activations(model, ds, layer) -> np.ndarray:
+    """(N, C, h, w): the layer's activations for every image of ``ds``, one image at a time."""
+    import torch
+
+    from netdissect.hooks import Trace
+
+    out = []
+    with torch.inference_mode():
+        for i in range(len(ds)):
+            x = torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1)[None].float().div_(255)
+            with Trace(model, layer, stop=True) as t:
+                model(x)
+            out.append(t.output[0].numpy())
+    return np.stack(out)

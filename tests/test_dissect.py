@@ -6,24 +6,11 @@ import pytest
 import torch
 
 from nets import ElementwiseNet, NaNNet, SmallRandomCNN, TappedColorUnits
+from reference import layer_activations as _acts
 from reference import reference_dissect
 from netdissect import dissect, load
 from netdissect.data import Broden
 from netdissect.errors import ActivationError, LayerError, NetDissectError
-
-
-def _acts(model, ds, layer):
-    """The layer's activations for every image, one image at a time."""
-    from netdissect.hooks import Trace
-
-    out = []
-    with torch.inference_mode():
-        for i in range(len(ds)):
-            x = torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1)[None].float().div_(255)
-            with Trace(model, layer, stop=True) as t:
-                model(x)
-            out.append(t.output[0].numpy())
-    return np.stack(out)
 
 
 @pytest.mark.parametrize("q", [0.005, 0.05])

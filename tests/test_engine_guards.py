@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nets import ElementwiseNet, SmallRandomCNN, Tap
+from reference import layer_activations as _acts
 from reference import reference_dissect
 from netdissect import dissect
 from netdissect.data import Broden
@@ -31,19 +32,6 @@ class PlantedNet(nn.Module):
         u = torch.stack([torch.relu(p[:, 0] * c[k, 0] + p[:, 1] * c[k, 1] + p[:, 2] * c[k, 2] + c[k, 3])
                          for k in range(len(c))], 1)
         return self.units(torch.cat([u, u * 0.5, 1.0 + u * 0.004], 1)).mean((2, 3))
-
-
-def _acts(model, ds, layer):
-    from netdissect.hooks import Trace
-
-    out = []
-    with torch.inference_mode():
-        for i in range(len(ds)):
-            x = torch.from_numpy(ds.load_image(i).copy()).permute(2, 0, 1)[None].float().div_(255)
-            with Trace(model, layer, stop=True) as t:
-                model(x)
-            out.append(t.output[0].numpy())
-    return np.stack(out)
 
 
 @pytest.mark.parametrize("q", [0.005, 0.05])

@@ -30,6 +30,7 @@ read, to notice images replaced or shuffled after a run).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -142,6 +143,23 @@ def _describe_error(exc: BaseException) -> str:
                 f"raise PIL.Image.MAX_IMAGE_PIXELS if the file is genuine")
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, (OSError, UnidentifiedImageError)) else f"{type(exc).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def _decoding(where: str, path, kind: str):
+    """Reading one image or mask file of a row: every failure becomes one DatasetError naming it."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise DatasetError(f"{where}: {kind} file not found: {path}") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise DatasetError(f"{where}: cannot read {kind} file {path}: {exc.strerror}") from None
+    except MemoryError:
+        raise DatasetError(f"{where}: {kind} {path} is too large to decode (out of memory)") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file of this row
+        raise DatasetError(f"{where}: corrupt {kind} {path}: {_describe_error(exc)}") from None
 
 
 class Broden:
@@ -382,18 +400,9 @@ class Broden:
     def load_image(self, i: int) -> np.ndarray:
         """uint8 (H, W, 3) RGB image of row i."""
         path = self.image_path(i)
-        try:
-            with _open_image(path) as im:
-                im.load()
-                arr = np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise DatasetError(f"{self.where(i)}: image file not found: {path}") from None
-        except (PermissionError, IsADirectoryError) as exc:
-            raise DatasetError(f"{self.where(i)}: cannot read image file {path}: {exc.strerror}") from None
-        except MemoryError:
-            raise DatasetError(f"{self.where(i)}: image {path} is too large to decode (out of memory)") from None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file of this row
-            raise DatasetError(f"{self.where(i)}: corrupt image {path}: {_describe_error(exc)}") from None
+        with _decoding(self.where(i), path, "image"), _open_image(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
         return arr
 
     def load_mask(self, i: int, rel: str) -> np.ndarray:
@@ -407,21 +416,10 @@ class Broden:
         """
         path = self.image_dir / rel
         row = self.rows[i]
-        try:
-            with _open_image(path) as im:
-                self._check_mask_format(i, path, im)
-                im.load()
-                arr = np.asarray(im.convert("RGB") if im.mode == "P" else im)
-        except DatasetError:
-            raise
-        except FileNotFoundError:
-            raise DatasetError(f"{self.where(i)}: mask file not found: {path}") from None
-        except (PermissionError, IsADirectoryError) as exc:
-            raise DatasetError(f"{self.where(i)}: cannot read mask file {path}: {exc.strerror}") from None
-        except MemoryError:
-            raise DatasetError(f"{self.where(i)}: mask {path} is too large to decode (out of memory)") from None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file of this row
-            raise DatasetError(f"{self.where(i)}: corrupt mask {path}: {_describe_error(exc)}") from None
+        with _decoding(self.where(i), path, "mask"), _open_image(path) as im:
+            self._check_mask_format(i, path, im)
+            im.load()
+            arr = np.asarray(im.convert("RGB") if im.mode == "P" else im)
         if arr.shape[:2] != (row.sh, row.sw):
             raise DatasetError(
                 f"{self.where(i)}: mask {path} is {arr.shape[0]}x{arr.shape[1]}, "
