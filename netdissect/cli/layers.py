@@ -42,7 +42,7 @@ def run(args) -> int:
         raise NetDissectError(f"--size {args.size} is not a usable image side for model {args.model}: "
                               f"give a whole number of pixels from 1 to {MAX_SIZE} (224 suits most ImageNet models)")
     model, prep = load_model(args.model, weights=args.weights or "none" if args.model.startswith("torchvision:")
-                             else args.weights, normalize=args.normalize)
+                             else args.weights, normalize=args.normalize, seed=args.seed)
     try:
         calls = layer_calls(model, prep(torch.rand(1, 3, args.size, args.size)))
     except ModelError as exc:
