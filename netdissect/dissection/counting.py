@@ -41,9 +41,9 @@ def run_iou_pass(state, checkpoint_every: float, progress: bool) -> None:
                 if key not in masks:
                     masks[key] = UnitMasks(*st.shapes[name][1:], *size, device=st.device)
                 sel = acts[rows].float()
-                if lossy:  # positions whose rounded value equals the threshold: ties the rounding made
-                    st.tied[name] = st.tied.get(name, 0) + int(
-                        (sel == thr_cached[name].view(1, -1, 1, 1)).sum())
+                if lossy:  # positions whose rounded value equals a nonzero threshold: ties the rounding made
+                    t = thr_cached[name].view(1, -1, 1, 1)  # (zeros, e.g. after a ReLU, are exact in both dtypes)
+                    st.tied[name] = st.tied.get(name, 0) + int(((sel == t) & (t != 0)).sum())
                 area, inter = masks[key].count(sel, thr[name], lb)
                 st.counts[name].add(lb, area, inter)
         st.done = stop
