@@ -163,3 +163,51 @@ def test_basis_layer_is_a_1x1_convolution():
     y = BasisLayer(M)(x)
     ref = torch.nn.functional.conv2d(x.double(), torch.from_numpy(M)[:, :, None, None]).float()
     torch.testing.assert_close(y, ref)
+
+
+def test_fit_probe_finds_a_linear_signal_and_no_more():
+    from netdissect.experiments.probe import fit_probe
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 8))
+    Y = np.stack([X[:, 0] + 0.2 * rng.standard_normal(300) > 0, rng.random(300) > 0.5], 1)
+    idx = rng.permutation(300)
+    train, test = np.sort(idx[:200]), np.sort(idx[200:])
+    signal = fit_probe(X, Y[:, :1], train, test)
+    noise = fit_probe(X, Y[:, 1:], train, test)
+    assert signal["accuracy"] >= 0.9 and signal["balanced_accuracy"] >= 0.9
+    assert noise["balanced_accuracy"] <= 0.65
+
+
+def test_probe_and_training_experiments(broden, tmp_path, capsys):
+    assert main(["experiment", "probe", "--models", "zoo:scene-cnn,zoo:scene-cnn@none", "--layer", LAYER,
+                 "--dataset", str(broden), "--task", "objects", "--out", str(tmp_path / "p"), "--quiet",
+                 "--workers", "0"]) == 0
+    rows = list(csv.DictReader((tmp_path / "p" / "probe.csv").open()))
+    assert [r["model"] for r in rows] == ["scene-cnn", "scene-cnn-untrained"]
+    assert all(0 <= float(r["accuracy"]) <= 1 and int(r["concepts"]) == 2 for r in rows)
+    assert (tmp_path / "p" / "probe.png").exists() and (tmp_path / "p" / "probe.svg").exists()
+    assert main(["experiment", "training", "--models", "zoo:scene-cnn@none,zoo:scene-cnn-step50,zoo:scene-cnn",
+                 "--layer", LAYER, "--dataset", str(broden), "--out", str(tmp_path / "t"), "--quiet",
+                 "--workers", "0"]) == 0
+    rows = list(csv.DictReader((tmp_path / "t" / "training.csv").open()))
+    assert [(r["model"], r["step"]) for r in rows] == [("scene-cnn-untrained", "0"), ("scene-cnn-step50", "50"),
+                                                       ("scene-cnn", "2500")]
+    assert float(rows[2]["accuracy"]) > 0.9 and rows[0]["accuracy"] == ""
+    assert (tmp_path / "t" / "training.png").exists()
+    assert "scene-cnn-step50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["probe", "--models", "zoo:scene-cnn", "--task", "vehicles"], "not a category"),
+    (["probe", "--models", " , ", "--task", "object"], "--models is empty"),
+    (["probe", "--models", "zoo:scene-cnn,zoo:scene-cnn", "--task", "object"], "twice"),
+    (["probe", "--models", "zoo:scene-cnn", "--test-share", "1.5"], "between 0 and 1"),
+    (["training", "--models", "zoo:no-such-model"], "unknown zoo model"),
+])
+def test_bad_probe_and_training_inputs(broden, tmp_path, capsys, argv, msg):
+    cmd = ["experiment", argv[0], "--layer", LAYER, "--dataset", str(broden), "--out", str(tmp_path / "o"),
+           "--quiet", "--workers", "0", *argv[1:]]
+    assert main(cmd) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and msg in err, err
