@@ -127,7 +127,10 @@ def probe_experiment(models, layer: str, dataset, *, task: str = "object", test_
         from netdissect.runfolder import check_out
 
         check_out(out)
-    ds = dataset if isinstance(dataset, Broden) else Broden(dataset)
+    limit = kw.pop("limit", None)
+    if isinstance(dataset, Broden) and limit is not None:
+        raise NetDissectError("limit= selects rows when the dataset is a path; for a Broden object pass it to it")
+    ds = dataset if isinstance(dataset, Broden) else Broden(dataset, limit=limit)
     category = check_task(task, list(ds.concepts.categories))
     Y, names = presence(ds, category)
     share = Y.mean(0)
