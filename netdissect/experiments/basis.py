@@ -9,8 +9,8 @@ A basis is a (K, C) matrix M whose rows are directions in the layer's channel sp
 "unit" k of the dissection reads ``M[k] . f(x)[:, i, j]`` at every position, i.e. the layer
 followed by a 1 x 1 convolution with weights M (:class:`BasisLayer`).  Pass 1 (the model)
 runs once and caches the activations exactly (float32); every basis is then pass 1's
-statistics (threshold, top images) recomputed from the cache read through M, and pass 2
-(IoU) on that view.  The result equals dissecting the model whose layer is followed by
+statistics (threshold, top images) recomputed from the cache projected on M, and pass 2
+(IoU) on them (the projections are cached too, one basis at a time).  The result equals dissecting the model whose layer is followed by
 :class:`BasisLayer` (M applied in float64, rounded to float32, in both paths).
 """
 from __future__ import annotations
@@ -104,28 +104,6 @@ def load_basis(path, channels: int) -> np.ndarray:
     else:
         raise NetDissectError(f"basis file {p}: expected a .npy or .safetensors file")
     return check_basis(M, channels, where=f"basis file {p}")
-
-
-class BasisCache:
-    """An activation cache read through a basis: rows come back as ``apply_basis(rows, M)``."""
-
-    def __init__(self, base, M: np.ndarray):
-        self.base = base
-        self.M = torch.from_numpy(np.ascontiguousarray(M, dtype=np.float64))
-        self.shape = (self.M.shape[0], *base.shape[1:])
-        self.dtype = np.dtype(np.float32)
-        self.rows = base.rows
-        self.record = int(np.prod(self.shape)) * 4
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        x = torch.from_numpy(self.base.read(start, stop))
-        return apply_basis(x, self.M).numpy()
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class ActivationRun:
@@ -284,7 +262,11 @@ class ActivationRun:
             st = RunState([name], self.probe, self.source, self.cfg, self.work)
             K, (h, w) = M.shape[0], self.shape[1:]
             st.shapes[name] = (K, h, w)
-            st.caches[name] = BasisCache(st0.caches[name], M)
+            # the projections are computed once and cached (float32, exact: the values every
+            # statistic sees), as pass 1 caches the layer; the file goes when this basis is done
+            from netdissect.dissection.cache import ActivationCache
+
+            st.caches[name] = ActivationCache(self.work / "basis.acts", st0.caches[name].rows, (K, h, w))
             try:
                 st.quantiles[name] = TopQuantile(K, self.cfg.quantile, total=len(self.probe) * h * w,
                                                  device=st.device, memory=self.cfg.quantile_memory)
@@ -292,18 +274,31 @@ class ActivationRun:
                 raise NetDissectError(f"--quantile-memory {self.cfg.quantile_memory} bytes is too small for "
                                       f"{K} directions: {exc}") from None
             st.tops[name] = TopImages(K, st.topk, (h, w))
-            cache = st.caches[name]
+            base, cache = st0.caches[name], st.caches[name]
+            Mt = torch.from_numpy(M)
             step = self.cfg.batch_size
-            for s in range(0, cache.rows, step):
-                e = min(s + step, cache.rows)
-                a = torch.from_numpy(cache.read(s, e)).to(st.device)
-                st.quantiles[name].add(a.transpose(0, 1).reshape(K, -1))
-                st.tops[name].add(a, torch.arange(s, e))
-            merge_pass1(st, self.group)
-        st.start_pass2()
-        run_iou_pass(st, float("inf"), progress)
-        merge_pass2(st, self.group)
-        result = st.results()[name]
+            try:
+                for s in range(0, base.rows, step):
+                    e = min(s + step, base.rows)
+                    a = apply_basis(torch.from_numpy(base.read(s, e)), Mt)
+                    cache.write(s, a.numpy())
+                    a = a.to(st.device)
+                    st.quantiles[name].add(a.transpose(0, 1).reshape(K, -1))
+                    st.tops[name].add(a, torch.arange(s, e))
+                merge_pass1(st, self.group)
+            except BaseException:
+                cache.close()
+                cache.path.unlink(missing_ok=True)
+                raise
+        try:
+            st.start_pass2()
+            run_iou_pass(st, float("inf"), progress)
+            merge_pass2(st, self.group)
+            result = st.results()[name]
+        finally:
+            if st is not st0:
+                st.close()
+                st.caches[name].path.unlink(missing_ok=True)
         self.all_unknown, self.all_positions = st.all_unknown, st.all_positions
         self.timing.setdefault("bases", []).append(time.monotonic() - t0)
         return result
