@@ -16,7 +16,9 @@ the same split for every model.  A concept enters the task when it is present in
 
 Reported per model: mean held-out accuracy and mean balanced accuracy over the task's
 concepts, the majority-answer baseline, and the layer's unique detectors.  ``probe.csv``,
-``probe.png``/``probe.svg`` (accuracy against unique detectors, one point per model).
+``probe.png``/``probe.svg`` (balanced accuracy against the unique detectors of the task's category,
+one point per model, as the paper's Fig. 12 plots unique object detectors), and the correlations
+across models in ``probe.json`` and the printed table.
 """
 from __future__ import annotations
 
@@ -160,7 +162,7 @@ def probe_experiment(models, layer: str, dataset, *, task: str = "object", test_
     if out is not None:
         out = Path(out)
         write_bytes(out / "probe.csv", table.csv().encode())
-        write_bytes(out / "probe.json", json.dumps(info, indent=2).encode())
+        write_bytes(out / "probe.json", json.dumps({**info, "correlations": table.correlations()}, indent=2).encode())
         table.plot(out / "probe")
     return table
 
@@ -182,15 +184,38 @@ class ProbeTable:
             w.writerow([f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in self.columns])
         return buf.getvalue()
 
+    def correlations(self) -> dict:
+        """Pearson and Spearman correlation across models of the held-out balanced accuracy with the
+        unique detectors of the task's category (the paper's Fig. 12 measure) and with all of them;
+        None with fewer than three models or a constant column."""
+        out = {}
+        acc = np.asarray([r["balanced_accuracy"] for r in self.rows], float)
+        for key in (self.info["task"], "total"):
+            v = np.asarray([r[key] for r in self.rows], float)
+            if len(v) < 3 or v.std() == 0 or acc.std() == 0:
+                out[key] = None
+                continue
+            from scipy.stats import rankdata
+
+            out[key] = {"pearson": float(np.corrcoef(v, acc)[0, 1]),
+                        "spearman": float(np.corrcoef(rankdata(v), rankdata(acc))[0, 1])}  # ties: mean ranks
+        return out
+
     def table(self) -> str:
         width = max([len(r["model"]) for r in self.rows] + [5])
-        lines = [f"{'model':<{width}}  held-out acc  balanced  majority  unique detectors"]
+        task = self.info["task"]
+        lines = [f"{'model':<{width}}  held-out acc  balanced  majority  unique {task} detectors  all unique"]
         for r in self.rows:
             lines.append(f"{r['model']:<{width}}  {r['accuracy']:>12.3f}  {r['balanced_accuracy']:>8.3f}  "
-                         f"{r['majority_baseline']:>8.3f}  {r['total']:>16}")
+                         f"{r['majority_baseline']:>8.3f}  {r[task]:>{len(task) + 17}}  {r['total']:>10}")
         lines.append(f"(linear probe for the presence of {len(self.info['task_concepts'])} {self.info['task']} "
                      f"concepts on globally pooled {self.info['layer']} features; {self.info['heldout_images']} "
                      "held-out images)")
+        for key, c in self.correlations().items():
+            if c is not None:
+                what = "all unique detectors" if key == "total" else f"unique {key} detectors"
+                lines.append(f"correlation of balanced accuracy with {what} across models: "
+                             f"Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f}")
         return "\n".join(lines)
 
     def plot(self, stem) -> list[Path]:
@@ -200,11 +225,12 @@ class ProbeTable:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5, 3.8))
+        task = self.info["task"]
         for r in self.rows:
-            ax.scatter(r["total"], r["balanced_accuracy"], s=36, color="#4e79a7")
-            ax.annotate(r["model"], (r["total"], r["balanced_accuracy"]), fontsize=7, xytext=(4, 3),
+            ax.scatter(r[task], r["balanced_accuracy"], s=36, color="#4e79a7")
+            ax.annotate(r["model"], (r[task], r["balanced_accuracy"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-        ax.set_xlabel(f"unique detectors ({self.info['layer']})")
+        ax.set_xlabel(f"unique {task} detectors ({self.info['layer']})")
         ax.set_ylabel(f"held-out balanced accuracy ({self.info['task']} presence)")
         ax.set_title("discrimination vs interpretability", fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
