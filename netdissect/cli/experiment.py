@@ -49,7 +49,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1, help="seed of the random rotation / ICA / position sample")
     b.add_argument("--topk", type=int, default=10)
     b.add_argument("--no-report", action="store_true", help="do not write the HTML report")
-    q = s.add_parser("probe", help="linear-probe accuracy vs unique detectors across models (Sec. 3.6, Fig. 15)")
+    q = s.add_parser("probe", help="linear-probe accuracy vs unique detectors across models (Sec. 3.6, Fig. 12)")
     _common(q, models=True)
     q.add_argument("--task", default="object", help="category whose concepts' presence per image is the task")
     q.add_argument("--test-share", type=float, default=0.3, help="share of images held out (default 0.3)")
