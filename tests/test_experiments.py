@@ -114,7 +114,7 @@ def test_basis_command_writes_a_normal_run(broden, tmp_path, capsys):
                  "--basis", "pca", "--out", str(out), "--quiet", "--workers", "0"]) == 0
     run = load(out)
     assert run.summary["basis"]["kind"] == "pca" and run[LAYER].iou.shape[0] == 96
-    assert (out / "report.html").exists() or any(out.glob("**/*.html"))
+    assert (out / "report" / "index.html").exists()
     assert "pca basis" in capsys.readouterr().out
     # a user's matrix: 10 directions, fewer than the channels
     np.save(tmp_path / "dict.npy", np.random.default_rng(0).standard_normal((10, 96)))
@@ -122,6 +122,10 @@ def test_basis_command_writes_a_normal_run(broden, tmp_path, capsys):
                  "--basis", str(tmp_path / "dict.npy"), "--out", str(tmp_path / "mine"), "--quiet", "--no-report",
                  "--workers", "0"]) == 0
     assert load(tmp_path / "mine")[LAYER].iou.shape[0] == 10
+    from netdissect.report import compare
+
+    made = compare([out, tmp_path / "mine"], tmp_path / "cmp", labels=["pca", "mine"])
+    assert "compare.csv" in made and (tmp_path / "cmp" / "compare.csv").read_text().count("\n") >= 3
 
 
 def test_ica_basis(broden):
