@@ -92,3 +92,60 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
     figs["unit_classifiers"] = _save(fig, out, "unit_classifiers")
     summary["figures"] = figs
     return figs
+
+
+def adversarial_figure(out: Path, summary, model, layer, prep, x_all, jobs, success, order, classes, fn, attack,
+                       params, examples: int = 3) -> dict:
+    """As PNAS Fig. 5: group changes with 99% intervals, and examples with the units' maps before and after."""
+    import torch
+
+    from netdissect.roles.adversarial import peaks_at
+    from netdissect.roles.attacks import cw_l2, pgd
+    plt = _plt()
+    figs = {}
+    names = list(summary["groups"])
+    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 1.5, 3.0))
+    for gi, (g, col) in enumerate((("target", "C2"), ("source", "C3"), ("other", "grey"))):
+        xs = np.arange(len(names)) + (gi - 1) * 0.25
+        m = [summary["groups"][c][g]["mean"] or 0 for c in names]
+        e = [summary["groups"][c][g]["ci"] or 0 for c in names]
+        ax.bar(xs, m, 0.25, yerr=e, color=col, capsize=3, label=f"{g} class's top units" if g != "other"
+               else "other units")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("change of peak activation (99% CI)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{attack} toward each target: {layer}", fontsize=9)
+    figs["changes"] = _save(fig, out, "adversarial_changes")
+    ok = [j for j, s in zip(jobs, success) if s][:examples]
+    if ok:
+        idx = torch.as_tensor([i for i, _ in ok])
+        tgt = torch.as_tensor([t for _, t in ok])
+        x = x_all[idx]
+        if attack == "pgd":
+            adv = pgd(fn, x, tgt, eps=params["eps"], alpha=params["eps"] / 10 if params["lr"] is None
+                      else params["lr"], steps=params["steps"], seed=params["seed"])
+        else:
+            adv = cw_l2(fn, x, tgt, binary_steps=params["binary_steps"], steps=params["steps"],
+                        lr=5e-3 if params["lr"] is None else params["lr"], initial_const=params["initial_const"])
+        _, ma = peaks_at(model, layer, prep, x, maps=True)
+        _, mb = peaks_at(model, layer, prep, adv, maps=True)
+        fig, axes = plt.subplots(len(ok), 4, figsize=(8, 2.1 * len(ok)), squeeze=False)
+        for r, (i, t) in enumerate(ok):
+            u = int(order[t, 0])
+            vmax = float(max(ma[r, u].max(), mb[r, u].max(), 1e-6))
+            axes[r][0].imshow(x[r].permute(1, 2, 0).numpy())
+            axes[r][0].set_title("original", fontsize=7)
+            axes[r][1].imshow(adv[r].permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[r][1].set_title(f"-> {classes[t]}", fontsize=7)
+            axes[r][2].imshow(ma[r, u].numpy(), vmin=0, vmax=vmax, cmap="magma")
+            axes[r][2].set_title(f"unit {u} before", fontsize=7)
+            axes[r][3].imshow(mb[r, u].numpy(), vmin=0, vmax=vmax, cmap="magma")
+            axes[r][3].set_title(f"unit {u} after", fontsize=7)
+            for a in axes[r]:
+                a.axis("off")
+        fig.tight_layout()
+        figs["examples"] = _save(fig, out, "adversarial_examples")
+    summary["figures"] = figs
+    return figs
