@@ -159,7 +159,7 @@ def test_synth_split_disjoint_seeds(world):
 def test_ablate_cli_outputs(world, tmp_path, capsys):
     out = tmp_path / "abl"
     args = ["ablate", "--model", "zoo:scene-cnn", "--layer", "conv4", "--train", str(world / "train"),
-            "--val", str(world / "val"), "--out", str(out), "--sizes", "1,4", "--quiet"]
+            "--val", str(world / "val"), "--out", str(out), "--sizes", "1,4", "--limit", "40", "--quiet"]
     assert main(args) == 0
     with np.load(out / "importance.npz") as z:
         assert z["train"].shape == (96, 8) and z["val"].shape == (96, 8) and len(z["classes"]) == 8
@@ -171,7 +171,7 @@ def test_ablate_cli_outputs(world, tmp_path, capsys):
     assert len(uc) == 8 * 96 and set(uc[0]) == {"class", "unit", "threshold", "train_balanced_accuracy",
                                                 "val_balanced_accuracy"}
     summary = json.loads((out / "roles.json").read_text())
-    assert summary["mode"] == "head" and summary["train"]["images"] + summary["train"]["skipped_unlabelled"] == 60
+    assert summary["mode"] == "head" and summary["train"]["images"] == 40
     assert (out / "figures" / "removal.svg").exists() and "conv4" in (out / "index.html").read_text()
     # a second run resumes from the checkpoint and writes the same table
     first = np.load(out / "importance.npz")["train"]
