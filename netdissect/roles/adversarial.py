@@ -1,7 +1,7 @@
 """``netdissect adversarial``: which units a targeted attack moves (PNAS 2020, "Applications").
 
     >>> from netdissect.roles.adversarial import run_adversarial           # doctest: +SKIP
-    >>> run_adversarial("zoo:scene-cnn", "conv5", "runs/ablate", "data/world-val", "runs/adv",
+    >>> run_adversarial("zoo:scene-cnn", "conv5", "runs/ablate", "data/world-val", "runs/adv",  # doctest: +SKIP
     ...                 attack="cw", targets=["forest", "office"], n=200)
 
 Val images the model classifies correctly, of a class other than the target,

@@ -1,7 +1,7 @@
 """Targeted adversarial attacks, small and tested: PGD (L-inf) and Carlini-Wagner L2.
 
     >>> from netdissect.roles.attacks import pgd, cw_l2                    # doctest: +SKIP
-    >>> adv = cw_l2(model_fn, x, target)        # x in [0, 1]; model_fn takes [0, 1] images
+    >>> adv = cw_l2(model_fn, x, target)    # doctest: +SKIP
 
 Both work on images in [0, 1] (``model_fn`` normalises) and return images in
 [0, 1].  ``torchattacks`` 3.5.1 installs with torch 2.14, but pins

@@ -1,9 +1,9 @@
 """Unit importance in a classifier (PNAS 2020, "Role of units in a scene classifier").
 
     >>> from netdissect.roles.core import Evaluator, balanced_accuracy   # doctest: +SKIP
-    >>> ev = Evaluator(model, "conv5", prep)
-    >>> acts = ev.activations(images)               # the layer's output, once per split (float32, exact)
-    >>> preds = ev.predict(acts, ablate=[[3], [17], [3, 17]])   # top-1 per ablation, only the head reruns
+    >>> ev = Evaluator(model, "conv5", prep)                                # doctest: +SKIP
+    >>> acts = ev.activations(images)  # doctest: +SKIP
+    >>> preds = ev.predict(acts, [[3], [17], [3, 17]])  # doctest: +SKIP
 
 The fast path runs only the part of the network after the layer on cached
 activations.  The "head" is found by walking the module tree: the siblings

@@ -1,7 +1,7 @@
 """Images with class labels for the classifier experiments.
 
     >>> from netdissect.roles.data import load_labelled                     # doctest: +SKIP
-    >>> images, labels, names = load_labelled("data/world-val", classes, size=112)
+    >>> images, labels, paths, skipped = load_labelled("data/world-val", classes, size=112)  # doctest: +SKIP
 
 Two layouts: a Broden-format folder whose ``scene`` column holds each image's
 class (the synthetic world writes it; rows without one, such as texture

@@ -1,7 +1,7 @@
 """``netdissect ablate``: the whole PNAS classifier experiment into one run folder.
 
     >>> from netdissect.roles.run import run_ablation                          # doctest: +SKIP
-    >>> run_ablation("zoo:scene-cnn", "conv5", "data/world-train", "data/world-val", "runs/ablate")
+    >>> run_ablation("zoo:scene-cnn", "conv5", "data/world-train", "data/world-val", "runs/ablate")  # doctest: +SKIP
 
 Writes (atomically) ``importance.npz``, ``baseline.csv``, ``removal.csv``,
 ``unit_classifiers.csv``, ``roles.json`` (what was run and how), figures
