@@ -202,3 +202,13 @@ def test_errors_are_one_line(world, tmp_path, capsys):
         ns = type("A", (), dict(out=str(tmp_path / "x"), n=2, size=32, split="val", val_every=3, seed=None,
                                 overwrite=False, format="jpg", quiet=True))
         synth.run(ns)
+
+
+def test_non_finite_activations_are_refused():
+    from netdissect.errors import ActivationError
+
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2 * 16 * 16, 3))
+    with torch.no_grad():
+        net[0].bias.fill_(float("nan"))
+    with pytest.raises(ActivationError, match="NaN or infinite activations on images 0..3"):
+        Evaluator(net, "0", progress=False).activations(_data(4, 16, 3)[0])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from netdissect.errors import LayerError, NetDissectError
+from netdissect.errors import ActivationError, LayerError, NetDissectError
 from netdissect.hooks.trace import TraceDict, run_to_layers, split_layer
 from netdissect.interventions import ablate
 
@@ -137,6 +137,9 @@ class Evaluator:
                 if not isinstance(a, torch.Tensor) or a.dim() < 2:
                     raise LayerError(f"layer {self.layer!r} returns {type(a).__name__} "
                                      f"{tuple(getattr(a, 'shape', ()))}: ablation needs a (N, C, ...) tensor")
+                if not torch.isfinite(a).all():
+                    raise ActivationError(f"layer {self.layer!r} has NaN or infinite activations on images "
+                                          f"{s}..{s + len(x) - 1}: ablation needs finite values")
                 outs.append(a.float().cpu())
         if self.head is not None and not self._checked:
             with torch.inference_mode():
