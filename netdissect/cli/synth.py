@@ -5,6 +5,13 @@
 Then any command that takes a dataset reads it like a real Broden copy
 (``--dataset runs/world``).  Seeds 0-999 are the zoo models' training range;
 probe with another seed (the demo uses 2017).
+
+    netdissect synth --split train --out data/world-train --n 2000
+    netdissect synth --split val --out data/world-val --n 1000
+
+``--split`` writes one whole split of its own seed (train 3001, val 3002
+unless ``--seed`` is given): splits drawn independently, as `netdissect
+ablate` needs (--val-every is then unused).
 """
 from __future__ import annotations
 
@@ -20,10 +27,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
-    p.add_argument("--seed", type=int, default=2017, help="world seed (default 2017, the demo's probe seed)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="world seed (default 2017, the demo's probe seed; with --split: train 3001, val 3002)")
+    p.add_argument("--split", choices=["train", "val"], default=None,
+                   help="write every image to this split, from the split's own seed (disjoint splits)")
     p.add_argument("--size", type=int, default=112, help="image side in px; masks are half (default 112)")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="image file format")
-    p.add_argument("--val-every", type=int, default=10, help="every k-th image goes to split 'val' (0: none)")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="every k-th image goes to split 'val' (default 10; 0: none; not with --split)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out dataset written by netdissect (any other folder is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -31,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from netdissect.data.synth.export import write_world
+    from netdissect.data.synth.export import SPLIT_SEEDS, write_world
 
     if not str(args.out).strip():
         raise NetDissectError(f"--out must name the dataset folder to create, got {args.out!r}")
@@ -39,10 +50,21 @@ def run(args) -> int:
         raise NetDissectError(f"--n must be >= 1, got {args.n}")
     if args.size < 16:
         raise NetDissectError(f"--size must be >= 16 px, got {args.size}")
+    split = getattr(args, "split", None)
+    if split is not None and args.val_every is not None:
+        raise NetDissectError("--val-every splits one seed into train and val; --split writes one whole split: "
+                              "give one of them")
+    seed = args.seed if args.seed is not None else (SPLIT_SEEDS[split] if split else 2017)
+    args.seed = seed
+    val_every = 10 if args.val_every is None else args.val_every
+    if val_every < 0:
+        raise NetDissectError(f"--val-every must be >= 0, got {val_every}")
     t0 = time.perf_counter()
-    root = write_world(Path(args.out), args.n, args.seed, args.size, val_every=args.val_every,
-                       overwrite=args.overwrite, image_format=args.format, progress=not args.quiet)
+    root = write_world(Path(args.out), args.n, seed, args.size, val_every=val_every,
+                       overwrite=args.overwrite, image_format=args.format, progress=not args.quiet,
+                       split=split)
     dt = time.perf_counter() - t0
-    print(f"wrote {args.n} images ({args.size} px, seed {args.seed}) to {root} "
+    what = f"split {split!r}, " if split else ""
+    print(f"wrote {args.n} images ({what}{args.size} px, seed {args.seed}) to {root} "
           f"in {dt:.1f} s ({args.n / dt:.0f} images/s)")
     return 0

@@ -1,0 +1,161 @@
+"""Interventions at a layer: one edit rule, ``x <- x * (1 - a) + v * a``.
+
+    >>> import torch, torchvision
+    >>> from netdissect.interventions import ablate, edit
+    >>> model = torchvision.models.resnet18(weights=None).eval()
+    >>> x = torch.rand(1, 3, 64, 64)
+    >>> with ablate(model, "layer4.1", units=[3, 17, 200]):     # those units forced to 0 everywhere
+    ...     y = model(x)
+    >>> with edit(model, "layer4.1", alpha=mask, value=5.0):     # doctest: +SKIP
+    ...     y = model(x)                                         # a spatial mask (H, W) at value 5
+
+``alpha`` (``a``) and ``value`` (``v``) broadcast against the layer's output
+``(N, C, H, W)`` (or ``(N, C)``, or ``(N, T, C)`` for tokens with
+``channels_last=True``): a number, a per-unit vector ``(C,)``, a spatial map
+``(H, W)``, a per-unit spatial ``(C, H, W)``, or a full ``(N, C, H, W)``.
+``a = 1`` replaces the unit by ``v``, ``a = 0`` leaves it; ablation is
+``a = 1, v = 0`` on the chosen units.  The rule is applied to a new tensor,
+never in place, so the hooks' captured outputs and the caller's tensors stay
+as they were.  The hook is removed when the block ends, whatever happens in
+it, and works under ``torch.inference_mode`` and on nested names
+(``layer4.1.conv2``, ``NAME#K`` for one call of a module that runs twice).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from netdissect.errors import LayerError, NetDissectError
+from netdissect.hooks.trace import Trace
+
+__all__ = ["edit", "ablate", "apply_edit", "unit_alpha", "EditError"]
+
+
+class EditError(NetDissectError, ValueError):
+    """An edit whose units, alpha or value do not fit the layer's output."""
+
+
+def _as_tensor(x, like: torch.Tensor, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=like.device, dtype=like.dtype)
+    try:
+        return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise EditError(f"{what} must be a number or an array of numbers, got {type(x).__name__}") from None
+
+
+def _shape_for(t: torch.Tensor, out: torch.Tensor, channels_last: bool, what: str) -> torch.Tensor:
+    """Lay ``t`` out so that it broadcasts against ``out`` per the documented forms."""
+    nd, c = out.dim(), (out.shape[-1] if channels_last else (out.shape[1] if out.dim() > 1 else None))
+    if t.dim() == 0 or t.dim() == nd:
+        res = t
+    elif channels_last:
+        # (C,) per unit, or (T, C), (N, T, C) already aligned right
+        res = t
+    elif t.dim() == 1 and c is not None and t.shape[0] == c:  # per unit
+        res = t.view(1, c, *([1] * (nd - 2)))
+    elif t.dim() == nd - 2 and nd > 2:                          # spatial (H, W): every unit
+        res = t.view(1, 1, *t.shape)
+    elif t.dim() == nd - 1:                                     # per unit spatial (C, H, W)
+        res = t.unsqueeze(0)
+    else:
+        raise EditError(f"{what} of shape {tuple(t.shape)} does not fit a layer output of shape "
+                        f"{tuple(out.shape)}: give a number, ({c},) per unit, (H, W) spatial, "
+                        f"(C, H, W), or the output's full shape")
+    try:
+        torch.broadcast_shapes(res.shape, out.shape)
+    except RuntimeError:
+        raise EditError(f"{what} of shape {tuple(t.shape)} does not broadcast against the layer output "
+                        f"of shape {tuple(out.shape)}") from None
+    return res
+
+
+def apply_edit(x: torch.Tensor, alpha, value=0.0, *, channels_last: bool = False) -> torch.Tensor:
+    """``x * (1 - alpha) + value * alpha`` as a new tensor (``x`` is not changed).
+
+    Where ``alpha`` is exactly 1 the result is exactly ``value`` (no
+    ``x * 0`` term, so an ``inf`` or ``nan`` in ``x`` does not leak through);
+    where it is 0 it is exactly ``x``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise EditError(f"the layer's output is a {type(x).__name__}, not a tensor: only tensor outputs "
+                        "can be edited (trace a submodule that returns a tensor)")
+    a = _shape_for(_as_tensor(alpha, x, "alpha"), x, channels_last, "alpha")
+    v = _shape_for(_as_tensor(value, x, "value"), x, channels_last, "value")
+    mixed = x * (1 - a) + v * a
+    full = torch.broadcast_to(a == 1, mixed.shape)
+    zero = torch.broadcast_to(a == 0, mixed.shape)
+    return torch.where(full, torch.broadcast_to(v, mixed.shape).to(mixed.dtype),
+                       torch.where(zero, x.expand_as(mixed), mixed))
+
+
+def unit_alpha(units: Iterable[int], n_units: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(n_units,)`` with 1 at ``units`` and 0 elsewhere (the ``alpha`` of ablating those units)."""
+    units = _check_units(units, n_units)
+    a = torch.zeros(n_units, dtype=dtype, device=device)
+    if len(units):
+        a[torch.as_tensor(units, dtype=torch.long, device=device)] = 1
+    return a
+
+
+def _check_units(units, n_units: int) -> list[int]:
+    if isinstance(units, torch.Tensor):
+        units = units.tolist()
+    if isinstance(units, (int,)) and not isinstance(units, bool):
+        units = [units]
+    try:
+        out = [int(u) for u in units]
+    except (TypeError, ValueError):
+        raise EditError(f"units must be whole unit numbers, got {units!r}") from None
+    if any(isinstance(u, bool) for u in units) or any(float(u) != int(u) for u in units):
+        raise EditError(f"units must be whole unit numbers, got {units!r}")
+    bad = [u for u in out if not 0 <= u < n_units]
+    if bad:
+        raise EditError(f"unit(s) {bad[:5]} out of range: the layer has {n_units} units (0..{n_units - 1})")
+    return out
+
+
+@contextlib.contextmanager
+def edit(model: nn.Module, layer: str, alpha=1.0, value=0.0, *, units: Sequence[int] | None = None,
+         channels_last: bool = False):
+    """Within the block, the output of ``layer`` becomes ``x * (1 - alpha) + value * alpha``.
+
+    ``units``: restrict the edit to these units (``alpha`` is multiplied by
+    their indicator), so ``edit(m, L, units=[3], value=v)`` sets unit 3 to
+    ``v``.  The layer name is checked at once (an unknown name raises
+    :class:`~netdissect.errors.LayerError` listing close names); a shape
+    mismatch raises :class:`EditError` at the first forward pass.
+    """
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and not 0 <= alpha <= 1:
+        raise EditError(f"alpha must be in [0, 1] (1 replaces the unit by value, 0 leaves it), got {alpha}")
+
+    def fn(output, name):
+        if not isinstance(output, torch.Tensor):
+            raise EditError(f"layer {name!r} returns a {type(output).__name__}, not a tensor: only tensor "
+                            "outputs can be edited (trace a submodule that returns a tensor)")
+        a = alpha
+        if units is not None:
+            c = output.shape[-1] if channels_last else (output.shape[1] if output.dim() > 1 else None)
+            if c is None:
+                raise EditError(f"layer {name!r} has a 1-d output {tuple(output.shape)}: it has no units to pick")
+            ind = unit_alpha(units, c, device=output.device, dtype=output.dtype)
+            ind = ind if channels_last else ind.view(1, c, *([1] * (output.dim() - 2)))
+            a_t = _shape_for(_as_tensor(alpha, output, "alpha"), output, channels_last, "alpha")
+            a = a_t * ind
+        return apply_edit(output, a, value, channels_last=channels_last)
+
+    trace = Trace(model, layer, retain_output=False, edit_output=fn)
+    try:
+        yield trace
+    finally:
+        trace.close()
+
+
+def ablate(model: nn.Module, layer: str, units: Sequence[int] | None = None, *, channels_last: bool = False):
+    """Context manager: ``units`` of ``layer`` forced to 0 at every position (all units if None)."""
+    if units is not None and not isinstance(units, torch.Tensor) and not isinstance(units, int):
+        units = list(units)
+    return edit(model, layer, alpha=1.0, value=0.0, units=units, channels_last=channels_last)

@@ -1,0 +1,181 @@
+"""``netdissect ablate``: the whole PNAS classifier experiment into one run folder.
+
+    >>> from netdissect.roles.run import run_ablation                          # doctest: +SKIP
+    >>> run_ablation("zoo:scene-cnn", "conv5", "data/world-train", "data/world-val", "runs/ablate")  # doctest: +SKIP
+
+Writes (atomically) ``importance.npz``, ``baseline.csv``, ``removal.csv``,
+``unit_classifiers.csv``, ``roles.json`` (what was run and how), figures
+(``figures/*.png`` + ``.svg``) and ``index.html`` (see docs/run-format.md).
+Single-unit ablations are checkpointed in ``cache/``: a killed run resumes
+without recomputing the finished units.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from netdissect.atomic import savez, write_json, write_text
+from netdissect.errors import NetDissectError
+from netdissect.roles.core import (Checkpoint, Evaluator, balanced_accuracy, importance_table, peaks, ranking,
+                                   removal_curves, unit_classifiers)
+from netdissect.roles.data import load_labelled
+
+DEFAULT_SIZES = (1, 2, 4, 8, 16, 20, 32, 64)
+TOP_K = 4  # "important to a class" = in its top 4 (PNAS)
+
+
+def model_classes(spec, meta_classes=None, classes_arg: str | None = None) -> list[str]:
+    """The model's class names: ``--classes`` (comma list or a file of one per line), else the zoo's."""
+    if classes_arg:
+        p = Path(classes_arg)
+        names = p.read_text().split() if p.is_file() else [c.strip() for c in classes_arg.split(",") if c.strip()]
+        if not names:
+            raise NetDissectError(f"--classes {classes_arg!r} names no class")
+        return names
+    if meta_classes:
+        return list(meta_classes)
+    raise NetDissectError(f"model {spec!r} carries no class names: give --classes (a comma list, or a file with "
+                          "one class name per line in the order of the model's outputs)")
+
+
+def load_classifier(spec: str, weights=None, normalize=None, classes=None):
+    from netdissect.models import load_model
+    model, prep = load_model(spec, weights=weights, normalize=normalize)
+    meta_classes, size = None, None
+    if isinstance(spec, str) and spec.startswith("zoo:"):
+        from netdissect.models.zoo import load_zoo_model
+        _, meta = load_zoo_model(spec[4:])
+        meta_classes, size = meta.get("classes"), meta.get("input_size")
+        if isinstance(size, (list, tuple)):
+            size = int(size[-1])
+    return model, prep, model_classes(spec, meta_classes, classes), size
+
+
+def _csv(rows, header) -> str:
+    lines = [",".join(header)]
+    for r in rows:
+        lines.append(",".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in r))
+    return "\n".join(lines) + "\n"
+
+
+def _parse_sizes(sizes, C: int) -> list[int]:
+    out = sorted({min(int(n), C) for n in sizes} | {C})
+    if any(n < 1 for n in out):
+        raise NetDissectError(f"--sizes must be whole numbers >= 1, got {list(sizes)}")
+    return out
+
+
+def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, weights=None, normalize=None,
+                 classes=None, size=None, sizes=DEFAULT_SIZES, batch_size: int = 64, device: str = "cpu",
+                 limit: int | None = None, fast: bool = True, progress: bool = True, figures: bool = True,
+                 model=None, prep=None) -> dict:
+    """Run the experiment; returns the summary written to ``roles.json``."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if model is None:
+        model, prep, class_names, zsize = load_classifier(model_spec, weights, normalize, classes)
+    else:
+        class_names, zsize = model_classes(model_spec, None, classes), None
+    size = size or zsize
+    K = len(class_names)
+    model.to(device)
+    ev = Evaluator(model, layer, prep, batch_size=batch_size, device=device, fast=fast, progress=progress)
+    splits = {}
+    for name, root in (("train", train), ("val", val)):
+        imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress)
+        splits[name] = dict(images=imgs, y=y, paths=paths, skipped=skipped, root=str(root))
+    with torch.inference_mode():
+        probe = ev._batch(splits["val"]["images"][:1])
+        n_out = model(probe).shape[-1]
+    if n_out != K:
+        raise NetDissectError(f"the model has {n_out} outputs but {K} class names ({', '.join(class_names[:8])}...)")
+    for s in splits.values():
+        s["acts"] = ev.activations(s["images"], desc=f"{layer} on {Path(s['root']).name}")
+    C = splits["train"]["acts"].shape[1]
+    sizes = _parse_sizes(sizes, C)
+    tables = {}
+    for name, s in splits.items():
+        key = hashlib.sha256(json.dumps([str(model_spec), str(weights), layer, s["root"], s["paths"],
+                                         class_names, size]).encode()).hexdigest()
+        ck = Checkpoint(out / "cache" / f"single_{name}.npz", key)
+        tables[name] = importance_table(ev, s["acts"], s["y"], K, s["images"], checkpoint=ck,
+                                        desc=f"single-unit ablation ({name})")
+    base_tr, imp_tr, lpd_tr, _ = tables["train"]
+    base_va, imp_va, lpd_va, preds_va = tables["val"]
+    order = ranking(imp_tr, lpd_tr)
+    savez(out / "importance.npz", train=imp_tr.astype(np.float32), val=imp_va.astype(np.float32),
+          train_logp_drop=lpd_tr.astype(np.float32), val_logp_drop=lpd_va.astype(np.float32),
+          ranking=order.astype(np.int32), units=np.arange(C, dtype=np.int32), classes=np.asarray(class_names))
+    ba, rec, tnr, acc = balanced_accuracy(preds_va[0], splits["val"]["y"], K)
+    write_text(out / "baseline.csv", _csv([(class_names[y], float(ba[y]), float(rec[y]), float(tnr[y]))
+                                           for y in range(K)] + [("all", float(acc), float("nan"), float("nan"))],
+                                          ["class", "balanced_accuracy", "recall", "true_negative_rate"]))
+    removal = removal_curves(ev, splits["val"]["acts"], splits["val"]["y"], K, order, sizes,
+                             splits["val"]["images"], desc="set removal (val)")
+    write_text(out / "removal.csv", _csv([(class_names[y], m, n, b, a) for y, m, n, b, a in removal],
+                                         ["class", "mode", "n", "balanced_accuracy", "all_class_accuracy"]))
+    pk = {n: peaks(s["acts"]) for n, s in splits.items()}
+    uc = unit_classifiers(pk["train"], splits["train"]["y"], pk["val"], splits["val"]["y"], K)
+    write_text(out / "unit_classifiers.csv", _csv([(class_names[y], u, t, a, b) for y, u, t, a, b in uc],
+                                                  ["class", "unit", "threshold", "train_balanced_accuracy",
+                                                   "val_balanced_accuracy"]))
+    counts = np.zeros(C, np.int64)
+    for y in range(K):
+        counts[order[y, :TOP_K]] += 1
+    ious = labels = None
+    if dissection is not None:
+        ious, labels = _dissection_units(dissection, layer, C)
+    summary = {
+        "format": "netdissect-roles", "version": 1, "model": str(model_spec), "weights": weights, "layer": layer,
+        "classes": class_names, "units": C, "mode": ev.mode, "why_full_passes": ev.why_full,
+        "train": {"root": splits["train"]["root"], "images": len(splits["train"]["y"]),
+                  "skipped_unlabelled": splits["train"]["skipped"]},
+        "val": {"root": splits["val"]["root"], "images": len(splits["val"]["y"]),
+                "skipped_unlabelled": splits["val"]["skipped"]},
+        "sizes": sizes, "top_k": TOP_K, "dissection": None if dissection is None else str(dissection),
+        "baseline_val": {"all_class_accuracy": float(acc),
+                         "balanced_accuracy": {c: float(ba[y]) for y, c in enumerate(class_names)}},
+        "importance_count": counts.tolist(),
+        "best_iou": None if ious is None else [float(v) for v in ious],
+        "unit_labels": labels,
+        "seconds": None,
+    }
+    if figures:
+        from netdissect.roles.figures import ablation_figures
+        ablation_figures(out, summary, removal, imp_tr, order, uc, pk, splits)
+        from netdissect.roles.report import ablation_report
+        ablation_report(out, summary, removal, order, uc)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "roles.json", summary)
+    return summary
+
+
+def _dissection_units(run_dir, layer: str, C: int):
+    from netdissect.dissection import load
+    res = load(run_dir)
+    if layer not in res:
+        raise NetDissectError(f"dissection {run_dir} has no layer {layer!r} (it has {', '.join(res)})")
+    units = res[layer].units
+    if len(units) != C:
+        raise NetDissectError(f"dissection {run_dir} layer {layer!r} has {len(units)} units, the model's has {C}")
+    return units["iou"].astype(float).tolist(), [str(v) for v in units["label"]]
+
+
+def read_ablation(run_dir) -> dict:
+    """``roles.json`` and ``importance.npz`` of a finished ``ablate`` run."""
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "roles.json").read_text())
+        with np.load(run_dir / "importance.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError as exc:
+        raise NetDissectError(f"{run_dir}: not a finished `netdissect ablate` run ({Path(exc.filename).name} "
+                              "missing)") from None
+    except (ValueError, OSError) as exc:
+        raise NetDissectError(f"{run_dir}: unreadable ablate run ({exc})") from None
+    return {**summary, **arrays}
