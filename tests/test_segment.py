@@ -236,3 +236,21 @@ def test_bad_inputs(folder, tmp_path):
     res = dissect(_net(), ["units2"], images=bad, segmenter="color", label_cache=tmp_path / "c", num_workers=0,
                   progress=False, normalize="none", skip_bad=True)
     assert len(res.summary["dataset"]["skipped"]) == 1
+
+
+def test_hf_segmenter_tiny_random_segformer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    names = {0: "wall", 1: "door", 2: "glass", 3: "windowpane, window"}
+    cfg = transformers.SegformerConfig(num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8],
+                                       num_attention_heads=[1], patch_sizes=[7], strides=[4], mlp_ratios=[1],
+                                       decoder_hidden_size=8, num_labels=4, id2label=names,
+                                       label2id={v: k for k, v in names.items()})
+    torch.manual_seed(0)
+    transformers.SegformerForSemanticSegmentation(cfg).save_pretrained(tmp_path / "tiny")
+    seg = load_segmenter(f"hf:{tmp_path / 'tiny'}+color")
+    assert seg.concepts[:4] == list(names.values())
+    assert seg.categories[:4] == ["object", "part", "material", "part"]
+    from netdissect.segment import checked_segment
+
+    planes = checked_segment(seg, torch.rand(2, 3, 32, 32), (8, 8))
+    assert planes.shape == (2, 2, 8, 8) and int(planes[:, 0].min()) >= 1 and int(planes[:, 0].max()) <= 4
