@@ -254,3 +254,27 @@ def test_hf_segmenter_tiny_random_segformer(tmp_path):
 
     planes = checked_segment(seg, torch.rand(2, 3, 32, 32), (8, 8))
     assert planes.shape == (2, 2, 8, 8) and int(planes[:, 0].min()) >= 1 and int(planes[:, 0].max()) <= 4
+
+
+def test_cli_images_segmenter_and_segmenters(folder, tmp_path, capsys):
+    from netdissect.cli import main
+    from netdissect import load
+
+    tests = os.path.dirname(__file__)
+    out = tmp_path / "run"
+    code = main(["dissect", "--model", f"{tests}/nets.py:elementwise_net", "--normalize", "none", "--layer", "units2",
+                 "--images", str(folder / "img"), "--segmenter", f"color+{folder}/seg.py:make", "--quad-parts",
+                 "--seg-size", "6,5", "--size", "24", "--crop", "--label-cache", str(tmp_path / "cache"),
+                 "--out", str(out), "--workers", "0", "--quiet", "--no-report"])
+    assert code == 0, capsys.readouterr()
+    r = load(out)
+    assert r.summary["labels"]["iou"] == "pnas" and r.summary["config"]["quantile"] == 0.01
+    assert r.summary["labels"]["seg_size"] == [6, 5] and r.summary["dataset"]["size"] == [24, 24]
+    assert "low-top" in set(r["units2"].concept_names)
+    capsys.readouterr()
+    assert main(["segmenters"]) == 0
+    text = capsys.readouterr().out
+    assert "zoo:world-seg" in text and "object (19)" in text and "color (11)" in text
+    code = main(["dissect", "--model", f"{tests}/nets.py:elementwise_net", "--layer", "units2",
+                 "--images", str(folder / "img"), "--out", str(tmp_path / "r2")])
+    assert code != 0 and "needs --segmenter" in capsys.readouterr().err

@@ -107,7 +107,8 @@ class ImageFolder(Probe):
         h = hashlib.sha256()
         for f in self.files:
             h.update(f.encode("utf-8", "surrogateescape") + b"\0")
-        return {"kind": "images", "path": str(self.root.resolve()), "n_images": len(self.files),
+        return {"kind": "images", "name": self.root.resolve().name, "path": str(self.root.resolve()),
+                "n_images": len(self.files),
                 "rows_sha256": h.hexdigest()[:16], "size": list(self.shape), "resize": self.size is not None,
                 "crop": self.crop, "classes": self.classes}
 
