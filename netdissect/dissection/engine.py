@@ -193,6 +193,9 @@ def dissect(
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
     part = parse_chunk(chunk)
+    if part is not None and (inputs.segmenter is not None or inputs.mode == "pnas"):
+        raise NetDissectError("--chunk runs take a dataset's own masks with --iou broden; segmenter labels and "
+                              "--iou pnas run in one process or under torchrun (which shards the rows itself)")
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
     if isinstance(dataset, Broden) and (split is not None or limit is not None):
