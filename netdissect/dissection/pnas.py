@@ -21,19 +21,24 @@ from netdissect.stats.quantile import _interpolate, _positions, kept_count
 
 
 def upsample64(acts: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
-    """float64 (B, C, sh, sw): bilinear (align_corners=False) as :class:`UnitMasks` computes it."""
+    """float64 (sh, sw, B, C): bilinear (align_corners=False) as :class:`UnitMasks` computes it,
+    ``h0 * (w0 * a00 + w1 * a01) + h1 * (w0 * a10 + w1 * a11)``: the x-interpolation of every source
+    row first (on the small map), then the rows combined.  Pixels lead (each gather copies whole
+    (B, C) planes, the fast way on a CPU)."""
     B, C, h, w = acts.shape
     y0, y1, h0, h1 = (torch.as_tensor(v, device=acts.device) for v in _axis(h, sh))
     x0, x1, w0, w1 = (torch.as_tensor(v, device=acts.device) for v in _axis(w, sw))
-    a = acts.double()
-    r0, r1 = a.index_select(2, y0), a.index_select(2, y1)  # (B, C, sh, w)
-    top = w0 * r0.index_select(3, x0) + w1 * r0.index_select(3, x1)
-    bot = w0 * r1.index_select(3, x0) + w1 * r1.index_select(3, x1)
-    return h0.view(-1, 1) * top + h1.view(-1, 1) * bot
+    a = acts.double().permute(2, 3, 0, 1).contiguous()  # (h, w, B, C)
+    rows = w0.view(1, -1, 1, 1) * a.index_select(1, x0) + w1.view(1, -1, 1, 1) * a.index_select(1, x1)
+    return h0.view(-1, 1, 1, 1) * rows.index_select(0, y0) + h1.view(-1, 1, 1, 1) * rows.index_select(0, y1)
 
 
-def pnas_thresholds(state, name: str, group, block_values: int = 1 << 24) -> np.ndarray:
-    """float64 (C,) PNAS thresholds of layer ``name`` over every rank's rows (not skipped)."""
+def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22) -> np.ndarray:
+    """float64 (C,) PNAS thresholds of layer ``name`` over every rank's rows (not skipped).
+
+    Once ``keep`` values per unit are held, an image whose peak activation does not exceed any
+    unit's smallest kept value is not upsampled at all (an upsampled value is a convex combination
+    of the map's values, so it cannot exceed the peak)."""
     used = [i for i in range(len(state.probe)) if i not in state.skipped]
     sizes = state.source.mask_sizes(used)
     sizes = sorted({tuple(s) for part in group.gather([list(map(tuple, sizes))]) for s in part[0]})
@@ -58,8 +63,13 @@ def pnas_thresholds(state, name: str, group, block_values: int = 1 << 24) -> np.
             a = torch.from_numpy(cache.read(s, e)).to(dev)
             if len(rows) < e - s:
                 a = a[rows]
-            up = upsample64(a.float(), sh, sw).transpose(0, 1).reshape(C, -1)
-            n += up.shape[1]
+            n += len(a) * S
+            if top.shape[1] >= keep:  # only images that can still enter some unit's top values
+                floor = top.min(1).values
+                a = a[(a.flatten(2).amax(2).double() > floor).any(1)]
+                if not len(a):
+                    continue
+            up = upsample64(a.float(), sh, sw).view(-1, C).T
             both = torch.cat([top, up], 1)
             top = both.topk(min(keep, both.shape[1]), dim=1, sorted=False).values if both.shape[1] > keep else both
     parts = group.gather((n, top.cpu().numpy()))
