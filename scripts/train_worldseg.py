@@ -30,7 +30,7 @@ from netdissect.data.synth.catalogue import CATALOGUE
 from netdissect.data.synth.generate import make_sample
 from netdissect.segment.worldseg import HEADS, WorldSeg
 
-RECIPE = {"data_seed": 11, "heldout_seed": 12, "n_train": 2500, "n_heldout": 300, "size": 112, "steps": 800,
+RECIPE = {"data_seed": 11, "heldout_seed": 12, "n_train": 3000, "n_heldout": 300, "size": 112, "steps": 1600,
           "batch": 24, "lr": 3e-3, "weight_decay": 1e-4, "warmup": 50, "torch_seed": 0, "width": 32}
 WEIGHTS = Path(__file__).resolve().parents[1] / "netdissect" / "segment" / "weights"
 META_KEY = "netdissect_segmenter"
