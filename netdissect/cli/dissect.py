@@ -17,6 +17,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size such as 256M, 1G or 64k, got {text!r}") from None
 
 
+def _pair(text: str):
+    try:
+        v = [int(t) for t in text.split(",")]
+    except ValueError:
+        v = []
+    if len(v) not in (1, 2) or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or H,W (positive integers), got {text!r}")
+    return v[0] if len(v) == 1 else tuple(v)
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "dissect",
@@ -30,9 +40,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="dotted submodule name (repeat for several layers; they share one forward pass)")
-    p.add_argument("--dataset", required=True, help="Broden-format dataset folder")
+    p.add_argument("--dataset", default=None, help="Broden-format dataset folder")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="instead of --dataset: a folder of images (recursive; jpg/png/webp) labelled by --segmenter")
+    p.add_argument("--segmenter", default=None, metavar="SPEC",
+                   help="labels from a segmentation model: color, zoo:world-seg, hf:PATH, file.py:factory, A+B "
+                   "(`netdissect segmenters` lists them)")
+    p.add_argument("--iou", choices=["broden", "pnas"], default=None,
+                   help="broden (CVPR 2017; default with --dataset) or pnas (PNAS 2020: thresholds over the "
+                   "upsampled maps, pooled counts; default with --segmenter)")
+    p.add_argument("--seg-size", type=_pair, default=None, metavar="N|H,W",
+                   help="label size of the segmenter (default: the image size / 4)")
+    p.add_argument("--label-cache", default=None, metavar="DIR",
+                   help="label cache folder (default: the user's cache folder, netdissect/labels)")
+    p.add_argument("--quad-parts", action="store_true",
+                   help="add <object>-top/-bottom/-left/-right parts of every object component")
+    p.add_argument("--size", type=int, default=None, help="resize --images to SIZE x SIZE (default: the first image's size)")
+    p.add_argument("--crop", action="store_true", help="with --size: shorter side to SIZE, then the centre square")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--quantile", type=float, default=0.005, help="top quantile q of each unit's threshold (default 0.005)")
+    p.add_argument("--quantile", type=float, default=None,
+                   help="top quantile q of each unit's threshold (default 0.005; 0.01 with --iou pnas)")
     p.add_argument("--iou-threshold", type=float, default=0.04, help="detector when best IoU exceeds this (default 0.04)")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -74,7 +101,9 @@ def _run(args) -> int:
     from netdissect.dissection import dissect
 
     result = dissect(
-        args.model, args.layer, args.dataset, out=args.out, weights=args.weights, normalize=args.normalize,
+        args.model, args.layer, args.dataset, images=args.images, segmenter=args.segmenter, iou=args.iou,
+        seg_size=args.seg_size, label_cache=args.label_cache, quad_parts=args.quad_parts, size=args.size,
+        crop=args.crop, out=args.out, weights=args.weights, normalize=args.normalize,
         quantile=args.quantile, iou_threshold=args.iou_threshold, topk=args.topk, batch_size=args.batch_size,
         num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,

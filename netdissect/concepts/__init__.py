@@ -36,6 +36,11 @@ class ConceptSource:
         """Raise DatasetError if row ``i``'s labels cannot be read (used by ``skip_bad`` in pass 1)."""
         self.load(i)
 
+    def observe(self, rows, images) -> None:
+        """Called by pass 1, in the main process, with each batch's row indices and images (RGB
+        in [0, 1] on the run's device, before normalisation): a source that labels the images
+        themselves (:class:`netdissect.concepts.segmenter.SegmenterLabels`) does it here."""
+
     def files_digest(self, rows=None, mtime: bool = True) -> str | None:
         """A digest of the files the labels of ``rows`` are read from (None when not files)."""
         return None

@@ -75,6 +75,7 @@ class ActivationPass:
             x = st.probe.batch([p for _, p in good], st.device)
         except DatasetError as exc:
             raise DatasetError(f"{st.probe.where(int(idx[0]))}: {exc}") from None
+        st.source.observe(idx.tolist(), x)  # a segmenter labels the images it is shown here
         x = self.prep(x)
         if cfg.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)

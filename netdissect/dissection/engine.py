@@ -39,13 +39,14 @@ import torch
 from torch import nn
 
 from netdissect.atomic import write_bytes as atomic_write_bytes
-from netdissect.concepts import BrodenMasks
 from netdissect.data import Broden
 from netdissect.data.digest import files_digest
 from netdissect.dissection.activations import ActivationPass
 from netdissect.dissection import config
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
 from netdissect.dissection.counting import run_iou_pass
+from netdissect.dissection.inputs import Inputs, resolve_inputs
+from netdissect.dissection.pnas import pnas_thresholds
 from netdissect.dissection.distributed import Group, shard_rows
 from netdissect.dissection.merges import merge_pass1, merge_pass2
 from netdissect.dissection.output import build_summary, write_run
@@ -54,7 +55,6 @@ from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, LayerError, NetDissectError
 from netdissect.hooks import TraceDict, check_layers, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
-from netdissect.probe import BrodenImages
 from netdissect.stats.quantile import quantile_plan
 from netdissect.runfolder import CHUNK_FILE, RunLock, check_out, has_progress, read_chunk_info, read_json
 
@@ -98,12 +98,20 @@ def check_unknown_labels(unknown: int, positions: int, where: str) -> str | None
 def dissect(
     model: nn.Module | str,
     layers: str | list[str],
-    dataset: str | os.PathLike | Broden,
+    dataset: str | os.PathLike | Broden | None = None,
     *,
+    images: str | os.PathLike | None = None,
+    segmenter=None,
+    iou: str | None = None,
+    seg_size=None,
+    label_cache: str | os.PathLike | None = None,
+    quad_parts: bool = False,
+    size: int | None = None,
+    crop: bool = False,
     out: str | os.PathLike | None = None,
     weights: str | None = None,
     normalize: str | None = None,
-    quantile: float = 0.005,
+    quantile: float | None = None,
     iou_threshold: float = 0.04,
     topk: int = 10,
     batch_size: int = 64,
@@ -133,10 +141,23 @@ def dissect(
         call of a module that runs more than once per forward.
     dataset : path to a Broden-format folder, or a :class:`netdissect.data.Broden` (then
         ``split``/``limit`` must be given to the Broden itself).
+    images : instead of ``dataset``, a folder of images (recursive; ``docs/segmenters.md``),
+        labelled by ``segmenter``.
+    segmenter : a segmenter spec (``"zoo:world-seg+color"``, ``"hf:PATH"``, ``"file.py:factory"``)
+        or object (:mod:`netdissect.segment`); its labels replace the dataset's masks.
+    iou : ``"broden"`` (CVPR 2017: thresholds at the layer's resolution, sums over the images
+        holding the concept's category; the default with a dataset) or ``"pnas"`` (PNAS 2020:
+        thresholds over the upsampled activation, one pooled count; the default with a segmenter).
+    seg_size : label size N or (H, W) of the segmenter (default: the image size / 4).
+    label_cache : folder of the label cache (default under the user's cache folder).
+    quad_parts : add ``<object>-top/-bottom/-left/-right`` parts of every object component.
+    size, crop : resize the images of ``images`` to ``size`` x ``size`` (``crop``: shorter side,
+        then the centre square); default: the first image's size.
     out : run directory to write (``docs/run-format.md``); None keeps results in memory only.
     weights, normalize, seed : see :func:`netdissect.models.load_model` (``seed`` seeds random
         initialisation, e.g. ``weights="none"``; recorded in summary.json).
-    quantile : the top quantile q defining each unit's threshold (0.005 as CVPR 2017; PNAS uses 0.01).
+    quantile : the top quantile q defining each unit's threshold (default 0.005 as CVPR 2017 with
+        ``iou="broden"``, 0.01 as PNAS 2020 with ``iou="pnas"``).
     iou_threshold : a unit is a detector when its best IoU exceeds this (0.04).
     topk : how many top images (by peak activation) to keep per unit.
     cache_dtype : ``float32`` (default: exact) or ``float16`` (half the disk; lossy: rounding creates
@@ -161,12 +182,20 @@ def dissect(
     -------
     DissectionResult : ``result[layer].units`` (one row per unit), ``result.summary``.
     """
+    inputs = Inputs(dataset=dataset, images=images, segmenter=segmenter, iou=iou, seg_size=seg_size,
+                    label_cache=label_cache, quad_parts=quad_parts, size=size, crop=crop)
+    inputs.check()
+    if quantile is None:
+        quantile = 0.01 if inputs.mode == "pnas" else 0.005
     cfg = DissectConfig(quantile=quantile, iou_threshold=iou_threshold, topk=topk, batch_size=batch_size,
                         num_workers=default_workers() if num_workers is None else num_workers,
                         cache_dtype=cache_dtype, device=device, skip_bad=skip_bad, split=split, limit=limit,
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
     part = parse_chunk(chunk)
+    if part is not None and (inputs.segmenter is not None or inputs.mode == "pnas"):
+        raise NetDissectError("--chunk runs take a dataset's own masks with --iou broden; segmenter labels and "
+                              "--iou pnas run in one process or under torchrun (which shards the rows itself)")
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
     if isinstance(dataset, Broden) and (split is not None or limit is not None):
@@ -184,7 +213,7 @@ def dissect(
         cfg.device = group.device
         if out is not None:
             lock = _claim_out(out, group)  # before the model loads: fail fast
-        return _dissect(model, layers, dataset, cfg, group, part, out=out, weights=weights, normalize=normalize,
+        return _dissect(model, layers, inputs, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
                         model_spec=model_spec)
     finally:
@@ -304,20 +333,19 @@ def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progr
               "it is removed when the run finishes", file=sys.stderr)
 
 
-def _dissect(model, layers, dataset, cfg: DissectConfig, group: Group, part, **kw):
+def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw):
     with preserved(model):  # a user's module is left as it was found, however this ends
-        return _run(model, layers, dataset, cfg, group, part, **kw)
+        return _run(model, layers, inputs, cfg, group, part, **kw)
 
 
-def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
+def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
          resume, progress, checkpoint_every, model_spec):
     given = model
     model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
     model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed)
     for name in layers:
         resolve_layer(model, name)
-    ds = dataset if isinstance(dataset, Broden) else Broden(dataset, split=cfg.split, limit=cfg.limit)
-    probe, source = BrodenImages(ds), BrodenMasks(ds)
+    probe, source, ds = resolve_inputs(inputs, cfg.split, cfg.limit)
     precision, why = resolve_precision(cfg.precision, cfg.device)
     model.eval()
     model = model.to(cfg.device)
@@ -389,6 +417,9 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
                  "timing_s": {"activations": round(time.monotonic() - t0, 3)}}, indent=2).encode())
             return None
         merge_pass1(st, group)
+        if inputs.mode == "pnas":  # thresholds over the upsampled activations (algorithms.md section 2)
+            for name in layers:
+                st.thresholds[name] = pnas_thresholds(st, name, group)
         if st.phase == 1:
             st.start_pass2()
             st.save_checkpoint()
@@ -404,7 +435,7 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
 
-    note = check_unknown_labels(st.all_unknown, st.all_positions, str(ds.root))
+    note = check_unknown_labels(st.all_unknown, st.all_positions, str(ds.root if ds is not None else probe.root))
     if note and progress:
         print(f"netdissect: {note}", file=sys.stderr)
     extra = {"precision": {"asked": cfg.precision, "used": precision, **({"why": why} if why else {})},
@@ -414,7 +445,12 @@ def _run(model, layers, dataset, cfg: DissectConfig, group: Group, part, *, out,
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
     # the images as the report checks them before drawing (names, sizes, mtimes)
-    summary["dataset"]["files_digest"] = files_digest(ds.image_dir, [r.image for r in ds.rows])
+    summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
+                                                      probe.row_names())
+    summary["labels"] = {**source.identity(), "iou": inputs.mode, "n_concepts": len(source.concepts)}
+    labels = getattr(source, "inner", source)
+    if hasattr(labels, "segmented"):  # images this run segmented (the others came from the label cache)
+        summary["labels"]["segmented_images"] = labels.segmented
     result = DissectionResult(layer_results, summary, run_dir)
     if run_dir is not None:
         group.barrier()  # every rank has closed its caches

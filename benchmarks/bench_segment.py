@@ -1,0 +1,95 @@
+"""Segmenter-labelled dissection against its floors (issue 10).
+
+    python benchmarks/bench_segment.py                    # zoo:scene-cnn conv5, 1000 world images, zoo:world-seg+color
+    python benchmarks/bench_segment.py --n 300
+
+- ``forward``: the model's plain forward pass over the image folder (same loader, workers, batch 64).
+- ``forward_seg``: the same plus the segmenter on every batch (the floor of a first run).
+- ``first``: ``dissect(images=..., segmenter=...)`` with an empty label cache (both passes, results
+  written); target: at most 1.15 x ``forward_seg``.
+- ``second``: the same run again on another layer's worth of work (conv5 again, a new --out), the
+  labels all from the cache; target: at most 1.15 x ``forward``.
+Wall-clock seconds, one process, the fastest of ``--repeat`` tries each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--model", default="zoo:scene-cnn")
+    p.add_argument("--layer", default="conv5")
+    p.add_argument("--segmenter", default="zoo:world-seg+color")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args()
+    import torch
+    from PIL import Image
+
+    from netdissect import dissect
+    from netdissect.data.synth.generate import make_sample
+    from netdissect.dissection.rows import InputRows, collate_inputs, loader
+    from netdissect.hooks import TraceDict, run_to_layers
+    from netdissect.models import load_model
+    from netdissect.probe.folder import ImageFolder
+    from netdissect.segment import checked_segment, load_segmenter
+
+    root = HERE / "out" / f"seg_images_{a.n}"
+    if not root.exists():
+        (root / "x").mkdir(parents=True)
+        for i in range(a.n):
+            Image.fromarray(make_sample(2017, i, 112).image).save(root / "x" / f"{i:05d}.jpg", quality=92)
+    probe = ImageFolder(root)
+    model, prep = load_model(a.model)
+    model.eval()
+    seg = load_segmenter(a.segmenter)
+    size = (probe.shape[0] // 4, probe.shape[1] // 4)
+
+    def floor(with_seg: bool) -> float:
+        t = time.perf_counter()
+        with TraceDict(model, [a.layer], stop=True) as tr, torch.inference_mode():
+            for batch in loader(InputRows(probe, 0, len(probe)), 64, a.workers, collate_inputs):
+                x = probe.batch([pl for _, pl, _ in batch], "cpu")
+                if with_seg:
+                    checked_segment(seg, x, size)
+                run_to_layers(model, tr, prep(x).contiguous(memory_format=torch.channels_last))
+        return time.perf_counter() - t
+
+    out = {"n": a.n, "model": a.model, "layer": a.layer, "segmenter": a.segmenter, "threads": torch.get_num_threads()}
+    best = lambda f: min(f() for _ in range(a.repeat))  # noqa: E731
+    out["forward"] = best(lambda: floor(False))
+    out["forward_seg"] = best(lambda: floor(True))
+    work = Path(tempfile.mkdtemp(prefix="bench-seg-"))
+
+    def run(fresh: bool) -> float:
+        if fresh:
+            shutil.rmtree(work / "cache", ignore_errors=True)
+        shutil.rmtree(work / "run", ignore_errors=True)
+        t = time.perf_counter()
+        r = dissect(a.model, [a.layer], images=root, segmenter=a.segmenter, label_cache=work / "cache",
+                    out=work / "run", num_workers=a.workers, progress=False)
+        out.setdefault("timing_first" if fresh else "timing_second", r.summary["timing_s"])
+        return time.perf_counter() - t
+
+    out["first"] = best(lambda: run(True))
+    out["second"] = best(lambda: run(False))
+    out["first_over_forward_seg"] = out["first"] / out["forward_seg"]
+    out["second_over_forward"] = out["second"] / out["forward"]
+    shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+    (HERE / "out").mkdir(exist_ok=True)
+    (HERE / "out" / "bench_segment.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

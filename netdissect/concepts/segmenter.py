@@ -1,0 +1,141 @@
+"""Concept labels from a segmentation model run on the probe images (PNAS 2020).
+
+    >>> from netdissect.concepts.segmenter import SegmenterLabels
+    >>> source = SegmenterLabels(load_segmenter("color"), probe, seg_size=(28, 28))   # doctest: +SKIP
+
+The segmenter runs in the main process, batched on the run's device, on the
+very batches pass 1 feeds the model (:meth:`SegmenterLabels.observe`, called
+by the activation pass before normalisation), and only on images whose
+labels the :class:`~netdissect.concepts.cache.LabelCache` does not hold yet.
+Pass 2's loader workers read the labels back from the cache
+(:meth:`SegmenterLabels.load`).  A row "holds" a category when any of its
+pixels is labelled with a concept of that category (what ``--iou broden``
+restricts its sums to; ``--iou pnas`` pools every image).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from netdissect.concepts import ConceptSource
+from netdissect.concepts.cache import LabelCache, default_cache_dir, label_dtype
+from netdissect.data import LabelSample
+from netdissect.errors import DatasetError, NetDissectError
+from netdissect.segment import catalogue, checked_segment
+
+
+def row_stamp(probe, i: int) -> str:
+    """What identifies row ``i``'s image file: resolved path, size and modification time."""
+    from netdissect.probe.folder import file_stamp
+
+    if hasattr(probe, "file_stamp"):
+        return probe.file_stamp(i)
+    if hasattr(probe, "ds"):
+        return file_stamp(probe.ds.image_path(i))
+    raise NetDissectError(f"{probe.describe()}: its rows are not image files, so their labels cannot be cached")
+
+
+def default_seg_size(shape) -> tuple[int, int]:
+    """The label size for images of ``shape`` (H, W): a quarter, as the paper's 224 -> 56."""
+    return max(1, shape[0] // 4), max(1, shape[1] // 4)
+
+
+class SegmenterLabels(ConceptSource):
+    """The label planes a segmenter gives the probe's images, through the label cache."""
+
+    def __init__(self, segmenter, probe, seg_size=None, cache_dir=None):
+        self.segmenter, self.probe = segmenter, probe
+        shape = getattr(probe, "shape", None)
+        if seg_size is None:
+            if shape is None:
+                raise NetDissectError("seg_size (--seg-size) is needed: the probe has no single image size")
+            seg_size = default_seg_size(shape)
+        if isinstance(seg_size, int):
+            seg_size = (seg_size, seg_size)
+        seg_size = tuple(int(v) for v in seg_size)
+        if len(seg_size) != 2 or min(seg_size) < 1:
+            raise NetDissectError(f"seg_size must be a positive size (N or H,W), got {seg_size!r}")
+        self.seg_size = seg_size
+        self.concepts = catalogue(segmenter)
+        self.dtype = label_dtype(len(self.concepts))
+        probe_id = probe.identity()
+        self._identity = {"kind": "segmenter", "spec": getattr(segmenter, "spec", None),
+                          "segmenter": segmenter.identity(), "seg_size": list(seg_size),
+                          "image_size": probe_id.get("size"), "crop": probe_id.get("crop", False)}
+        self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
+        self._identity["cache"] = self.cache.key
+        self._stamps: dict[int, str] = {}
+        self.segmented = 0
+        self.on_device = None
+
+    def identity(self) -> dict:
+        return dict(self._identity)
+
+    def stamp(self, i: int) -> str:
+        s = self._stamps.get(i)
+        if s is None:
+            s = self._stamps[i] = row_stamp(self.probe, i)
+        return s
+
+    def observe(self, rows, images) -> None:
+        """Segment the images of ``rows`` (a batch as pass 1 feeds it, RGB in [0, 1] on the
+        device) whose labels are not cached yet, and cache them."""
+        rows = [int(i) for i in rows]
+        missing = [j for j, i in enumerate(rows) if not self.cache.has(self.stamp(i))]
+        if not missing:
+            return
+        if self.on_device != images.device:
+            self.segmenter = self.segmenter.to(images.device) or self.segmenter
+            self.on_device = images.device
+        sub = images if len(missing) == len(rows) else images[missing]
+        planes = checked_segment(self.segmenter, sub, self.seg_size).cpu().numpy().astype(self.dtype)
+        for j, p in zip(missing, planes):
+            self.cache.put(self.stamp(rows[j]), p)
+        self.segmented += len(missing)
+
+    def load(self, i: int) -> LabelSample:
+        planes = self.cache.get(self.stamp(i))
+        if planes is None:
+            raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
+                               "(the image changed during the run, or the cache was removed): run again")
+        G = len(self.concepts.categories)
+        present = np.unique(planes)
+        present = present[present > 0].astype(np.int64)
+        has = np.zeros(G, bool)
+        has[self.concepts.primary[present - 1]] = True
+        return LabelSample(i, planes.astype(np.uint16), np.zeros(0, np.int32), has)
+
+    def check(self, i: int) -> None:
+        """Labels are made from the row's image in pass 1: nothing else to read."""
+
+    def mask_sizes(self, rows=None) -> list[tuple[int, int]]:
+        return [self.seg_size]
+
+
+class PooledLabels(ConceptSource):
+    """Another source's labels with every image holding every category: the PNAS pooled IoU
+    (one count over all pixels of all images, no category restriction)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.concepts = inner.concepts
+
+    def identity(self) -> dict:
+        return {**self.inner.identity(), "iou": "pnas"}
+
+    def observe(self, rows, images) -> None:
+        self.inner.observe(rows, images)
+
+    def load(self, i: int) -> LabelSample:
+        s = self.inner.load(i)
+        if s.error is None and s.has_category is not None:
+            s.has_category = np.ones(len(self.concepts.categories), bool)
+        return s
+
+    def check(self, i: int) -> None:
+        self.inner.check(i)
+
+    def files_digest(self, rows=None, mtime: bool = True):
+        return self.inner.files_digest(rows, mtime=mtime)
+
+    def mask_sizes(self, rows=None):
+        return self.inner.mask_sizes(rows)
