@@ -72,6 +72,15 @@ def save_figure(path: Path, fig, **params) -> Path:
     return write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, metadata=meta, **params))
 
 
+def save_figures(stem, fig, exts=("png", "svg"), **params) -> list[Path]:
+    """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` (each atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    paths = [save_figure(Path(stem).with_suffix(f".{ext}"), fig, **params) for ext in exts]
+    plt.close(fig)
+    return paths
+
+
 def write_json(path: Path, obj, indent: int | None = 2) -> Path:
     """Write ``obj`` as UTF-8 JSON to ``path`` atomically (a reader never sees half a file)."""
     import json

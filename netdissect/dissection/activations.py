@@ -121,5 +121,6 @@ class ActivationPass:
                 values = full
             st.caches[name].write(start - st.lo, values)
             C = ac.shape[1]
-            st.quantiles[name].add(ac.transpose(0, 1).reshape(C, -1))  # the cached values, as float32
+            if name in st.quantiles:
+                st.quantiles[name].add(ac.transpose(0, 1).reshape(C, -1))  # the cached values, as float32
             st.tops[name].add(ac, idx)

@@ -384,7 +384,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
 
     st = None
     try:
-        st = RunState(layers, probe, source, run_cfg, work, rows)
+        st = RunState(layers, probe, source, run_cfg, work, rows, layer_thresholds=inputs.mode != "pnas")
         ident_path = work / IDENTITY_FILE
         err = None
         resuming = resume and st.has_checkpoint()

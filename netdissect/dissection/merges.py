@@ -21,7 +21,8 @@ def merge_pass1(state, group: Group) -> None:
     for name in state.layers:
         if name not in state.shapes:  # this rank had no usable row
             state.allocate(name, shapes[name])
-        state.thresholds[name] = exact_thresholds(state, name, group)
+        if name in state.quantiles:  # (PNAS runs threshold the upsampled maps instead, after this merge)
+            state.thresholds[name] = exact_thresholds(state, name, group)
         if group.distributed:
             C, h, w = state.shapes[name]
             state.merged_tops[name] = combine_tops(group.gather(state.tops[name].state_dict()),

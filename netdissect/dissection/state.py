@@ -24,11 +24,15 @@ CHECKPOINT = "checkpoint.npz"
 
 
 class RunState:
-    def __init__(self, layers: list[str], probe, source, cfg, work: Path, rows: tuple[int, int] | None = None):
+    def __init__(self, layers: list[str], probe, source, cfg, work: Path, rows: tuple[int, int] | None = None,
+                 layer_thresholds: bool = True):
+        """``layer_thresholds=False``: no quantile statistic over the layer's own positions (the PNAS
+        thresholds are computed over the upsampled maps after pass 1 instead)."""
         import torch
 
         self.layers, self.probe, self.source, self.cfg, self.work = layers, probe, source, cfg, Path(work)
         self.lo, self.hi = rows if rows is not None else (0, len(probe))
+        self.layer_thresholds = layer_thresholds
         self.device = torch.device(cfg.device)
         self.shapes: dict[str, tuple] = {}
         self.caches: dict[str, ActivationCache] = {}
@@ -110,7 +114,8 @@ class RunState:
 
                 def sub(prefix):
                     return {k[len(prefix):]: v for k, v in a.items() if k.startswith(prefix)}
-                self.quantiles[name].load_state_dict(sub(f"{name}/q/"))
+                if name in self.quantiles:
+                    self.quantiles[name].load_state_dict(sub(f"{name}/q/"))
                 self.tops[name].load_state_dict(sub(f"{name}/top/"))
                 if f"{name}/thresholds" in a:
                     self.thresholds[name] = a[f"{name}/thresholds"]
@@ -135,8 +140,9 @@ class RunState:
         self.caches[name] = ActivationCache(self.cache_path(name), self.hi - self.lo, shape, self.cfg.cache_dtype,
                                             existing=existing)
         # total: every position of the WHOLE probe, so shards keep enough values to merge exactly
-        self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.probe) * h * w, device=self.device,
-                                           memory=self.cfg.quantile_memory)
+        if self.layer_thresholds:
+            self.quantiles[name] = TopQuantile(C, self.cfg.quantile, total=len(self.probe) * h * w, device=self.device,
+                                               memory=self.cfg.quantile_memory)
         self.tops[name] = TopImages(C, self.topk, (h, w))
 
     @property

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdissect.atomic import write_bytes
+from netdissect.atomic import save_figures, write_bytes
 from netdissect.errors import NetDissectError
 
 __all__ = ["probe_experiment", "presence", "fit_probe", "check_task"]
@@ -235,12 +235,4 @@ class ProbeTable:
         ax.set_title("discrimination vs interpretability", fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
         fig.tight_layout()
-        paths = []
-        for ext in ("png", "svg"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=120)
-            p = Path(stem).with_suffix(f".{ext}")
-            write_bytes(p, buf.getvalue())
-            paths.append(p)
-        plt.close(fig)
-        return paths
+        return save_figures(stem, fig, dpi=120)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdissect.atomic import write_bytes
+from netdissect.atomic import save_figures, write_bytes
 from netdissect.errors import NetDissectError
 from netdissect.experiments.basis import ActivationRun
 from netdissect.experiments.rotation import check_alphas, random_rotation, rotation_power
@@ -170,13 +170,4 @@ def plot_rotation(table: RotationTable, stem) -> list[Path]:
     fig.suptitle(f"{info['model']['spec']} {info['layer']}: interpretability under rotation Q^alpha "
                  f"({len(info['seeds'])} seed(s))", fontsize=10)
     fig.tight_layout()
-    stem = Path(stem)
-    paths = []
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=120)
-        path = stem.with_suffix(f".{ext}")
-        write_bytes(path, buf.getvalue())
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_figures(stem, fig, dpi=120)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdissect.atomic import write_bytes
+from netdissect.atomic import save_figures, write_bytes
 from netdissect.experiments.probe import _parse_models
 
 __all__ = ["training_experiment", "zoo_record"]
@@ -158,12 +158,4 @@ class TrainingTable:
         for a in (ax, ax2):
             a.spines[["top", "right"]].set_visible(False)
         fig.tight_layout()
-        paths = []
-        for ext in ("png", "svg"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=120)
-            p = Path(stem).with_suffix(f".{ext}")
-            write_bytes(p, buf.getvalue())
-            paths.append(p)
-        plt.close(fig)
-        return paths
+        return save_figures(stem, fig, dpi=120)

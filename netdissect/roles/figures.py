@@ -14,14 +14,10 @@ def _plt():
 
 
 def _save(fig, out: Path, name: str) -> list[str]:
-    from netdissect.atomic import save_figure
-    paths = []
-    for ext in ("png", "svg"):
-        p = out / "figures" / f"{name}.{ext}"
-        save_figure(p, fig, dpi=110, bbox_inches="tight")
-        paths.append(str(p.relative_to(out)))
-    _plt().close(fig)
-    return paths
+    from netdissect.atomic import save_figures
+
+    paths = save_figures(out / "figures" / name, fig, dpi=110, bbox_inches="tight")
+    return [str(p.relative_to(out)) for p in paths]
 
 
 def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, peaks, splits) -> dict:
