@@ -31,8 +31,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "dissect",
         help="dissect layers of a model on a Broden-format dataset",
-        description="Score every unit of each --layer as a segmenter of every concept of --dataset "
-        "(IoU of its top-quantile activation region) and write the run directory --out.",
+        description="Score every unit of each --layer as a segmenter of every concept of --dataset's masks, "
+        "or of the labels --segmenter gives the --images (IoU of its top-quantile activation region), "
+        "and write the run directory --out.",
         epilog="example: netdissect dissect --model torchvision:resnet18 --weights DEFAULT "
         "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18   "
         "(on several processes or machines: torchrun --nproc_per_node N -m netdissect dissect ...)",
