@@ -381,3 +381,21 @@ def test_thresholds_stay_exact_when_the_buffer_exceeds_its_memory(broden, tmp_pa
 def test_a_quantile_memory_too_small_for_the_layer_names_the_minimum(broden):
     with pytest.raises(NetDissectError, match=r"--quantile-memory .*too small for layer 'units' .*at least 9600 bytes"):
         dissect(ElementwiseNet(units=10, seed=3), ["units"], broden, quantile_memory=5000, **KW)
+
+
+def test_torchvision_inplace_relus_do_not_change_what_is_dissected(broden):
+    """resnet18 (random weights, in-place ReLUs, residual +=): layer1.0.bn1 dissected together with a
+    later layer equals the plain reference on bn1 traced alone, and keeps its negative values (an
+    in-place ReLU after it used to rewrite the captured tensor)."""
+    from netdissect.models import load_model
+
+    ds = Broden(broden)
+    both = dissect("torchvision:resnet18", ["layer1.0.bn1", "layer2"], broden, weights="none", batch_size=1,
+                   normalize="none", **KW)
+    model, _ = load_model("torchvision:resnet18", weights="none", normalize="none")
+    model.eval()
+    thresholds, iou = reference_dissect(_acts(model, ds, "layer1.0.bn1"), ds, 0.005)
+    lr = both["layer1.0.bn1"]
+    np.testing.assert_allclose(lr.thresholds, thresholds, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lr.iou, iou, atol=1e-3)
+    assert (iou > 0).sum() >= 5 and lr.top_maps.min() < 0
