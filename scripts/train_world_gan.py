@@ -1,0 +1,174 @@
+"""Train ``zoo:world-gan``: a 64 px progressive-GAN-style generator on the synthetic world's scenes.
+
+    python scripts/train_world_gan.py [--minutes 50] [--out netdissect/models/zoo/weights]
+
+The generator is :class:`netdissect.models.proggan.ProgressiveGenerator` (the published PNAS
+architecture at 64 px: blocks layer1..layer10, then output_64x64); it is trained at its full
+resolution (no progressive growing) against a spectrally normalised convolutional discriminator
+with the hinge loss, Adam (beta1 = 0), an exponential moving average of the generator's weights
+(the bundled weights), and horizontal flips of the real images.  Training data: world seed 21
+(scene images only, rendered at 64 px); seeds 21-22 are reserved for this model (22: quality
+checks in ``scripts/world_gan_card.py``).  Checkpoints every few minutes in ``--work``; a killed
+run resumes from the last one.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from netdissect.atomic import write_bytes  # noqa: E402
+from netdissect.models.proggan import ProgressiveGenerator, to_image  # noqa: E402
+
+RECIPE = {"resolution": 64, "sizes": [256, 128, 64, 32, 16], "z_dim": 128, "data_seed": 21, "n_train": 12000,
+          "batch": 32, "lr_g": 1e-3, "lr_d": 4e-4, "betas": [0.0, 0.99], "ema": 0.999, "torch_seed": 0,
+          "d_widths": [16, 32, 64, 128, 256]}
+
+
+class Discriminator(nn.Module):
+    def __init__(self, widths):
+        super().__init__()
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(3, widths[0], 3, 1, 1)), nn.LeakyReLU(0.2)]
+        cin = widths[0]
+        for w in widths[1:]:
+            layers += [spectral_norm(nn.Conv2d(cin, w, 4, 2, 1)), nn.LeakyReLU(0.2),
+                       spectral_norm(nn.Conv2d(w, w, 3, 1, 1)), nn.LeakyReLU(0.2)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = spectral_norm(nn.Linear(cin * 4 * 4, 1))
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+def render(n, seed, size, progress=True):
+    from netdissect.data.synth import SceneDataset
+    ds = SceneDataset(n, seed=seed, size=size, progress=progress)
+    return torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W)
+
+
+def grid(images: torch.Tensor, path: Path, nrow: int = 8):
+    from PIL import Image
+    x = (to_image(images.float()) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    n, h, w, _ = x.shape
+    rows = (n + nrow - 1) // nrow
+    out = np.zeros((rows * (h + 2), nrow * (w + 2), 3), np.uint8)
+    for k in range(n):
+        r, c = divmod(k, nrow)
+        out[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = x[k]
+    Image.fromarray(out).save(path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=50.0, help="wall-clock budget for training")
+    ap.add_argument("--steps", type=int, default=100000, help="at most this many steps")
+    ap.add_argument("--work", default="runs/train-world-gan", help="checkpoints, sample grids, log")
+    ap.add_argument("--out", default=str(ROOT / "netdissect/models/zoo/weights"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    R = RECIPE
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(R["torch_seed"])
+    G = ProgressiveGenerator(R["resolution"], R["sizes"], R["z_dim"])
+    D = Discriminator(R["d_widths"])
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), R["lr_g"], betas=tuple(R["betas"]))
+    opt_d = torch.optim.Adam(D.parameters(), R["lr_d"], betas=tuple(R["betas"]))
+    step, elapsed, log = 0, 0.0, []
+    ckpt = work / "checkpoint.pt"
+    if ckpt.exists() and not args.bench:
+        s = torch.load(ckpt, weights_only=False)
+        G.load_state_dict(s["G"]); D.load_state_dict(s["D"]); G_ema.load_state_dict(s["G_ema"])
+        opt_g.load_state_dict(s["opt_g"]); opt_d.load_state_dict(s["opt_d"])
+        step, elapsed, log = s["step"], s["elapsed"], s["log"]
+        torch.set_rng_state(s["rng"])
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
+    data_path = work / "data.pt"
+    if data_path.exists():
+        data = torch.load(data_path)
+    else:
+        data = render(R["n_train"] if not args.bench else 256, R["data_seed"], R["resolution"])
+        if not args.bench:
+            torch.save(data, data_path)
+    gen = torch.Generator().manual_seed(R["torch_seed"] + step)
+    fixed_z = torch.randn(32, R["z_dim"], generator=torch.Generator().manual_seed(12345))
+    B = R["batch"]
+    start = time.time() - elapsed
+    last_ckpt = time.time()
+    while step < args.steps:
+        idx = torch.randint(0, len(data), (B,), generator=gen)
+        real = data[idx].float().div_(127.5).sub_(1)
+        flip = torch.rand(B, generator=gen) < 0.5
+        real[flip] = real[flip].flip(3)
+        # discriminator step
+        z = torch.randn(B, R["z_dim"], generator=gen)
+        with torch.no_grad():
+            fake = G(z)
+        loss_d = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # generator step
+        z = torch.randn(B, R["z_dim"], generator=gen)
+        D.requires_grad_(False)
+        loss_g = -D(G(z)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        with torch.no_grad():
+            beta = R["ema"] if step > 500 else 0.0 if step < 100 else 0.99
+            for pe, p in zip(G_ema.parameters(), G.parameters()):
+                pe.lerp_(p, 1 - beta)
+        step += 1
+        if step % 25 == 0:
+            log.append({"step": step, "loss_d": float(loss_d), "loss_g": float(loss_g),
+                        "minutes": (time.time() - start) / 60})
+            print(json.dumps(log[-1]), flush=True)
+        if args.bench and step >= args.bench:
+            print(f"{(time.time() - start) / step:.3f} s/step")
+            return
+        if step % 500 == 0:
+            with torch.no_grad():
+                grid(G_ema(fixed_z), work / f"samples_{step:06d}.png")
+        out_of_time = time.time() - start > args.minutes * 60
+        if time.time() - last_ckpt > 180 or out_of_time or step >= args.steps:
+            tmp = work / "checkpoint.pt.tmp"
+            torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
+                        "elapsed": time.time() - start, "log": log, "rng": torch.get_rng_state()}, tmp)
+            os.replace(tmp, ckpt)
+            last_ckpt = time.time()
+        if out_of_time:
+            break
+    with torch.no_grad():
+        grid(G_ema(fixed_z), work / "samples_final.png")
+    from safetensors.torch import save
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in G_ema.state_dict().items()}
+    meta = {"recipe": json.dumps(R), "steps": str(step), "minutes": f"{(time.time() - start) / 60:.1f}",
+            "torch": torch.__version__, "threads": str(args.threads)}
+    out = Path(args.out)
+    write_bytes(out / "world-gan.safetensors", save(sd, metadata=meta))
+    (work / "train_log.json").write_text(json.dumps(log))
+    print(f"wrote {out / 'world-gan.safetensors'} after {step} steps")
+
+
+if __name__ == "__main__":
+    main()
