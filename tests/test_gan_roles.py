@@ -334,3 +334,118 @@ def test_clear_errors(seg, z):
     assert order[:3].tolist() == [3, 5, 2] and above == 2
     with pytest.raises(G.GeneratorError, match="distinct unit numbers"):
         G.insertion(model, "layer1", [0, 0], seg, red(seg), z[:2], seg_size=SEG, progress=False)
+
+
+# ----------------------------------------------------------------------------- the command line
+def _painter_run(root, seed=1, iou=None, kind="latent"):
+    """A generator run folder as `netdissect dissect --samples` writes it, for the painter and the color segmenter,
+    with a given IoU table (units 3, 1, 0, 2 best for red-c unless given)."""
+    import json
+    from pathlib import Path
+
+    from netdissect.dissection.result import LayerResult
+
+    seg = load_segmenter("color")
+    K = len(seg.concepts)
+    if iou is None:
+        iou = np.zeros((8, K), np.float32)
+        for u, v in zip([3, 1, 0, 2, 5], [0.30, 0.25, 0.20, 0.10, 0.01]):
+            iou[u, seg.concepts.index("red-c")] = v
+        iou[4, seg.concepts.index("green-c")] = 0.5
+    lr = LayerResult(name="layer1", iou=iou, thresholds=np.zeros(8, np.float32),
+                     concept_names=np.asarray(seg.concepts), concept_categories=np.asarray(seg.categories),
+                     concept_numbers=np.arange(1, K + 1, dtype=np.int32), categories=["color"], iou_threshold=0.04,
+                     shape=(8, 4, 4), mask_size=SEG)
+    root = Path(root)
+    lr.save(root / "layer1")
+    summary = {"format_version": 1, "model": {"spec": f"{Path(__file__).resolve()}:Painter", "weights": None, "seed": 0},
+               "dataset": {"kind": kind, "samples": 50, "seed": seed, "dim": 4, "categories": ["color"]},
+               "labels": {"kind": "generated", "spec": "color", "segmenter": seg.identity(), "seg_size": list(SEG),
+                          "iou": "pnas"},
+               "config": {"iou_threshold": 0.04}, "layers": {"layer1": lr.summary()}}
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def _main(argv):
+    from netdissect.cli import main
+    return main(argv)
+
+
+def test_cli_remove_writes_the_tables_and_figures(tmp_path, capsys):
+    import csv
+    import json
+
+    run = _painter_run(tmp_path / "run")
+    out = tmp_path / "rem"
+    code = _main(["gan", "remove", "--run", str(run), "--layer", "layer1", "--concept", "red-c", "--sizes", "1,2,3,4",
+                  "--samples", "30", "--seed", "2", "--out", str(out), "--quiet", "--grid", "4"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "removal.csv")))
+    assert list(rows[0])[:9] == ["concept", "n", "units", "baseline_fraction", "fraction", "share_removed",
+                                 "ci99_low", "ci99_high", "control_share_removed"]
+    assert [r["units"] for r in rows] == ["3", "3 1", "3 1 0", "3 1 0 2"]      # ranked by the run's IoU
+    assert rows[0]["concept"] == "color/red-c"
+    shares = [float(r["share_removed"]) for r in rows]
+    assert shares[:2] == [0, 0] and shares[2:] == [pytest.approx(1.0), pytest.approx(1.0)]
+    # the same numbers as the core on the same z
+    from netdissect.probe.latent import latent_z
+    seg = load_segmenter("color")
+    z = torch.from_numpy(latent_z(30, 2, 4))
+    base = _fractions_slow(Painter(), seg, z, [])
+    assert float(rows[0]["baseline_fraction"]) == pytest.approx(base.mean(), abs=1e-6)
+    s = json.loads((out / "removal.json").read_text())
+    assert s["seed"] == 2 and s["mode"] == "suffix" and s["ranking"]["above_threshold"] == 4
+    assert s["passes_per_sample"] == 9        # 1 baseline + 4 sizes + 4 controls
+    for f in ("removal_curve.png", "removal_curve.svg", "removal_grid.png", "removal_grid.svg"):
+        assert (out / "figures" / f).stat().st_size > 1000
+    with np.load(out / "removal.npz") as npz:
+        np.testing.assert_allclose(npz["baseline"], base, atol=1e-6)
+    out_text = capsys.readouterr().out
+    assert "n=3: 100.0%" in out_text
+
+
+def test_cli_insert_writes_contexts_and_maps(tmp_path):
+    import csv
+    import json
+
+    run = _painter_run(tmp_path / "run")
+    out = tmp_path / "ins"
+    code = _main(["gan", "insert", "--run", str(run), "--layer", "layer1", "--concept", "red-c", "--n", "4",
+                  "--value", "q99", "--samples", "12", "--seed", "3", "--min-samples", "5", "--out", str(out),
+                  "--quiet", "--examples", "3"])
+    assert code == 0
+    rows = {r["context"]: r for r in csv.DictReader(open(out / "insertion.csv"))}
+    assert float(rows["green-c"]["mean_added_pixels"]) == 4 and float(rows["blue-c"]["mean_added_pixels"]) == 0
+    assert float(rows["green-c"]["mean_added_fraction"]) == pytest.approx(4 / 64)
+    s = json.loads((out / "insertion.json").read_text())
+    assert sorted(s["units"]) == [0, 1, 2, 3] and s["value"]["policy"] == "q99"
+    assert "12 insertion samples of seed 3" in s["value"]["computed_over"]
+    from netdissect.probe.latent import latent_z
+    want = _design_added(Painter(), torch.from_numpy(latent_z(12, 3, 4)))[0]
+    np.testing.assert_allclose(s["cell_mean_added_pixels"], want.mean(0), atol=1e-3)
+    for f in ("insertion_contexts", "insertion_map", "insertion_examples"):
+        assert (out / "figures" / f"{f}.png").stat().st_size > 1000
+
+
+def test_cli_clear_messages(tmp_path, capsys):
+    run = _painter_run(tmp_path / "run")
+    base = ["--run", str(run), "--layer", "layer1", "--out", str(tmp_path / "o"), "--quiet", "--samples", "4"]
+
+    def err(argv):
+        assert _main(argv) == 1
+        return capsys.readouterr().err
+
+    assert "is the seed of the dissection" in err(["gan", "remove", *base, "--concept", "red-c", "--seed", "1"])
+    assert "sizes [9] are larger than the layer's 8 units" in err(
+        ["gan", "remove", *base, "--concept", "red-c", "--seed", "2", "--sizes", "2,9"])
+    assert "unknown concept 'tree'" in err(["gan", "remove", *base, "--concept", "tree", "--seed", "2"])
+    assert "no unit has IoU above 0.04 with concept 'color/blue-c'" in err(
+        ["gan", "insert", *base, "--concept", "blue-c", "--seed", "2"])
+    assert "has no dissection of layer 'layer2'" in err(
+        ["gan", "remove", *base[:2], "--layer", "layer2", *base[4:], "--concept", "red-c", "--seed", "2"])
+    other = _painter_run(tmp_path / "images", kind="images")
+    assert "not of a generator's latent samples" in err(
+        ["gan", "remove", "--run", str(other), *base[2:], "--concept", "red-c", "--seed", "2"])
+    assert "summary.json: file not found (is" in err(
+        ["gan", "remove", "--run", str(tmp_path / "nothing"), *base[2:], "--concept", "red-c", "--seed", "2"])

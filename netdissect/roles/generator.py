@@ -517,3 +517,271 @@ def context_table(added: np.ndarray, context: np.ndarray, names, min_samples: in
                      "ci99_low": float(m - z * se), "ci99_high": float(m + z * se)})
     rows.sort(key=lambda r: (-r["mean_added"], r["context"]))
     return rows
+
+
+# ----------------------------------------------------------------------------- runs (the command line's)
+PAPER_REMOVAL = (20, 0.53, "paper: 20 tree units, 53% (LSUN church)")
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def read_generator_run(run_dir, layer: str) -> dict:
+    """What a generator dissection run (``netdissect dissect --samples``) says: model, latent draw, segmenter,
+    label size and the layer's IoU table; refuses runs of images and layers the run did not dissect."""
+    from netdissect.dissection import load
+
+    run_dir = Path(run_dir)
+    res = load(run_dir)
+    s = res.summary
+    data = s.get("dataset") or {}
+    if data.get("kind") != "latent":
+        what = data.get("name") or data.get("path") or data.get("kind") or "images"
+        raise GeneratorError(f"{run_dir} is a dissection of {what}, not of a generator's latent samples: dissect "
+                             "a generator first, e.g. `netdissect dissect --model zoo:world-gan --layer layer4 "
+                             "--samples 5000 --seed 1 --segmenter zoo:world-seg --out runs/gan`")
+    if layer not in res:
+        raise GeneratorError(f"{run_dir} has no dissection of layer {layer!r} (it has {', '.join(res) or 'none'}): "
+                             f"dissect it with --layer {layer}, or choose one of those")
+    labels = s.get("labels") or {}
+    model = s.get("model") or {}
+    if not labels.get("spec") or not model.get("spec"):
+        raise GeneratorError(f"{run_dir}/summary.json names no {'segmenter' if not labels.get('spec') else 'model'} "
+                             "spec; rerun the dissection with this version of netdissect")
+    seg_id = labels.get("segmenter") or {}
+    return {"run": str(run_dir), "result": res, "layer": res[layer], "model_spec": model["spec"],
+            "weights": model.get("weights"), "normalize": model.get("normalize"), "model_seed": model.get("seed", 0),
+            "latent_seed": int(data["seed"]), "samples": int(data.get("samples", 0)), "dim": int(data["dim"]),
+            "segmenter_spec": labels["spec"], "segmenter_identity": seg_id,
+            "quad_parts": seg_id.get("kind") == "quad-parts", "seg_size": labels.get("seg_size"),
+            "iou_threshold": float(s["config"]["iou_threshold"])}
+
+
+def load_run_models(info: dict, device="cpu"):
+    """``(generator, to_rgb, segmenter, segmenter matches the run's identity)`` for a run read by
+    :func:`read_generator_run`."""
+    import inspect
+
+    from netdissect.models import load_model
+    from netdissect.segment import load_segmenter
+
+    kw = {"weights": info["weights"], "seed": info["model_seed"]}
+    norm = info["normalize"]
+    if isinstance(norm, str) and norm:
+        kw["normalize"] = norm
+    params = inspect.signature(load_model).parameters
+    if "generator" in params:
+        kw["generator"] = True
+    if "z_dim" in params:
+        kw["z_dim"] = info["dim"]
+    try:
+        model, prep = load_model(info["model_spec"], **kw)
+    except NetDissectError:
+        kw.pop("normalize", None)  # a recorded normalisation in words, not a spec: the generator's default
+        model, prep = load_model(info["model_spec"], **kw)
+    to_rgb = prep.to_image if callable(getattr(prep, "to_image", None)) else None
+    seg = load_segmenter(info["segmenter_spec"], quad_parts=info["quad_parts"])
+    if hasattr(seg, "to"):
+        seg = seg.to(device) or seg
+    same = not info["segmenter_identity"] or seg.identity() == info["segmenter_identity"]
+    return model.to(device), to_rgb, seg, same
+
+
+def _concept_of_run(info: dict, seg, concept: str) -> tuple[int, int, str]:
+    """``(IoU column, segmenter label number, CATEGORY/NAME)``, checking the run's concepts are the segmenter's."""
+    lr = info["layer"]
+    col = resolve_concept(lr.concept_names, lr.concept_categories, concept)
+    number = int(lr.concept_numbers[col])
+    name, cat = str(lr.concept_names[col]), str(lr.concept_categories[col])
+    if not 1 <= number <= len(seg.concepts) or seg.concepts[number - 1] != name:
+        got = seg.concepts[number - 1] if 1 <= number <= len(seg.concepts) else "nothing"
+        raise GeneratorError(f"the run's concept {name!r} is label {number}, but segmenter {info['segmenter_spec']!r} "
+                             f"calls label {number} {got!r}: the segmenter changed since the dissection; rerun it")
+    return col, number, f"{cat}/{name}"
+
+
+def _refuse_seed(info: dict, seed: int) -> None:
+    if int(seed) == info["latent_seed"]:
+        raise GeneratorError(f"--seed {seed} is the seed of the dissection that ranked the units ({info['run']}): "
+                             "measuring on the samples that chose the units overstates the effect (selection "
+                             f"bias); give another seed, e.g. --seed {info['latent_seed'] + 1}")
+
+
+def _csv(rows: list[dict], header: list[str]) -> str:
+    lines = [",".join(header)]
+    for r in rows:
+        lines.append(",".join(f"{r[h]:.6f}" if isinstance(r[h], float) else str(r[h]) for h in header))
+    return "\n".join(lines) + "\n"
+
+
+REMOVAL_COLUMNS = ["concept", "n", "units", "baseline_fraction", "fraction", "share_removed", "ci99_low",
+                   "ci99_high", "control_share_removed", "control_ci99_low", "control_ci99_high", "control_units"]
+INSERTION_COLUMNS = ["concept", "context", "samples", "mean_added_pixels", "se", "ci99_low", "ci99_high",
+                     "mean_added_fraction"]
+
+
+def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
+                batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
+                figures: bool = True) -> dict:
+    """``netdissect gan remove``: the files of docs/gan-roles.md in ``out``; returns removal.json's dict."""
+    from netdissect.atomic import savez, write_json, write_text
+    from netdissect.probe.latent import latent_z
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    info = read_generator_run(run_dir, layer)
+    _refuse_seed(info, seed)
+    model, to_rgb, seg, same = load_run_models(info, device)
+    col, number, cname = _concept_of_run(info, seg, concept)
+    order, ious, above = rank_units(info["layer"].iou, col, info["iou_threshold"], cname)
+    cut = CutGenerator(model, layer, to_rgb=to_rgb, device=device, fast=fast)
+    z = torch.from_numpy(latent_z(samples, seed, info["dim"]))
+    C = cut.activations(z[:1]).shape[1]
+    sizes = _check_sizes(sizes, C)
+    r = removal(model, layer, order, seg, number, sizes, z, control_seed=control_seed, batch_size=batch_size,
+                seg_size=info["seg_size"], device=device, progress=progress, cut=cut,
+                checkpoint=out / "cache" / "removal_checkpoint.npz")
+    rows = removal_rows(r, cname)
+    write_text(out / "removal.csv", _csv(rows, REMOVAL_COLUMNS))
+    savez(out / "removal.npz", baseline=r["baseline"].astype(np.float32), after=r["after"].astype(np.float32),
+          control=r["control"].astype(np.float32), sizes=np.asarray(sizes, np.int32),
+          ranking=order.astype(np.int32), ranking_iou=ious.astype(np.float32))
+    summary = {
+        "format": "netdissect-gan-remove", "version": 1, "run": str(run_dir), "model": info["model_spec"],
+        "layer": layer, "units": C, "concept": cname, "label": number,
+        "ranking": {"source": f"IoU in {run_dir} ({info['samples']} samples of seed {info['latent_seed']})",
+                    "units": order[:max(sizes)].tolist(), "iou": [round(float(v), 6) for v in ious[:max(sizes)]],
+                    "above_threshold": above, "iou_threshold": info["iou_threshold"]},
+        "samples": samples, "seed": seed, "latent_draw": f"numpy RandomState({seed}).standard_normal(({samples}, "
+        f"{info['dim']})), float32", "control_seed": control_seed,
+        "control": "n units drawn uniformly from all the layer's units (numpy default_rng(control_seed)"
+                   ".permutation, the first n)",
+        "segmenter": info["segmenter_spec"], "segmenter_matches_run": same, "seg_size": r["seg_size"],
+        "statistic": "share removed = -mean(f_after - f_before) / mean(f_before), f = per-image fraction of "
+                     "the segmentation's pixels labelled with the concept; 99% interval = -(mean change +/- "
+                     "2.58 s.e. of the mean change) / mean(f_before)",
+        "mode": r["mode"], "why_full_passes": r["why_full"],
+        "passes_per_sample": r["passes"], "passes_note": f"1 baseline + {len(sizes)} sizes + {len(sizes)} controls "
+        "(suffix + segmenter passes; the layer's activation computed once per batch)",
+        "rows": rows, "paper": {"n": PAPER_REMOVAL[0], "share_removed": PAPER_REMOVAL[1],
+                                "what": "PNAS 2020: removing 20 tree units removes 53% of tree pixels (LSUN church)"},
+        "figures": {}, "seconds": None,
+    }
+    if figures:
+        from netdissect.roles import generator_figures as fg
+
+        summary["figures"]["curve"] = fg.removal_curve(
+            out, rows, f"{cname} removed at {layer} ({samples} samples, seed {seed})",
+            PAPER_REMOVAL if cname.endswith("/tree") else None)
+        if grid > 0:
+            n = 20 if 20 in sizes else max(sizes)
+            i = sizes.index(n)
+            zb = z[:grid]
+            act = cut.activations(zb)
+            rows_img = []
+            for label, units, frac in (("original", None, r["baseline"]),
+                                       (f"top {n} removed", r["units"][i], r["after"][i]),
+                                       (f"{n} random removed", r["control_units"][i], r["control"][i])):
+                a = None
+                if units is not None:
+                    a = torch.zeros(C, device=cut.device)
+                    a[torch.as_tensor(units, dtype=torch.long)] = 1
+                imgs = _uint8(cut.images(act, zb, a, 0.0))
+                rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}"
+                                               for k in range(len(zb))]))
+            summary["figures"]["grid"] = fg.image_grid(out, "removal_grid", rows_img,
+                                                       f"{cname} units removed at {layer} (seed {seed})")
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "removal.json", summary)
+    return summary
+
+
+def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int, seed: int, out, *,
+                  min_samples: int = DEFAULT_MIN_SAMPLES, context_plane: int = 0, batch_size: int = 64,
+                  device="cpu", fast: bool = True, progress: bool = True, examples: int = 6,
+                  figures: bool = True) -> dict:
+    """``netdissect gan insert``: the files of docs/gan-roles.md in ``out``; returns insertion.json's dict."""
+    from netdissect.atomic import savez, write_json, write_text
+    from netdissect.probe.latent import latent_z
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    info = read_generator_run(run_dir, layer)
+    _refuse_seed(info, seed)
+    model, to_rgb, seg, same = load_run_models(info, device)
+    col, number, cname = _concept_of_run(info, seg, concept)
+    order, ious, above = rank_units(info["layer"].iou, col, info["iou_threshold"], cname)
+    cut = CutGenerator(model, layer, to_rgb=to_rgb, device=device, fast=fast)
+    z = torch.from_numpy(latent_z(samples, seed, info["dim"]))
+    C = cut.activations(z[:1]).shape[1]
+    n = _check_sizes([n], C)[0]
+    units = order[:n].tolist()
+    r = insertion(model, layer, units, seg, number, z, value=value, context_plane=context_plane,
+                  batch_size=batch_size, seg_size=info["seg_size"], device=device, progress=progress, cut=cut,
+                  checkpoint=out / "cache" / "insertion_checkpoint.npz")
+    sh, sw = r["seg_size"]
+    table = context_table(r["added"], r["context"], seg.concepts, min_samples)
+    rows = [{"concept": cname, "context": t["context"], "samples": t["samples"], "mean_added_pixels": t["mean_added"],
+             "se": t["se"], "ci99_low": t["ci99_low"], "ci99_high": t["ci99_high"],
+             "mean_added_fraction": t["mean_added"] / (sh * sw)} for t in table]
+    write_text(out / "insertion.csv", _csv(rows, INSERTION_COLUMNS))
+    cell_mean = r["added"].mean(0)
+    savez(out / "insertion.npz", added=r["added"].astype(np.int32), context=r["context"].astype(np.int32),
+          baseline=r["baseline"].astype(np.int32), values=r["values"].astype(np.float32),
+          units=np.asarray(units, np.int32), cell_mean=cell_mean.astype(np.float32))
+    all_ctx = context_table(r["added"], r["context"], seg.concepts, 1)
+    policy = value if isinstance(value, str) else float(value)
+    summary = {
+        "format": "netdissect-gan-insert", "version": 1, "run": str(run_dir), "model": info["model_spec"],
+        "layer": layer, "units_in_layer": C, "concept": cname, "label": number, "n": n, "units": units,
+        "units_iou": [round(float(v), 6) for v in ious[:n]], "above_threshold": above,
+        "value": {"policy": policy, "values": [float(v) for v in r["values"]],
+                  "computed_over": f"the {samples} insertion samples of seed {seed}, before any edit"
+                  if policy in VALUE_POLICIES else "given",
+                  "definition": {"q99.5": "99.5% quantile of the unit's map upsampled (bilinear) to the label size",
+                                 "q99": "99% quantile of the unit's raw map at the layer's resolution",
+                                 "mean-present": "mean of the upsampled map where the segmentation has the concept"}
+                  .get(policy, "the number given, for every unit")},
+        "samples": samples, "seed": seed, "latent_draw": f"numpy RandomState({seed}).standard_normal(({samples}, "
+        f"{info['dim']})), float32", "cells": r["shape"], "seg_size": r["seg_size"],
+        "segmenter": info["segmenter_spec"], "segmenter_matches_run": same, "context_plane": context_plane,
+        "context": "the label at the cell's centre (label pixel floor((i + 0.5) * sh / h)) in plane "
+                   f"{context_plane} of the sample's original segmentation",
+        "statistic": "added = concept label pixels after - before (at the label size) per (sample, cell); per "
+                     "context mean, s.e., 99% interval mean +/- 2.58 s.e.; contexts with fewer than min_samples "
+                     "(sample, cell) pairs are left out",
+        "min_samples": min_samples, "contexts": rows, "all_contexts": all_ctx,
+        "cell_mean_added_pixels": [[round(float(v), 4) for v in row] for row in cell_mean],
+        "mean_added_pixels": float(r["added"].mean()), "mode": r["mode"], "why_full_passes": r["why_full"],
+        "figures": {}, "seconds": None,
+    }
+    if figures:
+        from netdissect.roles import generator_figures as fg
+
+        short = cname.split("/")[-1]
+        summary["figures"]["contexts"] = fg.insertion_contexts(
+            out, table, f"{short} inserted at {layer}: top {n} units, {policy}", f"{short} label pixels")
+        summary["figures"]["map"] = fg.insertion_map(
+            out, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels")
+        if examples > 0 and len(rows):
+            k = min(examples, samples)
+            zb = z[:k]
+            act = cut.activations(zb)
+            h, w = r["shape"]
+            best = np.argmax(r["added"][:k].reshape(k, -1), 1)
+            a = torch.zeros(k, C, h, w, device=cut.device)
+            vfull = torch.zeros(C, device=cut.device)
+            vfull[torch.as_tensor(units)] = torch.as_tensor(r["values"], dtype=torch.float32, device=cut.device)
+            for b in range(k):
+                a[b, torch.as_tensor(units), best[b] // w, best[b] % w] = 1
+            before, after = _uint8(cut.images(act, zb)), _uint8(cut.images(act, zb, a, vfull))
+            ctx = [seg.concepts[c - 1] if c else "(none)" for c in r["context"][:k].reshape(k, -1)[np.arange(k), best]]
+            caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
+            added = [f"+{int(r['added'][b].reshape(-1)[best[b]])} px" for b in range(k)]
+            summary["figures"]["examples"] = fg.image_grid(
+                out, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
+                f"top {n} {short} units set at one cell (the cell adding most, per sample)")
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "insertion.json", summary)
+    return summary
