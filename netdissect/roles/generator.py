@@ -270,11 +270,11 @@ def _check_sizes(sizes, C: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- removal
 def removal(generator, layer: str, ranked_units, segmenter, concept: int, sizes, z, *, control_seed: int = 0,
-            batch_size: int = 32, seg_size=None, device="cpu", progress: bool = True, checkpoint=None,
+            control: bool = True, batch_size: int = 32, seg_size=None, device="cpu", progress: bool = True, checkpoint=None,
             checkpoint_every: float = 10.0, to_rgb=None, fast: bool = True,
             cut: CutGenerator | None = None) -> dict:
     """Remove (zero at every position) the first n of ``ranked_units`` for each n in ``sizes``, and n random
-    units (the control), on the latent rows ``z``.
+    units (the control; ``control=False``: none, its arrays are NaN), on the latent rows ``z``.
 
     ``concept`` is the segmenter's label number (``concepts[j]`` is number ``j + 1``).  ``checkpoint``:
     a path; finished batches are kept there, so a killed call resumes.  Returns plain arrays:
@@ -294,8 +294,8 @@ def removal(generator, layer: str, ranked_units, segmenter, concept: int, sizes,
         raise GeneratorError(f"sizes go up to {max(sizes)} but only {len(ranked)} ranked units were given")
     perm = np.random.default_rng(control_seed).permutation(C)
     units = [ranked[:n] for n in sizes]
-    control = [sorted(int(u) for u in perm[:n]) for n in sizes]
-    sets = units + control
+    control_units = [sorted(int(u) for u in perm[:n]) for n in sizes]
+    sets = units + (control_units if control else [])
     alphas = []
     for s in sets:
         a = torch.zeros(C)
@@ -310,9 +310,9 @@ def removal(generator, layer: str, ranked_units, segmenter, concept: int, sizes,
                                       .hexdigest(), "sets": sets, "concept": int(concept),
                                       "seg_size": list(seg_size), "batch": batch_size, "mode": cut.mode},
                          checkpoint_every)
-        state = ck.load({"baseline": (N,), "fractions": (2 * k, N), "done": (len(starts),)})
+        state = ck.load({"baseline": (N,), "fractions": (len(sets), N), "done": (len(starts),)})
     if state is None:
-        state = {"baseline": np.zeros(N), "fractions": np.zeros((2 * k, N)), "done": np.zeros(len(starts), bool)}
+        state = {"baseline": np.zeros(N), "fractions": np.zeros((len(sets), N)), "done": np.zeros(len(starts), bool)}
     total = float(seg_size[0] * seg_size[1])
     passes = 0
     bar = tqdm(total=N, initial=int(sum(min(batch_size, N - s) for s, d in zip(starts, state["done"]) if d)),
@@ -333,8 +333,9 @@ def removal(generator, layer: str, ranked_units, segmenter, concept: int, sizes,
             ck.save(final=bool(state["done"].all()), **state)
         bar.update(len(zb))
     bar.close()
-    return {"baseline": state["baseline"], "after": state["fractions"][:k], "control": state["fractions"][k:],
-            "sizes": sizes, "units": units, "control_units": control, "seg_size": list(seg_size),
+    ctrl = state["fractions"][k:] if control else np.full((k, N), np.nan)
+    return {"baseline": state["baseline"], "after": state["fractions"][:k], "control": ctrl,
+            "sizes": sizes, "units": units, "control_units": control_units, "seg_size": list(seg_size),
             "mode": cut.mode, "why_full": cut.why_full, "passes": passes / N, "n_units": C}
 
 
