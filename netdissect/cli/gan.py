@@ -120,6 +120,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _pc(v: float) -> str:
+    """A share as a percentage with one decimal, never "-0.0"."""
+    text = f"{100 * v:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
 def run(args) -> int:
     from netdissect.roles.generator import run_insertion, run_removal
 
@@ -132,11 +138,8 @@ def run(args) -> int:
     if cmd == "remove":
         s = run_removal(args.run, args.layer, args.concept, args.sizes, args.samples, args.seed, args.out,
                         control_seed=args.control_seed, grid=args.grid, **common)
-        def pc(v):
-        return f"{100 * v + 0.0:.1f}"     # + 0.0: no "-0.0"
-
-    parts = [f"n={r['n']}: {pc(r['share_removed'])}% [{pc(r['ci99_low'])}, {pc(r['ci99_high'])}]"
-             f" (random {pc(r['control_share_removed'])}%)" for r in s["rows"]]
+        parts = [f"n={r['n']}: {_pc(r['share_removed'])}% [{_pc(r['ci99_low'])}, {_pc(r['ci99_high'])}]"
+                 f" (random {_pc(r['control_share_removed'])}%)" for r in s["rows"]]
         print(f"{s['concept']} at {s['layer']}: share of its pixels removed, 99% CI, {s['samples']} samples of seed "
               f"{s['seed']}:\n  " + "\n  ".join(parts) + f"\n{s['seconds']:.1f} s ({s['mode']} mode); wrote "
               f"{args.out}/removal.csv")
