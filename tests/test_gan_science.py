@@ -38,6 +38,11 @@ def _main(argv):
     assert code == 0, f"netdissect {' '.join(argv[:2])} failed with exit code {code} (see the captured stderr)"
 
 
+def test_world_gan_weights_are_bundled():
+    assert WEIGHTS.is_file(), (f"zoo:world-gan weights are missing ({WEIGHTS}): the science checks below need the "
+                               "bundled generator; train it with `python scripts/train_world_gan.py`")
+
+
 @pytest.fixture(scope="module")
 def gan(tmp_path_factory):
     assert WEIGHTS.is_file(), (f"zoo:world-gan weights are missing ({WEIGHTS}): the science checks need the bundled "
