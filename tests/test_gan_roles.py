@@ -480,3 +480,16 @@ def test_end_to_end_on_a_real_generator_dissection(tmp_path):
                   "--quiet", "--no-figures"]) == 0
     ctx = {r["context"]: float(r["mean_added_pixels"]) for r in csv.DictReader(open(ins / "insertion.csv"))}
     assert ctx["green-c"] == 4 and ctx["blue-c"] == 0
+
+
+def test_cli_warns_when_the_segmenter_changed(tmp_path, capsys):
+    import json
+
+    run = _painter_run(tmp_path / "run")
+    s = json.loads((run / "summary.json").read_text())
+    s["labels"]["segmenter"] = {"kind": "color", "sha256": "0000"}
+    (run / "summary.json").write_text(json.dumps(s))
+    assert _main(["gan", "remove", "--run", str(run), "--layer", "layer1", "--concept", "red-c", "--sizes", "3",
+                  "--samples", "5", "--seed", "2", "--out", str(tmp_path / "o"), "--quiet", "--no-figures"]) == 0
+    assert "is not the one the dissection used" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "removal.json").read_text())["segmenter_matches_run"] is False

@@ -126,6 +126,14 @@ def _pc(v: float) -> str:
     return "0.0" if text == "-0.0" else text
 
 
+def _warn_segmenter(s: dict) -> None:
+    if not s.get("segmenter_matches_run", True):
+        import sys
+
+        print(f"netdissect gan: warning: segmenter {s['segmenter']!r} is not the one the dissection used (its "
+              "identity, e.g. weights, changed): the units were ranked with other labels", file=sys.stderr)
+
+
 def run(args) -> int:
     from netdissect.roles.generator import run_insertion, run_removal
 
@@ -138,6 +146,7 @@ def run(args) -> int:
     if cmd == "remove":
         s = run_removal(args.run, args.layer, args.concept, args.sizes, args.samples, args.seed, args.out,
                         control_seed=args.control_seed, grid=args.grid, **common)
+        _warn_segmenter(s)
         parts = [f"n={r['n']}: {_pc(r['share_removed'])}% [{_pc(r['ci99_low'])}, {_pc(r['ci99_high'])}]"
                  f" (random {_pc(r['control_share_removed'])}%)" for r in s["rows"]]
         print(f"{s['concept']} at {s['layer']}: share of its pixels removed, 99% CI, {s['samples']} samples of seed "
@@ -147,6 +156,7 @@ def run(args) -> int:
     s = run_insertion(args.run, args.layer, args.concept, args.n, args.value, args.samples, args.seed, args.out,
                       min_samples=args.min_samples, context_plane=args.context_plane, examples=args.examples,
                       **common)
+    _warn_segmenter(s)
     parts = [f"{r['context']}: {r['mean_added_pixels']:+.2f} [{r['ci99_low']:+.2f}, {r['ci99_high']:+.2f}] "
              f"(n={r['samples']})" for r in s["contexts"]]
     print(f"{s['concept']}: top {s['n']} units of {s['layer']} set to {s['value']['policy']} at each of "
