@@ -86,7 +86,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r = sub.add_parser("remove", help="zero the concept's top units: share of its pixels removed, vs random units",
                        description="Zero the top n units (by IoU with the concept) for each n in --sizes and as "
                        "many random units; per image the concept's pixel fraction before and after; share "
-                       "removed with a 99%% interval (2.58 standard errors). Writes removal.csv, removal.json, "
+                       "removed with a 99% interval (2.58 standard errors). Writes removal.csv, removal.json, "
                        "removal.npz, figures/removal_curve and figures/removal_grid (PNG and SVG).")
     _common(r)
     r.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8, 16, 20, 30],
@@ -98,7 +98,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     i = sub.add_parser("insert", help="set the concept's top units at one cell at a time: pixels added per context",
                        description="Set the concept's top n units to --value at one cell of the layer at a time "
                        "(every cell); count the concept pixels added, grouped by the label at the cell's centre "
-                       "in the original segmentation (the context): mean, 99%% interval (2.58 standard errors), "
+                       "in the original segmentation (the context): mean, 99% interval (2.58 standard errors), "
                        "(sample, cell) counts. Writes insertion.csv, insertion.json, insertion.npz and "
                        "figures/insertion_contexts, insertion_map, insertion_examples (PNG and SVG).")
     _common(i)
