@@ -40,7 +40,7 @@ def removal_curve(out: Path, rows: list[dict], title: str, paper: tuple | None =
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("units removed (n)")
     ax.set_ylabel("share of concept pixels removed\n(99% interval: 2.58 s.e.)")
-    ax.set_ylim(max(-0.5, min(-0.1, float(np.nanmin(np.r_[lo, clo])) - 0.05)),
+    ax.set_ylim(max(-1.0, min(-0.1, float(np.nanmin(np.r_[lo, clo])) - 0.05)),
                 min(1.5, max(1.05, float(np.nanmax(np.r_[hi, chi])) + 0.05)))
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title, fontsize=9)
