@@ -162,8 +162,12 @@ def main(argv=None):
         grid(G_ema(fixed_z), work / "samples_final.png")
     from safetensors.torch import save
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in G_ema.state_dict().items()}
-    meta = {"recipe": json.dumps(R), "steps": str(step), "minutes": f"{(time.time() - start) / 60:.1f}",
-            "torch": torch.__version__, "threads": str(args.threads)}
+    record = {"kind": "generator", "architecture": "ProgressiveGenerator", "resolution": R["resolution"],
+              "sizes": R["sizes"], "z_dim": R["z_dim"], "layers": G.layer_names, "output": "RGB in about [-1, 1]",
+              "train": R, "steps": step, "minutes": round((time.time() - start) / 60, 1),
+              "torch": torch.__version__, "threads": args.threads,
+              "train_command": "python scripts/train_world_gan.py"}
+    meta = {"recipe": json.dumps(R), "netdissect_zoo": json.dumps(record)}
     out = Path(args.out)
     write_bytes(out / "world-gan.safetensors", save(sd, metadata=meta))
     (work / "train_log.json").write_text(json.dumps(log))
