@@ -15,18 +15,22 @@ activation map (embedded in the page, from ``topk.npz``) bilinearly with
 unit's threshold.  So Python writes only what the browser cannot compute:
 
 - ``t-HASH.jpg``: sheets of 64 ``tile`` x ``tile`` thumbnails, 8 per row, one
-  per distinct top image (top images repeat across units: each is decoded
-  once, at reduced scale where JPEG allows, and written once);
+  per distinct top image as the model saw it (top images repeat across units:
+  each is decoded once, at reduced scale where JPEG allows, and written once;
+  the image source draws it, :meth:`ImageSource.thumbnail`: an image folder's
+  images are resized/cropped as the run fed them);
 - ``g-HASH.png``: sheets of 64 cyan outlines of a label concept's
   ground-truth mask in one image (palette PNG, transparent elsewhere), one per
   distinct (image, pixel-level concept); image-level concepts (scenes,
-  textures) cover the whole image, and the page frames the tile itself;
+  textures) cover the whole image, and the page frames the tile itself; only
+  for sources with the run's ground-truth masks (``source.masks``: a Broden
+  dataset whose masks labelled the run, not a segmenter's labels);
 - ``*.json`` beside each sheet: its cells that hold nothing (an image that
   could not be read; an image that does not hold the concept).
 
 Writing a few dozen sheets instead of thousands of small files is what makes
 the report fast on slow file systems.  Caching: a sheet's name is a hash of
-what it is drawn from (image paths, the ``os.stat`` size and mtime of each
+what it is drawn from (the source's identity, image paths, the ``os.stat`` size and mtime of each
 image and of its mask files, concept numbers, tile size, renderer version),
 so rerunning the report redraws only sheets whose content changed, and
 :meth:`AssetWriter.remove_unused` deletes what this render does not use.

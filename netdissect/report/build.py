@@ -8,9 +8,11 @@ The page works from the file system with no network access: CSS and
 JavaScript are inline, unit data (activation maps included) is embedded
 JSON, charts are SVG files, and the browser draws each unit's strip on a
 canvas from a thumbnail per distinct top image and the unit's maps, only
-for the cards on screen (see :mod:`netdissect.report.assets`).  Before any
-image is drawn, the dataset's images are checked against the
-``files_digest`` the run recorded.
+for the cards on screen (see :mod:`netdissect.report.assets`).  The images
+come from the source :func:`netdissect.report.images.open_source` picks by
+summary.json (a Broden dataset, an image folder, or images the run holds).
+Before any image of a dataset or image folder is drawn, its files are checked
+against the ``files_digest`` the run recorded.
 """
 from __future__ import annotations
 
