@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from netdissect.data.digest import files_digest
 from netdissect.errors import NetDissectError
 from netdissect.probe.folder import ImageFolder
 from netdissect.report import write_report
@@ -224,8 +225,8 @@ def generated(i: int) -> np.ndarray:
 
 def make_generator_run(folder_run: Path, dest: Path) -> Path:
     """``folder_run`` made into a run to the generator contract: summary.json ``dataset`` has
-    ``images_in_run: "images"`` (no path, no digest) and topk.npz ``image_paths`` are
-    ``seed1/NNNNNN.png`` files inside ``RUN/images``."""
+    ``images_in_run: "images"`` (no path; the digest of the written images, as the engine records it)
+    and topk.npz ``image_paths`` are ``seed1/NNNNNN.png`` files inside ``RUN/images``."""
     run = copy_run(folder_run, dest)
     summary = json.loads((run / "summary.json").read_text())
     n = summary["dataset"]["n_images"]
@@ -235,8 +236,8 @@ def make_generator_run(folder_run: Path, dest: Path) -> Path:
         Image.fromarray(generated(i)).save(run / "images" / p)
     dataset = {k: v for k, v in summary["dataset"].items()  # what build_summary adds (categories, ...)
                if k not in ("path", "files_digest", "rows_sha256", "size", "resize", "crop", "classes")}
-    summary["dataset"] = {**dataset, "kind": "latent", "samples": n, "seed": 1, "dim": 8, "name": "generator",
-                          "images_in_run": "images"}
+    summary["dataset"] = {**dataset, "kind": "latent", "samples": n, "seed": 1, "dim": 8,
+                          "images_in_run": "images", "files_digest": files_digest(run / "images", rel)}
     (run / "summary.json").write_text(json.dumps(summary))
     for layer in summary["layers"]:
         with np.load(run / layer / "topk.npz") as z:
@@ -276,6 +277,44 @@ def test_run_held_images_are_drawn_from_the_run_folder(generator_run, tmp_path):
     again = embedded(write_report(moved, workers=0))
     assert again["sheets"] == data["sheets"] and [u["t"] for u in again["units"]] == [u["t"] for u in data["units"]]
     assert {p.name: p.read_bytes() for p in (moved / "report" / "img").iterdir()} == before
+
+
+def test_run_held_images_copied_with_new_mtimes_are_drawn(generator_run, tmp_path):
+    """A copy of a run (new mtimes: the recorded digest no longer holds) is still the run: its images
+    are its own output, not a dataset that may have changed, so they are drawn without a warning."""
+    copy = tmp_path / "copy"
+    shutil.copytree(generator_run, copy, copy_function=shutil.copyfile)
+    summary = json.loads((copy / "summary.json").read_text())
+    with np.load(copy / "units2" / "topk.npz") as z:
+        rel = [str(p) for p in z["image_paths"]]
+    assert files_digest(copy / "images", rel) != summary["dataset"]["files_digest"]
+    index = write_report(copy, workers=0)
+    assert 'class="note"' not in index.read_text()
+    assert all(t >= 0 for u in embedded(index)["units"] for t in u["t"])
+
+
+def test_real_generator_run_draws_its_generated_images(tmp_path):
+    """A generator dissected by the engine (the hand-built painters of tests/test_gan_dissect.py):
+    every strip tile is the PNG the run wrote into RUN/images; the header names the samples."""
+    from netdissect import dissect
+    from test_gan_dissect import KW, Painter
+
+    run = tmp_path / "gen"
+    dissect(Painter(), ["paint"], samples=40, seed=3, segmenter="color", out=run, label_cache=tmp_path / "cache", **KW)
+    index = write_report(run, workers=0)
+    html = index.read_text()
+    assert "<dt>dataset</dt><dd>generated · 40 samples, seed 3</dd>" in html and 'class="note"' not in html
+    assert "Labels come from the segmenter <code>color</code>" in html  # labels.kind "generated"
+    data = embedded(index)
+    images, paths = top_rows(run, "paint")
+    T = data["tile"]
+    for u in data["units"]:
+        assert all(g == -1 for g in u["g"])
+        for j, tid in enumerate(u["t"]):
+            png = np.asarray(Image.open(run / "images" / paths[images[u["unit"], j]]).convert("RGB"))
+            assert tid >= 0 and np.abs(tile_of(run / "report", data, tid) - as_tile(png, T)).mean() < 3
+    red = next(u for u in data["units"] if u["unit"] == 0)
+    assert red["label"] == "red-c" and red["det"]
 
 
 def test_run_held_images_missing_or_outside_the_run_are_noted(generator_run):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from netdissect.probe.folder import ImageFolder
 from netdissect.report import write_report
@@ -36,9 +37,14 @@ def runs(tmp_path_factory):
     photos = make_photos(root / "photos")
     folder = dissect_folder(photos, root / "folder-run", root / "cache", size=SIZE, crop=True)
     gen = make_generator_run(folder, root / "gen-run")
-    write_report(folder, workers=0)
-    write_report(gen, workers=0)
-    return {"folder": folder, "gen": gen, "photos": photos}
+    from netdissect import dissect
+    from test_gan_dissect import KW, Painter
+
+    painter = root / "painter-run"  # a real generator run (tests/test_gan_dissect.py's painters)
+    dissect(Painter(), ["paint"], samples=40, seed=3, segmenter="color", out=painter, label_cache=root / "cache", **KW)
+    for run in (folder, gen, painter):
+        write_report(run, workers=0)
+    return {"folder": folder, "gen": gen, "painter": painter, "photos": photos}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def browser():
         b.close()
 
 
-def _kept_region(page, data, u, j):
+def _kept_region(data, u, j):
     """bool (T, T): pixels of tile j clearly above the unit's threshold, away from the contour."""
     T, L = data["tile"], data["layers"][u["layer"]]
     maps = np.frombuffer(base64.b64decode(u["m"]), "<f2").astype(np.float32).reshape(L["k"], L["mh"], L["mw"])
@@ -80,7 +86,7 @@ def _kept_region(page, data, u, j):
     return core
 
 
-@pytest.mark.parametrize("kind", ["folder", "gen"])
+@pytest.mark.parametrize("kind", ["folder", "gen", "painter"])
 def test_strips_show_the_images(browser, runs, serve, kind, tmp_path):
     run = runs[kind]
     report = run / "report"
@@ -91,12 +97,13 @@ def test_strips_show_the_images(browser, runs, serve, kind, tmp_path):
     data = page.evaluate("window.netdissectReport.data")
     assert page.locator("#outlines").is_hidden()  # no ground truth: no outline toggle
     # a detector of the deeper layer with a large kept region in its first image
-    L = next(i for i, l in enumerate(data["layers"]) if l["name"] == "units2")
-    images, paths = top_rows(run, "units2")
+    name = "paint" if kind == "painter" else "units2"
+    L = next(i for i, l in enumerate(data["layers"]) if l["name"] == name)
+    images, paths = top_rows(run, name)
     probe = ImageFolder(runs["photos"], size=SIZE, crop=True)
     best = None
     for u in (u for u in data["units"] if u["layer"] == L and u["t"][0] >= 0):
-        core = _kept_region(page, data, u, 0)
+        core = _kept_region(data, u, 0)
         if best is None or core.sum() > best[1].sum():
             best = (u, core)
     u, core = best
@@ -110,12 +117,17 @@ def test_strips_show_the_images(browser, runs, serve, kind, tmp_path):
     tile = canvas_pixels(page, card)[:T, :T, :3].astype(np.float32)
     sheet_tile = tile_of(report, data, u["t"][0])
     i = int(images[u["unit"], 0])
-    source = (as_tile(probe.load(probe.files.index(paths[i])), T) if kind == "folder" else as_tile(generated(i), T))
+    if kind == "folder":
+        source = as_tile(probe.load(probe.files.index(paths[i])), T)  # the crop the model saw
+    else:  # the PNG in RUN/images (the synthetic run's are generated(i))
+        png = np.asarray(Image.open(run / "images" / paths[i]).convert("RGB"))
+        assert kind == "painter" or np.array_equal(png, generated(i))
+        source = as_tile(png, T)
     assert np.abs(tile[core] - sheet_tile[core]).mean() < 8   # the kept region is the sheet's thumbnail
     assert np.abs(tile[core] - source[core]).mean() < 10      # ... which is the image the model saw
     assert np.abs(tile[~core] - sheet_tile[~core]).mean() > 10  # and the rest is dimmed
     page.evaluate("document.getElementById('units').scrollIntoView()")
-    images_loaded(page, 6)
+    images_loaded(page, min(6, len(data["units"])))
     shot = save_shot(page, tmp_path, f"report-{kind}-run.png")
     assert shot.stat().st_size > 20_000
     watch.check()
