@@ -158,6 +158,21 @@ def test_folder_run_without_size_keeps_the_runs_image_size(tmp_path):
         assert np.abs(tile_of(run / "report", data, u["t"][j]) - want).mean() < 3
 
 
+def test_folder_sheets_drawn_in_worker_processes_equal_serial_ones(folder_run, tmp_path, monkeypatch):
+    """The folder source (with its ImageFolder) works in the forked drawing processes too."""
+    from netdissect.report import assets
+
+    monkeypatch.setattr(assets, "SHEET", 4)  # 3 sheets of the 12 photos: drawn by a pool
+    run = copy_run(folder_run, tmp_path / "run")
+    here, draw = [], assets._draw_sheet
+    monkeypatch.setattr(assets, "_draw_sheet", lambda *a: (here.append(1), draw(*a))[1])
+    pooled = write_report(run, tmp_path / "pooled", workers=2)
+    assert here == []  # every sheet was drawn in a worker process
+    serial = write_report(run, tmp_path / "serial", workers=0)
+    files = lambda index: {p.name: p.read_bytes() for p in (index.parent / "img").iterdir()}  # noqa: E731
+    assert len(files(pooled)) == 6 and files(pooled) == files(serial)
+
+
 def test_folder_gone_is_noted_and_maps_drawn(folder_run, photos, tmp_path):
     run = copy_run(folder_run, tmp_path / "run")
     moved = tmp_path / "photos"
