@@ -88,11 +88,12 @@ def pnas_plan(units: int, q: float, total: int, memory: int, rows: int = 1 << 62
     read = max(1, min(READ_BYTES, memory // 8))
     if memory <= 0:
         raise ValueError(f"quantile memory must be a positive number of bytes, got {memory}")
-    cap = min(total, keep + max(keep // 4, 64))
-    # the buffer, np.partition's copy of one row, the merged rows of one rank (C x keep)
-    need = 8 * units * cap + 8 * cap + 8 * units * keep
-    if need + read <= memory:
-        return {"mode": "exact", "keep": keep, "cap": cap, "bound": need + read, "read_bytes": read}
+    # the buffer (room for 2 keep values per unit if it fits: fewer cuts), np.partition's copy of one
+    # row, the merged rows of one rank (C x keep)
+    for cap in dict.fromkeys(min(total, c) for c in (2 * keep, keep + keep // 2, keep + max(keep // 4, 64))):
+        need = 8 * units * cap + 8 * cap + 8 * units * keep
+        if need + read <= memory:
+            return {"mode": "exact", "keep": keep, "cap": cap, "bound": need + read, "read_bytes": read}
     room = memory - read
     per = room // (2 * 2 * 8 * units)  # counts (2 targets, int64) and their cumulative sums
     bits = min(MAX_BITS, per.bit_length() - 1) if per > 0 else 0
