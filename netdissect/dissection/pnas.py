@@ -71,19 +71,20 @@ def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory
         return _torch_thresholds(state, name, group, sh, sw, block_values)
     C, h, w = state.shapes[name]
     memory = state.cfg.quantile_memory if memory is None else int(memory)
-    plan = pnas_plan(C, state.cfg.quantile, len(state.probe) * sh * sw, memory, state.hi - state.lo)
+    plan = pnas_plan(C, state.cfg.quantile, len(state.probe) * sh * sw, memory)
     scan = _Scan(state, name, sh, sw, plan["read_bytes"])
     if plan["mode"] == "exact":
         return _exact(scan, group, kernels[0], state.cfg.quantile, plan)
     return _bounded(scan, group, kernels[1], state.cfg.quantile, plan)
 
 
-def pnas_plan(units: int, q: float, total: int, memory: int, rows: int = 1 << 62) -> dict:
+def pnas_plan(units: int, q: float, total: int, memory: int) -> dict:
     """How :func:`pnas_thresholds` selects on the CPU within ``memory`` bytes: ``mode`` 'exact' (one
     pass, a (units, cap) float64 buffer) or 'bounded' (radix passes of ``bits`` bits over the cache;
     the order statistics' bins are collected once they hold at most ``collect`` values per unit and
-    target).  ``read_rows``: cached images read at a time.  ``bound``: the bytes held at most (the
-    buffer or counts, their temporaries and the block of activations read)."""
+    target).  ``read_bytes``: the block of cached activations read at a time (as float32, the cache's
+    own dtype included).  ``bound``: the bytes held at most by one process (the buffer or counts, their
+    temporaries and the block read; under torchrun the gathered shards come on top)."""
     keep = kept_count(q, total)
     read = max(1, min(READ_BYTES, memory // 8))
     if memory <= 0:
@@ -115,7 +116,8 @@ class _Scan:
         self.units = C
         self.pixels = sh * sw
         self.tables = UnitMasks(h, w, sh, sw).tables if name in state.caches else None
-        self.step = max(1, read_bytes // max(1, 4 * C * h * w))
+        item = state.caches[name].dtype.itemsize if name in state.caches else 4
+        self.step = max(1, read_bytes // max(1, (4 if item == 4 else 4 + item) * C * h * w))  # + float32 copy
         self.count = 0 if self.tables is None else \
             (state.hi - state.lo - sum(1 for i in state.skipped if state.lo <= i < state.hi)) * self.pixels
 
