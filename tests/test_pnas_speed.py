@@ -301,3 +301,49 @@ def test_selection_holds_its_bound(tmp_path, mode):
         tracemalloc.stop()
     _same(thr, want)
     assert peak <= plan["bound"] + (64 << 10)  # + Python's own small objects
+
+
+@needs_numba
+def test_dissect_in_bounded_mode_equals_reference(tmp_path, monkeypatch):
+    """Through the engine: a --quantile-memory too small for the exact buffer gives the same result
+    as the default budget, and the plain reference's (tests/reference.py, as test_segment checks)."""
+    from test_segment import _acts, _net, _run
+    from netdissect.probe.folder import ImageFolder
+    from netdissect.segment import load_segmenter
+    from reference import reference_pnas
+
+    root = tmp_path / "seg"
+    _make_folder(root)
+    q, size, memory = 0.2, (9, 7), 8000
+    probe = ImageFolder(root / "img")
+    assert pnas.pnas_plan(6, q, len(probe) * size[0] * size[1], memory)["mode"] == "bounded"
+    modes = []
+    for mode in ("_exact", "_bounded"):
+        real = getattr(pnas, mode)
+        monkeypatch.setattr(pnas, mode, lambda *a, _real=real, _mode=mode, **k: modes.append(_mode) or _real(*a, **k))
+    small = _run(root, tmp_path / "a", quantile=q, seg_size=size, quantile_memory=memory)
+    big = _run(root, tmp_path / "b", quantile=q, seg_size=size)
+    assert modes == ["_bounded", "_exact"]
+    seg = load_segmenter(f"{root}/seg.py:make")
+    labels = [seg.segment(probe.batch([probe.load(i)], "cpu"), size)[0].numpy() for i in range(len(probe))]
+    thr, iou = reference_pnas(_acts(_net(), probe, "units2"), labels, list(range(1, 6)), q)
+    for res in (small, big):
+        assert np.array_equal(res["units2"].thresholds, thr.astype(np.float32))
+        np.testing.assert_allclose(res["units2"].iou, iou, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(small["units2"].iou, big["units2"].iou)
+    assert (iou > 0).sum() >= 5
+
+
+def _make_folder(root):
+    """test_segment's image folder and segmenter file, in ``root``."""
+    from PIL import Image
+
+    from test_segment import SEGMENTER
+
+    rng = np.random.default_rng(3)
+    for k in range(14):
+        cls = "cats" if k % 2 else "dogs"
+        (root / "img" / cls).mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((32 + 8 * (k % 3), 32), Image.BILINEAR).save(root / "img" / cls / f"{k}.png")
+    (root / "seg.py").write_text(SEGMENTER)
