@@ -279,6 +279,36 @@ def _bin_scan(acts, ycell, ycell1, ystart, ycount, hy0, hy1, xcell, xcell1, xsta
                                     hist[t, k, (key >> low) & mask] += 1
 
 
+def _floor_scan(acts, ycell, ycell1, ystart, ycount, hy0, hy1, xcell, xcell1, xstart, xcount, wx0, wx1,
+                hist, bits):
+    """Bounded mode's floor: counts of pixels per bin of the top ``bits`` bits of a lower bound of
+    their value, each block's 2 x 2 cells' minimum less the rounding margin, added to ``hist``
+    int64 (C, 2 ** bits).  From the layer's cells only: no pixel is computed."""
+    B, C, h, w = acts.shape
+    ny, nx = ycell.shape[0], xcell.shape[0]
+    scratch = np.empty(1, np.float64)
+    kbits = scratch.view(np.int64)
+    low = 64 - bits
+    half = 1 << (bits - 1)
+    for k in range(C):
+        for b in range(B):
+            for jy in range(ny):
+                r0, r1 = ycell[jy], ycell1[jy]
+                for jx in range(nx):
+                    c0, c1 = xcell[jx], xcell1[jx]
+                    a00 = np.float64(acts[b, k, r0, c0])
+                    a01 = np.float64(acts[b, k, r0, c1])
+                    a10 = np.float64(acts[b, k, r1, c0])
+                    a11 = np.float64(acts[b, k, r1, c1])
+                    v = min(min(a00, a01), min(a10, a11)) - \
+                        _SLACK * max(max(abs(a00), abs(a01)), max(abs(a10), abs(a11)))
+                    scratch[0] = v + 0.0
+                    key = kbits[0]
+                    if key < 0:
+                        key ^= 0x7FFFFFFFFFFFFFFF
+                    hist[k, (key >> low) + half] += ycount[jy] * xcount[jx]
+
+
 _pnas_lock = threading.Lock()
 _pnas_state = None
 
@@ -289,9 +319,11 @@ def _compile_pnas():
     try:
         top = numba.njit(cache=True, nogil=True)(_top_scan)
         bins = numba.njit(cache=True, nogil=True)(_bin_scan)
+        floors = numba.njit(cache=True, nogil=True)(_floor_scan)
     except RuntimeError:  # no writable cache folder
         top = numba.njit(nogil=True)(_top_scan)
         bins = numba.njit(nogil=True)(_bin_scan)
+        floors = numba.njit(nogil=True)(_floor_scan)
     i, f = np.zeros(1, np.int64), np.ones(1, np.float64)
     tables = (i, i, i, i + 1, f, f - 1) * 2
     a = np.ones((1, 1, 1, 1), np.float32)
@@ -299,11 +331,12 @@ def _compile_pnas():
     z = np.zeros((1, 1), np.int64)
     bins(a, *tables, np.full(1, -np.inf), np.full(1, np.inf), z, 0, 2, np.zeros((1, 1, 4), np.int64),
          np.zeros((1, 1, 1)), z, False)
-    return top, bins
+    floors(a, *tables, np.zeros((1, 4), np.int64), 2)
+    return top, bins, floors
 
 
 def pnas_kernels():
-    """(top_scan, bin_scan) compiled, or None when numba cannot be had (the torch path is used)."""
+    """(top_scan, bin_scan, floor_scan) compiled, or None when numba cannot be had (the torch path is used)."""
     global _pnas_state
     with _pnas_lock:
         if _pnas_state is None:

@@ -75,7 +75,7 @@ def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory
     scan = _Scan(state, name, sh, sw, plan["read_bytes"])
     if plan["mode"] == "exact":
         return _exact(scan, group, kernels[0], state.cfg.quantile, plan)
-    return _bounded(scan, group, kernels[1], state.cfg.quantile, plan)
+    return _bounded(scan, group, kernels[1], state.cfg.quantile, plan, kernels[2])
 
 
 def pnas_plan(units: int, q: float, total: int, memory: int) -> dict:
@@ -178,7 +178,7 @@ def _key_values(keys: np.ndarray) -> np.ndarray:
     return np.where(k < 0, k ^ _FLIP, k).view(np.float64)
 
 
-def _bounded(scan, group, bin_scan, q, plan):
+def _bounded(scan, group, bin_scan, q, plan, floor_scan=None):
     parts = group.gather((scan.units, scan.count))
     C = max(p[0] for p in parts)
     n = sum(p[1] for p in parts)
@@ -189,6 +189,16 @@ def _bounded(scan, group, bin_scan, q, plan):
     prefix = np.zeros((2, C), np.int64)
     known, held = 0, None  # held: values of each target's bin (after a pass), (2, C)
     vlo, vhi = np.full(C, -np.inf), np.full(C, np.inf)
+    if floor_scan is not None:  # a floor that still leaves the targets' ranks: the first pass skips below it
+        fb = plan["bits"]
+        fh = np.zeros((C, 1 << fb), np.int64)
+        for a in scan.blocks():
+            floor_scan(a, *scan.tables, fh, fb)
+        fh = sum(g for g in group.gather(fh))
+        cum = np.cumsum(fh[:, ::-1], axis=1)  # pixels whose lower bound is in this bin or above
+        j = (cum < rank[0][:, None] + 1).sum(1)  # the first bin (from the top) holding enough of them
+        del cum, fh
+        vlo = np.nan_to_num(_key_values((((1 << fb) - 1 - j) - (1 << (fb - 1))) << (64 - fb)), nan=-np.inf)
     none = np.zeros((1, 1, 1), np.int64), np.zeros((1, 1, 1)), np.zeros((1, 1), np.int64)
     while True:
         if held is not None and int(held.max()) <= plan["collect"]:  # the targets' bins fit: collect them
