@@ -32,8 +32,8 @@ class Bumps(nn.Module):
         super().__init__()
         self.units = units
         yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
-        self.register_buffer("yy", yy)
-        self.register_buffer("xx", xx)
+        self.register_buffer("yy", yy.contiguous())
+        self.register_buffer("xx", xx.contiguous())
 
     def forward(self, z):
         cy = torch.sigmoid(z[:, 0::2][:, :self.units]) * 7  # (N, K)
@@ -341,3 +341,38 @@ def test_default_label_size_of_generated_images():
     assert default_generated_seg_size((256, 256)) == (64, 64)  # the paper's
     assert default_generated_seg_size((64, 64)) == (32, 32)    # zoo:world-gan: at least 32
     assert default_generated_seg_size((16, 16)) == (16, 16)    # never above the output
+
+
+def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path):
+    """Rows shard over two ranks (each segments its own generated images); the same run as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from netdissect import load
+
+    tests = Path(__file__).parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "netdissect", "dissect",
+            "--model", f"{tests}/test_gan_dissect.py:make_painter", "--layer", "paint", "--samples", "30",
+            "--seed", "4", "--segmenter", "color", "--normalize", "0.5,0.5", "--label-cache", str(tmp_path / "c"),
+            "--batch-size", "4", "--workers", "0", "--out", str(out), "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = load(out)
+    assert got.summary["config"]["world_size"] == 2 and not (out / ".work").exists()
+    one = dissect(Painter(), ["paint"], samples=30, seed=4, segmenter="color", out=tmp_path / "one",
+                  label_cache=tmp_path / "c1", batch_size=4, num_workers=0, progress=False, normalize="0.5,0.5")
+    for f in ("iou", "thresholds", "top_images", "top_values", "top_maps"):
+        np.testing.assert_array_equal(getattr(got["paint"], f), getattr(one["paint"], f))
+    pngs = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(tmp_path / "one" / "images").as_posix()
+                                   for p in (tmp_path / "one" / "images").rglob("*.png"))

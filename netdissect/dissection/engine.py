@@ -515,10 +515,12 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if gen:  # no image files: the units' top images are regenerated into the run (docs/gan.md)
         image_paths = generated_image_paths(probe)
         if run_dir is not None:
+            t3 = time.monotonic()
             if group.rank == 0:
                 write_generated_images(run_dir, model, prep, probe, top_rows(layer_results), cfg.device,
-                                       cfg.batch_size, progress)
+                                       cfg.batch_size, progress, kept=p1.kept)
             group.barrier()
+            summary["timing_s"]["images"] = round(time.monotonic() - t3, 3)
             summary["dataset"]["images_in_run"] = IMAGES_IN_RUN
             summary["dataset"]["files_digest"] = files_digest(run_dir / IMAGES_IN_RUN, image_paths)
     else:
