@@ -220,7 +220,9 @@ def test_bad_generator_files_and_zoo_generator(tmp_path, monkeypatch):
     wg = ProgressiveGenerator(64, [32, 16, 8, 8, 4], z_dim=20)  # sizes from the recipe, not the registry
     recipe = {"resolution": 64, "sizes": [32, 16, 8, 8, 4], "z_dim": 20}
     half = {k: v.to(torch.float16) for k, v in wg.state_dict().items()}
-    (tmp_path / "world-gan.safetensors").write_bytes(save(half, metadata={"recipe": json.dumps(recipe)}))
+    record = {"kind": "generator", **recipe, "layers": wg.layer_names}  # as scripts/train_world_gan.py writes it
+    (tmp_path / "world-gan.safetensors").write_bytes(
+        save(half, metadata={"recipe": json.dumps({**recipe, "batch": 32}), "netdissect_zoo": json.dumps(record)}))
     model, prep = load_model("zoo:world-gan")
     assert prep.z_dim == 20 and model(torch.zeros(2, 20)).shape == (2, 3, 64, 64)
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
