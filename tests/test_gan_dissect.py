@@ -378,3 +378,29 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path):
     pngs = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(tmp_path / "one" / "images").as_posix()
                                    for p in (tmp_path / "one" / "images").rglob("*.png"))
+
+
+def test_top_images_held_in_pass_1_equal_the_regenerated_ones(tmp_path, monkeypatch):
+    """Pass 1 holds the top rows' images (no second generator pass); over the memory bound it holds
+    none and regenerates them at the end: the same files either way."""
+    from netdissect.dissection import activations, output
+
+    kw = dict(samples=30, seed=7, segmenter="color", label_cache=tmp_path / "cache", **KW)
+    regenerated = []
+    real = output.write_generated_images
+
+    def spy(*a, kept=None, **k):
+        rows = a[4]
+        regenerated.append(len([i for i in rows if i not in (kept or {})]))
+        return real(*a, kept=kept, **k)
+
+    monkeypatch.setattr("netdissect.dissection.engine.write_generated_images", spy)
+    dissect(Painter(), ["paint"], out=tmp_path / "held", **kw)
+    monkeypatch.setattr(activations, "KEPT_IMAGE_BYTES", 1)
+    dissect(Painter(), ["paint"], out=tmp_path / "regen", **kw)
+    assert regenerated[0] == 0 and regenerated[1] > 0
+    a = sorted((tmp_path / "held" / "images").rglob("*.png"))
+    b = sorted((tmp_path / "regen" / "images").rglob("*.png"))
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == regenerated[1]
+    for x, y in zip(a, b):
+        assert np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y)))

@@ -40,9 +40,9 @@ def forward(model, traces, x, full: bool):
 class ActivationPass:
     """Runs pass 1 of ``state`` with ``model`` (already on the device, in eval mode) and ``prep``
     (the input normalisation).  ``explain(x_shape, exc)`` turns a failing first forward into a
-    clear error."""
+    clear error.  ``keep_images``: hold a generator's top images for the run folder (``kept``)."""
 
-    def __init__(self, state, model, prep, progress: bool, explain=None):
+    def __init__(self, state, model, prep, progress: bool, explain=None, keep_images: bool = True):
         self.state, self.model, self.prep, self.progress = state, model, prep, progress
         self.explain = explain
         self.warm: threading.Thread | None = None
@@ -50,7 +50,7 @@ class ActivationPass:
         self.full = bool(getattr(state.source, "needs_output", False))
         # a generator's images of the rows now in some unit's top set (row -> uint8 (H, W, 3)), for the
         # run's top images; None once they would take more than KEPT_IMAGE_BYTES (then regenerated)
-        self.kept: dict | None = {} if self.full else None
+        self.kept: dict | None = {} if self.full and keep_images else None
 
     def run(self, checkpoint_every: float) -> None:
         st, cfg = self.state, self.state.cfg

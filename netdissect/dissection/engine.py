@@ -320,7 +320,7 @@ def _probe_layers(model, prep, probe, layers, device, explain):
     return {n: tuple(f["shape"][1:]) if isinstance(f["shape"], tuple) else None for n, f in found.items()}
 
 
-def _generator_output(model, prep, dim: int, device, explain, layers) -> tuple[int, int]:
+def _generator_output(model, prep, dim: int, device, explain) -> tuple[int, int]:
     """(H, W) of the generator's output on one z (zeros), checked to be an RGB image batch; a
     failing forward is explained here, before pass 1."""
     z = prep(torch.zeros(1, dim, device=device))
@@ -393,6 +393,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
                               "add samples=N (--samples N)")
     if cfg.split is not None and gen:
         raise NetDissectError("--split selects rows of a Broden dataset; latent samples have none")
+    if cfg.limit is not None and gen:
+        raise NetDissectError("--limit selects rows of a dataset; with latent samples give fewer --samples")
     model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed, generator=gen,
                              z_dim=z_dim)
     for name in layers:
@@ -407,13 +409,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     gen_info = None
     if gen:
         explain_gen = _generator_error(given, prep)
-        out_shape = _generator_output(model, prep, prep.z_dim, cfg.device, explain_gen, layers)
+        out_shape = _generator_output(model, prep, prep.z_dim, cfg.device, explain_gen)
         gen_info = {"z_dim": prep.z_dim, "output_size": list(out_shape), "output": prep.describe()}
         probe, source, ds = resolve_generator_inputs(
             inputs, prep.z_dim, out_shape, {"sha256": sha, "output": prep.describe(), "precision": precision},
             cfg.seed)
-        if cfg.limit is not None:
-            raise NetDissectError("--limit selects rows of a dataset; with latent samples give fewer --samples")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -443,10 +443,10 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         work = Path(tempfile.mkdtemp(prefix="netdissect-"))
         cleanup = work
 
-    def explain(shape, exc):
+    def explain_images(shape, exc):
         return forward_error(given, shape, exc, normalize=prep.describe())
-    if gen:
-        explain = explain_gen  # noqa: F811
+
+    explain = explain_gen if gen else explain_images
 
     st = None
     try:
@@ -473,7 +473,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
         t0 = time.monotonic()
-        p1 = ActivationPass(st, model, prep, progress, explain=explain)
+        p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
         if st.phase == 1:
             p1.run(checkpoint_every)
         if part is not None:
