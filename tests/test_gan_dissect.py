@@ -386,21 +386,21 @@ def test_top_images_held_in_pass_1_equal_the_regenerated_ones(tmp_path, monkeypa
     from netdissect.dissection import activations, output
 
     kw = dict(samples=30, seed=7, segmenter="color", label_cache=tmp_path / "cache", **KW)
-    regenerated = []
+    regenerated = {}  # run -> rows run through the generator again for its top images
     real = output.write_generated_images
 
-    def spy(*a, kept=None, **k):
-        rows = a[4]
-        regenerated.append(len([i for i in rows if i not in (kept or {})]))
-        return real(*a, kept=kept, **k)
+    def spy(run_dir, *a, kept=None, **k):
+        n = len([i for i in a[3] if i not in (kept or {})])
+        regenerated[run_dir.name] = regenerated.get(run_dir.name, 0) + n
+        return real(run_dir, *a, kept=kept, **k)
 
     monkeypatch.setattr("netdissect.dissection.engine.write_generated_images", spy)
     dissect(Painter(), ["paint"], out=tmp_path / "held", **kw)
     monkeypatch.setattr(activations, "KEPT_IMAGE_BYTES", 1)
     dissect(Painter(), ["paint"], out=tmp_path / "regen", **kw)
-    assert regenerated[0] == 0 and regenerated[1] > 0
+    assert regenerated["held"] == 0 and regenerated["regen"] > 0
     a = sorted((tmp_path / "held" / "images").rglob("*.png"))
     b = sorted((tmp_path / "regen" / "images").rglob("*.png"))
-    assert [p.name for p in a] == [p.name for p in b] and len(a) == regenerated[1]
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == regenerated["regen"]
     for x, y in zip(a, b):
         assert np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y)))

@@ -41,14 +41,14 @@ def generated_image_paths(probe) -> list[str]:
     return [f"{name}.png" for name in probe.row_names()]
 
 
-def top_rows(layer_results: dict) -> list[int]:
-    """The union of every unit's top rows over the layers, sorted."""
+def top_rows(tops) -> list[int]:
+    """The union of every unit's top rows (arrays of rows, -1 pads) over the layers, sorted."""
     import numpy as np
 
     rows = set()
-    for lr in layer_results.values():
-        if lr.top_images is not None:
-            rows.update(int(i) for i in np.unique(lr.top_images) if i >= 0)
+    for t in tops:
+        if t is not None:
+            rows.update(int(i) for i in np.unique(t) if i >= 0)
     return sorted(rows)
 
 
