@@ -491,9 +491,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             image_writer = ThreadPoolExecutor(1, thread_name_prefix="netdissect-images")
             held = image_writer.submit(write_generated_images, run_dir, None, prep, probe,
                                        [i for i in tops if i in p1.kept], None, 1, False, kept=p1.kept)
+        t_thr = time.monotonic()
         if inputs.mode == "pnas":  # thresholds over the upsampled activations (algorithms.md section 2)
             for name in layers:
                 st.thresholds[name] = pnas_thresholds(st, name, group)
+        t_thr = time.monotonic() - t_thr
         if st.phase == 1:
             st.start_pass2()
             st.save_checkpoint()
@@ -521,6 +523,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         extra["lossy_cache"] = {"tied_positions": st.all_tied}
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
+    if inputs.mode == "pnas":  # (a part of "activations")
+        summary["timing_s"]["pnas_thresholds"] = round(t_thr, 3)
     image_paths = None
     if gen:  # no image files: the units' top images are regenerated into the run (docs/gan.md)
         image_paths = generated_image_paths(probe)
