@@ -1,0 +1,103 @@
+"""Figures of the generator experiments (as PNAS 2020 Fig. 4), each as PNG and SVG (written atomically)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[str]:
+    from netdissect.atomic import save_figures
+
+    paths = save_figures(Path(out) / "figures" / name, fig, dpi=110, bbox_inches="tight")
+    return [str(p.relative_to(out)) for p in paths]
+
+
+def removal_curve(out: Path, rows: list[dict], title: str, paper: tuple | None = None) -> list[str]:
+    """Share of the concept's pixels removed against the number of units removed, 99% band; random control."""
+    plt = _plt()
+    ns = np.array([r["n"] for r in rows])
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    s = np.array([r["share_removed"] for r in rows])
+    lo = np.array([r["ci99_low"] for r in rows])
+    hi = np.array([r["ci99_high"] for r in rows])
+    ax.fill_between(ns, lo, hi, color="C0", alpha=0.25, lw=0)
+    ax.plot(ns, s, "C0o-", ms=3, label="top units by IoU removed")
+    c = np.array([r["control_share_removed"] for r in rows])
+    clo = np.array([r.get("control_ci99_low", np.nan) for r in rows])
+    chi = np.array([r.get("control_ci99_high", np.nan) for r in rows])
+    ax.fill_between(ns, clo, chi, color="grey", alpha=0.25, lw=0)
+    ax.plot(ns, c, "o--", color="grey", ms=3, label="as many random units removed")
+    if paper is not None:
+        ax.plot([paper[0]], [paper[1]], "r*", ms=9, label=paper[2])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("units removed (n)")
+    ax.set_ylabel("share of concept pixels removed\n(99% interval: 2.58 s.e.)")
+    ax.set_ylim(max(-1.0, min(-0.1, float(np.nanmin(np.r_[lo, clo])) - 0.05)),
+                min(1.5, max(1.05, float(np.nanmax(np.r_[hi, chi])) + 0.05)))
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out, "removal_curve")
+
+
+def image_grid(out: Path, name: str, rows: list[tuple[str, np.ndarray, list[str]]], title: str) -> list[str]:
+    """Rows of images (``(row label, uint8 (B, H, W, 3), captions)``), one column per sample."""
+    plt = _plt()
+    cols = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 0.6, 1.45 * len(rows) + 0.4), squeeze=False)
+    for i, (label, imgs, caps) in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(imgs):
+                ax.imshow(imgs[j], interpolation="nearest")
+                ax.set_xlabel(caps[j], fontsize=6, labelpad=1)
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, name)
+
+
+def insertion_contexts(out: Path, table: list[dict], title: str, unit: str) -> list[str]:
+    """Mean added pixels per context with 99% intervals (2.58 s.e.) and the number of (sample, cell) pairs."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(0.55 * max(4, len(table)) + 1.6, 3.3))
+    xs = np.arange(len(table))
+    m = np.array([r["mean_added"] for r in table])
+    err = np.array([[r["mean_added"] - r["ci99_low"] for r in table], [r["ci99_high"] - r["mean_added"] for r in table]])
+    ax.bar(xs, m, 0.7, yerr=err, capsize=2, color="C2")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{r['context']} (n={r['samples']})" for r in table], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"{unit} added (mean, 99% CI)")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out, "insertion_contexts")
+
+
+def insertion_map(out: Path, cell_mean: np.ndarray, title: str, unit: str) -> list[str]:
+    """Mean added pixels at each of the layer's cells (where insertion works)."""
+    plt = _plt()
+    h, w = cell_mean.shape
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    im = ax.imshow(cell_mean, cmap="viridis", interpolation="nearest")
+    if h * w <= 256:
+        for i in range(h):
+            for j in range(w):
+                ax.text(j, i, f"{cell_mean[i, j]:.1f}", ha="center", va="center", fontsize=5, color="w")
+    ax.set_xticks(range(w))
+    ax.set_yticks(range(h))
+    ax.tick_params(labelsize=6)
+    fig.colorbar(im, ax=ax, shrink=0.8).set_label(f"{unit} added (mean)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _save(fig, out, "insertion_map")
