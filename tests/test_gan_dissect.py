@@ -32,8 +32,8 @@ class Bumps(nn.Module):
         super().__init__()
         self.units = units
         yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
-        self.register_buffer("yy", yy)
-        self.register_buffer("xx", xx)
+        self.register_buffer("yy", yy.contiguous())
+        self.register_buffer("xx", xx.contiguous())
 
     def forward(self, z):
         cy = torch.sigmoid(z[:, 0::2][:, :self.units]) * 7  # (N, K)
@@ -220,7 +220,9 @@ def test_bad_generator_files_and_zoo_generator(tmp_path, monkeypatch):
     wg = ProgressiveGenerator(64, [32, 16, 8, 8, 4], z_dim=20)  # sizes from the recipe, not the registry
     recipe = {"resolution": 64, "sizes": [32, 16, 8, 8, 4], "z_dim": 20}
     half = {k: v.to(torch.float16) for k, v in wg.state_dict().items()}
-    (tmp_path / "world-gan.safetensors").write_bytes(save(half, metadata={"recipe": json.dumps(recipe)}))
+    record = {"kind": "generator", **recipe, "layers": wg.layer_names}  # as scripts/train_world_gan.py writes it
+    (tmp_path / "world-gan.safetensors").write_bytes(
+        save(half, metadata={"recipe": json.dumps({**recipe, "batch": 32}), "netdissect_zoo": json.dumps(record)}))
     model, prep = load_model("zoo:world-gan")
     assert prep.z_dim == 20 and model(torch.zeros(2, 20)).shape == (2, 3, 64, 64)
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
@@ -341,3 +343,64 @@ def test_default_label_size_of_generated_images():
     assert default_generated_seg_size((256, 256)) == (64, 64)  # the paper's
     assert default_generated_seg_size((64, 64)) == (32, 32)    # zoo:world-gan: at least 32
     assert default_generated_seg_size((16, 16)) == (16, 16)    # never above the output
+
+
+def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path):
+    """Rows shard over two ranks (each segments its own generated images); the same run as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from netdissect import load
+
+    tests = Path(__file__).parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "netdissect", "dissect",
+            "--model", f"{tests}/test_gan_dissect.py:make_painter", "--layer", "paint", "--samples", "30",
+            "--seed", "4", "--segmenter", "color", "--normalize", "0.5,0.5", "--label-cache", str(tmp_path / "c"),
+            "--batch-size", "4", "--workers", "0", "--out", str(out), "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = load(out)
+    assert got.summary["config"]["world_size"] == 2 and not (out / ".work").exists()
+    one = dissect(Painter(), ["paint"], samples=30, seed=4, segmenter="color", out=tmp_path / "one",
+                  label_cache=tmp_path / "c1", batch_size=4, num_workers=0, progress=False, normalize="0.5,0.5")
+    for f in ("iou", "thresholds", "top_images", "top_values", "top_maps"):
+        np.testing.assert_array_equal(getattr(got["paint"], f), getattr(one["paint"], f))
+    pngs = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(tmp_path / "one" / "images").as_posix()
+                                   for p in (tmp_path / "one" / "images").rglob("*.png"))
+
+
+def test_top_images_held_in_pass_1_equal_the_regenerated_ones(tmp_path, monkeypatch):
+    """Pass 1 holds the top rows' images (no second generator pass); over the memory bound it holds
+    none and regenerates them at the end: the same files either way."""
+    from netdissect.dissection import activations, output
+
+    kw = dict(samples=30, seed=7, segmenter="color", label_cache=tmp_path / "cache", **KW)
+    regenerated = {}  # run -> rows run through the generator again for its top images
+    real = output.write_generated_images
+
+    def spy(run_dir, *a, kept=None, **k):
+        n = len([i for i in a[3] if i not in (kept or {})])
+        regenerated[run_dir.name] = regenerated.get(run_dir.name, 0) + n
+        return real(run_dir, *a, kept=kept, **k)
+
+    monkeypatch.setattr("netdissect.dissection.engine.write_generated_images", spy)
+    dissect(Painter(), ["paint"], out=tmp_path / "held", **kw)
+    monkeypatch.setattr(activations, "KEPT_IMAGE_BYTES", 1)
+    dissect(Painter(), ["paint"], out=tmp_path / "regen", **kw)
+    assert regenerated["held"] == 0 and regenerated["regen"] > 0
+    a = sorted((tmp_path / "held" / "images").rglob("*.png"))
+    b = sorted((tmp_path / "regen" / "images").rglob("*.png"))
+    assert [p.name for p in a] == [p.name for p in b] and len(a) == regenerated["regen"]
+    for x, y in zip(a, b):
+        assert np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y)))

@@ -6,7 +6,11 @@
     ...
 
 Draws unique detectors (and detector units) per category, one stacked bar per
-layer (one run) or per model (one layer per run), as PNG and SVG.
+layer (one run) or per model (one layer per run), as PNG and SVG.  For a generator
+run (``dissect --samples``) ``detector_units`` is the PNAS 2020 figure of object,
+part and material units per generator layer (where each category peaks):
+
+    $ netdissect compare runs/gan --out runs/gan-compare     # layers in the order dissected
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare", help="plot unique detectors per category across layers or runs",
         description="Draw the CVPR 2017 comparison plots (unique detectors and detector units per "
-                    "category) for the layers of one run or for several runs, as PNG and SVG.",
+                    "category) for the layers of one run or for several runs, as PNG and SVG; for a "
+                    "generator run, detector_units is the PNAS 2020 figure of object/part/material "
+                    "units per layer.",
     )
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories to compare")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the plots and compare.csv")

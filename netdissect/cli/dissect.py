@@ -150,19 +150,8 @@ def _run(args) -> int:
         if write_report is not None:
             from netdissect.cli.report import one_line_warnings
 
-            generated = result.summary["dataset"].get("kind") == "latent"
-            try:
-                with one_line_warnings("dissect"):
-                    path = write_report(args.out)
-                print(f"report: {path}")
-            except Exception as exc:  # noqa: BLE001 - only for generator runs, see below
-                if not generated:
-                    raise
-                # a report that cannot draw generator runs yet must not lose the finished dissection
-                import sys
-
-                why = " ".join(str(exc).split())[:200]
-                print(f"netdissect dissect: the HTML report of this generator run could not be written "
-                      f"({type(exc).__name__}: {why}); the results are complete in {args.out}", file=sys.stderr)
+            with one_line_warnings("dissect"):
+                path = write_report(args.out)
+            print(f"report: {path}")
     print(f"results: {args.out}")
     return 0

@@ -16,6 +16,9 @@ from netdissect.errors import ActivationError, DatasetError, LayerError, NetDiss
 from netdissect.hooks import TraceDict, run_to_layers
 
 
+KEPT_IMAGE_BYTES = 512 << 20  # a generator's top images held in pass 1 (beyond: regenerated at the end)
+
+
 def _quietly(fn):
     try:
         fn()
@@ -37,14 +40,17 @@ def forward(model, traces, x, full: bool):
 class ActivationPass:
     """Runs pass 1 of ``state`` with ``model`` (already on the device, in eval mode) and ``prep``
     (the input normalisation).  ``explain(x_shape, exc)`` turns a failing first forward into a
-    clear error."""
+    clear error.  ``keep_images``: hold a generator's top images for the run folder (``kept``)."""
 
-    def __init__(self, state, model, prep, progress: bool, explain=None):
+    def __init__(self, state, model, prep, progress: bool, explain=None, keep_images: bool = True):
         self.state, self.model, self.prep, self.progress = state, model, prep, progress
         self.explain = explain
         self.warm: threading.Thread | None = None
         # a source that labels the model's output (a generator's images): the whole forward runs
         self.full = bool(getattr(state.source, "needs_output", False))
+        # a generator's images of the rows now in some unit's top set (row -> uint8 (H, W, 3)), for the
+        # run's top images; None once they would take more than KEPT_IMAGE_BYTES (then regenerated)
+        self.kept: dict | None = {} if self.full and keep_images else None
 
     def run(self, checkpoint_every: float) -> None:
         st, cfg = self.state, self.state.cfg
@@ -106,8 +112,10 @@ class ActivationPass:
             if self.explain is None:
                 raise
             raise self.explain(tuple(x.shape), exc) from None
+        rgb = None
         if self.full:  # the generated images, segmented (batched, on the device) in this same pass
-            st.source.observe(idx.tolist(), self.prep.to_image(y))
+            rgb = self.prep.to_image(y)
+            st.source.observe(idx.tolist(), rgb)
         np_dtype = CACHE_DTYPES[cfg.cache_dtype]
         t_dtype = torch.float16 if np_dtype == np.float16 else torch.float32
         for name in st.layers:
@@ -140,3 +148,23 @@ class ActivationPass:
             if name in st.quantiles:
                 st.quantiles[name].add(ac.transpose(0, 1).reshape(C, -1))  # the cached values, as float32
             st.tops[name].add(ac, idx)
+        if self.kept is not None:
+            self._keep_top_images(idx, rgb)
+
+    def _keep_top_images(self, idx, rgb) -> None:
+        """Hold the generated images of this batch's rows that entered a top set; drop the images of
+        rows that left every top set (they cannot come back: a top set's k-th value only rises)."""
+        from netdissect.dissection.output import to_uint8
+
+        st = self.state
+        union = set()
+        for name in st.layers:
+            union.update(np.unique(st.tops[name].images).tolist())
+        for i in [i for i in self.kept if i not in union]:
+            del self.kept[i]
+        sel = [j for j, i in enumerate(idx.tolist()) if i in union]
+        if sel:
+            for j, img in zip(sel, to_uint8(rgb[sel])):
+                self.kept[int(idx[j])] = img
+            if sum(v.nbytes for v in self.kept.values()) > KEPT_IMAGE_BYTES:
+                self.kept = None  # too many or too large: regenerated at the end instead

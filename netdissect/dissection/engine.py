@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -320,7 +321,7 @@ def _probe_layers(model, prep, probe, layers, device, explain):
     return {n: tuple(f["shape"][1:]) if isinstance(f["shape"], tuple) else None for n, f in found.items()}
 
 
-def _generator_output(model, prep, dim: int, device, explain, layers) -> tuple[int, int]:
+def _generator_output(model, prep, dim: int, device, explain) -> tuple[int, int]:
     """(H, W) of the generator's output on one z (zeros), checked to be an RGB image batch; a
     failing forward is explained here, before pass 1."""
     z = prep(torch.zeros(1, dim, device=device))
@@ -393,6 +394,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
                               "add samples=N (--samples N)")
     if cfg.split is not None and gen:
         raise NetDissectError("--split selects rows of a Broden dataset; latent samples have none")
+    if cfg.limit is not None and gen:
+        raise NetDissectError("--limit selects rows of a dataset; with latent samples give fewer --samples")
     model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed, generator=gen,
                              z_dim=z_dim)
     for name in layers:
@@ -407,13 +410,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     gen_info = None
     if gen:
         explain_gen = _generator_error(given, prep)
-        out_shape = _generator_output(model, prep, prep.z_dim, cfg.device, explain_gen, layers)
+        out_shape = _generator_output(model, prep, prep.z_dim, cfg.device, explain_gen)
         gen_info = {"z_dim": prep.z_dim, "output_size": list(out_shape), "output": prep.describe()}
         probe, source, ds = resolve_generator_inputs(
             inputs, prep.z_dim, out_shape, {"sha256": sha, "output": prep.describe(), "precision": precision},
             cfg.seed)
-        if cfg.limit is not None:
-            raise NetDissectError("--limit selects rows of a dataset; with latent samples give fewer --samples")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -443,12 +444,13 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         work = Path(tempfile.mkdtemp(prefix="netdissect-"))
         cleanup = work
 
-    def explain(shape, exc):
+    def explain_images(shape, exc):
         return forward_error(given, shape, exc, normalize=prep.describe())
-    if gen:
-        explain = explain_gen  # noqa: F811
+
+    explain = explain_gen if gen else explain_images
 
     st = None
+    image_writer = held = None
     try:
         st = RunState(layers, probe, source, run_cfg, work, rows, layer_thresholds=inputs.mode != "pnas")
         ident_path = work / IDENTITY_FILE
@@ -473,7 +475,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
         t0 = time.monotonic()
-        p1 = ActivationPass(st, model, prep, progress, explain=explain)
+        p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
         if st.phase == 1:
             p1.run(checkpoint_every)
         if part is not None:
@@ -483,9 +485,17 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
                  "timing_s": {"activations": round(time.monotonic() - t0, 3)}}, indent=2).encode())
             return None
         merge_pass1(st, group)
+        if gen and run_dir is not None and group.rank == 0 and p1.kept:
+            # the top rows are final: write the images pass 1 held while the thresholds and pass 2 run
+            tops = top_rows(t.images for t in st.merged_tops.values())
+            image_writer = ThreadPoolExecutor(1, thread_name_prefix="netdissect-images")
+            held = image_writer.submit(write_generated_images, run_dir, None, prep, probe,
+                                       [i for i in tops if i in p1.kept], None, 1, False, kept=p1.kept)
+        t_thr = time.monotonic()
         if inputs.mode == "pnas":  # thresholds over the upsampled activations (algorithms.md section 2)
             for name in layers:
                 st.thresholds[name] = pnas_thresholds(st, name, group)
+        t_thr = time.monotonic() - t_thr
         if st.phase == 1:
             st.start_pass2()
             st.save_checkpoint()
@@ -496,6 +506,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         t2 = time.monotonic()
         layer_results = st.results()
     finally:
+        if image_writer is not None:
+            image_writer.shutdown(wait=True)  # (its result, or its error, is read below)
         if st is not None:
             st.close()
         if cleanup is not None:
@@ -511,14 +523,20 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         extra["lossy_cache"] = {"tied_positions": st.all_tied}
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
+    if inputs.mode == "pnas":  # (a part of "activations")
+        summary["timing_s"]["pnas_thresholds"] = round(t_thr, 3)
     image_paths = None
     if gen:  # no image files: the units' top images are regenerated into the run (docs/gan.md)
         image_paths = generated_image_paths(probe)
         if run_dir is not None:
+            t3 = time.monotonic()
             if group.rank == 0:
-                write_generated_images(run_dir, model, prep, probe, top_rows(layer_results), cfg.device,
-                                       cfg.batch_size, progress)
+                done = set(held.result()) if held is not None else set()
+                rows = [i for i in top_rows(lr.top_images for lr in layer_results.values())
+                        if image_paths[i] not in done]  # those pass 1 did not hold (resumed, other ranks)
+                write_generated_images(run_dir, model, prep, probe, rows, cfg.device, cfg.batch_size, progress)
             group.barrier()
+            summary["timing_s"]["images"] = round(time.monotonic() - t3, 3)
             summary["dataset"]["images_in_run"] = IMAGES_IN_RUN
             summary["dataset"]["files_digest"] = files_digest(run_dir / IMAGES_IN_RUN, image_paths)
     else:

@@ -41,23 +41,32 @@ def generated_image_paths(probe) -> list[str]:
     return [f"{name}.png" for name in probe.row_names()]
 
 
-def top_rows(layer_results: dict) -> list[int]:
-    """The union of every unit's top rows over the layers, sorted."""
+def top_rows(tops) -> list[int]:
+    """The union of every unit's top rows (arrays of rows, -1 pads) over the layers, sorted."""
     import numpy as np
 
     rows = set()
-    for lr in layer_results.values():
-        if lr.top_images is not None:
-            rows.update(int(i) for i in np.unique(lr.top_images) if i >= 0)
+    for t in tops:
+        if t is not None:
+            rows.update(int(i) for i in np.unique(t) if i >= 0)
     return sorted(rows)
 
 
+def to_uint8(rgb):
+    """(B, 3, H, W) RGB in [0, 1] -> numpy uint8 (B, H, W, 3), rounded to nearest."""
+    import torch
+
+    return (rgb * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def write_generated_images(run_dir: Path, model, prep, probe, rows: list[int], device, batch_size: int,
-                           progress: bool = False) -> list[str]:
-    """Regenerate the latent ``rows`` of ``probe`` with ``model`` (batched, on ``device``) and save each
-    as ``<run_dir>/images/<row name>.png`` (RGB, the generator's full size), atomically.  A PNG already
-    there from an earlier attempt of the same run is written again (the same image).  Returns the paths
-    written, relative to the images folder."""
+                           progress: bool = False, kept: dict | None = None) -> list[str]:
+    """Save the generated image of each latent row in ``rows`` as ``<run_dir>/images/<row name>.png``
+    (RGB, the generator's full size), atomically: from ``kept`` (row -> uint8 (H, W, 3), the images
+    pass 1 generated and held while they were in some unit's top set) where it has them, the others
+    regenerated with ``model`` (batched, on ``device``: rows checkpointed before a resume, or
+    other torchrun ranks' rows).  A PNG already there from an earlier attempt of the same run is
+    written again (the same image).  Returns the paths written, relative to the images folder."""
     import numpy as np
     import torch
     from PIL import Image
@@ -67,21 +76,26 @@ def write_generated_images(run_dir: Path, model, prep, probe, rows: list[int], d
 
     root = Path(run_dir) / IMAGES_IN_RUN
     paths = generated_image_paths(probe)
+    kept = kept or {}
+    missing = [i for i in rows if i not in kept]
     written = []
-    bar = tqdm(total=len(rows), desc="top images: regenerating", unit="img", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(rows), desc="top images", unit="img", disable=not progress, dynamic_ncols=True)
+
+    def save(i, img):
+        rel = paths[i]
+        write_with(root / rel, lambda tmp: Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG"))
+        written.append(rel)
+        bar.update(1)
+
+    for i in rows:
+        if i in kept:
+            save(i, kept[i])
     with torch.inference_mode():
-        for s in range(0, len(rows), batch_size):
-            part = rows[s:s + batch_size]
+        for s in range(0, len(missing), batch_size):
+            part = missing[s:s + batch_size]
             z = probe.batch([probe.load(i) for i in part], device)
-            rgb = prep.to_image(model(prep(z)))
-            arr = (rgb * 255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for i, img in zip(part, arr):
-                rel = paths[i]
-                write_with(root / rel, lambda tmp, img=img: Image.fromarray(np.ascontiguousarray(img)).save(
-                    tmp, format="PNG"))
-                written.append(rel)
-            bar.update(len(part))
+            for i, img in zip(part, to_uint8(prep.to_image(model(prep(z))))):
+                save(i, img)
     bar.close()
     return written
 

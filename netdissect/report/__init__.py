@@ -6,8 +6,8 @@
     >>> compare(["runs/alexnet", "runs/resnet18"], "runs/cmp", labels=["AlexNet", "ResNet-18"])  # doctest: +SKIP
 
 Modules: :mod:`.run` reads the run directory (docs/run-format.md),
-:mod:`.images` the dataset images and masks, :mod:`.strips` draws and caches
-the image strips, :mod:`.records` the per-unit data, :mod:`.charts` the
+:mod:`.images` the images (a Broden dataset with its masks, an image folder,
+or images the run holds), :mod:`.assets` draws and caches the image sheets, :mod:`.records` the per-unit data, :mod:`.charts` the
 matplotlib charts, :mod:`.build` the HTML page (templates/), and
 :mod:`.comparison` the cross-run plots.  See docs/report.md.
 """

@@ -15,18 +15,22 @@ activation map (embedded in the page, from ``topk.npz``) bilinearly with
 unit's threshold.  So Python writes only what the browser cannot compute:
 
 - ``t-HASH.jpg``: sheets of 64 ``tile`` x ``tile`` thumbnails, 8 per row, one
-  per distinct top image (top images repeat across units: each is decoded
-  once, at reduced scale where JPEG allows, and written once);
+  per distinct top image as the model saw it (top images repeat across units:
+  each is decoded once, at reduced scale where JPEG allows, and written once;
+  the image source draws it, :meth:`ImageSource.thumbnail`: an image folder's
+  images are resized/cropped as the run fed them);
 - ``g-HASH.png``: sheets of 64 cyan outlines of a label concept's
   ground-truth mask in one image (palette PNG, transparent elsewhere), one per
   distinct (image, pixel-level concept); image-level concepts (scenes,
-  textures) cover the whole image, and the page frames the tile itself;
+  textures) cover the whole image, and the page frames the tile itself; only
+  for sources with the run's ground-truth masks (``source.masks``: a Broden
+  dataset whose masks labelled the run, not a segmenter's labels);
 - ``*.json`` beside each sheet: its cells that hold nothing (an image that
   could not be read; an image that does not hold the concept).
 
 Writing a few dozen sheets instead of thousands of small files is what makes
 the report fast on slow file systems.  Caching: a sheet's name is a hash of
-what it is drawn from (image paths, the ``os.stat`` size and mtime of each
+what it is drawn from (the source's identity, image paths, the ``os.stat`` size and mtime of each
 image and of its mask files, concept numbers, tile size, renderer version),
 so rerunning the report redraws only sheets whose content changed, and
 :meth:`AssetWriter.remove_unused` deletes what this render does not use.
@@ -48,7 +52,7 @@ from PIL import Image
 
 from netdissect.atomic import write_with
 from netdissect.errors import NetDissectError
-from netdissect.report.images import ImageSource
+from netdissect.report.images import ImageSource, thumbnail  # noqa: F401 - thumbnail: kept importable here
 
 RENDER_VERSION = 5
 SHEET = 64      # tiles per sheet
@@ -108,16 +112,6 @@ def outline_image(mask: np.ndarray | None, tile: int) -> Image.Image:
     return im
 
 
-def thumbnail(path: Path, tile: int) -> Image.Image:
-    """RGB tile x tile image of the file at ``path`` (decoded at reduced scale where JPEG allows)."""
-    with Image.open(path) as im:
-        im.draft("RGB", (tile, tile))
-        rgb = im.convert("RGB")
-    if rgb.size != (tile, tile):
-        rgb = rgb.resize((tile, tile), Image.LANCZOS)
-    return rgb
-
-
 def _save(path: Path, image: Image.Image, **params) -> None:
     """Atomic (temp file + rename) without fsync: these files are a cache, named by their content."""
     fmt = "JPEG" if path.suffix == ".jpg" else "PNG"
@@ -142,10 +136,8 @@ def _draw_sheet(job: tuple, source: ImageSource, tile: int) -> list[str]:
     for cell, item in enumerate(items):
         xy = ((cell % SHEET_COLS) * tile, (cell // SHEET_COLS) * tile)
         if kind == "t":
-            try:
-                im = thumbnail(source.image_file(item), tile)
-            except (OSError, SyntaxError, ValueError) as exc:
-                source.warn(f"{source.image_file(item)}: cannot read image ({exc})")
+            im = source.thumbnail(item, tile)  # the image as the model saw it; None: warned
+            if im is None:
                 empty.append(cell)
                 continue
             sheet.paste(im, xy)
@@ -202,7 +194,7 @@ class AssetWriter:
             plan.append((path, concept_number))
             if self.source.available:
                 self._thumbs.add(path)
-                if concept_number > 0 and self.source.image_level(path, concept_number) is False:
+                if concept_number > 0 and self.source.masks and self.source.image_level(path, concept_number) is False:
                     self._outlines.add((path, concept_number))
         return plan
 
@@ -217,7 +209,7 @@ class AssetWriter:
                     stamps = [self.source.stamp(p) for p in chunk]
                 else:
                     stamps = [self.source.stamp(p, masks=True) for p, _ in chunk]
-                name = f"{kind}-{self._digest(kind, chunk, stamps)}"
+                name = f"{kind}-{self._digest(kind, self.source.identity(), chunk, stamps)}"
                 file = self.img_dir / f"{name}.{'jpg' if kind == 't' else 'png'}"
                 side = self.img_dir / f"{name}.json"
                 sheet = len(self._files[kind])
@@ -299,7 +291,7 @@ class AssetWriter:
             path, number = item
             i = self._ids.get(("t", path), -2)
             t.append(-2 if i < 0 or ("t", i) in self._empty else i)
-            if number <= 0 or not self.source.available:
+            if number <= 0 or not self.source.available or not self.source.masks:
                 g.append(-1)
             elif self.source.image_level(path, number):
                 g.append(-3)

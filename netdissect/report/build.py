@@ -8,9 +8,11 @@ The page works from the file system with no network access: CSS and
 JavaScript are inline, unit data (activation maps included) is embedded
 JSON, charts are SVG files, and the browser draws each unit's strip on a
 canvas from a thumbnail per distinct top image and the unit's maps, only
-for the cards on screen (see :mod:`netdissect.report.assets`).  Before any
-image is drawn, the dataset's images are checked against the
-``files_digest`` the run recorded.
+for the cards on screen (see :mod:`netdissect.report.assets`).  The images
+come from the source :func:`netdissect.report.images.open_source` picks by
+summary.json (a Broden dataset, an image folder, or images the run holds).
+Before any image of a dataset or image folder is drawn, its files are checked
+against the ``files_digest`` the run recorded.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np
 from netdissect.atomic import write_text
 from netdissect.data.digest import changed_files, files_digest
 from netdissect.errors import NetDissectError
-from netdissect.report.images import ImageSource
+from netdissect.report.images import ImageSource, open_source
 from netdissect.report.palette import category_colors, ordered_categories
 from netdissect.report.records import layer_stats, unit_records
 from netdissect.report.run import load_run
@@ -97,12 +99,13 @@ def verify_images(run, source: ImageSource, verify: bool = True) -> list[str]:
     """Check the dataset's images against the run's ``files_digest``; returns notes for the page.
 
     Raises :class:`NetDissectError` when they changed (unless ``verify`` is False: then a warning).
+    Images the run holds itself (``source.run_held``) are its own output: nothing to check.
     """
-    if not source.available or not run.layers:
+    if not source.available or source.run_held or not run.layers:
         return []
     dataset = run.summary.get("dataset") or {}
     expected = dataset.get("files_digest")
-    image_dir = source.dataset.image_dir
+    image_dir = source.image_dir
     if not expected:
         warnings.warn(f"{run.root / 'summary.json'} records no files_digest of the dataset images (a run "
                       f"written by an older netdissect): the report cannot check that the images in "
@@ -118,13 +121,13 @@ def verify_images(run, source: ImageSource, verify: bool = True) -> list[str]:
         since = 0
     changed = changed_files(image_dir, paths, since)
     example = f" (e.g. {', '.join(changed)})" if changed else ""
-    what = (f"{image_dir}: the dataset's images changed since the run {run.root} read them{example}, "
+    what = (f"{image_dir}: {source.what} changed since the run {run.root} read them{example}, "
             "so the units' top images would show other pictures")
     if verify:
         raise NetDissectError(f"{what}; rerun `netdissect dissect` on the dataset as it is now, or pass "
                               "--no-verify (verify=False) to draw the current files anyway")
     warnings.warn(f"{what} (drawn anyway: --no-verify)", ReportWarning, stacklevel=3)
-    return [f"Warning: the dataset's images changed after this run{example}; the strips show the current "
+    return [f"Warning: {source.what} changed after this run{example}; the strips show the current "
             "files, which may not be the images the units responded to."]
 
 
@@ -150,7 +153,7 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
     out = Path(out) if out is not None else run.root / "report"
     check_out_dir(out)
     dataset = run.summary.get("dataset") or {}
-    source = ImageSource(dataset.get("path"))
+    source = open_source(run.summary, run.root)
     notes = verify_images(run, source, verify)
     concept_cats = [str(c) for layer in run.layers for c in layer.concept_categories]
     categories = ordered_categories(run.categories + concept_cats)
@@ -206,7 +209,8 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         overview = {"unique": f"charts/{a.name}", "units": f"charts/{b.name}"}
 
     if not source.available:
-        notes.append(f"Images and ground-truth outlines are missing: {source.problem}. "
+        what = "Images and ground-truth outlines are" if source.masks else "Images are"
+        notes.append(f"{what} missing: {source.problem}. "
                      "The strips show each unit's activation map (grey) with the region above "
                      "threshold in amber.")
     notes += source.warnings
@@ -227,7 +231,7 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         categories=categories, colors=colors, n_units=len(units),
         n_detectors=sum(1 for u in units if u["det"]),
         css=_template("report.css"), js=_template("report.js"), data_json=_json_for_script(data),
-        run_name=run.root.resolve().name,
+        run_name=run.root.resolve().name, outlines=source.masks, labels=run.summary.get("labels") or {},
     )
     index = write_text(out / "index.html", page)
     # Only now that the new page is in place: drop files the old page used and the new one does not.

@@ -18,10 +18,18 @@ def _dissection_link(out: Path, summary: dict) -> str | None:
     return os.path.relpath(page, out)
 
 
+def _card_prefix(layer: str) -> str:
+    """The dissection report's card id of a unit is ``<layer id>-<unit>`` (``index.html#layer4-123``)."""
+    from netdissect.report.build import safe_name
+
+    return safe_name(layer)
+
+
 def ablation_report(out: Path, summary: dict, removal, order, uc) -> Path:
     classes = summary["classes"]
     esc = html.escape
     link = _dissection_link(out, summary)
+    card = _card_prefix(summary["layer"])
     labels = summary.get("unit_labels")
     ious = summary.get("best_iou")
 
@@ -30,7 +38,7 @@ def ablation_report(out: Path, summary: dict, removal, order, uc) -> Path:
         if labels is not None:
             text += f" ({esc(labels[u] or 'no label')}, IoU {ious[u]:.3f})"
         if link:
-            return f'<a href="{esc(link)}#{esc(summary["layer"])}">{text}</a>'
+            return f'<a href="{esc(link)}#{esc(card)}-{u}">{text}</a>'
         return text
 
     rem = {(y, m, n): (b, a) for y, m, n, b, a in removal}

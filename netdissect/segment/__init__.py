@@ -135,11 +135,11 @@ class ColorSegmenter(Segmenter):
     name = "color"
 
     def __init__(self):
-        from netdissect.data.synth.colors import _STEP, _TABLE, COLOR_NAMES
+        from netdissect.data.synth.colors import _STEP, COLOR_NAMES, color_table
 
         self.concepts = list(COLOR_NAMES)
         self.categories = ["color"] * len(self.concepts)
-        self.table = torch.from_numpy(_TABLE.astype(np.int64)) + 1
+        self.table = torch.from_numpy(color_table().astype(np.int64)) + 1
         self.step = _STEP
 
     def identity(self) -> dict:

@@ -63,10 +63,17 @@ def _build_table() -> np.ndarray:
     return names[d.argmin(1)].reshape(_LEVELS, _LEVELS, _LEVELS)
 
 
-_TABLE = _build_table()
+_TABLE_CACHE: list[np.ndarray] = []
+
+
+def color_table() -> np.ndarray:
+    """The (64, 64, 64) table of colour-name indices, built on first use (0.6 s; not at import)."""
+    if not _TABLE_CACHE:
+        _TABLE_CACHE.append(_build_table())
+    return _TABLE_CACHE[0]
 
 
 def name_colors(rgb: np.ndarray) -> np.ndarray:
     """Index into COLOR_NAMES of every pixel of a uint8 (..., 3) RGB array."""
     q = np.asarray(rgb, dtype=np.uint8) // _STEP
-    return _TABLE[q[..., 0], q[..., 1], q[..., 2]]
+    return color_table()[q[..., 0], q[..., 1], q[..., 2]]

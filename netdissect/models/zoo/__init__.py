@@ -71,7 +71,8 @@ def build_generator(name: str, recipe: dict | None = None):
 
 
 def read_generator_recipe(path: Path) -> dict:
-    """The training recipe stored in a generator weights file's header (``recipe``: JSON)."""
+    """A generator weights file's header: ``recipe`` (the training recipe), ``netdissect_zoo`` (the zoo
+    record, when written) and ``arch`` (resolution, sizes, z_dim read from them)."""
     from safetensors import safe_open
 
     try:
@@ -81,11 +82,16 @@ def read_generator_recipe(path: Path) -> dict:
         raise ModelError(f"{path}: weights file not found") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
-    try:
-        recipe = json.loads(meta.get("recipe", "{}"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: corrupt 'recipe' metadata ({exc})") from None
-    return {**{k: v for k, v in meta.items() if k != "recipe"}, **({"recipe": recipe} if recipe else {})}
+    out = {}
+    for key in ("recipe", META_KEY):
+        try:
+            out[key] = json.loads(meta.get(key, "{}"))
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: corrupt {key!r} metadata ({exc})") from None
+    # the architecture: the zoo record ("netdissect_zoo") when the file has one, else the training recipe
+    out["arch"] = {k: v for src in (out["recipe"], out[META_KEY]) for k, v in src.items()
+                   if k in ("resolution", "sizes", "z_dim")}
+    return out
 
 
 def load_zoo_generator(name: str):
@@ -98,7 +104,7 @@ def load_zoo_generator(name: str):
         raise ModelError(f"zoo generator {name!r} has no bundled weights ({path}); "
                          f"train them with `{entry['train_command']}`")
     record = read_generator_recipe(path)
-    model = build_generator(name, record.get("recipe"))
+    model = build_generator(name, record["arch"])
     try:
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
         model.load_state_dict(state)
@@ -115,7 +121,7 @@ def list_generators() -> list[dict]:
         recipe = {}
         if path.exists():
             try:
-                recipe = read_generator_recipe(path).get("recipe", {})
+                recipe = read_generator_recipe(path)["arch"]
             except ModelError:
                 recipe = {}
         g = build_generator(name, recipe)
