@@ -94,6 +94,11 @@ class RenderResponse(BaseModel):
     forward_ms: float
 
 
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what is wrong, in words")
+    errors: list[dict] | None = Field(default=None, description="422 of the schema: [{where, message}]")
+
+
 class Sample(BaseModel):
     seed: int
     image: str
@@ -204,7 +209,9 @@ def create_app(painter: Painter, *, run: str = "", model: str = "",
         return {"samples": [{"seed": s, "image": png_data_url(im)} for s, im in zip(seeds, imgs)]}
 
     @app.post("/api/render", response_model=RenderResponse,
-              responses={413: {"description": "body too large"}, 422: {"description": "invalid request"}})
+              responses={413: {"model": ErrorOut, "description": "body too large"},
+                         422: {"model": ErrorOut, "description": "invalid request (schema, mask, concept)"},
+                         500: {"model": ErrorOut, "description": "the render failed (the server goes on)"}})
     def render(req: RenderRequest):
         """The seed's image with the strokes applied in order at the layer (``x <- x(1-a) + v a``)."""
         strokes = []
