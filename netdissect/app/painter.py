@@ -163,6 +163,17 @@ class Painter:
                                  f"({self.n_units} units): the run was made on another model or layer")
             c.values = [float(self.values[u]) for u in c.units]
             self.palette[c.name] = c
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One edited render at startup: the first pass through the edit hook imports torch internals
+        (about a second), which the first stroke of a user should not wait for."""
+        from netdissect.interventions import edit
+
+        alpha = torch.zeros(self.n_units, *self.grid)
+        alpha[0] = 1
+        with self.lock, torch.inference_mode(), edit(self.generator, self.layer, alpha=alpha, value=0.0):
+            self.generator(self._z([0]))
 
     # ---------------------------------------------------------------- rendering
     def _z(self, seeds) -> torch.Tensor:
