@@ -30,28 +30,49 @@ def _pair(text: str):
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "dissect",
-        help="dissect layers of a model on a Broden-format dataset",
+        help="dissect layers of a model on a Broden-format dataset, an image folder, or a generator's samples",
         description="Score every unit of each --layer as a segmenter of every concept of --dataset's masks, "
-        "or of the labels --segmenter gives the --images (IoU of its top-quantile activation region), "
+        "or of the labels --segmenter gives the --images, or (a generator) of the labels --segmenter gives "
+        "the images generated from --samples latent vectors (IoU of its top-quantile activation region), "
         "and write the run directory --out.",
-        epilog="example: netdissect dissect --model torchvision:resnet18 --weights DEFAULT "
-        "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18   "
+        epilog="examples: netdissect dissect --model torchvision:resnet18 --weights DEFAULT "
+        "--layer layer3 --layer layer4 --dataset broden1_224 --out runs/r18   |   "
+        "netdissect dissect --model zoo:world-gan --layer layer4 --layer layer6 --samples 5000 --seed 1 "
+        "--segmenter zoo:world-seg --out runs/gan   "
         "(on several processes or machines: torchrun --nproc_per_node N -m netdissect dissect ...)",
     )
     add_model_args(p)
+    for action in p._actions:  # --seed and --normalize also mean something for a generator
+        if action.dest == "seed":
+            action.help = ("seed of random initialisation (--weights none, a factory's own init), so two runs "
+                           "build the same network; with --samples also the seed of the latent draw (z = "
+                           "numpy RandomState(SEED).standard_normal((SAMPLES, z_dim)), as in PNAS 2020) unless "
+                           "--latent-seed is given; recorded in summary.json (default 0)")
+        elif action.dest == "normalize":
+            action.help += ("; for a generator (--samples) how its OUTPUT is normalised: RGB = clamp(out * STD + "
+                            "MEAN, 0, 1); default 0.5,0.5 (outputs in [-1, 1]), none: outputs already in [0, 1]")
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="dotted submodule name (repeat for several layers; they share one forward pass)")
     p.add_argument("--dataset", default=None, help="Broden-format dataset folder")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="instead of --dataset: a folder of images (recursive; jpg/png/webp) labelled by --segmenter")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="instead of --dataset/--images, for a generator (proggan:PATH, zoo:world-gan, ...): N latent "
+                   "samples, z drawn with --seed; the generated images are labelled by --segmenter in the same "
+                   "forward pass (never written as files) and the units' top images saved under --out/images")
+    p.add_argument("--latent-seed", type=int, default=None, metavar="S",
+                   help="with --samples: the seed of the latent draw when it must differ from --seed")
+    p.add_argument("--z-dim", type=int, default=None, metavar="N",
+                   help="with --samples: the latent size of a generator that does not say it (a z_dim attribute)")
     p.add_argument("--segmenter", default=None, metavar="SPEC",
                    help="labels from a segmentation model: color, zoo:world-seg, hf:PATH, file.py:factory, A+B "
                    "(`netdissect segmenters` lists them)")
     p.add_argument("--iou", choices=["broden", "pnas"], default=None,
                    help="broden (CVPR 2017; default with --dataset) or pnas (PNAS 2020: thresholds over the "
-                   "upsampled maps, pooled counts; default with --segmenter)")
+                   "upsampled maps, pooled counts; default with --segmenter, so with --samples)")
     p.add_argument("--seg-size", type=_pair, default=None, metavar="N|H,W",
-                   help="label size of the segmenter (default: the image size / 4)")
+                   help="label size of the segmenter (default: the image size / 4; for a generator's outputs "
+                   "the output size / 4 but at least 32, e.g. 64 px -> 32, 256 px -> 64)")
     p.add_argument("--label-cache", default=None, metavar="DIR",
                    help="label cache folder (default: the user's cache folder, netdissect/labels)")
     p.add_argument("--quad-parts", action="store_true",
@@ -109,7 +130,7 @@ def _run(args) -> int:
         num_workers=args.workers, cache_dtype=args.cache_dtype, device=args.device, precision=args.precision,
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
-        seed=args.seed,
+        seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
@@ -129,8 +150,19 @@ def _run(args) -> int:
         if write_report is not None:
             from netdissect.cli.report import one_line_warnings
 
-            with one_line_warnings("dissect"):
-                path = write_report(args.out)
-            print(f"report: {path}")
+            generated = result.summary["dataset"].get("kind") == "latent"
+            try:
+                with one_line_warnings("dissect"):
+                    path = write_report(args.out)
+                print(f"report: {path}")
+            except Exception as exc:  # noqa: BLE001 - only for generator runs, see below
+                if not generated:
+                    raise
+                # a report that cannot draw generator runs yet must not lose the finished dissection
+                import sys
+
+                why = " ".join(str(exc).split())[:200]
+                print(f"netdissect dissect: the HTML report of this generator run could not be written "
+                      f"({type(exc).__name__}: {why}); the results are complete in {args.out}", file=sys.stderr)
     print(f"results: {args.out}")
     return 0

@@ -25,6 +25,9 @@ class ConceptSource:
     """
 
     concepts = None
+    # True: pass 1 runs the model's whole forward and calls ``observe`` with its *output* as an
+    # RGB image (a generator's: :class:`netdissect.concepts.generated.GeneratedLabels`)
+    needs_output = False
 
     def identity(self) -> dict:
         raise NotImplementedError
@@ -39,7 +42,9 @@ class ConceptSource:
     def observe(self, rows, images) -> None:
         """Called by pass 1, in the main process, with each batch's row indices and images (RGB
         in [0, 1] on the run's device, before normalisation): a source that labels the images
-        themselves (:class:`netdissect.concepts.segmenter.SegmenterLabels`) does it here."""
+        themselves (:class:`netdissect.concepts.segmenter.SegmenterLabels`) does it here.  With
+        ``needs_output`` the images are the model's outputs instead (a generator's, after its
+        output transform), from the same forward pass that records the activations."""
 
     def files_digest(self, rows=None, mtime: bool = True) -> str | None:
         """A digest of the files the labels of ``rows`` are read from (None when not files)."""

@@ -119,6 +119,10 @@ class PooledLabels(ConceptSource):
         self.inner = inner
         self.concepts = inner.concepts
 
+    @property
+    def needs_output(self) -> bool:
+        return self.inner.needs_output
+
     def identity(self) -> dict:
         return {**self.inner.identity(), "iou": "pnas"}
 

@@ -23,6 +23,17 @@ def _quietly(fn):
         pass
 
 
+def forward(model, traces, x, full: bool):
+    """``(layer outputs, model output)`` of one forward pass of ``x``: with ``full`` the whole
+    forward runs and its output is kept (the traces must not stop the pass); else the pass stops
+    after the last traced layer and the output is None."""
+    if not full:
+        return run_to_layers(model, traces, x), None
+    out = []
+    outs = run_to_layers(lambda v: out.append(model(v)), traces, x)
+    return outs, out[0]
+
+
 class ActivationPass:
     """Runs pass 1 of ``state`` with ``model`` (already on the device, in eval mode) and ``prep``
     (the input normalisation).  ``explain(x_shape, exc)`` turns a failing first forward into a
@@ -32,6 +43,8 @@ class ActivationPass:
         self.state, self.model, self.prep, self.progress = state, model, prep, progress
         self.explain = explain
         self.warm: threading.Thread | None = None
+        # a source that labels the model's output (a generator's images): the whole forward runs
+        self.full = bool(getattr(state.source, "needs_output", False))
 
     def run(self, checkpoint_every: float) -> None:
         st, cfg = self.state, self.state.cfg
@@ -44,7 +57,7 @@ class ActivationPass:
         last = time.monotonic()
         bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 1/2: activations", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
-        with TraceDict(self.model, st.layers, stop=True) as traces, torch.inference_mode():
+        with TraceDict(self.model, st.layers, stop=not self.full) as traces, torch.inference_mode():
             for batch in batches:
                 start = batch[0][0]
                 good = [(i, p) for i, p, err in batch if err is None]
@@ -75,14 +88,15 @@ class ActivationPass:
             x = st.probe.batch([p for _, p in good], st.device)
         except DatasetError as exc:
             raise DatasetError(f"{st.probe.where(int(idx[0]))}: {exc}") from None
-        st.source.observe(idx.tolist(), x)  # a segmenter labels the images it is shown here
+        if not self.full:
+            st.source.observe(idx.tolist(), x)  # a segmenter labels the images it is shown here
         x = self.prep(x)
         if cfg.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = PRECISIONS[cfg.precision]
         try:
             with torch.autocast(st.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                outs = run_to_layers(self.model, traces, x)
+                outs, y = forward(self.model, traces, x, self.full)
         except LayerError as exc:
             raise LayerError(f"{exc} (at {st.probe.where(int(idx[0]))}, batch of rows {int(idx[0])}.."
                              f"{int(idx[-1])})") from None
@@ -92,6 +106,8 @@ class ActivationPass:
             if self.explain is None:
                 raise
             raise self.explain(tuple(x.shape), exc) from None
+        if self.full:  # the generated images, segmented (batched, on the device) in this same pass
+            st.source.observe(idx.tolist(), self.prep.to_image(y))
         np_dtype = CACHE_DTYPES[cfg.cache_dtype]
         t_dtype = torch.float16 if np_dtype == np.float16 else torch.float32
         for name in st.layers:

@@ -45,14 +45,15 @@ from netdissect.dissection.activations import ActivationPass
 from netdissect.dissection import config
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
 from netdissect.dissection.counting import run_iou_pass
-from netdissect.dissection.inputs import Inputs, resolve_inputs
+from netdissect.dissection.inputs import Inputs, resolve_generator_inputs, resolve_inputs
 from netdissect.dissection.pnas import pnas_thresholds
 from netdissect.dissection.distributed import Group, shard_rows
 from netdissect.dissection.merges import merge_pass1, merge_pass2
-from netdissect.dissection.output import build_summary, write_run
+from netdissect.dissection.output import (IMAGES_IN_RUN, build_summary, generated_image_paths, top_rows,
+                                          write_generated_images, write_run)
 from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
-from netdissect.errors import DatasetError, LayerError, NetDissectError
+from netdissect.errors import DatasetError, LayerError, ModelError, NetDissectError
 from netdissect.hooks import TraceDict, check_layers, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.stats.quantile import quantile_plan
@@ -129,8 +130,12 @@ def dissect(
     model_spec: str | None = None,
     quantile_memory: int = 256 << 20,
     seed: int = 0,
+    samples=None,
+    latent_seed: int | None = None,
+    z_dim: int | None = None,
 ) -> DissectionResult | None:
-    """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``.
+    """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``, a folder of ``images``, or
+    (a generator) ``samples`` latent vectors.
 
     Parameters
     ----------
@@ -174,6 +179,16 @@ def dissect(
         folder ``out`` and stop (returns None); ``netdissect merge`` (:func:`merge_chunks`) completes
         the run from all n chunk folders.
     quantile_memory : bytes the threshold statistic may hold per layer (exact in any case).
+    samples : a generator's probe (``docs/gan.md``): N latent samples (or a
+        :class:`netdissect.probe.latent.LatentSamples`), z row i = row i of
+        ``numpy.random.RandomState(seed).standard_normal((N, z_dim))``.  ``model`` is then a generator
+        (``proggan:PATH``, ``zoo:world-gan``, a module mapping z (N, z_dim) to images); ``segmenter``
+        labels its outputs, segmented in the forward pass that records the layers (never written as
+        files); ``iou`` defaults to ``"pnas"``, ``seg_size`` to the output size / 4 but at least 32 px;
+        ``normalize`` names how its outputs are normalised (default ``0.5,0.5``: [-1, 1] ->
+        (y + 1) / 2).  With ``out``, the units' top images are regenerated into ``out/images/``.
+    latent_seed : the seed of the latent draw (default: ``seed``, which also seeds random init).
+    z_dim : the latent size of a generator module without a ``z_dim`` attribute.
 
     Under ``torchrun`` every rank calls this; each dissects a slice of the rows, the statistics
     merge exactly, rank 0 writes ``out``, and every rank returns the same result.
@@ -183,7 +198,8 @@ def dissect(
     DissectionResult : ``result[layer].units`` (one row per unit), ``result.summary``.
     """
     inputs = Inputs(dataset=dataset, images=images, segmenter=segmenter, iou=iou, seg_size=seg_size,
-                    label_cache=label_cache, quad_parts=quad_parts, size=size, crop=crop)
+                    label_cache=label_cache, quad_parts=quad_parts, size=size, crop=crop, samples=samples,
+                    latent_seed=latent_seed)
     inputs.check()
     if quantile is None:
         quantile = 0.01 if inputs.mode == "pnas" else 0.005
@@ -215,7 +231,7 @@ def dissect(
             lock = _claim_out(out, group)  # before the model loads: fail fast
         return _dissect(model, layers, inputs, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
-                        model_spec=model_spec)
+                        model_spec=model_spec, z_dim=z_dim)
     finally:
         if lock is not None:
             lock.release()
@@ -304,6 +320,35 @@ def _probe_layers(model, prep, probe, layers, device, explain):
     return {n: tuple(f["shape"][1:]) if isinstance(f["shape"], tuple) else None for n, f in found.items()}
 
 
+def _generator_output(model, prep, dim: int, device, explain, layers) -> tuple[int, int]:
+    """(H, W) of the generator's output on one z (zeros), checked to be an RGB image batch; a
+    failing forward is explained here, before pass 1."""
+    z = prep(torch.zeros(1, dim, device=device))
+    try:
+        with torch.inference_mode():
+            y = model(z)
+    except NetDissectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
+        raise explain(tuple(z.shape), exc) from None
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 3:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ModelError(f"the generator outputs {got} for z of shape {tuple(z.shape)}; a generator to dissect "
+                         "must output RGB images (N, 3, H, W) for its outputs to be segmented")
+    return int(y.shape[2]), int(y.shape[3])
+
+
+def _generator_error(spec, prep):
+    def explain(shape, exc):
+        from netdissect.models.forward import _torch_says
+
+        return ModelError(f"generator {spec_name(spec)} fails on latent samples: it was given z of shape "
+                          f"{tuple(shape)} (standard normal), and torch says {_torch_says(exc)!r}: it must take "
+                          f"z of shape (N, {prep.z_dim}) and return images (N, 3, H, W); give z_dim= (--z-dim) "
+                          "if its latent size is another")
+    return explain
+
+
 def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progress: bool) -> None:
     """Refuse before starting what cannot fit: the cache's disk and the top images' memory."""
     item = np.dtype(CACHE_DTYPES[cfg.cache_dtype]).itemsize
@@ -339,24 +384,43 @@ def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw
 
 
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
-         resume, progress, checkpoint_every, model_spec):
+         resume, progress, checkpoint_every, model_spec, z_dim=None):
     given = model
     model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
-    model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed)
+    gen = inputs.generator
+    if not gen and (z_dim is not None or inputs.latent_seed is not None):
+        raise NetDissectError("z_dim/latent_seed (--z-dim/--latent-seed) apply to a generator's latent samples: "
+                              "add samples=N (--samples N)")
+    if cfg.split is not None and gen:
+        raise NetDissectError("--split selects rows of a Broden dataset; latent samples have none")
+    model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed, generator=gen,
+                             z_dim=z_dim)
     for name in layers:
         resolve_layer(model, name)
-    probe, source, ds = resolve_inputs(inputs, cfg.split, cfg.limit)
+    if not gen:
+        probe, source, ds = resolve_inputs(inputs, cfg.split, cfg.limit)
     precision, why = resolve_precision(cfg.precision, cfg.device)
     model.eval()
     model = model.to(cfg.device)
     group.broadcast_module(model)  # the same weights on every rank, random initialisation included
+    sha = model_identity(model)
+    gen_info = None
+    if gen:
+        explain_gen = _generator_error(given, prep)
+        out_shape = _generator_output(model, prep, prep.z_dim, cfg.device, explain_gen, layers)
+        gen_info = {"z_dim": prep.z_dim, "output_size": list(out_shape), "output": prep.describe()}
+        probe, source, ds = resolve_generator_inputs(
+            inputs, prep.z_dim, out_shape, {"sha256": sha, "output": prep.describe(), "precision": precision},
+            cfg.seed)
+        if cfg.limit is not None:
+            raise NetDissectError("--limit selects rows of a dataset; with latent samples give fewer --samples")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     identity = {
         "model": {"spec": model_spec, "weights": weights, "weights_description": describe_weights(given, weights, cfg.seed),
                   "seed": cfg.seed,
-                  "normalize": prep.describe(), "sha256": model_identity(model)},
+                  "normalize": prep.describe(), "sha256": sha, **({"generator": gen_info} if gen else {})},
         "dataset": probe.identity(),
         "labels": source.identity(),
         "layers": layers,
@@ -381,6 +445,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
 
     def explain(shape, exc):
         return forward_error(given, shape, exc, normalize=prep.describe())
+    if gen:
+        explain = explain_gen  # noqa: F811
 
     st = None
     try:
@@ -435,7 +501,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
 
-    note = check_unknown_labels(st.all_unknown, st.all_positions, str(ds.root if ds is not None else probe.root))
+    where = ds.root if ds is not None else getattr(probe, "root", probe.describe())
+    note = check_unknown_labels(st.all_unknown, st.all_positions, str(where))
     if note and progress:
         print(f"netdissect: {note}", file=sys.stderr)
     extra = {"precision": {"asked": cfg.precision, "used": precision, **({"why": why} if why else {})},
@@ -444,9 +511,20 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         extra["lossy_cache"] = {"tied_positions": st.all_tied}
     summary = build_summary(identity, probe, source, cfg.device, st.all_skipped, st.all_unknown,
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
-    # the images as the report checks them before drawing (names, sizes, mtimes)
-    summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
-                                                      probe.row_names())
+    image_paths = None
+    if gen:  # no image files: the units' top images are regenerated into the run (docs/gan.md)
+        image_paths = generated_image_paths(probe)
+        if run_dir is not None:
+            if group.rank == 0:
+                write_generated_images(run_dir, model, prep, probe, top_rows(layer_results), cfg.device,
+                                       cfg.batch_size, progress)
+            group.barrier()
+            summary["dataset"]["images_in_run"] = IMAGES_IN_RUN
+            summary["dataset"]["files_digest"] = files_digest(run_dir / IMAGES_IN_RUN, image_paths)
+    else:
+        # the images as the report checks them before drawing (names, sizes, mtimes)
+        summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
+                                                          probe.row_names())
     summary["labels"] = {**source.identity(), "iou": inputs.mode, "n_concepts": len(source.concepts)}
     labels = getattr(source, "inner", source)
     if hasattr(labels, "segmented"):  # images this run segmented (the others came from the label cache)
@@ -455,7 +533,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if run_dir is not None:
         group.barrier()  # every rank has closed its caches
         if group.rank == 0:
-            write_run(run_dir, probe, layer_results, summary)
+            write_run(run_dir, probe, layer_results, summary, image_paths)
         group.barrier()  # the run is written: the work folders can go
         if group.distributed and group.rank != 0:
             shutil.rmtree(work, ignore_errors=True)  # (on other machines, rank 0 cannot reach it)

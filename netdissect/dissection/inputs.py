@@ -3,6 +3,8 @@
 ``dataset`` alone: a Broden folder's images and masks (``iou="broden"`` by default, or
 ``"pnas"``: pooled counts over upsampled thresholds).  ``segmenter`` (with ``images``, or
 with ``dataset`` whose masks are then ignored): labels from a segmentation model, ``iou="pnas"``
+by default.  ``samples`` (a generator): latent vectors as the rows, the generator's *output*
+labelled by ``segmenter`` (:class:`netdissect.concepts.generated.GeneratedLabels`), ``iou="pnas"``
 by default.
 """
 from __future__ import annotations
@@ -27,9 +29,18 @@ class Inputs:
     quad_parts: bool = False
     size: int | None = None
     crop: bool = False
+    samples: object = None  # a generator's probe: how many latent samples (or a LatentSamples)
+    latent_seed: int | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def generator(self) -> bool:
+        return self.samples is not None
+
     def check(self) -> None:
+        if self.samples is not None:
+            self._check_generator()
+            return
         if self.dataset is None and self.images is None:
             raise NetDissectError("nothing to probe: give a dataset (--dataset DIR) or a folder of images "
                                   "(--images DIR with --segmenter SPEC)")
@@ -43,6 +54,25 @@ class Inputs:
                            ("--quad-parts", self.quad_parts or None), ("--size", self.size), ("--crop", self.crop or None)):
                 if v is not None:
                     raise NetDissectError(f"{opt} applies to segmenter labels: add --segmenter SPEC")
+        if self.iou is not None and self.iou not in IOU_MODES:
+            raise NetDissectError(f"iou must be one of {', '.join(IOU_MODES)}, got {self.iou!r}")
+
+    def _check_generator(self) -> None:
+        if self.dataset is not None or self.images is not None:
+            raise NetDissectError("give latent samples (--samples N, for a generator) or a dataset/image folder "
+                                  "(--dataset/--images, for a classifier), not both")
+        if self.segmenter is None:
+            raise NetDissectError("--samples needs --segmenter SPEC to label the generated images (e.g. "
+                                  "--segmenter zoo:world-seg, or color; `netdissect segmenters` lists them)")
+        for opt, v in (("--size", self.size), ("--crop", self.crop or None)):
+            if v is not None:
+                raise NetDissectError(f"{opt} resizes an image folder; a generator's images are its outputs "
+                                      "(--seg-size sets the label size)")
+        from netdissect.probe.latent import LatentSamples
+
+        if not isinstance(self.samples, LatentSamples) and (
+                isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1):
+            raise NetDissectError(f"samples must be a positive number of latent samples, got {self.samples!r}")
         if self.iou is not None and self.iou not in IOU_MODES:
             raise NetDissectError(f"iou must be one of {', '.join(IOU_MODES)}, got {self.iou!r}")
 
@@ -83,3 +113,32 @@ def resolve_inputs(inp: Inputs, split, limit):
     if inp.mode == "pnas":
         source = PooledLabels(source)
     return probe, source, ds
+
+
+def default_generated_seg_size(shape) -> tuple[int, int]:
+    """The label size of a generator's (H, W) outputs: a quarter as in the paper (256 -> 64), but at
+    least 32 (a 64 px generator is read at 32 x 32) and at most the output itself."""
+    return tuple(min(int(n), max(32, int(n) // 4)) for n in shape)
+
+
+def resolve_generator_inputs(inp: Inputs, dim: int, out_shape, generator_identity: dict, seed: int):
+    """``(probe, source, None)`` of a generator run: latent samples of size ``dim`` (seed
+    ``inp.latent_seed``, else ``seed``), labelled by segmenting outputs of size ``out_shape`` (H, W)."""
+    from netdissect.concepts.generated import GeneratedLabels
+    from netdissect.concepts.segmenter import PooledLabels
+    from netdissect.probe.latent import LatentSamples
+    from netdissect.segment import load_segmenter
+
+    if isinstance(inp.samples, LatentSamples):
+        probe = inp.samples
+        if probe.dim != dim:
+            raise NetDissectError(f"the latent samples have size {probe.dim} but the generator takes z of size {dim}")
+    else:
+        probe = LatentSamples(inp.samples, seed if inp.latent_seed is None else inp.latent_seed, dim)
+    probe.shape = tuple(out_shape)
+    seg = load_segmenter(inp.segmenter, quad_parts=inp.quad_parts)
+    seg_size = inp.seg_size if inp.seg_size is not None else default_generated_seg_size(out_shape)
+    source = GeneratedLabels(seg, probe, generator_identity, seg_size=seg_size, cache_dir=inp.label_cache)
+    if inp.mode == "pnas":
+        source = PooledLabels(source)
+    return probe, source, None

@@ -59,6 +59,52 @@ class Preprocess:
         return (x - mean).div_(std)  # one new tensor, same values as (x - mean) / std
 
 
+@dataclass(frozen=True)
+class GeneratorIO:
+    """A generator's conventions, carried as its "preprocessing" by :func:`load_model`.
+
+    Its input is a latent batch ``z`` of shape (N, ``z_dim``), passed as is (``gen_io(z) is z``);
+    its output is an image batch normalised with ``output`` (a :class:`Preprocess`): the same
+    ``--normalize`` syntax as for a classifier, read the other way round.  A classifier's input is
+    ``(rgb - mean) / std``; a generator's output is taken to be that, so
+    ``to_image(y) = clamp(y * std + mean, 0, 1)`` is the RGB image in [0, 1] the segmenter sees.
+    The default ``0.5,0.5`` is ``(y + 1) / 2`` clamped (outputs in about [-1, 1], as Progressive GAN
+    and most GANs have them: :func:`netdissect.models.proggan.to_image`); ``none``: the outputs are RGB
+    in [0, 1] already (only clamped).
+    """
+
+    z_dim: int
+    output: Preprocess = Preprocess((0.5,) * 3, (0.5,) * 3)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def to_image(self, y: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1]: ``clamp(y * std + mean, 0, 1)``, in float32."""
+        y = y.float()
+        if self.output.mean is None:
+            return y.clamp(0, 1)
+        if set(self.output.mean) == {0.5} and set(self.output.std) == {0.5}:
+            from netdissect.models.proggan import to_image
+
+            return to_image(y)
+        mean = torch.tensor(self.output.mean, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.output.std, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
+        return (y * std + mean).clamp_(0, 1)
+
+    def describe(self) -> str:
+        """``generator output <normalize>`` (e.g. ``generator output 0.5,0.5,0.5,0.5,0.5,0.5``)."""
+        return f"generator output {self.output.describe()}"
+
+
+def is_generator(prep) -> bool:
+    """Whether ``prep`` (the second value :func:`load_model` returns) is a generator's."""
+    return isinstance(prep, GeneratorIO)
+
+
+GENERATOR_DEFAULT_OUTPUT = Preprocess((0.5,) * 3, (0.5,) * 3)
+
+
 def parse_normalize(value: str | None, default: Preprocess = Preprocess()) -> Preprocess:
     """``imagenet`` | ``none`` | ``MEAN,STD`` (one number each, or three each: ``m1,m2,m3,s1,s2,s3``)."""
     if value is None:
@@ -266,6 +312,44 @@ def _zoo(name: str, weights: str | None, seed: int) -> tuple[nn.Module, Preproce
     return model, Preprocess(tuple(norm["mean"]), tuple(norm["std"]))
 
 
+def _proggan(path: str, weights: str | None) -> nn.Module:
+    """``proggan:PATH``: a published Progressive GAN generator file (either key layout)."""
+    from netdissect.models.proggan import from_state_dict
+
+    if weights is not None and weights.strip().lower() not in ("default",):
+        raise ModelError(f"proggan:{path} takes its weights from the file named in the spec; drop --weights "
+                         f"{weights!r} (or use --model file.py:factory --weights PATH for another architecture)")
+    if not path:
+        raise ModelError("proggan: needs a file: --model proggan:path/to/proggan_churchoutdoor-7e701dd5.pth")
+    sd = load_state_dict(path)
+    try:
+        return from_state_dict(sd, source=path)
+    except ModelError as exc:
+        msg = str(exc)
+        raise ModelError(msg if msg.startswith(path) else f"{path}: {msg}") from None
+    except RuntimeError as exc:  # tensor sizes that do not fit the sizes read from layer1 / the odd layers
+        first = " ".join(str(exc).split())
+        raise ModelError(f"{path}: a progressive-GAN state dict whose tensor sizes do not agree with each "
+                         f"other ({first[:300]}): the file is damaged or not a published generator") from None
+
+
+def _zoo_generator(name: str, weights: str | None, seed: int) -> nn.Module:
+    from netdissect.models.zoo import build_generator, load_zoo_generator
+
+    w = (weights or "DEFAULT").strip()
+    if w.upper() == "DEFAULT":
+        return load_zoo_generator(name)
+    with seeded(seed):
+        model = build_generator(name)
+    if w.lower() != "none":
+        if not os.path.isfile(w):
+            raise ModelError(f"zoo:{name} --weights {w!r}: no such file (zoo models take no --weights "
+                             "for the bundled weights, none for the untrained architecture, or a PATH)")
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_state_dict(w).items()}
+        _apply_state_dict(model, sd, w)
+    return model
+
+
 def _factory(spec: str) -> nn.Module:
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
@@ -316,6 +400,8 @@ def load_model(
     normalize: str | None = None,
     *,
     seed: int = DEFAULT_SEED,
+    generator: bool | None = None,
+    z_dim: int | None = None,
 ) -> tuple[nn.Module, Preprocess]:
     """The model named by ``spec`` in eval mode, and its preprocessing.
 
@@ -340,8 +426,39 @@ def load_model(
     caller's global RNG state is left as it was.
 
     ``normalize`` (``imagenet``, ``none``, ``MEAN,STD``) overrides the default.
+
+    Generators (PNAS 2020 "Role of units in a GAN"):
+
+    - ``proggan:PATH``: a Progressive GAN generator file as the PNAS authors published them (a state
+      dict, maybe under ``state_dict``, in either key layout; sizes read from the tensors).
+    - ``zoo:world-gan``: the bundled generator of the synthetic world.
+    - any other model with ``generator=True``: a module mapping z (N, ``z_dim``) to images
+      (``z_dim`` from the argument, else the module's ``z_dim`` attribute).
+
+    For a generator the second value is a :class:`GeneratorIO`: z is passed as is and ``normalize``
+    names how its output is normalised (default ``0.5,0.5``: outputs in [-1, 1], RGB = (y + 1) / 2).
+    ``generator=False`` refuses a generator, ``generator=True`` a classifier spec; None takes
+    what the spec is.
     """
     seed = check_seed(seed)
+    gen_kind = None
+    if isinstance(spec, str) and spec.partition(":")[0] == "proggan":
+        gen_kind = "proggan"
+    elif isinstance(spec, str) and spec.startswith("zoo:"):
+        from netdissect.models.zoo import GENERATORS
+
+        if spec[4:] in GENERATORS:
+            gen_kind = "zoo"
+    elif isinstance(spec, nn.Module):
+        from netdissect.models.proggan import ProgressiveGenerator
+
+        if isinstance(spec, ProgressiveGenerator):
+            gen_kind = "module"
+    if gen_kind is not None or generator:
+        if generator is False:
+            raise ModelError(f"{spec_name(spec)} is a generator (z -> image): dissect it on latent samples "
+                             "(--samples N --seed S with --segmenter SPEC; samples=N in Python), not on images")
+        return _load_generator(spec, gen_kind, weights, normalize, seed, z_dim)
     if isinstance(spec, nn.Module):
         model, prep = spec, Preprocess()
         if isinstance(weights, str) and weights.strip().lower() in ("none", "default"):
@@ -375,6 +492,45 @@ def load_model(
     return model.eval(), prep
 
 
+def _load_generator(spec, gen_kind, weights, normalize, seed, z_dim) -> tuple[nn.Module, GeneratorIO]:
+    """The generator named by ``spec`` and its :class:`GeneratorIO` (see :func:`load_model`)."""
+    default = GENERATOR_DEFAULT_OUTPUT
+    if gen_kind == "proggan":
+        model = _proggan(spec.partition(":")[2], weights)
+        weights = None
+    elif gen_kind == "zoo":
+        model = _zoo_generator(spec[4:], weights, seed)
+        weights = None
+    elif isinstance(spec, nn.Module):
+        model = spec
+        if isinstance(weights, str) and weights.strip().lower() in ("none", "default"):
+            raise ModelError(f"weights={weights!r} for a Python module ({spec_name(spec)}): it keeps its own "
+                             "weights; pass weights=None, or a PATH to load into it")
+        if normalize is None and gen_kind is None:
+            warnings.warn(
+                f"{spec_name(spec)}: no normalize= given for a generator module, so its outputs are taken to be "
+                "in [-1, 1] (RGB = (y + 1) / 2, clamped); pass normalize='0.5,0.5' to say so, normalize='none' "
+                "for outputs already in [0, 1], or normalize='MEAN,STD' (RGB = y * STD + MEAN)",
+                NoNormalizationWarning, stacklevel=_stacklevel_outside_netdissect())
+    elif isinstance(spec, str) and ":" in spec and spec.partition(":")[0] not in ("torchvision", "zoo"):
+        with seeded(seed):
+            model = _factory(spec)
+    else:
+        raise ModelError(f"--model {spec!r} is not a generator: latent samples (--samples) probe a generator "
+                         "(proggan:PATH, zoo:world-gan, or file.py:factory returning one); use --dataset or "
+                         "--images for a classifier")
+    if weights and weights.strip().lower() not in ("none", "default"):
+        _apply_state_dict(model, load_state_dict(weights), weights)
+    dim = z_dim if z_dim is not None else getattr(model, "z_dim", None)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ModelError(f"{spec_name(spec)}: the size of its latent input is unknown: give z_dim=N (--z-dim N), "
+                         "or give the module a z_dim attribute" if dim is None else
+                         f"{spec_name(spec)}: z_dim must be a positive integer, got {dim!r}")
+    if z_dim is not None and getattr(model, "z_dim", z_dim) != z_dim:
+        raise ModelError(f"{spec_name(spec)} takes z of size {model.z_dim}, not --z-dim {z_dim}: drop --z-dim")
+    return model.eval(), GeneratorIO(int(dim), parse_normalize(normalize, default))
+
+
 def _file_sha256(path: Path, n: int = 8) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -400,6 +556,9 @@ def describe_weights(spec: str | nn.Module, weights: str | None, seed: int = DEF
     if isinstance(spec, nn.Module):
         return f"as given ({spec_name(spec)})"
     kind, _, rest = str(spec).partition(":")
+    if kind == "proggan":
+        path = Path(rest)
+        return f"file {rest} (sha256 {_file_sha256(path)}…)" if path.is_file() else f"file {rest}"
     if w is not None and w.lower() == "none" and kind in ("torchvision", "zoo"):
         return f"random init, seed {seed}"
     if kind == "torchvision":
@@ -410,9 +569,9 @@ def describe_weights(spec: str | nn.Module, weights: str | None, seed: int = DEF
             return f"torchvision {w}"
         return f"torchvision {w} ({wobj})" if w.upper() == "DEFAULT" else f"torchvision {wobj}"
     if kind == "zoo":
-        from netdissect.models.zoo import weights_path
+        from netdissect.models.zoo import GENERATORS, generator_weights_path, weights_path
 
-        path = weights_path(rest)
+        path = generator_weights_path(rest) if rest in GENERATORS else weights_path(rest)
         digest = _file_sha256(path) if path.is_file() else "not bundled"
         return f"bundled {spec} (sha256 {digest}…)" if path.is_file() else f"bundled {spec} ({digest})"
     return f"as built by {spec} (torch seed {seed})"

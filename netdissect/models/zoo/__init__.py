@@ -28,7 +28,16 @@ from netdissect.models.zoo.registry import LAYERS, ZOO, ZooEntry
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 META_KEY = "netdissect_zoo"
 
-__all__ = ["SceneCNN", "ZOO", "load_zoo_model", "list_zoo", "build", "weights_path", "read_meta"]
+__all__ = ["SceneCNN", "ZOO", "load_zoo_model", "list_zoo", "build", "weights_path", "read_meta",
+           "GENERATORS", "build_generator", "load_zoo_generator", "list_generators", "generator_weights_path"]
+
+# Bundled generators (``zoo:NAME`` too, dissected on latent samples): architecture and how to rebuild them.
+# The weights file's safetensors metadata "recipe" (JSON) repeats resolution, sizes and z_dim.
+GENERATORS = {
+    "world-gan": {"description": "64 px progressive-GAN generator of the synthetic world's scenes (PNAS architecture)",
+                  "resolution": 64, "sizes": [256, 128, 64, 32, 16], "z_dim": 128,
+                  "train_command": "python scripts/train_world_gan.py"},
+}
 
 
 def _entry(name: str) -> ZooEntry:
@@ -39,6 +48,84 @@ def _entry(name: str) -> ZooEntry:
 
 def weights_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def generator_weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def _generator_entry(name: str) -> dict:
+    if name not in GENERATORS:
+        raise ModelError(f"unknown zoo generator {name!r}; the zoo's generators: {', '.join(GENERATORS)}")
+    return GENERATORS[name]
+
+
+def build_generator(name: str, recipe: dict | None = None):
+    """An untrained :class:`~netdissect.models.proggan.ProgressiveGenerator` of zoo generator ``name``
+    (sizes from ``recipe``, the weights file's record, when given)."""
+    from netdissect.models.proggan import ProgressiveGenerator
+
+    arch = {**_generator_entry(name), **{k: v for k, v in (recipe or {}).items()
+                                         if k in ("resolution", "sizes", "z_dim")}}
+    return ProgressiveGenerator(int(arch["resolution"]), [int(v) for v in arch["sizes"]], int(arch["z_dim"]))
+
+
+def read_generator_recipe(path: Path) -> dict:
+    """The training recipe stored in a generator weights file's header (``recipe``: JSON)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise ModelError(f"{path}: weights file not found") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        recipe = json.loads(meta.get("recipe", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: corrupt 'recipe' metadata ({exc})") from None
+    return {**{k: v for k, v in meta.items() if k != "recipe"}, **({"recipe": recipe} if recipe else {})}
+
+
+def load_zoo_generator(name: str):
+    """Zoo generator ``name`` with its bundled weights (stored float16, loaded as float32), in eval mode."""
+    from safetensors.torch import load_file
+
+    entry = _generator_entry(name)
+    path = generator_weights_path(name)
+    if not path.exists():
+        raise ModelError(f"zoo generator {name!r} has no bundled weights ({path}); "
+                         f"train them with `{entry['train_command']}`")
+    record = read_generator_recipe(path)
+    model = build_generator(name, record.get("recipe"))
+    try:
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise ModelError(f"{path}: weights do not fit zoo generator {name!r} ({' '.join(str(exc).split())[:300]})") from None
+    return model.eval()
+
+
+def list_generators() -> list[dict]:
+    """One dict per zoo generator (the fields of :func:`list_zoo`, ``kind: generator``, accuracy None)."""
+    out = []
+    for name, entry in GENERATORS.items():
+        path = generator_weights_path(name)
+        recipe = {}
+        if path.exists():
+            try:
+                recipe = read_generator_recipe(path).get("recipe", {})
+            except ModelError:
+                recipe = {}
+        g = build_generator(name, recipe)
+        out.append({"name": name, "kind": "generator", "description": entry["description"],
+                    "params": sum(p.numel() for p in g.parameters()), "accuracy": None,
+                    "layers": g.layer_names, "resolution": g.resolution, "z_dim": g.z_dim,
+                    "available": path.exists(), "weights": str(path), "card": str(card_path(name)),
+                    "train_command": entry["train_command"],
+                    "size_bytes": path.stat().st_size if path.exists() else None})
+    return out
 
 
 def card_path(name: str) -> Path:

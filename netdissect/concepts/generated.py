@@ -1,0 +1,69 @@
+"""Concept labels of a generator's own outputs (PNAS 2020, "Role of units in a GAN").
+
+    >>> from netdissect.concepts.generated import GeneratedLabels
+    >>> source = GeneratedLabels(load_segmenter("color"), LatentSamples(100, 1, 128),   # doctest: +SKIP
+    ...                          {"sha256": model_identity(g), "output": "..."}, seg_size=32)
+
+A generated image exists only inside pass 1: the activation pass runs the
+generator's *whole* forward (the chosen layers' activations are recorded by
+hooks in that same pass) and hands the output, as RGB in [0, 1]
+(:meth:`netdissect.models.loading.GeneratorIO.to_image`), to :meth:`observe`,
+which segments it batched on the run's device.  No image file is written.
+
+Labels go to the :class:`~netdissect.concepts.cache.LabelCache` like a
+folder's: the cache folder is keyed by the segmenter, the label size and the
+*generator* (its weights digest, its output transform, the forward's
+precision), and each entry by the latent row (``seed``, ``dim`` and row
+index; row ``i`` of a seed does not depend on the number of samples), so a
+second run of the same generator and seed (other layers, more samples)
+segments nothing it has segmented before.
+"""
+from __future__ import annotations
+
+from netdissect.concepts.cache import LabelCache, default_cache_dir, label_dtype
+from netdissect.concepts.segmenter import SegmenterLabels
+from netdissect.errors import NetDissectError
+from netdissect.segment import catalogue
+
+
+class GeneratedLabels(SegmenterLabels):
+    """The labels ``segmenter`` gives the outputs of the generator that ``probe`` (latent samples) feeds.
+
+    ``generator`` is the generator's identity (a JSON-able dict: weights digest, output transform,
+    precision): it keys the label cache.  ``needs_output``: pass 1 calls :meth:`observe` with the
+    model's output as an image, not with its input.
+    """
+
+    needs_output = True
+
+    def __init__(self, segmenter, probe, generator: dict, seg_size, cache_dir=None):
+        self.segmenter, self.probe = segmenter, probe
+        if isinstance(seg_size, int):
+            seg_size = (seg_size, seg_size)
+        seg_size = tuple(int(v) for v in seg_size)
+        if len(seg_size) != 2 or min(seg_size) < 1:
+            raise NetDissectError(f"seg_size must be a positive size (N or H,W), got {seg_size!r}")
+        self.seg_size = seg_size
+        self.concepts = catalogue(segmenter)
+        self.dtype = label_dtype(len(self.concepts))
+        self._identity = {"kind": "generated", "spec": getattr(segmenter, "spec", None),
+                          "segmenter": segmenter.identity(), "seg_size": list(seg_size),
+                          "generator": dict(generator), "image_size": list(getattr(probe, "shape", ()) or ())}
+        self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
+        self._identity["cache"] = self.cache.key
+        self._stamps: dict[int, str] = {}
+        self.segmented = 0
+        self.on_device = None
+
+    def stamp(self, i: int) -> str:
+        """Row ``i``'s z: the draw (seed, dim) and the row (independent of the number of samples)."""
+        p = self.probe
+        return f"latent:RandomState.standard_normal:seed={p.seed}:dim={p.dim}:row={int(i)}"
+
+    def observe(self, rows, images) -> None:
+        """Segment the generated ``images`` (RGB in [0, 1], (B, 3, H, W) on the device) of ``rows``
+        whose labels are not cached yet."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise NetDissectError(f"the generator's output has shape {tuple(images.shape)}; a generator to "
+                                  "dissect must output RGB images (N, 3, H, W)")
+        super().observe(rows, images)
