@@ -6,7 +6,7 @@
 Serves the app (uvicorn, in a thread, on a free port of 127.0.0.1) around a generator and a run:
 the bundled ``zoo:world-gan`` with a dissection by ``zoo:world-seg`` when ``PAINT_RUN`` names one
 (``netdissect dissect --model zoo:world-gan ... --segmenter zoo:world-seg``), else the hand-built
-toy generator (``netdissect.app.toy``) with its run.  The page is driven with the mouse and the
+toy generator (``netdissect.app.toy``), dissected by the fixture with the ``color`` segmenter.  The page is driven with the mouse and the
 keyboard; the returned images are segmented by the run's segmenter (``zoo:world-seg`` or
 ``color``) to check that drawing adds the concept inside the stroke and erasing removes it; undo
 must give back the previous image bit for bit; no console error, no request off 127.0.0.1, and
@@ -38,24 +38,26 @@ DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 def _setup(root: Path):
-    """(painter, segmenter, model spec, run) of the world GAN when PAINT_RUN is set, else the toy's."""
+    """(painter, segmenter, model spec, run): the world GAN's when PAINT_RUN is set, else the toy's."""
     from netdissect.app import toy
     from netdissect.app.painter import Painter
     from netdissect.app.palette import load_palette
+    from netdissect.models import load_model
     from netdissect.segment import load_segmenter
 
     run = os.environ.get("PAINT_RUN")
     if run:
-        from netdissect.models import load_model
-        layer, palette, result = load_palette(run, os.environ.get("PAINT_LAYER"), 2)
-        spec = result.summary["model"].get("spec") if isinstance(result.summary.get("model"), dict) else None
-        spec = os.environ.get("PAINT_MODEL") or spec or "zoo:world-gan"
-        model, _ = load_model(spec, normalize="none")
-        seg = load_segmenter(os.environ.get("PAINT_SEGMENTER", "zoo:world-seg"))
-        return Painter(model, layer, palette), seg, spec, run
-    run = toy.write_toy_run(root / "run")
-    layer, palette, _ = load_palette(run)
-    return Painter(toy.toy_generator(), layer, palette), load_segmenter("color"), "netdissect.app.toy:toy_generator", run
+        spec = os.environ.get("PAINT_MODEL", "zoo:world-gan")
+        seg = os.environ.get("PAINT_SEGMENTER", "zoo:world-seg")
+    else:   # the hand-built generator, dissected for real with the color segmenter (about 5 s)
+        from netdissect.dissection.engine import dissect
+
+        spec, seg, run = "netdissect.app.toy:toy_generator", "color", root / "run"
+        dissect(spec, "layer1", samples=200, latent_seed=1, segmenter=seg, out=run, progress=False)
+    layer, palette, _ = load_palette(run, os.environ.get("PAINT_LAYER"), 2)
+    model, gen_io = load_model(spec, generator=True)
+    painter = Painter(model, layer, palette, z_dim=gen_io.z_dim, to_image=gen_io.to_image)
+    return painter, load_segmenter(seg), spec, run
 
 
 @pytest.fixture(scope="module")

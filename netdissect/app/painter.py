@@ -121,14 +121,19 @@ class Painter:
 
     ``generator``: an ``nn.Module`` mapping ``z`` (N, z_dim) to images in about [-1, 1] (N, 3, H, W);
     ``layer``: the name of the layer to paint (its output (N, C, h, w)); ``palette``: a list of
-    :class:`netdissect.app.palette.Concept` whose units are units of that layer.
+    :class:`netdissect.app.palette.Concept` whose units are units of that layer; ``to_image``: the
+    output -> RGB in [0, 1] map the dissection used (:class:`netdissect.models.loading.GeneratorIO`'s).
     """
 
     def __init__(self, generator: torch.nn.Module, layer: str, palette, *, z_dim: int | None = None,
-                 value_samples: int = VALUE_SAMPLES, value_seed: int = VALUE_SEED, max_units: int = 20):
+                 value_samples: int = VALUE_SAMPLES, value_seed: int = VALUE_SEED, max_units: int = 20,
+                 to_image=None):
         from netdissect.hooks.trace import Trace
 
+        from netdissect.models.proggan import to_image as proggan_to_image
+
         self.generator = generator.eval()
+        self.to_image = to_image or proggan_to_image
         self.layer = layer
         self.z_dim = int(z_dim if z_dim is not None else getattr(generator, "z_dim"))
         self.lock = threading.Lock()
@@ -182,12 +187,10 @@ class Painter:
                 raise PaintError(f"seed {s!r} out of range: seeds are whole numbers 0..{MAX_SEED}")
         return torch.cat([latent(s, self.z_dim) for s in seeds])
 
-    @staticmethod
-    def to_uint8(x: torch.Tensor) -> np.ndarray:
-        """(N, 3, H, W) in about [-1, 1] -> uint8 (N, H, W, 3), as :func:`~netdissect.models.proggan.to_image`."""
-        from netdissect.models.proggan import to_image
-
-        img = to_image(x.float())
+    def to_uint8(self, x: torch.Tensor) -> np.ndarray:
+        """The generator's output (N, 3, H, W) -> uint8 (N, H, W, 3): ``to_image`` (RGB in [0, 1], by
+        default :func:`~netdissect.models.proggan.to_image`, ``(x + 1) / 2`` clamped), times 255, rounded."""
+        img = self.to_image(x.float())
         return (img * 255 + 0.5).floor_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
     def samples(self, seeds: list[int]) -> np.ndarray:

@@ -32,8 +32,10 @@ class ToyUnits(nn.Module):
     def __init__(self, z_dim: int, units: int = 8, grid: int = 8):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.weight = nn.Parameter(torch.randn(units, z_dim, grid, grid, generator=g) / z_dim ** 0.5,
-                                   requires_grad=False)
+        # the units of one colour share a spatial pattern (plus their own part): they fire together
+        shared = torch.randn(2, z_dim, grid, grid, generator=g).repeat_interleave(units // 2, 0)
+        own = torch.randn(units, z_dim, grid, grid, generator=g)
+        self.weight = nn.Parameter((shared + 0.4 * own) / (1.16 * z_dim) ** 0.5, requires_grad=False)
         self.bias = nn.Parameter(torch.full((units, 1, 1), -1.1), requires_grad=False)
 
     def forward(self, z):

@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a concept enters the palette with this many units above the IoU threshold (default 2)")
     p.add_argument("--max-units", type=int, default=20,
                    help="most units one stroke switches (default 20, as the PNAS paint app)")
+    p.add_argument("--normalize", default=None,
+                   help="how the generator's outputs are normalised, as for dissect (default 0.5,0.5: "
+                        "[-1, 1] -> RGB (y + 1) / 2; none: already RGB in [0, 1])")
     p.add_argument("--z-dim", type=int, default=None,
                    help="the latent size, for a generator without a z_dim attribute")
     p.add_argument("--host", default="127.0.0.1",
@@ -63,15 +66,14 @@ def build(args):
         raise NetDissectError(f"--min-units {args.min_units}: give 1 or more")
     if not 1 <= args.max_units <= 1000:
         raise NetDissectError(f"--max-units {args.max_units}: give 1..1000")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoNormalizationWarning)   # a generator is not fed images
-        model, _ = load_model(args.model, args.weights, normalize="none")
-    z_dim = args.z_dim if args.z_dim is not None else getattr(model, "z_dim", None)
-    if z_dim is None:
-        raise NetDissectError(f"--model {args.model}: the generator has no z_dim attribute; give --z-dim")
     layer, palette, _ = load_palette(args.run, args.layer, args.min_units)
+    with warnings.catch_warnings():
+        if args.normalize is None:   # the generators' default, [-1, 1] outputs, as dissect assumes
+            warnings.simplefilter("ignore", NoNormalizationWarning)
+        model, gen_io = load_model(args.model, args.weights, args.normalize, generator=True, z_dim=args.z_dim)
+    z_dim = gen_io.z_dim
     try:
-        painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units)
+        painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units, to_image=gen_io.to_image)
     except PaintError:
         raise
     except (RuntimeError, ValueError, TypeError) as exc:
