@@ -383,3 +383,31 @@ def test_the_body_the_page_builds_matches_the_schema(client):
     assert props("/api/render", "post", "422") == {"detail", "errors"}
     for key in set(re.findall(r"data\.(\w+)", text)):
         assert key in known, key
+
+
+# ----------------------------------------------------------------------------- the command
+def test_cli_serves_loopback_and_warns_elsewhere(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from netdissect.cli import main
+    run = toy.write_toy_run(tmp_path / "run")
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: seen.append((app, host, port)))
+    argv = ["paint", "--model", "netdissect.app.toy:toy_generator", "--run", str(run), "--port", "8123"]
+    assert main(argv) == 0
+    app, host, port = seen[-1]
+    assert (host, port) == ("127.0.0.1", 8123)
+    out = capsys.readouterr()
+    assert "http://127.0.0.1:8123/" in out.out and "warning" not in out.err
+    with fastapi_testclient.TestClient(app, base_url="http://127.0.0.1:8123") as c:
+        assert [x["name"] for x in c.get("/api/concepts").json()] == ["green-c", "red-c"]
+        assert c.get("/api/info", headers={"host": "evil.example"}).status_code == 421
+    assert main(argv + ["--host", "0.0.0.0"]) == 0
+    assert seen[-1][1] == "0.0.0.0" and "warning: binding 0.0.0.0" in capsys.readouterr().err
+    # problems are one line each, exit 1
+    assert main(["paint", "--model", "netdissect.app.toy:toy_generator", "--run", str(run), "--layer", "layer9"]) == 1
+    assert "no layer 'layer9'" in capsys.readouterr().err
+    assert main(["paint", "--model", "netdissect.app.toy:toy_generator", "--run", str(run), "--min-units", "5"]) == 1
+    assert "no concept has 5 or more units" in capsys.readouterr().err
+    assert main(["paint", "--model", "netdissect.app.toy:toy_generator", "--run", str(tmp_path / "nope")]) == 1
+    assert "summary.json" in capsys.readouterr().err
