@@ -55,7 +55,8 @@ def _setup(root: Path):
         spec, seg, run = "netdissect.app.toy:toy_generator", "color", root / "run"
         dissect(spec, "layer1", samples=200, latent_seed=1, segmenter=seg, out=run, progress=False)
     layer, palette, _ = load_palette(run, os.environ.get("PAINT_LAYER"), 2)
-    model, gen_io = load_model(spec, generator=True)
+    model, gen_io = load_model(spec, os.environ.get("PAINT_WEIGHTS") if os.environ.get("PAINT_RUN") else None,
+                               generator=True)
     painter = Painter(model, layer, palette, z_dim=gen_io.z_dim, to_image=gen_io.to_image)
     return painter, load_segmenter(seg), spec, run
 

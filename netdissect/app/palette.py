@@ -1,9 +1,11 @@
 """The paint app's palette: concepts of a dissection run that enough units of one layer detect.
 
 A concept enters the palette of layer ``L`` when at least ``min_units`` units of ``L`` have an
-IoU with it above the run's IoU threshold (``summary.json`` ``config.iou_threshold``); its units
-are those units, best IoU first.  A unit can serve two concepts (its IoU is read per concept, from
-the layer's ``iou.npz`` table, not only from its best label).
+IoU with it above the run's IoU threshold (``summary.json`` ``config.iou_threshold``): its
+*detectors*.  Its units, the ones a stroke can switch, are its ``max_units`` (default 20, as the PNAS
+paint app) units of highest IoU with it (IoU > 0), best first: the detectors, then the next best
+units when it has fewer detectors than that.  A unit can serve two concepts (its IoU is read per
+concept, from the layer's ``iou.npz`` table, not only from its best label).
 
     >>> import numpy as np
     >>> from netdissect.dissection.result import LayerResult
@@ -11,10 +13,12 @@ the layer's ``iou.npz`` table, not only from its best label).
     ...                  thresholds=np.zeros(3, np.float32), concept_names=np.array(["red-c", "green-c"]),
     ...                  concept_categories=np.array(["color", "color"]), concept_numbers=np.array([1, 2]),
     ...                  categories=["color"], iou_threshold=0.04)
-    >>> [(c.name, c.units) for c in palette_from_layer(lr, min_units=1)]
-    [('red-c', [0, 1]), ('green-c', [2])]
+    >>> [(c.name, c.units, c.detectors) for c in palette_from_layer(lr, min_units=1)]
+    [('red-c', [0, 1], 2), ('green-c', [2, 1], 1)]
     >>> [c.name for c in palette_from_layer(lr, min_units=2)]
     ['red-c']
+    >>> sorted((c.name, c.units) for c in palette_from_layer(lr, min_units=1, max_units=1))
+    [('green-c', [2]), ('red-c', [0])]
 """
 from __future__ import annotations
 
@@ -40,38 +44,44 @@ class Concept:
     units: list[int]
     ious: list[float]
     color: str = "#8a929c"
+    detectors: int | None = None   # how many of ``units`` (the first ones) are above the IoU threshold
     values: list[float] = field(default_factory=list)  # insertion value per unit, filled by the painter
 
     def as_json(self) -> dict:
-        return {"name": self.name, "category": self.category, "color": self.color,
-                "units": [{"unit": int(u), "iou": round(float(i), 4),
+        det = len(self.units) if self.detectors is None else self.detectors
+        return {"name": self.name, "category": self.category, "color": self.color, "detectors": det,
+                "units": [{"unit": int(u), "iou": round(float(i), 4), "detector": k < det,
                            **({"value": round(float(v), 4)} if self.values else {})}
-                          for u, i, v in zip(self.units, self.ious, self.values or [None] * len(self.units))]}
+                          for k, (u, i, v) in enumerate(zip(self.units, self.ious,
+                                                            self.values or [None] * len(self.units)))]}
 
 
-def palette_from_layer(layer, min_units: int = 2) -> list[Concept]:
-    """The palette of one :class:`~netdissect.dissection.result.LayerResult`, most units first."""
+def palette_from_layer(layer, min_units: int = 2, max_units: int = 20) -> list[Concept]:
+    """The palette of one :class:`~netdissect.dissection.result.LayerResult`, most detectors first."""
     from netdissect.report.palette import category_colors
 
     if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
         raise PaletteError(f"min_units must be a whole number >= 1, got {min_units!r}")
+    if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1:
+        raise PaletteError(f"max_units must be a whole number >= 1, got {max_units!r}")
     iou = np.asarray(layer.iou, dtype=np.float64)
     thr = float(layer.iou_threshold)
     colors = category_colors(list(layer.concept_categories))
     out = []
     for k, (name, cat) in enumerate(zip(layer.concept_names, layer.concept_categories)):
         col = iou[:, k] if iou.size else np.zeros(0)
-        units = np.flatnonzero(col > thr)
-        if len(units) < min_units:
+        detectors = int((col > thr).sum())
+        if detectors < min_units:
             continue
-        units = units[np.argsort(-col[units], kind="stable")]
+        units = np.flatnonzero(col > 0)
+        units = units[np.argsort(-col[units], kind="stable")][:max(max_units, 1)]
         out.append(Concept(str(name), str(cat), [int(u) for u in units], [float(col[u]) for u in units],
-                           colors.get(str(cat), "#8a929c")))
-    out.sort(key=lambda c: (-len(c.units), -c.ious[0], c.name))
+                           colors.get(str(cat), "#8a929c"), min(detectors, len(units))))
+    out.sort(key=lambda c: (-c.detectors, -c.ious[0], c.name))
     return out
 
 
-def load_palette(run_dir, layer: str | None = None, min_units: int = 2):
+def load_palette(run_dir, layer: str | None = None, min_units: int = 2, max_units: int = 20):
     """``(layer name, palette, result)`` of a finished run; ``layer`` defaults to the run's only layer."""
     from netdissect.dissection.result import load
 
@@ -83,7 +93,7 @@ def load_palette(run_dir, layer: str | None = None, min_units: int = 2):
         layer = names[0]
     if layer not in result:
         raise PaletteError(f"{run_dir}: no layer {layer!r} in this run (it has {', '.join(names) or 'none'})")
-    palette = palette_from_layer(result[layer], min_units)
+    palette = palette_from_layer(result[layer], min_units, max_units)
     if not palette:
         lr = result[layer]
         counts = (np.asarray(lr.iou) > lr.iou_threshold).sum(0) if np.asarray(lr.iou).size else np.zeros(0)

@@ -55,8 +55,8 @@ class StrokeIn(BaseModel):
                       description=f"a PNG data URL at the output image's size, nonzero where painted; "
                                   f"at most {MAX_MASK_BYTES} bytes of PNG")
     n_units: int | None = Field(default=None, strict=True, ge=1, le=1000,
-                                description="use the concept's first n units (best IoU first); default: all, "
-                                            "at most the server's max_units")
+                                description="use the concept's first n units (best IoU first); default: its "
+                                            "detectors; at most its number of units (max_units)")
     strength: float = Field(default=1.0, ge=0.0, le=4.0,
                             description="draw strokes only: multiplies the units' insertion value "
                                         "(an erase stroke sets 0 and refuses a strength other than 1)")
@@ -111,14 +111,16 @@ class SamplesResponse(BaseModel):
 class UnitOut(BaseModel):
     unit: int
     iou: float
-    value: float | None = None
+    detector: bool = Field(description="IoU above the run's threshold")
+    value: float | None = Field(default=None, description="the insertion value (draw at strength 1)")
 
 
 class ConceptOut(BaseModel):
     name: str
     category: str
     color: str
-    units: list[UnitOut]
+    detectors: int = Field(description="how many of the units (the first ones) are detectors of the concept")
+    units: list[UnitOut] = Field(description="the concept's units of highest IoU, best first")
 
 
 def _where(loc) -> str:

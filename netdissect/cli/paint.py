@@ -37,9 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a run of `netdissect dissect` on this generator (its palette)")
     p.add_argument("--layer", default=None, help="the layer to paint (default: the run's layer, if it has one)")
     p.add_argument("--min-units", type=int, default=2,
-                   help="a concept enters the palette with this many units above the IoU threshold (default 2)")
+                   help="a concept enters the palette with this many detectors (units above the run's IoU "
+                        "threshold) at the layer (default 2)")
     p.add_argument("--max-units", type=int, default=20,
-                   help="most units one stroke switches (default 20, as the PNAS paint app)")
+                   help="a concept's units: its N units of highest IoU (its detectors first), the most one "
+                        "stroke switches (default 20, as the PNAS paint app)")
     p.add_argument("--normalize", default=None,
                    help="how the generator's outputs are normalised, as for dissect (default 0.5,0.5: "
                         "[-1, 1] -> RGB (y + 1) / 2; none: already RGB in [0, 1])")
@@ -66,7 +68,7 @@ def build(args):
         raise NetDissectError(f"--min-units {args.min_units}: give 1 or more")
     if not 1 <= args.max_units <= 1000:
         raise NetDissectError(f"--max-units {args.max_units}: give 1..1000")
-    layer, palette, _ = load_palette(args.run, args.layer, args.min_units)
+    layer, palette, _ = load_palette(args.run, args.layer, args.min_units, args.max_units)
     with warnings.catch_warnings():
         if args.normalize is None:   # the generators' default, [-1, 1] outputs, as dissect assumes
             warnings.simplefilter("ignore", NoNormalizationWarning)

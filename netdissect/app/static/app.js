@@ -125,7 +125,8 @@ function fillPalette() {
     const sw = document.createElement("span"); sw.className = "swatch";
     const nm = document.createElement("span"); nm.className = "name"; nm.textContent = c.name;
     const ct = document.createElement("span"); ct.className = "chip"; ct.textContent = c.category;
-    const nu = document.createElement("span"); nu.className = "count"; nu.textContent = `${c.units.length} u`;
+    const nu = document.createElement("span"); nu.className = "count"; nu.textContent = String(c.detectors);
+    nu.title = `${c.detectors} detector units (IoU above the run's threshold); ${c.units.length} units in all`;
     const key = document.createElement("kbd"); key.textContent = i < 9 ? String(i + 1) : "";
     b.append(key, sw, nm, ct, nu);
     b.addEventListener("click", () => selectConcept(i));
@@ -147,7 +148,10 @@ function selectConcept(i) {
   const max = Math.min(c.units.length, state.info.max_units);
   const slider = $("n-units");
   slider.max = String(max);
-  if (Number(slider.value) > max || Number(slider.dataset.touched || 0) === 0) slider.value = String(max);
+  // by default a stroke switches the concept's detectors; the slider adds the next best units
+  if (Number(slider.value) > max || Number(slider.dataset.touched || 0) === 0) {
+    slider.value = String(Math.max(1, Math.min(c.detectors, max)));
+  }
   state.nUnits = Number(slider.value);
   $("n-units-out").textContent = slider.value;
   updateUnitsLine();
@@ -157,8 +161,9 @@ function updateUnitsLine() {
   const c = state.concept;
   if (!c) return;
   const used = c.units.slice(0, state.nUnits);
+  const det = used.filter((u) => u.detector).length;
   $("units-line").textContent = `${c.name}: units ${used.map((u) => u.unit).join(", ")}` +
-    (c.units.length > used.length ? ` (of ${c.units.length})` : "");
+    ` · ${det} detector${det === 1 ? "" : "s"}` + (used.length > det ? `, ${used.length - det} next best` : "");
 }
 
 // ------------------------------------------------------------------ samples
