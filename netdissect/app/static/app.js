@@ -360,11 +360,20 @@ function drawOverlay() {
   const [gh, gw] = state.info.grid;
   const sx = o.width / gw, sy = o.height / gh;
   if ($("show-edits").checked) {
-    for (const e of state.lastEdits) {
+    const dpr = window.devicePixelRatio || 1;
+    for (const e of state.lastEdits) {   // each switched cell: a dark and a light frame, readable on any image
       const c = state.concepts.find((x) => x.name === e.concept);
-      ctx.strokeStyle = e.mode === "erase" ? "#111" : (c ? c.stroke : "#fff");
-      ctx.lineWidth = 2 * (window.devicePixelRatio || 1);
-      for (const [row, col] of e.cells) ctx.strokeRect(col * sx + 2, row * sy + 2, sx - 4, sy - 4);
+      for (const [row, col] of e.cells) {
+        ctx.lineWidth = 3 * dpr; ctx.strokeStyle = "rgba(0, 0, 0, .55)";
+        ctx.strokeRect(col * sx + 3 * dpr, row * sy + 3 * dpr, sx - 6 * dpr, sy - 6 * dpr);
+        ctx.lineWidth = 1.5 * dpr; ctx.strokeStyle = e.mode === "erase" ? "#fff" : (c ? c.stroke : "#fff");
+        ctx.strokeRect(col * sx + 3 * dpr, row * sy + 3 * dpr, sx - 6 * dpr, sy - 6 * dpr);
+        if (e.mode === "erase") {   // erased cells also crossed
+          ctx.beginPath();
+          ctx.moveTo(col * sx + 6 * dpr, row * sy + 6 * dpr); ctx.lineTo((col + 1) * sx - 6 * dpr, (row + 1) * sy - 6 * dpr);
+          ctx.stroke();
+        }
+      }
     }
   }
   if (drawing) {   // the stroke being drawn, at the mask's resolution
