@@ -34,7 +34,8 @@ def _stats(ts: list[float]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of a render (the app's --threads; default 1, as the app)")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--strokes", default="0,1,8,64", help="stroke counts to time (comma separated)")
     args = ap.parse_args()
@@ -47,7 +48,7 @@ def main() -> None:
     from netdissect.app.server import create_app
     from netdissect.models.proggan import ProgressiveGenerator
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)   # the painter sets it again in the thread that renders
     source = "zoo:world-gan"
     try:
         from netdissect.models import load_model
@@ -59,7 +60,7 @@ def main() -> None:
     layer = "layer4"
     concept = Concept("thing", "object", list(range(20)), [0.1] * 20)
     t0 = time.perf_counter()
-    painter = Painter(g, layer, [concept])
+    painter = Painter(g, layer, [concept], threads=args.threads)
     startup = time.perf_counter() - t0
     h, w = painter.size
     rng = np.random.default_rng(0)

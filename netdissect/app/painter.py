@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import threading
 import time
@@ -123,17 +124,21 @@ class Painter:
     ``generator``: an ``nn.Module`` mapping ``z`` (N, z_dim) to images in about [-1, 1] (N, 3, H, W);
     ``layer``: the name of the layer to paint (its output (N, C, h, w)); ``palette``: a list of
     :class:`netdissect.app.palette.Concept` whose units are units of that layer; ``to_image``: the
-    output -> RGB in [0, 1] map the dissection used (:class:`netdissect.models.loading.GeneratorIO`'s).
+    output -> RGB in [0, 1] map the dissection used (:class:`netdissect.models.loading.GeneratorIO`'s);
+    ``threads``: torch threads of a render (default 1: a 64 px generator gains little from more, and on
+    a busy machine their spin-waiting costs several times the render; ``None``: torch's setting),
+    set in the thread that renders (the server renders in worker threads).
     """
 
     def __init__(self, generator: torch.nn.Module, layer: str, palette, *, z_dim: int | None = None,
                  value_samples: int = VALUE_SAMPLES, value_seed: int = VALUE_SEED, max_units: int = 20,
-                 to_image=None):
+                 to_image=None, threads: int | None = 1):
         from netdissect.hooks.trace import Trace
 
         from netdissect.models.proggan import to_image as proggan_to_image
 
         self.generator = generator.eval()
+        self.threads = threads
         self.to_image = to_image or proggan_to_image
         self.layer = layer
         self.z_dim = int(z_dim if z_dim is not None else getattr(generator, "z_dim"))
@@ -178,8 +183,16 @@ class Painter:
 
         alpha = torch.zeros(self.n_units, *self.grid)
         alpha[0] = 1
-        with self.lock, torch.inference_mode(), edit(self.generator, self.layer, alpha=alpha, value=0.0):
+        with self._running(), edit(self.generator, self.layer, alpha=alpha, value=0.0):
             self.generator(self._z([0]))
+
+    @contextlib.contextmanager
+    def _running(self):
+        """The lock (one render at a time: the edit hook is the model's), inference mode, the threads."""
+        with self.lock, torch.inference_mode():
+            if self.threads is not None and torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
+            yield
 
     # ---------------------------------------------------------------- rendering
     def _z(self, seeds) -> torch.Tensor:
@@ -197,7 +210,7 @@ class Painter:
     def samples(self, seeds: list[int]) -> np.ndarray:
         """Plain renders of several seeds, one batched forward pass: uint8 (N, H, W, 3)."""
         z = self._z(seeds)
-        with self.lock, torch.inference_mode():
+        with self._running():
             return self.to_uint8(self.generator(z))
 
     def units_of(self, stroke: Stroke) -> list[int]:
@@ -243,7 +256,7 @@ class Painter:
         z = self._z([seed])
         alpha, value, report = self.edit_of(strokes)
         t0 = time.perf_counter()
-        with self.lock, torch.inference_mode():
+        with self._running():
             if strokes:
                 with edit(self.generator, self.layer, alpha=alpha, value=value):
                     out = self.generator(z)

@@ -47,6 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "[-1, 1] -> RGB (y + 1) / 2; none: already RGB in [0, 1])")
     p.add_argument("--z-dim", type=int, default=None,
                    help="the latent size, for a generator without a z_dim attribute")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per render (default 1; 0: torch's default)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; anything else warns)")
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
@@ -66,6 +68,8 @@ def build(args):
 
     if args.min_units < 1:
         raise NetDissectError(f"--min-units {args.min_units}: give 1 or more")
+    if args.threads < 0:
+        raise NetDissectError(f"--threads {args.threads}: give 0 (torch's default) or more")
     if not 1 <= args.max_units <= 1000:
         raise NetDissectError(f"--max-units {args.max_units}: give 1..1000")
     layer, palette, _ = load_palette(args.run, args.layer, args.min_units, args.max_units)
@@ -75,7 +79,8 @@ def build(args):
         model, gen_io = load_model(args.model, args.weights, args.normalize, generator=True, z_dim=args.z_dim)
     z_dim = gen_io.z_dim
     try:
-        painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units, to_image=gen_io.to_image)
+        painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units, to_image=gen_io.to_image,
+                          threads=args.threads or None)
     except PaintError:
         raise
     except (RuntimeError, ValueError, TypeError) as exc:
