@@ -280,6 +280,11 @@ def test_malformed_json_and_oversized_bodies(client):
     assert r.status_code == 422 and "json" in r.json()["detail"].lower()
     r = client.post("/api/render", content=b"x" * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "limit" in r.json()["detail"]
+    def chunks():
+        yield b'{"seed": 1, '
+        yield b'"strokes": []}'
+    r = client.post("/api/render", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 411 and "Content-Length" in r.json()["detail"]
     for params in ({"first": -1}, {"count": 0}, {"count": 1000}, {"first": "abc"}):
         r = client.get("/api/samples", params=params)
         assert r.status_code == 422 and r.json()["detail"], params

@@ -152,6 +152,9 @@ def create_app(painter: Painter, *, run: str = "", model: str = "",
                 return JSONResponse({"detail": f"host {host!r} not served (bound to loopback only)"},
                                     status_code=421)
         length = request.headers.get("content-length")
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            # a body of unknown length (chunked) could be of any size: browsers always send the length
+            return JSONResponse({"detail": "a request body needs a Content-Length header"}, status_code=411)
         if length is not None:
             try:
                 too_big = int(length) > MAX_BODY_BYTES
