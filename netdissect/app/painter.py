@@ -162,7 +162,8 @@ class Painter:
         if self.size[0] % self.grid[0] or self.size[1] % self.grid[1]:
             raise PaintError(f"the image ({self.size}) is not a whole multiple of layer {layer}'s map {self.grid}")
         flat = maps.transpose(0, 1).reshape(self.n_units, -1)
-        self.values = torch.quantile(flat, VALUE_QUANTILE, dim=1)
+        # one unit at a time: torch.quantile refuses inputs over 2**24 values (large layers)
+        self.values = torch.stack([torch.quantile(row, VALUE_QUANTILE) for row in flat])
         self.value_policy = (f"{VALUE_QUANTILE:.0%} quantile of each unit's raw {self.grid[0]}x{self.grid[1]} map "
                              f"over {value_samples} latents of seed {value_seed} "
                              "(RandomState(seed).standard_normal((n, z_dim)))")
