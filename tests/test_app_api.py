@@ -193,6 +193,21 @@ def test_units_and_strength(client, painter):
     assert zero["image"] == erase["image"]
 
 
+def test_one_forward_pass_per_request(client, painter):
+    calls = []
+    handle = painter.generator.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    try:
+        strokes = [{"concept": c, "mode": m, "mask": mask_url(box(8 * k, 8 * k + 8, 0, 64))}
+                   for k, (c, m) in enumerate([("red-c", "draw"), ("green-c", "draw"), ("red-c", "erase")] * 2)]
+        render(client, 4, strokes)
+        assert calls == [(1, 16)]
+        calls.clear()
+        assert len(client.get("/api/samples", params={"first": 5, "count": 12}).json()["samples"]) == 12
+        assert calls == [(12, 16)]
+    finally:
+        handle.remove()
+
+
 def test_a_grey_or_palette_png_mask_counts_nonzero_pixels(client):
     m = box(0, 8, 0, 8)
     grey = np.where(m, 1, 0).astype(np.uint8)           # value 1 of 255 is still painted
