@@ -110,10 +110,9 @@ def test_concepts_palette_from_the_run(client, painter):
     items = client.get("/api/concepts").json()
     by = {c["name"]: c for c in items}
     assert set(by) == {"red-c", "green-c"}         # grey-c's 0.02 is below the threshold 0.04
-    # units: best IoU first, the detectors (IoU > 0.04), then the next best (unit 4, IoU 0.01)
-    assert [u["unit"] for u in by["red-c"]["units"]] == toy.RED_UNITS + [4]
-    assert [u["detector"] for u in by["red-c"]["units"]] == [True] * 4 + [False]
-    assert by["red-c"]["detectors"] == 4
+    # units: best IoU first (all four are detectors, IoU > 0.04; grey-c's 0.02 is not)
+    assert [u["unit"] for u in by["red-c"]["units"]] == toy.RED_UNITS
+    assert [u["detector"] for u in by["red-c"]["units"]] == [True] * 4 and by["red-c"]["detectors"] == 4
     assert [u["unit"] for u in by["green-c"]["units"]] == toy.GREEN_UNITS
     assert all(set(c) >= {"name", "category", "units"} for c in items)
     # insertion value: the 99% quantile of each unit's raw 8 x 8 map over 200 latents of seed 1
@@ -178,9 +177,9 @@ def test_erase_removes_it_and_strokes_apply_in_order(client, painter):
 def test_units_and_strength(client, painter):
     seed, m = 5, box(24, 48, 24, 48)
     default = render(client, seed, [{"concept": "red-c", "mode": "draw", "mask": mask_url(m)}])
-    assert default["edits"][0]["units"] == toy.RED_UNITS              # by default: the detectors
-    five = render(client, seed, [{"concept": "red-c", "mode": "draw", "mask": mask_url(m), "n_units": 50}])
-    assert five["edits"][0]["units"] == toy.RED_UNITS + [4]            # at most the concept's units
+    assert default["edits"][0]["units"] == toy.RED_UNITS              # by default: all its units
+    many = render(client, seed, [{"concept": "red-c", "mode": "draw", "mask": mask_url(m), "n_units": 50}])
+    assert many["edits"][0]["units"] == toy.RED_UNITS                  # at most the concept's units
     one = render(client, seed, [{"concept": "red-c", "mode": "draw", "mask": mask_url(m), "n_units": 1}])
     assert one["edits"][0]["units"] == [0]
     v0 = float(painter.values[0])

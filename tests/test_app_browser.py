@@ -54,7 +54,9 @@ def _setup(root: Path):
 
         spec, seg, run = "netdissect.app.toy:toy_generator", "color", root / "run"
         dissect(spec, "layer1", samples=200, latent_seed=1, segmenter=seg, out=run, progress=False)
-    layer, palette, _ = load_palette(run, os.environ.get("PAINT_LAYER"), 2)
+    # the toy's layer has 8 units, four painters per colour: its concepts' units are their 4 best
+    # (the next best are the other colour's, at IoU 0.001); a real layer keeps the PNAS app's 20
+    layer, palette, _ = load_palette(run, os.environ.get("PAINT_LAYER"), 2, 20 if os.environ.get("PAINT_RUN") else 4)
     model, gen_io = load_model(spec, os.environ.get("PAINT_WEIGHTS") if os.environ.get("PAINT_RUN") else None,
                                generator=True)
     painter = Painter(model, layer, palette, z_dim=gen_io.z_dim, to_image=gen_io.to_image)

@@ -8,8 +8,8 @@ A render applies the strokes in order at the painted layer, with the one edit ru
 :mod:`netdissect.interventions`, ``x <- x (1 - a) + v a``:
 
 - ``a`` is the stroke's mask (nonzero pixels of the PNG) max-pooled to the layer's resolution,
-  on the stroke's units (the concept's first ``n_units`` units, best IoU first; by default its
-  detectors);
+  on the stroke's units (the concept's first ``n_units`` units, best IoU first; by default all of
+  them, its ``max_units`` best: 20 as the PNAS paint app);
 - ``v`` is 0 for ``erase`` and the unit's insertion value times ``strength`` for ``draw``;
   the insertion value is the 99% quantile of the unit's raw (not upsampled) map over
   ``VALUE_SAMPLES`` latents of seed ``VALUE_SEED`` (the paint app's policy in the PNAS reference),
@@ -219,8 +219,7 @@ class Painter:
         if c is None:
             known = ", ".join(sorted(self.palette)[:12])
             raise PaintError(f"unknown concept {stroke.concept!r}: the palette has {known}")
-        default = len(c.units) if c.detectors is None else max(1, c.detectors)
-        n = default if stroke.n_units is None else int(stroke.n_units)
+        n = len(c.units) if stroke.n_units is None else int(stroke.n_units)
         if n < 1:
             raise PaintError(f"n_units must be at least 1, got {n}")
         return c.units[:min(n, len(c.units), self.max_units)]

@@ -55,8 +55,8 @@ class StrokeIn(BaseModel):
                       description=f"a PNG data URL at the output image's size, nonzero where painted; "
                                   f"at most {MAX_MASK_BYTES} bytes of PNG")
     n_units: int | None = Field(default=None, strict=True, ge=1, le=1000,
-                                description="use the concept's first n units (best IoU first); default: its "
-                                            "detectors; at most its number of units (max_units)")
+                                description="use the concept's first n units (best IoU first); default: all "
+                                            "its units (its max_units best, 20 by default)")
     strength: float = Field(default=1.0, ge=0.0, le=4.0,
                             description="draw strokes only: multiplies the units' insertion value "
                                         "(an erase stroke sets 0 and refuses a strength other than 1)")

@@ -93,7 +93,6 @@ def write_toy_run(run_dir, samples: int = 100, seed: int = 1) -> Path:
     red, green = seg.concepts.index("red-c"), seg.concepts.index("green-c")
     iou[RED_UNITS, red] = [0.31, 0.28, 0.22, 0.19]
     iou[GREEN_UNITS, green] = [0.33, 0.27, 0.25, 0.2]
-    iou[4, red] = 0.01          # below the threshold: red-c's fifth unit, not a detector
     iou[:, seg.concepts.index("grey-c")] = 0.02
     lr = LayerResult(name="layer1", iou=iou, thresholds=np.full(8, 0.5, np.float32), concept_names=names,
                      concept_categories=cats, concept_numbers=np.arange(1, len(names) + 1, dtype=np.int32),

@@ -148,10 +148,8 @@ function selectConcept(i) {
   const max = Math.min(c.units.length, state.info.max_units);
   const slider = $("n-units");
   slider.max = String(max);
-  // by default a stroke switches the concept's detectors; the slider adds the next best units
-  if (Number(slider.value) > max || Number(slider.dataset.touched || 0) === 0) {
-    slider.value = String(Math.max(1, Math.min(c.detectors, max)));
-  }
+  // by default a stroke switches all the concept's units (its best 20, as the PNAS app)
+  if (Number(slider.value) > max || Number(slider.dataset.touched || 0) === 0) slider.value = String(max);
   state.nUnits = Number(slider.value);
   $("n-units-out").textContent = slider.value;
   updateUnitsLine();
