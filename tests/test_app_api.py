@@ -430,6 +430,9 @@ def test_cli_serves_loopback_and_warns_elsewhere(tmp_path, monkeypatch, capsys):
         assert c.get("/api/info", headers={"host": "evil.example"}).status_code == 421
     assert main(argv + ["--host", "0.0.0.0"]) == 0
     assert seen[-1][1] == "0.0.0.0" and "warning: binding 0.0.0.0" in capsys.readouterr().err
+    other = ["paint", "--model", "netdissect.app.toy:ToyGenerator", "--run", str(run)]
+    assert main(other) == 0
+    assert "dissected netdissect.app.toy:toy_generator, not netdissect.app.toy:ToyGenerator" in capsys.readouterr().err
     # problems are one line each, exit 1
     assert main(["paint", "--model", "netdissect.app.toy:toy_generator", "--run", str(run), "--layer", "layer9"]) == 1
     assert "no layer 'layer9'" in capsys.readouterr().err

@@ -72,7 +72,11 @@ def build(args):
         raise NetDissectError(f"--threads {args.threads}: give 0 (torch's default) or more")
     if not 1 <= args.max_units <= 1000:
         raise NetDissectError(f"--max-units {args.max_units}: give 1..1000")
-    layer, palette, _ = load_palette(args.run, args.layer, args.min_units, args.max_units)
+    layer, palette, result = load_palette(args.run, args.layer, args.min_units, args.max_units)
+    ran = result.summary.get("model", {}).get("spec") if isinstance(result.summary.get("model"), dict) else None
+    if ran and ran != args.model:
+        print(f"netdissect paint: warning: {args.run} dissected {ran}, not {args.model}: its palette names "
+              "units of that model", file=sys.stderr)
     with warnings.catch_warnings():
         if args.normalize is None:   # the generators' default, [-1, 1] outputs, as dissect assumes
             warnings.simplefilter("ignore", NoNormalizationWarning)
