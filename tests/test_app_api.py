@@ -405,7 +405,8 @@ def test_the_body_the_page_builds_matches_the_schema(client):
     def props(path, method, status):
         content = spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
         return set(_resolve(spec, content)["properties"])
-    known = props("/api/render", "post", "200") | props("/api/samples", "get", "200") | props("/api/render", "post", "422")
+    known = (props("/api/render", "post", "200") | props("/api/samples", "get", "200")
+             | props("/api/render", "post", "422"))
     assert props("/api/render", "post", "422") == {"detail", "errors"}
     for key in set(re.findall(r"data\.(\w+)", text)):
         assert key in known, key

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "concept from the palette of a dissection run and draw or erase it; the units that "
                     "detect it are switched on (or off) under the brush at the layer.")
     p.add_argument("--model", required=True,
-                   help="the generator: zoo:world-gan | proggan:PATH | path/to/file.py:factory | package.module:factory")
+                   help="the generator: zoo:world-gan | proggan:PATH | path/to/file.py:factory | "
+                        "package.module:factory")
     p.add_argument("--weights", default=None, help="a PATH of weights to load into it (zoo: the bundled ones)")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
                    help="a run of `netdissect dissect` on this generator (its palette)")
