@@ -7,8 +7,7 @@ Serves the app (uvicorn, in a thread, on a free port of 127.0.0.1) around a gene
 the bundled ``zoo:world-gan`` with a dissection by ``zoo:world-seg`` when ``PAINT_RUN`` names one
 (``netdissect dissect --model zoo:world-gan ... --segmenter zoo:world-seg``), else the hand-built
 toy generator (``netdissect.app.toy``), dissected by the fixture with the ``color`` segmenter.
-The page is driven with the mouse and the
-keyboard; the returned images are segmented by the run's segmenter (``zoo:world-seg`` or
+The page is driven with the mouse and the keyboard; the returned images are segmented by the run's segmenter (``zoo:world-seg`` or
 ``color``) to check that drawing adds the concept inside the stroke and erasing removes it; undo
 must give back the previous image bit for bit; no console error, no request off 127.0.0.1, and
 every request body the page sends fits the served OpenAPI schema.
