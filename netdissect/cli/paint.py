@@ -1,0 +1,111 @@
+"""``netdissect paint --model zoo:world-gan --run runs/gan``: a local web app that paints with units.
+
+    $ netdissect paint --model zoo:world-gan --run runs/gan
+    netdissect paint: layer4, 12 concepts; open http://127.0.0.1:8000/
+
+The palette comes from the run (concepts with at least ``--min-units`` units above the run's IoU
+threshold at the layer); ``docs/paint.md`` describes the app and its API.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _port(text: str) -> int:
+    try:
+        p = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is a whole number") from None
+    if not 0 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a port is 0..65535 (0: any free port)")
+    return p
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "paint", help="a local web app: paint a generator's images with the concepts of its units",
+        description="Serve a local web app (GANPaint, PNAS 2020 Fig. 6): pick a generated sample, choose a "
+                    "concept from the palette of a dissection run and draw or erase it; the units that "
+                    "detect it are switched on (or off) under the brush at the layer.")
+    p.add_argument("--model", required=True,
+                   help="the generator: zoo:world-gan | proggan:PATH | path/to/file.py:factory | "
+                        "package.module:factory")
+    p.add_argument("--weights", default=None, help="a PATH of weights to load into it (zoo: the bundled ones)")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="a run of `netdissect dissect` on this generator (its palette)")
+    p.add_argument("--layer", default=None, help="the layer to paint (default: the run's layer, if it has one)")
+    p.add_argument("--min-units", type=int, default=2,
+                   help="a concept enters the palette with this many detectors (units above the run's IoU "
+                        "threshold) at the layer (default 2)")
+    p.add_argument("--max-units", type=int, default=20,
+                   help="a concept's units: its N units of highest IoU (its detectors first), the most one "
+                        "stroke switches (default 20, as the PNAS paint app)")
+    p.add_argument("--normalize", default=None,
+                   help="how the generator's outputs are normalised, as for dissect (default 0.5,0.5: "
+                        "[-1, 1] -> RGB (y + 1) / 2; none: already RGB in [0, 1])")
+    p.add_argument("--z-dim", type=int, default=None,
+                   help="the latent size, for a generator without a z_dim attribute")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per render (default 1; 0: torch's default)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; anything else warns)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    return p
+
+
+def build(args):
+    """``(app, painter, layer)`` for the parsed arguments (the server is not started)."""
+    import warnings
+
+    from netdissect.app.painter import Painter, PaintError
+    from netdissect.app.palette import load_palette
+    from netdissect.app.server import create_app
+    from netdissect.errors import NetDissectError
+    from netdissect.models import load_model
+    from netdissect.models.loading import NoNormalizationWarning
+
+    if args.min_units < 1:
+        raise NetDissectError(f"--min-units {args.min_units}: give 1 or more")
+    if args.threads < 0:
+        raise NetDissectError(f"--threads {args.threads}: give 0 (torch's default) or more")
+    if not 1 <= args.max_units <= 1000:
+        raise NetDissectError(f"--max-units {args.max_units}: give 1..1000")
+    layer, palette, result = load_palette(args.run, args.layer, args.min_units, args.max_units)
+    ran = result.summary.get("model", {}).get("spec") if isinstance(result.summary.get("model"), dict) else None
+    if ran and ran != args.model:
+        print(f"netdissect paint: warning: {args.run} dissected {ran}, not {args.model}: its palette names "
+              "units of that model", file=sys.stderr)
+    with warnings.catch_warnings():
+        if args.normalize is None:   # the generators' default, [-1, 1] outputs, as dissect assumes
+            warnings.simplefilter("ignore", NoNormalizationWarning)
+        model, gen_io = load_model(args.model, args.weights, args.normalize, generator=True, z_dim=args.z_dim)
+    z_dim = gen_io.z_dim
+    try:
+        painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units, to_image=gen_io.to_image,
+                          threads=args.threads or None)
+    except PaintError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise NetDissectError(f"--model {args.model} with z of size {z_dim}: the generator failed "
+                              f"({type(exc).__name__}: {exc}); is it the model the run dissected?") from None
+    local = args.host in LOOPBACK
+    hosts = ["127.0.0.1", "localhost", "[::1]"] if local else None
+    app = create_app(painter, run=str(args.run), model=str(args.model), allowed_hosts=hosts)
+    return app, painter, layer
+
+
+def run(args) -> int:
+    import uvicorn
+
+    app, painter, layer = build(args)
+    if args.host not in LOOPBACK:
+        print(f"netdissect paint: warning: binding {args.host}: the app is reachable from other machines "
+              "and has no authentication; use the default 127.0.0.1 unless you mean it", file=sys.stderr)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"netdissect paint: {layer}, {len(painter.palette)} concepts; open http://{host}:{args.port}/",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
