@@ -1,8 +1,18 @@
-"""``netdissect demo``: the main job on the embedded default, with nothing downloaded.
+"""``netdissect demo``: the whole story on the embedded default, with nothing downloaded.
 
-Generates a probe set of the synthetic world (seed 2017, never used in
-training), dissects every conv stage of ``zoo:scene-cnn``, writes the run
-directory and its report, and prints unique detectors per category per layer.
+1. **What units learned** (CVPR 2017): generates a probe set of the synthetic world
+   (seed 2017, never used in training), dissects every conv stage of ``zoo:scene-cnn`` and
+   prints unique detectors per category per layer (``run/``).
+2. **What units do in a classifier** (PNAS 2020): ranks conv5's units by how much removing each
+   one costs each scene class on a second world set (seed 2018), then removes the most important
+   units on the probe set (``netdissect ablate``; ``roles/``).
+3. **Units in a generator** (PNAS 2020): dissects ``zoo:world-gan`` at layer4 and layer6 on
+   latent samples of seed 1 labelled by ``zoo:world-seg`` (``gan/``), then switches off the units
+   of the object concept with the most detectors on other samples (seed 2; ``gan-remove/``) and
+   switches them on one cell at a time (seed 3; ``gan-insert/``).
+
+``index.html`` in ``--out`` links the reports and figures of every step.  ``--parts`` runs a
+subset; ``--resume`` continues an interrupted demo and skips finished steps.
 """
 from __future__ import annotations
 
@@ -22,12 +32,73 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=0.005)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
+    p.add_argument("--parts", default="dissect,roles,gan",
+                   help="which steps to run: a comma list of dissect, roles, gan (default all three)")
+    p.add_argument("--gan-samples", type=int, default=1000, help="latent samples of the generator dissection")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
+PARTS = ("dissect", "roles", "gan")
+ROLES_SEED = 2018
+
+
+def _parts(value: str) -> list[str]:
+    from netdissect.errors import NetDissectError
+
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise NetDissectError(f"--parts {value!r}: expected a comma list of {', '.join(PARTS)}")
+    return parts
+
+
+def _cli(argv: list[str]) -> None:
+    from netdissect.cli import main
+    from netdissect.errors import NetDissectError
+
+    code = main(argv)
+    if code:
+        raise NetDissectError(f"demo step `netdissect {' '.join(argv)}` failed (exit {code})")
+
+
+def top_concept(units_csv: Path, category: str = "object") -> tuple[str, int]:
+    """The ``category`` concept with the most detector units in a run's units.csv (ties: larger summed
+    IoU), and that number of units."""
+    import csv
+
+    count: dict[str, list[float]] = {}
+    with open(units_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["detector"] == "1" and row["category"] == category:
+                count.setdefault(row["label"], []).append(float(row["iou"]))
+    if not count:
+        from netdissect.errors import NetDissectError
+
+        raise NetDissectError(f"{units_csv}: no {category} detectors to edit")
+    name = max(count, key=lambda k: (len(count[k]), sum(count[k])))
+    return name, len(count[name])
+
+
 def run(args) -> int:
+    parts = _parts(args.parts)
+    out = Path(args.out)
+    story: dict = {}
+    if "dissect" in parts:
+        story["dissect"] = _dissect(args, out)
+    if "roles" in parts:
+        story["roles"] = _roles(args, out)
+    if "gan" in parts:
+        story["gan"] = _gan(args, out)
+    if not args.no_report:
+        from netdissect.report.story import write_story
+
+        print(f"the whole story: {write_story(out, story)}")
+    return 0
+
+
+def _dissect(args, out: Path) -> dict:
     from netdissect.data.synth.export import write_world
     from netdissect.dissection import dissect
     from netdissect.models.zoo import load_zoo_model
@@ -38,7 +109,6 @@ def run(args) -> int:
         raise ModelError(f"demo runs a zoo model (zoo:NAME), got {args.model!r}; use `netdissect dissect` for others")
     _, meta = load_zoo_model(args.model[4:])
     size = args.size or meta["input_size"]
-    out = Path(args.out)
     probe = out / f"probe_seed{PROBE_SEED}_n{args.n}_{size}px"
     if not (probe / "index.csv").exists():
         print(f"writing probe set: {args.n} images, seed {PROBE_SEED}, {size} px -> {probe}")
@@ -56,4 +126,53 @@ def run(args) -> int:
 
         print(f"report: {write_report(run_dir)}")
     print(f"results: {run_dir}")
-    return 0
+    return {"run": "run", "model": args.model, "table": result.table(), "probe": probe.name,
+            "n": result.summary["dataset"]["n_used"]}
+
+
+def _world(out: Path, seed: int, n: int, size: int, quiet: bool) -> Path:
+    from netdissect.data.synth.export import write_world
+
+    folder = out / f"probe_seed{seed}_n{n}_{size}px"
+    if not (folder / "index.csv").exists():
+        print(f"writing world set: {n} images, seed {seed}, {size} px -> {folder}")
+        write_world(folder, n=n, seed=seed, size=size, overwrite=True, progress=not quiet)
+    return folder
+
+
+def _roles(args, out: Path) -> dict:
+    from netdissect.models.zoo import load_zoo_model
+
+    _, meta = load_zoo_model(args.model[4:])
+    size = args.size or meta["input_size"]
+    train = _world(out, ROLES_SEED, args.n, size, args.quiet)
+    val = _world(out, PROBE_SEED, args.n, size, args.quiet)
+    layer = meta["layers"][-1]
+    roles = out / "roles"
+    if not (args.resume and (roles / "roles.json").exists()):
+        argv = ["ablate", "--model", args.model, "--layer", layer, "--train", str(train), "--val", str(val),
+                "--out", str(roles), "--sizes", "1,2,4,8,16,20,32,64"]
+        if (out / "run" / "summary.json").exists():
+            argv += ["--dissection", str(out / "run")]
+        _cli(argv + (["--quiet"] if args.quiet else []))
+    return {"dir": "roles", "layer": layer}
+
+
+def _gan(args, out: Path) -> dict:
+    quiet = ["--quiet"] if args.quiet else []
+    gan = out / "gan"
+    if not (args.resume and (gan / "summary.json").exists()):
+        _cli(["dissect", "--model", "zoo:world-gan", "--layer", "layer4", "--layer", "layer6",
+              "--samples", str(args.gan_samples), "--seed", "1", "--segmenter", "zoo:world-seg", "--out", str(gan),
+              *(["--resume"] if args.resume and (gan / ".work").exists() else []),
+              *(["--no-report"] if args.no_report else []), *quiet])
+    concept, n_units = top_concept(gan / "layer4" / "units.csv")
+    print(f"zoo:world-gan layer4: {concept!r} has the most object detectors ({n_units}); editing its units")
+    if not (args.resume and (out / "gan-remove" / "removal.csv").exists()):
+        _cli(["gan", "remove", "--run", str(gan), "--layer", "layer4", "--concept", concept,
+              "--sizes", "1,2,4,8,16,20,30", "--samples", "200", "--seed", "2", "--out", str(out / "gan-remove"),
+              *quiet])
+    if not (args.resume and (out / "gan-insert" / "insertion.csv").exists()):
+        _cli(["gan", "insert", "--run", str(gan), "--layer", "layer4", "--concept", concept, "--n", "20",
+              "--samples", "60", "--seed", "3", "--min-samples", "20", "--out", str(out / "gan-insert"), *quiet])
+    return {"dir": "gan", "concept": concept, "detectors": n_units}
