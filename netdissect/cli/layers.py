@@ -17,7 +17,7 @@ MAX_SIZE = 4096
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="list layer names, calls per forward pass and output shapes of a model",
-                       description="Run one random image through the model and print every submodule's "
+                       description="Run one random image (a generator: one latent z) through the model and print every submodule's "
                        "dotted name, how many times it runs per forward pass, and the output shape of each "
                        "call (4-D outputs can be dissected). A module that runs more than once has no single "
                        "output: dissect one call as NAME#K, listed below it.")
@@ -43,6 +43,16 @@ def run(args) -> int:
                               f"give a whole number of pixels from 1 to {MAX_SIZE} (224 suits most ImageNet models)")
     model, prep = load_model(args.model, weights=args.weights or "none" if args.model.startswith("torchvision:")
                              else args.weights, normalize=args.normalize, seed=args.seed)
+    from netdissect.models.loading import GeneratorIO
+
+    if isinstance(prep, GeneratorIO):  # a generator (zoo:world-gan, proggan:PATH) takes one latent z
+        try:
+            calls = layer_calls(model, prep(torch.randn(1, prep.z_dim)))
+        except ModelError as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise ModelError(f"generator {args.model} fails on one latent z of size {prep.z_dim}: "
+                             f"{_reason(cause)}") from exc
+        return _print(model, calls)
     try:
         calls = layer_calls(model, prep(torch.rand(1, 3, args.size, args.size)))
     except ModelError as exc:
@@ -50,6 +60,10 @@ def run(args) -> int:
         raise ModelError(f"model {args.model} fails on one {args.size}x{args.size} image (--size {args.size}): "
                          f"{_reason(cause)}; if the image is too small for the model, pass a larger --size "
                          f"(224 suits most ImageNet models)") from exc
+    return _print(model, calls)
+
+
+def _print(model, calls) -> int:
     names = list(calls)
     types = {name: type(mod).__name__ for name, mod in model.named_modules() if name}
     width = max([len(n) + 4 for n in names] + [len("name")])
