@@ -20,10 +20,8 @@ segments nothing it has segmented before.
 """
 from __future__ import annotations
 
-from netdissect.concepts.cache import LabelCache, default_cache_dir, label_dtype
 from netdissect.concepts.segmenter import SegmenterLabels
 from netdissect.errors import NetDissectError
-from netdissect.segment import catalogue
 
 
 class GeneratedLabels(SegmenterLabels):
@@ -36,24 +34,11 @@ class GeneratedLabels(SegmenterLabels):
 
     needs_output = True
 
+    kind = "generated"
+
     def __init__(self, segmenter, probe, generator: dict, seg_size, cache_dir=None):
-        self.segmenter, self.probe = segmenter, probe
-        if isinstance(seg_size, int):
-            seg_size = (seg_size, seg_size)
-        seg_size = tuple(int(v) for v in seg_size)
-        if len(seg_size) != 2 or min(seg_size) < 1:
-            raise NetDissectError(f"seg_size must be a positive size (N or H,W), got {seg_size!r}")
-        self.seg_size = seg_size
-        self.concepts = catalogue(segmenter)
-        self.dtype = label_dtype(len(self.concepts))
-        self._identity = {"kind": "generated", "spec": getattr(segmenter, "spec", None),
-                          "segmenter": segmenter.identity(), "seg_size": list(seg_size),
-                          "generator": dict(generator), "image_size": list(getattr(probe, "shape", ()) or ())}
-        self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
-        self._identity["cache"] = self.cache.key
-        self._stamps: dict[int, str] = {}
-        self.segmented = 0
-        self.on_device = None
+        self._open(segmenter, probe, seg_size, cache_dir,
+                   {"generator": dict(generator), "image_size": list(getattr(probe, "shape", ()) or ())})
 
     def stamp(self, i: int) -> str:
         """Row ``i``'s z: the draw (seed, dim) and the row (independent of the number of samples)."""

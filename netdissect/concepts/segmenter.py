@@ -42,13 +42,22 @@ def default_seg_size(shape) -> tuple[int, int]:
 class SegmenterLabels(ConceptSource):
     """The label planes a segmenter gives the probe's images, through the label cache."""
 
+    kind = "segmenter"
+
     def __init__(self, segmenter, probe, seg_size=None, cache_dir=None):
-        self.segmenter, self.probe = segmenter, probe
         shape = getattr(probe, "shape", None)
         if seg_size is None:
             if shape is None:
                 raise NetDissectError("seg_size (--seg-size) is needed: the probe has no single image size")
             seg_size = default_seg_size(shape)
+        probe_id = probe.identity()
+        self._open(segmenter, probe, seg_size, cache_dir,
+                   {"image_size": probe_id.get("size"), "crop": probe_id.get("crop", False)})
+
+    def _open(self, segmenter, probe, seg_size, cache_dir, identity: dict) -> None:
+        """Check ``seg_size``, read the segmenter's catalogue and open the label cache keyed by the
+        segmenter, the label size and ``identity`` (what else decides the labels)."""
+        self.segmenter, self.probe = segmenter, probe
         if isinstance(seg_size, int):
             seg_size = (seg_size, seg_size)
         seg_size = tuple(int(v) for v in seg_size)
@@ -57,10 +66,8 @@ class SegmenterLabels(ConceptSource):
         self.seg_size = seg_size
         self.concepts = catalogue(segmenter)
         self.dtype = label_dtype(len(self.concepts))
-        probe_id = probe.identity()
-        self._identity = {"kind": "segmenter", "spec": getattr(segmenter, "spec", None),
-                          "segmenter": segmenter.identity(), "seg_size": list(seg_size),
-                          "image_size": probe_id.get("size"), "crop": probe_id.get("crop", False)}
+        self._identity = {"kind": self.kind, "spec": getattr(segmenter, "spec", None),
+                          "segmenter": segmenter.identity(), "seg_size": list(seg_size), **identity}
         self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
         self._identity["cache"] = self.cache.key
         self._stamps: dict[int, str] = {}
