@@ -622,15 +622,11 @@ INSERTION_COLUMNS = ["concept", "context", "samples", "mean_added_pixels", "se",
                      "mean_added_fraction"]
 
 
-def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
-                batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
-                figures: bool = True) -> dict:
-    """``netdissect gan remove``: the files of docs/gan-roles.md in ``out``; returns removal.json's dict."""
-    from netdissect.atomic import savez, write_json, write_text
+def _prepare(run_dir, layer: str, concept: str, samples: int, seed: int, device, fast: bool):
+    """What removal and insertion both start from: the run (seed checked), its generator and segmenter,
+    the concept's units ranked by IoU, the generator cut at ``layer``, the measured z and the unit count."""
     from netdissect.probe.latent import latent_z
 
-    t0 = time.perf_counter()
-    out = Path(out)
     info = read_generator_run(run_dir, layer)
     _refuse_seed(info, seed)
     model, to_rgb, seg, same = load_run_models(info, device)
@@ -639,6 +635,19 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
     cut = CutGenerator(model, layer, to_rgb=to_rgb, device=device, fast=fast)
     z = torch.from_numpy(latent_z(samples, seed, info["dim"]))
     C = cut.activations(z[:1]).shape[1]
+    return info, model, seg, same, number, cname, order, ious, above, cut, z, C
+
+
+def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
+                batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
+                figures: bool = True) -> dict:
+    """``netdissect gan remove``: the files of docs/gan-roles.md in ``out``; returns removal.json's dict."""
+    from netdissect.atomic import savez, write_json, write_text
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    info, model, seg, same, number, cname, order, ious, above, cut, z, C = _prepare(
+        run_dir, layer, concept, samples, seed, device, fast)
     sizes = _check_sizes(sizes, C)
     r = removal(model, layer, order, seg, number, sizes, z, control_seed=control_seed, batch_size=batch_size,
                 seg_size=info["seg_size"], device=device, progress=progress, cut=cut,
@@ -704,18 +713,11 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
                   figures: bool = True) -> dict:
     """``netdissect gan insert``: the files of docs/gan-roles.md in ``out``; returns insertion.json's dict."""
     from netdissect.atomic import savez, write_json, write_text
-    from netdissect.probe.latent import latent_z
 
     t0 = time.perf_counter()
     out = Path(out)
-    info = read_generator_run(run_dir, layer)
-    _refuse_seed(info, seed)
-    model, to_rgb, seg, same = load_run_models(info, device)
-    col, number, cname = _concept_of_run(info, seg, concept)
-    order, ious, above = rank_units(info["layer"].iou, col, info["iou_threshold"], cname)
-    cut = CutGenerator(model, layer, to_rgb=to_rgb, device=device, fast=fast)
-    z = torch.from_numpy(latent_z(samples, seed, info["dim"]))
-    C = cut.activations(z[:1]).shape[1]
+    info, model, seg, same, number, cname, order, ious, above, cut, z, C = _prepare(
+        run_dir, layer, concept, samples, seed, device, fast)
     n = _check_sizes([n], C)[0]
     units = order[:n].tolist()
     r = insertion(model, layer, units, seg, number, z, value=value, context_plane=context_plane,
