@@ -13,6 +13,32 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 0 to 2**64-1") from None
 
 
+def sizes_arg(text: str) -> list[int]:
+    """``--sizes 1,2,4``: a comma list of whole numbers >= 1."""
+    import argparse
+
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes must be a comma list of whole numbers, got {text!r}") from None
+    if not out or any(n < 1 for n in out):
+        raise argparse.ArgumentTypeError(f"--sizes must be whole numbers >= 1, got {text!r}")
+    return out
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
 def add_model_args(p) -> None:
     p.add_argument("--model", required=True,
                    help="torchvision:NAME | zoo:NAME | path/to/file.py:factory | package.module:factory")

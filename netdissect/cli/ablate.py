@@ -15,17 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from netdissect.cli._common import sizes_arg
 from netdissect.errors import NetDissectError
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes must be a comma list of whole numbers, got {text!r}") from None
-    if not out or any(n < 1 for n in out):
-        raise argparse.ArgumentTypeError(f"--sizes must be whole numbers >= 1, got {text!r}")
-    return out
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dissection", default=None, help="a dissection run of the same layer (unit labels and IoU)")
     p.add_argument("--classes", default=None, help="the model's class names (comma list or file); zoo models know theirs")
     p.add_argument("--size", type=int, default=None, help="image side the model takes (zoo models know theirs)")
-    p.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8, 16, 20, 32, 64],
+    p.add_argument("--sizes", type=sizes_arg, default=[1, 2, 4, 8, 16, 20, 32, 64],
                    help="numbers of units removed / kept (default 1,2,4,8,16,20,32,64 and the layer's size)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many labelled images per split")
     p.add_argument("--batch-size", type=int, default=64)

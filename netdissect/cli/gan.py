@@ -16,27 +16,9 @@ from __future__ import annotations
 
 import argparse
 
+from netdissect.cli._common import positive_int, sizes_arg
+
 INTERRUPTED = "interrupted; finished batches are kept in OUT/cache: rerun the same command to continue"
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes must be a comma list of whole numbers, got {text!r}") from None
-    if not out or any(n < 1 for n in out):
-        raise argparse.ArgumentTypeError(f"--sizes must be whole numbers >= 1, got {text!r}")
-    return out
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
 
 
 def _seed(text: str) -> int:
@@ -89,12 +71,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        "removed with a 99% interval (2.58 standard errors). Writes removal.csv, removal.json, "
                        "removal.npz, figures/removal_curve and figures/removal_grid (PNG and SVG).")
     _common(r)
-    r.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8, 16, 20, 30],
+    r.add_argument("--sizes", type=sizes_arg, default=[1, 2, 4, 8, 16, 20, 30],
                    help="numbers of units removed (default 1,2,4,8,16,20,30)")
-    r.add_argument("--samples", type=_positive, default=1000, help="latent samples measured (default 1000)")
+    r.add_argument("--samples", type=positive_int, default=1000, help="latent samples measured (default 1000)")
     r.add_argument("--control-seed", type=_seed, default=0, help="seed of the random units (default 0)")
     r.add_argument("--grid", type=int, default=8, help="samples in the before/after grid (default 8; 0: none)")
-    r.add_argument("--batch-size", type=_positive, default=32)
+    r.add_argument("--batch-size", type=positive_int, default=32)
     i = sub.add_parser("insert", help="set the concept's top units at one cell at a time: pixels added per context",
                        description="Set the concept's top n units to --value at one cell of the layer at a time "
                        "(every cell); count the concept pixels added, grouped by the label at the cell's centre "
@@ -102,20 +84,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        "(sample, cell) counts. Writes insertion.csv, insertion.json, insertion.npz and "
                        "figures/insertion_contexts, insertion_map, insertion_examples (PNG and SVG).")
     _common(i)
-    i.add_argument("--n", type=_positive, default=20, help="number of top units set (default 20)")
+    i.add_argument("--n", type=positive_int, default=20, help="number of top units set (default 20)")
     i.add_argument("--value", type=_value, default="q99.5",
                    help="q99.5: 99.5%% quantile of each unit's upsampled map (PNAS); q99: 99%% quantile of the "
                    "raw map (the paint app); mean-present: mean upsampled activation where the concept is "
                    "segmented; or a number. Quantiles/means over the measured samples, before any edit "
                    "(default q99.5)")
-    i.add_argument("--samples", type=_positive, default=500, help="latent samples measured (default 500)")
-    i.add_argument("--min-samples", type=_positive, default=100,
+    i.add_argument("--samples", type=positive_int, default=500, help="latent samples measured (default 500)")
+    i.add_argument("--min-samples", type=positive_int, default=100,
                    help="contexts with fewer (sample, cell) pairs are left out of insertion.csv (default 100; "
                    "PNAS kept contexts with at least 1000 of 640,000)")
     i.add_argument("--context-plane", type=int, default=0,
                    help="the segmentation plane the context is read from (default 0: zoo:world-seg's objects)")
     i.add_argument("--examples", type=int, default=6, help="samples in the example figure (default 6; 0: none)")
-    i.add_argument("--batch-size", type=_positive, default=64, help="edits per generator pass (default 64)")
+    i.add_argument("--batch-size", type=positive_int, default=64, help="edits per generator pass (default 64)")
     p.set_defaults(_gan_parser=p)
     return p
 
