@@ -55,11 +55,16 @@ def upsample64(acts: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
     return h0.view(-1, 1, 1, 1) * rows.index_select(0, y0) + h1.view(-1, 1, 1, 1) * rows.index_select(0, y1)
 
 
-def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory: int | None = None) -> np.ndarray:
+def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory: int | None = None,
+                    parts=None) -> np.ndarray:
     """float64 (C,) PNAS thresholds of layer ``name`` over every rank's rows (not skipped).
 
-    ``memory``: bytes for the selection (default ``--quantile-memory``); see :func:`pnas_plan`."""
-    used = [i for i in range(len(state.probe)) if i not in state.skipped]
+    ``memory``: bytes for the selection (default ``--quantile-memory``); see :func:`pnas_plan`.
+    ``parts``: the run states whose caches this process reads (default ``[state]``; a chunk merge
+    passes every chunk's, ``state`` among them): one scan over all of them, as over one cache."""
+    parts = [state] if parts is None else list(parts)
+    skipped = {i for p in parts for i in p.skipped}
+    used = [i for i in range(len(state.probe)) if i not in skipped]
     sizes = state.source.mask_sizes(used)
     sizes = sorted({tuple(s) for part in group.gather([list(map(tuple, sizes))]) for s in part[0]})
     if len(sizes) != 1:
@@ -68,11 +73,11 @@ def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory
     sh, sw = sizes[0]
     kernels = kernel.pnas_kernels() if state.device.type == "cpu" else None
     if kernels is None:
-        return _torch_thresholds(state, name, group, sh, sw, block_values)
+        return _torch_thresholds(parts, name, group, sh, sw, block_values)
     C, h, w = state.shapes[name]
     memory = state.cfg.quantile_memory if memory is None else int(memory)
     plan = pnas_plan(C, state.cfg.quantile, len(state.probe) * sh * sw, memory)
-    scan = _Scan(state, name, sh, sw, plan["read_bytes"])
+    scan = _Scan(parts, name, sh, sw, plan["read_bytes"])
     if plan["mode"] == "exact":
         return _exact(scan, group, kernels[0], state.cfg.quantile, plan)
     return _bounded(scan, group, kernels[1], state.cfg.quantile, plan, kernels[2])
@@ -107,34 +112,33 @@ def pnas_plan(units: int, q: float, total: int, memory: int) -> dict:
 
 
 class _Scan:
-    """This rank's cached activations of one layer (rows not skipped), float32, block by block,
-    with the block tables of the label size."""
+    """This process's cached activations of one layer (rows not skipped) in the run states
+    ``parts`` (one, or a merge's chunks), float32, block by block, with the block tables of the
+    label size."""
 
-    def __init__(self, state, name, sh, sw, read_bytes):
-        self.state, self.name = state, name
-        C, h, w = state.shapes[name] if name in state.shapes else (0, 1, 1)
+    def __init__(self, parts, name, sh, sw, read_bytes):
+        self.parts, self.name = [p for p in parts if name in p.caches], name
+        C, h, w = self.parts[0].shapes[name] if self.parts else (0, 1, 1)
         self.units = C
         self.pixels = sh * sw
-        self.tables = UnitMasks(h, w, sh, sw).tables if name in state.caches else None
-        item = state.caches[name].dtype.itemsize if name in state.caches else 4
+        self.tables = UnitMasks(h, w, sh, sw).tables if self.parts else None
+        item = self.parts[0].caches[name].dtype.itemsize if self.parts else 4
         self.step = max(1, read_bytes // max(1, (4 if item == 4 else 4 + item) * C * h * w))  # + float32 copy
-        self.count = 0 if self.tables is None else \
-            (state.hi - state.lo - sum(1 for i in state.skipped if state.lo <= i < state.hi)) * self.pixels
+        self.count = sum(st.hi - st.lo - sum(1 for i in st.skipped if st.lo <= i < st.hi)
+                         for st in self.parts) * self.pixels
 
     def blocks(self):
-        st = self.state
-        if self.name not in st.caches:  # no usable row on this rank
-            return
-        cache = st.caches[self.name]
-        for s in range(0, st.hi - st.lo, self.step):
-            e = min(s + self.step, st.hi - st.lo)
-            rows = [j for j in range(e - s) if st.lo + s + j not in st.skipped]
-            if not rows:
-                continue
-            a = cache.read(s, e)
-            if len(rows) < e - s:
-                a = a[rows]
-            yield np.ascontiguousarray(a, np.float32)
+        for st in self.parts:  # (a state without a usable row has no cache)
+            cache = st.caches[self.name]
+            for s in range(0, st.hi - st.lo, self.step):
+                e = min(s + self.step, st.hi - st.lo)
+                rows = [j for j in range(e - s) if st.lo + s + j not in st.skipped]
+                if not rows:
+                    continue
+                a = cache.read(s, e)
+                if len(rows) < e - s:
+                    a = a[rows]
+                yield np.ascontiguousarray(a, np.float32)
 
 
 def _exact(scan, group, top_scan, q, plan):
@@ -241,20 +245,21 @@ def _bounded(scan, group, bin_scan, q, plan, floor_scan=None):
         vhi = np.nan_to_num(high.max(0), nan=np.inf)
 
 
-def _torch_thresholds(state, name: str, group, sh: int, sw: int, block_values: int) -> np.ndarray:
+def _torch_thresholds(states, name: str, group, sh: int, sw: int, block_values: int) -> np.ndarray:
     """The torch path (a GPU, or no numba): upsampled blocks of images, the largest values kept."""
+    state = states[0]
     C, h, w = state.shapes[name]
     S = sh * sw
     keep = kept_count(state.cfg.quantile, len(state.probe) * S)
     dev = state.device
     top = torch.empty((C, 0), dtype=torch.float64, device=dev)
     n = 0
-    if name in state.caches:
-        cache = state.caches[name]
+    for st in (st for st in states if name in st.caches):
+        cache = st.caches[name]
         step = max(1, block_values // max(1, C * S))
-        for s in range(0, state.hi - state.lo, step):
-            e = min(s + step, state.hi - state.lo)
-            rows = [j for j in range(e - s) if state.lo + s + j not in state.skipped]
+        for s in range(0, st.hi - st.lo, step):
+            e = min(s + step, st.hi - st.lo)
+            rows = [j for j in range(e - s) if st.lo + s + j not in st.skipped]
             if not rows:
                 continue
             a = torch.from_numpy(cache.read(s, e)).to(dev)
