@@ -48,6 +48,7 @@ LOCK_FILE = ".lock"
 WORK_DIR = ".work"
 CHECKPOINT_FILE = "checkpoint.npz"
 CHUNK_FILE = "chunk.json"
+CHUNK_LABELS = "labels"  # a segmenter-labelled chunk's label planes of its rows (a label cache)
 
 
 class RunFolderError(NetDissectError, OSError):

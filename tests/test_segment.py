@@ -221,8 +221,6 @@ def test_bad_inputs(folder, tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no images"):
         ImageFolder(tmp_path / "empty")
-    with pytest.raises(NetDissectError, match="--chunk runs"):
-        _run(folder, tmp_path, chunk="0/2", out=tmp_path / "chunk")
     with pytest.raises(NetDissectError, match="iou must be"):
         _run(folder, tmp_path, iou="voc")
     with pytest.raises(NetDissectError, match="no callable"):

@@ -99,6 +99,19 @@ class SegmenterLabels(ConceptSource):
             self.cache.put(self.stamp(rows[j]), p)
         self.segmented += len(missing)
 
+    def export(self, rows, root) -> None:
+        """Copy the cached labels of ``rows`` into a label cache under ``root`` (same key and
+        entries): a chunk's labels, which its merge reads there without running the segmenter."""
+        dest = LabelCache(root, {k: v for k, v in self._identity.items() if k != "cache"})
+        for i in rows:
+            src = self.cache.path(self.stamp(i))
+            if not src.is_file():
+                raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
+                                   "(the image changed during the run, or the cache was removed): run again")
+            to = dest.path(self.stamp(i))
+            to.parent.mkdir(exist_ok=True)
+            dest._atomic(to, src.read_bytes())
+
     def load(self, i: int) -> LabelSample:
         planes = self.cache.get(self.stamp(i))
         if planes is None:

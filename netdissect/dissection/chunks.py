@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from netdissect.concepts import BrodenMasks
+from netdissect.concepts.segmenter import PooledLabels, SegmenterLabels
 from netdissect.data import Broden
 from netdissect.data.digest import files_digest
 from netdissect.dissection.config import DissectConfig, default_workers
 from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.distributed import (
+    Group,
     combine_counts,
     combine_quantiles,
     combine_tops,
@@ -40,11 +42,27 @@ from netdissect.dissection.distributed import (
 )
 from netdissect.dissection.engine import check_unknown_labels
 from netdissect.dissection.output import build_summary, write_run
+from netdissect.dissection.pnas import pnas_thresholds
 from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, NetDissectError
 from netdissect.probe import BrodenImages
-from netdissect.runfolder import CHUNK_FILE, check_merge_folders, check_out, lock_folders, read_chunk_info
+from netdissect.probe.folder import ImageFolder
+from netdissect.runfolder import CHUNK_FILE, CHUNK_LABELS, check_merge_folders, check_out, lock_folders, read_chunk_info
+
+def _difference(a, b, where: str = "identity") -> tuple[str, str, str]:
+    """The first place where the JSON values ``a`` and ``b`` differ, with both values there (as
+    JSON; ``absent`` for a key one of them lacks), e.g. ``("labels.seg_size", "[9, 7]", "[8, 8]")``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if a.get(k, _ABSENT) != b.get(k, _ABSENT):
+                return _difference(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{where}.{k}")
+    show = lambda v: "absent" if v is _ABSENT else json.dumps(v)[:80]  # noqa: E731
+    return where.removeprefix("identity."), show(a), show(b)
+
+
+_ABSENT = object()
+
 
 def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
     """The chunk folders with their ``chunk.json``, in chunk order; checks they are one complete run."""
@@ -65,7 +83,9 @@ def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
     by_id: dict[int, Path] = {}
     for d, info in found:
         if info["identity"] != first["identity"]:
-            raise NetDissectError(f"{d} and {d0} are chunks of different runs (settings, model or dataset differ)")
+            where, mine, theirs = _difference(info["identity"], first["identity"])
+            raise NetDissectError(f"{d} and {d0} are chunks of different runs: {where} is {mine} in {d} but "
+                                  f"{theirs} in {d0}")
         if info["of"] != n:
             raise NetDissectError(f"{d} is chunk {info['chunk']}/{info['of']} but {d0} is one of {n} chunks")
         if info["chunk"] in by_id:
@@ -101,6 +121,61 @@ def merge_chunks(
         return _merge(found, out, dataset, device, num_workers, progress, checkpoint_every, remove_chunks)
 
 
+class _RecordedSegmenter:
+    """The segmenter of a chunked run as its chunks recorded it (identity and catalogue): what the
+    merge needs to read the labels the chunks kept; it segments nothing."""
+
+    def __init__(self, labels: dict, catalogue: dict):
+        self.spec = labels.get("spec")
+        self.concepts, self.categories = list(catalogue["concepts"]), list(catalogue["categories"])
+        self._identity = labels.get("segmenter")
+
+    def identity(self):
+        return self._identity
+
+
+def _probe(identity: dict, dataset, cfg):
+    """``(probe, broden_or_None)``: the rows the chunks were computed on, read from ``dataset``
+    (default: the recorded path), checked to be the same rows."""
+    recorded = identity["dataset"]
+    path = dataset or recorded["path"]
+    if recorded.get("kind") == "images":
+        size = recorded["size"][0] if recorded.get("resize") else None
+        probe, ds = ImageFolder(path, size=size, crop=recorded.get("crop", False), limit=cfg.limit), None
+    elif recorded.get("kind") is None:
+        ds = Broden(path, split=cfg.split, limit=cfg.limit)
+        probe = BrodenImages(ds)
+    else:
+        raise NetDissectError(f"chunks of {recorded.get('kind')} rows cannot be merged (this netdissect merges "
+                              "chunks of a dataset or an image folder)")
+    mine = {k: v for k, v in probe.identity().items() if k != "path"}
+    if mine != {k: v for k, v in recorded.items() if k != "path"}:
+        raise DatasetError(f"{path}: not the rows the chunks were computed on "
+                           f"(chunks: {recorded}; here: {probe.identity()})")
+    return probe, ds
+
+
+def _labels(identity: dict, info: dict, probe, ds, folder: Path):
+    """The concept source of one chunk: the dataset's masks, or the segmenter labels the chunk kept
+    in its folder (no segmenter runs); pooled for ``--iou pnas``."""
+    labels = identity.get("labels", {"kind": "broden"})
+    if labels.get("kind") == "broden":
+        source = BrodenMasks(ds)
+    elif labels.get("kind") == "segmenter" and "segmenter" in info:
+        source = SegmenterLabels(_RecordedSegmenter(labels, info["segmenter"]), probe, seg_size=labels["seg_size"],
+                                 cache_dir=folder / CHUNK_LABELS)
+    else:
+        raise NetDissectError(f"{folder / CHUNK_FILE}: labels of kind {labels.get('kind')!r} that this netdissect "
+                              "cannot merge (a chunk of another version?): rerun the chunks with this version")
+    if labels.get("iou") == "pnas":
+        source = PooledLabels(source)
+    mine = {k: v for k, v in source.identity().items() if k != "path"}
+    if mine != {k: v for k, v in labels.items() if k != "path"}:
+        raise NetDissectError(f"{folder}: its labels, read back, are not the ones it recorded "
+                              f"(recorded: {labels}; read back: {source.identity()}): rerun the chunk")
+    return source
+
+
 def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every, remove_chunks):
     identity = found[0][1]["identity"]
     try:
@@ -110,15 +185,14 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     except (TypeError, KeyError) as exc:
         raise NetDissectError(f"{found[0][0] / CHUNK_FILE}: identity of another netdissect version ({exc}); "
                               "rerun the chunks with this version") from None
-    ds = Broden(dataset or identity["dataset"]["path"], split=cfg.split, limit=cfg.limit)
-    mine = {k: v for k, v in ds.identity().items() if k != "path"}
-    if mine != {k: v for k, v in identity["dataset"].items() if k != "path"}:
-        raise DatasetError(f"{ds.root}: not the rows the chunks were computed on "
-                           f"(chunks: {identity['dataset']}; here: {ds.identity()})")
-    probe, source = BrodenImages(ds), BrodenMasks(ds)
+    mode = identity.get("labels", {}).get("iou", "broden")
+    probe, ds = _probe(identity, dataset, cfg)
+    sources = {d: _labels(identity, info, probe, ds, d) for d, info in found}
+    source = sources[found[0][0]]
 
     def open_run(d: Path, info: dict) -> RunState:
-        st = RunState(layers, probe, source, cfg, d / ".work", tuple(info["rows"]))
+        st = RunState(layers, probe, sources[d], cfg, d / ".work", tuple(info["rows"]),
+                      layer_thresholds=mode != "pnas")
         if not st.has_checkpoint():
             raise NetDissectError(f"{d}: chunk folder has no {st.ckpt_path.name} (was its .work removed?); "
                                   f"rerun the chunk")
@@ -138,17 +212,29 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
             for name, shape in st.shapes.items():
                 if shapes.setdefault(name, shape) != shape:
                     raise NetDissectError(f"layer {name!r}: chunk {d} has maps {shape}, others {shapes[name]}")
-                q = st.quantiles[name]
-                quantiles[name] = combine_quantiles([quantiles[name], q]) if name in quantiles else q
+                q = st.quantiles.get(name)  # (none with --iou pnas: its thresholds are over the upsampled maps)
+                if q is not None:
+                    quantiles[name] = combine_quantiles([quantiles[name], q]) if name in quantiles else q
                 C, h, w = shape
                 tops[name] = combine_tops([tops[name].state_dict(), st.tops[name].state_dict()], C, st.topk,
                                           (h, w)) if name in tops else st.tops[name]
         finally:
             st.close()
     if len(shapes) < len(layers):
-        raise DatasetError(f"{ds.index_path}: no usable image in any chunk (all {len(ds)} rows were skipped)")
+        raise DatasetError(f"no usable row in any chunk of {probe.describe()} (all {len(probe)} rows were skipped)")
     thresholds = {}
-    for name in layers:  # further passes over every chunk's cache when the buffer did not fit its memory
+    if mode == "pnas":  # one scan over every chunk's cache of the upsampled maps (algorithms.md section 2)
+        states = []
+        try:
+            for d, info in found:
+                states.append(open_run(d, info))
+            for name in layers:
+                lead = next(st for st in states if name in st.shapes)
+                thresholds[name] = pnas_thresholds(lead, name, Group(device=cfg.device), parts=states)
+        finally:
+            for st in states:
+                st.close()
+    for name in list(quantiles):  # further passes over every chunk's cache when the buffer did not fit its memory
         stat = quantiles.pop(name)
         while not stat.exact:
             stat = stat.refinement()
@@ -192,7 +278,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
     lead.all_skipped = skipped
     layer_results = lead.results()
-    note = check_unknown_labels(unknown, positions, str(ds.root))
+    note = check_unknown_labels(unknown, positions, str(ds.root if ds is not None else probe.root))
     if note and progress:
         print(f"netdissect: {note}")
     timing = {"activations": sum(info.get("timing_s", {}).get("activations", 0.0) for _, info in found),
@@ -203,7 +289,11 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
                             chunks=len(found), extra=extra)
     # the images as the report checks them before drawing (names, sizes, mtimes)
-    summary["dataset"]["files_digest"] = files_digest(ds.image_dir, [r.image for r in ds.rows])
+    summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
+                                                      probe.row_names())
+    summary["labels"] = {**source.identity(), "iou": mode, "n_concepts": len(source.concepts)}
+    if "segmenter" in found[0][1]:  # images the chunks segmented (the others came from their label caches)
+        summary["labels"]["segmented_images"] = sum(info["segmenter"].get("segmented_images", 0) for _, info in found)
     run_dir = Path(out)
     write_run(run_dir, probe, layer_results, summary)
     if remove_chunks:

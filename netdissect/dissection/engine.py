@@ -21,7 +21,8 @@ The same code runs as one process or as the ranks of ``torchrun``
 (:mod:`.distributed`, :mod:`.merges`): each rank takes a contiguous slice of
 the rows, the statistics merge exactly between the passes and at the end, and
 rank 0 writes the run.  ``chunk=(i, n)`` runs pass 1 on slice i of n only and
-stops; :func:`netdissect.dissection.chunks.merge_chunks` completes the run.
+stops (keeping its rows' segmenter labels in the chunk folder);
+:func:`netdissect.dissection.chunks.merge_chunks` completes the run.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from netdissect.errors import DatasetError, LayerError, ModelError, NetDissectEr
 from netdissect.hooks import TraceDict, check_layers, resolve_layer, run_to_layers
 from netdissect.models import describe_weights, forward_error, load_model, model_identity, preserved, spec_name
 from netdissect.stats.quantile import quantile_plan
-from netdissect.runfolder import CHUNK_FILE, RunLock, check_out, has_progress, read_chunk_info, read_json
+from netdissect.runfolder import CHUNK_FILE, CHUNK_LABELS, RunLock, check_out, has_progress, read_chunk_info, read_json
 
 IDENTITY_FILE = "identity.json"
 MAX_UNKNOWN_SHARE = 0.01  # label-plane positions whose number label.csv does not list
@@ -210,9 +211,10 @@ def dissect(
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
     part = parse_chunk(chunk)
-    if part is not None and (inputs.segmenter is not None or inputs.mode == "pnas"):
-        raise NetDissectError("--chunk runs take a dataset's own masks with --iou broden; segmenter labels and "
-                              "--iou pnas run in one process or under torchrun (which shards the rows itself)")
+    if part is not None and inputs.generator:
+        raise NetDissectError("--chunk runs take a dataset or an image folder; a generator's --samples run in one "
+                              "process or under torchrun (which shards the rows itself): the merge has no "
+                              "generator to draw the top images with")
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
     if isinstance(dataset, Broden) and (split is not None or limit is not None):
@@ -480,9 +482,14 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             p1.run(checkpoint_every)
         if part is not None:
             st.save_checkpoint()
-            atomic_write_bytes(run_dir / CHUNK_FILE, json.dumps(
-                {"chunk": part[0], "of": part[1], "rows": list(rows), "identity": identity,
-                 "timing_s": {"activations": round(time.monotonic() - t0, 3)}}, indent=2).encode())
+            info = {"chunk": part[0], "of": part[1], "rows": list(rows), "identity": identity,
+                    "timing_s": {"activations": round(time.monotonic() - t0, 3)}}
+            labels = getattr(source, "inner", source)
+            if hasattr(labels, "export"):  # segmenter labels: the chunk keeps its rows' (the merge runs no model)
+                labels.export([i for i in range(*rows) if i not in st.skipped], run_dir / CHUNK_LABELS)
+                info["segmenter"] = {"concepts": list(labels.concepts.names), "segmented_images": labels.segmented,
+                                     "categories": [labels.concepts.categories[g] for g in labels.concepts.primary]}
+            atomic_write_bytes(run_dir / CHUNK_FILE, json.dumps(info, indent=2).encode())
             return None
         merge_pass1(st, group)
         if gen and run_dir is not None and group.rank == 0 and p1.kept:
