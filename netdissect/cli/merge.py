@@ -22,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("chunks", nargs="+", metavar="CHUNK", help="every chunk folder of the run (any order)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--dataset", default=None,
-                   help="the dataset folder, when it is not at the path the chunks recorded")
+                   help="the dataset (or image) folder, when it is not at the path the chunks recorded")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (for the IoU pass)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: min(4, cores))")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")

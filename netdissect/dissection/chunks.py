@@ -9,9 +9,11 @@
     >>> result = merge_chunks(["chunks/c0", "chunks/c1", "chunks/c2"], out="runs/r18")  # doctest: +SKIP
 
 Thresholds need every image, so a chunk runs pass 1 only (the forward pass: its
-activation cache, quantile buffers and top images) and stops.  The merge
-combines the chunks' quantile buffers into the thresholds (exactly: see
-:mod:`netdissect.stats.quantile`), then runs pass 2 (IoU from each chunk's
+activation cache, quantile buffers and top images; with a segmenter, a copy of
+its rows' labels) and stops.  The merge combines the chunks' quantile buffers
+into the thresholds (exactly: see :mod:`netdissect.stats.quantile`; with
+``--iou pnas`` it scans every chunk's cache of the upsampled maps instead, as
+one process does: :mod:`.pnas`), then runs pass 2 (IoU from each chunk's
 cache; no model) chunk by chunk, checkpointing into the chunk folders, sums
 the counts and writes the run.  A preempted chunk or merge resumes
 (``--resume`` / rerun the merge) and loses at most the work since its last
@@ -110,8 +112,9 @@ def merge_chunks(
 ) -> DissectionResult:
     """Complete a chunked run: thresholds from every chunk, then IoU chunk by chunk; write ``out``.
 
-    ``dataset`` overrides the dataset folder recorded by the chunks (the same rows at another
-    path, e.g. another machine's mount).  ``remove_chunks`` deletes the chunk folders once
+    ``dataset`` overrides the dataset (or image) folder recorded by the chunks (the same rows at
+    another path, e.g. another machine's mount).  Segmenter labels are read from the copies the
+    chunks kept (``CHUNK/labels/``); no segmenter or model runs.  ``remove_chunks`` deletes the chunk folders once
     ``out`` is written.
     """
     check_merge_folders(chunks, out)

@@ -179,7 +179,8 @@ def dissect(
     checkpoint_every : seconds between checkpoints.
     chunk : ``"i/n"``: run pass 1 on the i-th of n contiguous slices of the rows into the chunk
         folder ``out`` and stop (returns None); ``netdissect merge`` (:func:`merge_chunks`) completes
-        the run from all n chunk folders.
+        the run from all n chunk folders (a dataset's masks or segmenter labels, either ``iou``; not
+        with ``samples``).
     quantile_memory : bytes the threshold statistic may hold per layer (exact in any case).
     samples : a generator's probe (``docs/gan.md``): N latent samples (or a
         :class:`netdissect.probe.latent.LatentSamples`), z row i = row i of
