@@ -399,3 +399,25 @@ def test_pruning_keeps_a_rounding_margin():
     for k in range(C):
         got = np.sort(buf[k, :fill[k]])[::-1][:keep]
         np.testing.assert_array_equal(got, np.sort(up[:, k].ravel())[::-1][:keep])
+
+
+def test_torch_masks_keep_the_rounding_margin():
+    """The torch path of the masks (a GPU, no numba) prunes 2 x 2 blocks like the kernels, with their
+    margin: constant maps of full-mantissa float64 cells, each thresholded at exactly its constant,
+    count every pixel that rounds above it (blocks of at most 2 pixels a row: each one is computed).
+    The constants round down to float32, so a block maximum taken in float32 would miss them too."""
+    rng = np.random.default_rng(7)
+    N, h, w, sh, sw = 2, 5, 5, 9, 9
+    cands = rng.normal(size=400) * 3
+    cands = cands[cands.astype(np.float32) < cands]
+    above = [(_bilinear64(np.full((1, 1, h, w), c), sh, sw) > c).sum() for c in cands]
+    best = cands[np.argsort(above)[::-1][:3]]  # the constants whose pixels round above them most
+    acts = np.empty((N, len(best), h, w))
+    acts[:] = best[None, :, None, None]
+    want = (_bilinear64(acts, sh, sw) > best[None, :, None, None]).sum((2, 3))
+    assert want.min() >= 4  # the rounding this is about
+    um = UnitMasks(h, w, sh, sw)
+    um.use_kernel = False
+    assert max(int(um.x["size"]), int(um.y["size"])) <= 2
+    hits = um.hits(torch.from_numpy(acts), torch.from_numpy(best))
+    np.testing.assert_array_equal(hits.area.numpy(), want)

@@ -69,7 +69,8 @@ _SLACK = 16 * 2.220446049250313e-16
 """A bilinear value computed in float64 (weights that sum to 1 within rounding, three roundings) lies
 within ``_SLACK * max|cell|`` of its 2 x 2 cells' range, not always inside it (for ~9% of the pixels
 of a constant map of full-mantissa values it rounds an ulp outside): the pruning tests keep that
-margin, so that they never skip a pixel the full upsampled map would count."""
+margin, here and in the torch paths (:meth:`.masks.UnitMasks.hits`, the PNAS thresholds' image
+pruning), so that they never skip a pixel the full upsampled map would count."""
 
 
 def _count(acts, thr, ycell, ycell1, ystart, ycount, hy0, hy1,

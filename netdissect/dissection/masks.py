@@ -138,10 +138,12 @@ class UnitMasks:
         B, C, h, w = acts.shape
         dev = acts.device
         t64 = thresholds.to(dev, torch.float64)
-        bm = self.block_max(acts.float()).double()
+        a = acts.double().contiguous()
+        # a computed pixel may round a little above its cells' max: keep the kernels' margin
+        bm = self.block_max(a) + kernel._SLACK * self.block_max(a.abs())
         cand = (bm > t64.view(1, C, 1, 1)).flatten().nonzero()[:, 0]  # flat (b, k, jy, jx)
         BY, BX = self.y["size"], self.x["size"]
-        a = acts.double().contiguous().view(-1)
+        a = a.view(-1)
         out_bk, out_p = [], []
         step = max(1, self.chunk_pixels // (BY * BX))
         for s in range(0, len(cand), step):
