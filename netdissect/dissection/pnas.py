@@ -268,7 +268,8 @@ def _torch_thresholds(states, name: str, group, sh: int, sw: int, block_values: 
             n += len(a) * S
             if top.shape[1] >= keep:  # only images that can still enter some unit's top values
                 floor = top.min(1).values
-                a = a[(a.flatten(2).amax(2).double() > floor).any(1)]
+                flat = a.flatten(2)  # (the kernels' rounding margin: a pixel may round above its peak)
+                a = a[(flat.amax(2).double() + kernel._SLACK * flat.abs().amax(2).double() > floor).any(1)]
                 if not len(a):
                     continue
             up = upsample64(a.float(), sh, sw).view(-1, C).T
