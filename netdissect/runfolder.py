@@ -394,8 +394,8 @@ def read_chunk_info(folder: str | os.PathLike) -> dict:
     """``FOLDER/chunk.json`` checked to be a whole chunk record, or one line saying how to remake it.
 
     Checks what the merge relies on: ``chunk`` and ``of`` (0 <= chunk < of), ``rows`` (two row
-    numbers), and an ``identity`` with ``model``, ``dataset`` (with its ``path``), ``layers`` and
-    ``config``.
+    numbers), and an ``identity`` with ``model``, ``dataset`` (with its ``path``, unless it is a
+    generator's latent samples), ``layers`` and ``config``.
     """
     folder = Path(folder)
     fix = (f"redo this chunk's pass 1: `netdissect dissect ... --chunk I/N --out {folder} --resume` "
@@ -408,5 +408,6 @@ def read_chunk_info(folder: str | os.PathLike) -> dict:
     if len(rows) != 2 or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows) or rows[0] > rows[1]:
         raise RunFolderError(f"{where}: 'rows' is {json.dumps(rows)[:40]}, not [first, end]; {fix}")
     check_keys(info["identity"], _IDENTITY_KEYS, f"{where}: its identity", f"; {fix}")
-    check_keys(info["identity"]["dataset"], {"path": str}, f"{where}: its dataset identity", f"; {fix}")
+    if info["identity"]["dataset"].get("kind") != "latent":  # (a generator's latent samples have no path)
+        check_keys(info["identity"]["dataset"], {"path": str}, f"{where}: its dataset identity", f"; {fix}")
     return info

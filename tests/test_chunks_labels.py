@@ -1,5 +1,6 @@
-"""--chunk I/N + merge with segmenter labels and --iou pnas (issue 10): the merged run equals one
-process's on the same rows, to the last bit; chunks of different runs are refused, naming the difference."""
+"""--chunk I/N + merge with segmenter labels, --iou pnas and generators (issue 10): the merged run
+equals one process's on the same rows, to the last bit; chunks of different runs are refused, naming
+the difference."""
 from __future__ import annotations
 
 import shutil
@@ -123,7 +124,29 @@ def test_merge_refuses_chunks_of_different_runs_naming_the_difference(folder, tm
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_generator_chunks_are_refused(tmp_path):
-    with pytest.raises(NetDissectError, match="--chunk runs take a dataset or an image folder"):
-        dissect("zoo:world-gan", ["layer1"], samples=4, segmenter="color", out=tmp_path / "c", chunk="0/2",
-                progress=False)
+def test_generator_chunks_merged_equal_one_run(tmp_path):
+    """A generator on latent samples: each chunk segments its own generated images and writes the
+    top images of its rows; the merge (no generator) copies those of the merged top sets."""
+    from test_gan_dissect import Painter
+
+    kw = dict(samples=30, seed=3, segmenter="color", num_workers=0, progress=False, batch_size=8,
+              normalize="0.5,0.5", topk=3)
+    single = dissect(Painter(), ["paint"], out=tmp_path / "single", label_cache=tmp_path / "cache", **kw)
+    dirs = [tmp_path / f"c{i}" for i in range(2)]
+    for i in (1, 0):
+        assert dissect(Painter(), ["paint"], out=dirs[i], chunk=f"{i}/2", label_cache=tmp_path / f"cache{i}",
+                       **kw) is None
+    merged = merge_chunks(dirs, out=tmp_path / "run", progress=False, num_workers=0)
+    _same(merged, single)
+    assert merged.summary["dataset"]["images_in_run"] == "images"
+    want = sorted(p.relative_to(tmp_path / "single") for p in (tmp_path / "single" / "images").rglob("*.png"))
+    got = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run" / "images").rglob("*.png"))
+    assert got == want and len(got) >= 3
+    assert all((tmp_path / "run" / p).read_bytes() == (tmp_path / "single" / p).read_bytes() for p in got)
+    from netdissect import load
+
+    a, b = load(tmp_path / "run"), load(tmp_path / "single")
+    _same(a, b)
+    assert list(a["paint"].image_paths) == list(b["paint"].image_paths)
+    with pytest.raises(NetDissectError, match="--dataset: these chunks dissect a generator"):
+        merge_chunks(dirs, out=tmp_path / "again", dataset=tmp_path, progress=False, num_workers=0)

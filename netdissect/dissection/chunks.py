@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from netdissect.concepts import BrodenMasks
+from netdissect.atomic import write_bytes
+from netdissect.concepts.generated import GeneratedLabels
 from netdissect.concepts.segmenter import PooledLabels, SegmenterLabels
 from netdissect.data import Broden
 from netdissect.data.digest import files_digest
@@ -43,13 +45,14 @@ from netdissect.dissection.distributed import (
     resolve_device,
 )
 from netdissect.dissection.engine import check_unknown_labels
-from netdissect.dissection.output import build_summary, write_run
+from netdissect.dissection.output import IMAGES_IN_RUN, build_summary, generated_image_paths, top_rows, write_run
 from netdissect.dissection.pnas import pnas_thresholds
 from netdissect.dissection.result import DissectionResult
 from netdissect.dissection.state import RunState
 from netdissect.errors import DatasetError, NetDissectError
 from netdissect.probe import BrodenImages
 from netdissect.probe.folder import ImageFolder
+from netdissect.probe.latent import LatentSamples
 from netdissect.runfolder import CHUNK_FILE, CHUNK_LABELS, check_merge_folders, check_out, lock_folders, read_chunk_info
 
 def _difference(a, b, where: str = "identity") -> tuple[str, str, str]:
@@ -141,6 +144,13 @@ def _probe(identity: dict, dataset, cfg):
     """``(probe, broden_or_None)``: the rows the chunks were computed on, read from ``dataset``
     (default: the recorded path), checked to be the same rows."""
     recorded = identity["dataset"]
+    if recorded.get("kind") == "latent":  # a generator's: the rows are the latent draw itself
+        if dataset is not None:
+            raise NetDissectError("--dataset: these chunks dissect a generator on latent samples, which "
+                                  "read no dataset")
+        probe = LatentSamples(recorded["samples"], recorded["seed"], recorded["dim"])
+        probe.shape = tuple(identity["model"]["generator"]["output_size"])
+        return probe, None
     path = dataset or recorded["path"]
     if recorded.get("kind") == "images":
         size = recorded["size"][0] if recorded.get("resize") else None
@@ -150,7 +160,7 @@ def _probe(identity: dict, dataset, cfg):
         probe = BrodenImages(ds)
     else:
         raise NetDissectError(f"chunks of {recorded.get('kind')} rows cannot be merged (this netdissect merges "
-                              "chunks of a dataset or an image folder)")
+                              "chunks of a dataset, an image folder or latent samples)")
     mine = {k: v for k, v in probe.identity().items() if k != "path"}
     if mine != {k: v for k, v in recorded.items() if k != "path"}:
         raise DatasetError(f"{path}: not the rows the chunks were computed on "
@@ -167,6 +177,9 @@ def _labels(identity: dict, info: dict, probe, ds, folder: Path):
     elif labels.get("kind") == "segmenter" and "segmenter" in info:
         source = SegmenterLabels(_RecordedSegmenter(labels, info["segmenter"]), probe, seg_size=labels["seg_size"],
                                  cache_dir=folder / CHUNK_LABELS)
+    elif labels.get("kind") == "generated" and "segmenter" in info:
+        source = GeneratedLabels(_RecordedSegmenter(labels, info["segmenter"]), probe, labels["generator"],
+                                 seg_size=labels["seg_size"], cache_dir=folder / CHUNK_LABELS)
     else:
         raise NetDissectError(f"{folder / CHUNK_FILE}: labels of kind {labels.get('kind')!r} that this netdissect "
                               "cannot merge (a chunk of another version?): rerun the chunks with this version")
@@ -281,7 +294,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
     lead.all_skipped = skipped
     layer_results = lead.results()
-    note = check_unknown_labels(unknown, positions, str(ds.root if ds is not None else probe.root))
+    note = check_unknown_labels(unknown, positions, str(ds.root if ds is not None else getattr(probe, "root", probe.describe())))
     if note and progress:
         print(f"netdissect: {note}")
     timing = {"activations": sum(info.get("timing_s", {}).get("activations", 0.0) for _, info in found),
@@ -291,14 +304,26 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         extra["lossy_cache"] = {"tied_positions": tied}
     summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
                             chunks=len(found), extra=extra)
-    # the images as the report checks them before drawing (names, sizes, mtimes)
-    summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
-                                                      probe.row_names())
+    run_dir = Path(out)
+    image_paths = None
+    if isinstance(probe, LatentSamples):  # the units' top images, from the chunks that generated them
+        image_paths = generated_image_paths(probe)
+        for i in top_rows(lr.top_images for lr in layer_results.values()):
+            d = next(d for d, info in found if info["rows"][0] <= i < info["rows"][1])
+            src = d / IMAGES_IN_RUN / image_paths[i]
+            if not src.is_file():
+                raise NetDissectError(f"{d}: chunk folder lacks the generated image {src.relative_to(d)} of one of "
+                                      "its top rows (was it removed?); rerun the chunk")
+            write_bytes(run_dir / IMAGES_IN_RUN / image_paths[i], src.read_bytes())
+        summary["dataset"]["images_in_run"] = IMAGES_IN_RUN
+        summary["dataset"]["files_digest"] = files_digest(run_dir / IMAGES_IN_RUN, image_paths)
+    else:  # the images as the report checks them before drawing (names, sizes, mtimes)
+        summary["dataset"]["files_digest"] = files_digest(probe.image_dir if ds is None else ds.image_dir,
+                                                          probe.row_names())
     summary["labels"] = {**source.identity(), "iou": mode, "n_concepts": len(source.concepts)}
     if "segmenter" in found[0][1]:  # images the chunks segmented (the others came from their label caches)
         summary["labels"]["segmented_images"] = sum(info["segmenter"].get("segmented_images", 0) for _, info in found)
-    run_dir = Path(out)
-    write_run(run_dir, probe, layer_results, summary)
+    write_run(run_dir, probe, layer_results, summary, image_paths)
     if remove_chunks:
         for d, _ in found:
             shutil.rmtree(d, ignore_errors=True)

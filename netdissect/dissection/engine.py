@@ -21,7 +21,8 @@ The same code runs as one process or as the ranks of ``torchrun``
 (:mod:`.distributed`, :mod:`.merges`): each rank takes a contiguous slice of
 the rows, the statistics merge exactly between the passes and at the end, and
 rank 0 writes the run.  ``chunk=(i, n)`` runs pass 1 on slice i of n only and
-stops (keeping its rows' segmenter labels in the chunk folder);
+stops (keeping its rows' segmenter labels, and a generator's top images, in the
+chunk folder);
 :func:`netdissect.dissection.chunks.merge_chunks` completes the run.
 """
 from __future__ import annotations
@@ -179,8 +180,8 @@ def dissect(
     checkpoint_every : seconds between checkpoints.
     chunk : ``"i/n"``: run pass 1 on the i-th of n contiguous slices of the rows into the chunk
         folder ``out`` and stop (returns None); ``netdissect merge`` (:func:`merge_chunks`) completes
-        the run from all n chunk folders (a dataset's masks or segmenter labels, either ``iou``; not
-        with ``samples``).
+        the run from all n chunk folders (a dataset's masks or segmenter labels, either ``iou``;
+        a generator's chunk also keeps its top images).
     quantile_memory : bytes the threshold statistic may hold per layer (exact in any case).
     samples : a generator's probe (``docs/gan.md``): N latent samples (or a
         :class:`netdissect.probe.latent.LatentSamples`), z row i = row i of
@@ -212,10 +213,6 @@ def dissect(
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
     part = parse_chunk(chunk)
-    if part is not None and inputs.generator:
-        raise NetDissectError("--chunk runs take a dataset or an image folder; a generator's --samples run in one "
-                              "process or under torchrun (which shards the rows itself): the merge has no "
-                              "generator to draw the top images with")
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
     if isinstance(dataset, Broden) and (split is not None or limit is not None):
@@ -490,6 +487,9 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
                 labels.export([i for i in range(*rows) if i not in st.skipped], run_dir / CHUNK_LABELS)
                 info["segmenter"] = {"concepts": list(labels.concepts.names), "segmented_images": labels.segmented,
                                      "categories": [labels.concepts.categories[g] for g in labels.concepts.primary]}
+            if gen:  # the generated images of its rows in its units' top sets: the merge has no generator
+                write_generated_images(run_dir, model, prep, probe, top_rows(t.images for t in st.tops.values()),
+                                       cfg.device, cfg.batch_size, False, kept=p1.kept)
             atomic_write_bytes(run_dir / CHUNK_FILE, json.dumps(info, indent=2).encode())
             return None
         merge_pass1(st, group)
