@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netdissect.concepts import BrodenMasks
 from netdissect.atomic import write_bytes
+from netdissect.concepts import BrodenMasks
 from netdissect.concepts.generated import GeneratedLabels
 from netdissect.concepts.segmenter import PooledLabels, SegmenterLabels
 from netdissect.data import Broden
@@ -55,6 +55,9 @@ from netdissect.probe.folder import ImageFolder
 from netdissect.probe.latent import LatentSamples
 from netdissect.runfolder import CHUNK_FILE, CHUNK_LABELS, check_merge_folders, check_out, lock_folders, read_chunk_info
 
+_ABSENT = object()
+
+
 def _difference(a, b, where: str = "identity") -> tuple[str, str, str]:
     """The first place where the JSON values ``a`` and ``b`` differ, with both values there (as
     JSON; ``absent`` for a key one of them lacks), e.g. ``("labels.seg_size", "[9, 7]", "[8, 8]")``."""
@@ -64,9 +67,6 @@ def _difference(a, b, where: str = "identity") -> tuple[str, str, str]:
                 return _difference(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{where}.{k}")
     show = lambda v: "absent" if v is _ABSENT else json.dumps(v)[:80]  # noqa: E731
     return where.removeprefix("identity."), show(a), show(b)
-
-
-_ABSENT = object()
 
 
 def read_chunks(chunks: list[str | os.PathLike]) -> list[tuple[Path, dict]]:
@@ -117,8 +117,8 @@ def merge_chunks(
 
     ``dataset`` overrides the dataset (or image) folder recorded by the chunks (the same rows at
     another path, e.g. another machine's mount).  Segmenter labels are read from the copies the
-    chunks kept (``CHUNK/labels/``); no segmenter or model runs.  ``remove_chunks`` deletes the chunk folders once
-    ``out`` is written.
+    chunks kept (``CHUNK/labels/``), a generator's top images copied from ``CHUNK/images/``: no
+    segmenter or model runs.  ``remove_chunks`` deletes the chunk folders once ``out`` is written.
     """
     check_merge_folders(chunks, out)
     found = read_chunks(chunks)
@@ -294,7 +294,8 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
     lead.all_skipped = skipped
     layer_results = lead.results()
-    note = check_unknown_labels(unknown, positions, str(ds.root if ds is not None else getattr(probe, "root", probe.describe())))
+    where = ds.root if ds is not None else getattr(probe, "root", probe.describe())
+    note = check_unknown_labels(unknown, positions, str(where))
     if note and progress:
         print(f"netdissect: {note}")
     timing = {"activations": sum(info.get("timing_s", {}).get("activations", 0.0) for _, info in found),

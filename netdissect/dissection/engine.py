@@ -22,8 +22,7 @@ The same code runs as one process or as the ranks of ``torchrun``
 the rows, the statistics merge exactly between the passes and at the end, and
 rank 0 writes the run.  ``chunk=(i, n)`` runs pass 1 on slice i of n only and
 stops (keeping its rows' segmenter labels, and a generator's top images, in the
-chunk folder);
-:func:`netdissect.dissection.chunks.merge_chunks` completes the run.
+chunk folder); :func:`netdissect.dissection.chunks.merge_chunks` completes the run.
 """
 from __future__ import annotations
 
