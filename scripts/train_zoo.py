@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from netdissect.atomic import write_with
 from netdissect.data.synth import NORMALIZE, SCENES, SceneDataset
+from netdissect.data.synth.dataset import random_crops
 from netdissect.models.zoo import META_KEY, WEIGHTS_DIR, ZOO, build, card_path, weights_path
 from netdissect.models.zoo.registry import LAYERS
 
@@ -73,6 +74,14 @@ def save(model: torch.nn.Module, name: str, record: dict, out_dir: Path) -> Path
     return path
 
 
+def _augmentation(t: dict) -> str:
+    crop = t.get("crop_scale", 1.0)
+    if crop >= 1:
+        return "random left-right flips"
+    return (f"random left-right flips, then random crops of {crop:g}-1 of the image area (aspect 3/4-4/3) "
+            "resized back to the input size")
+
+
 def model_card(name: str, r: dict, size_bytes: int) -> str:
     entry = ZOO[name]
     t = r["train"]
@@ -89,7 +98,7 @@ synthetic world of `netdissect.data.synth` (8 scenes; see `docs/world.md`).
 | parameters | {r['params']:,} |
 | input | {r['input_size']} x {r['input_size']} RGB in [0, 1], normalised with mean {r['normalize']['mean']} std {r['normalize']['std']} |
 | classes | {', '.join(r['classes'])} |
-| training data | world seed {t['data_seed']}, {t['n_train']} scene images at {t['size']} px, random left-right flips |
+| training data | world seed {t['data_seed']}, {t['n_train']} scene images at {t['size']} px, {_augmentation(t)} |
 | steps | {r['steps']} of {t['steps']} (batch {t['batch']}, AdamW lr {t['lr']} with {t['warmup']} warm-up steps then cosine decay, weight decay {t['weight_decay']}, torch seed {t['torch_seed']}) |
 | held-out accuracy | **{r['accuracy']:.3f}** on {t['n_heldout']} scenes of world seed {t['heldout_seed']} (chance {1 / len(r['classes']):.3f}), measured with the float16-rounded weights as bundled |
 | final training loss | {r['train_loss']:.3f} (mean of the last 50 steps) |
@@ -170,6 +179,7 @@ def train(name: str, steps: int | None, out_dir: Path, cache: dict, progress: bo
         idx = order[pos:pos + t["batch"]]
         pos += t["batch"]
         x, y = data.batch(idx, flip_rng=rng)
+        x = random_crops(x, rng, t.get("crop_scale", 1.0))
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

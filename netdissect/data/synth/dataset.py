@@ -12,8 +12,11 @@ written to disk.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -63,3 +66,32 @@ class SceneDataset(Dataset):
             imgs = imgs.copy()
             imgs[f] = imgs[f][:, :, ::-1]
         return to_tensor(imgs), torch.from_numpy(self.targets[idx])
+
+
+def random_crops(x: torch.Tensor, rng: np.random.Generator, min_scale: float) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) replaced by a random crop resized back to H x W (bilinear).
+
+    The crop covers a share ``s ~ U(min_scale, 1)`` of the image with aspect ratio ``r`` log-uniform in
+    [3/4, 4/3] (the random-resized-crop augmentation of ImageNet training), drawn from ``rng``; with
+    ``min_scale >= 1`` the batch is returned unchanged and ``rng`` is not used.
+
+    >>> x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    >>> random_crops(x, np.random.default_rng(0), 0.5).shape
+    torch.Size([2, 3, 8, 8])
+    >>> torch.equal(random_crops(x, np.random.default_rng(0), 1.0), x)
+    True
+    """
+    if min_scale >= 1:
+        return x
+    n, _, H, W = x.shape
+    out = []
+    for i in range(n):
+        s = rng.uniform(min_scale, 1.0)
+        r = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        h = min(H, int(round(H * math.sqrt(s / r))))
+        w = min(W, int(round(W * math.sqrt(s * r))))
+        t = rng.integers(0, H - h + 1)
+        left = rng.integers(0, W - w + 1)
+        out.append(F.interpolate(x[i:i + 1, :, t:t + h, left:left + w], size=(H, W), mode="bilinear",
+                                 align_corners=False))
+    return torch.cat(out)
