@@ -87,7 +87,7 @@ class SegmenterLabels(ConceptSource):
         """Segment the images of ``rows`` (a batch as pass 1 feeds it, RGB in [0, 1] on the
         device) whose labels are not cached yet, and cache them."""
         rows = [int(i) for i in rows]
-        missing = [j for j, i in enumerate(rows) if not self.cache.has(self.stamp(i))]
+        missing = [j for j, i in enumerate(rows) if not self._has(i)]
         if not missing:
             return
         if self.on_device != images.device:
@@ -96,11 +96,23 @@ class SegmenterLabels(ConceptSource):
         sub = images if len(missing) == len(rows) else images[missing]
         planes = checked_segment(self.segmenter, sub, self.seg_size).cpu().numpy().astype(self.dtype)
         for j, p in zip(missing, planes):
-            self.cache.put(self.stamp(rows[j]), p)
+            self._put(rows[j], p)
         self.segmented += len(missing)
 
+    def _has(self, i: int) -> bool:
+        return self.cache.has(self.stamp(i))
+
+    def _put(self, i: int, planes) -> None:
+        self.cache.put(self.stamp(i), planes)
+
+    def _get(self, i: int):
+        return self.cache.get(self.stamp(i))
+
+    def flush(self) -> None:
+        """Labels are written as they are made: nothing held."""
+
     def load(self, i: int) -> LabelSample:
-        planes = self.cache.get(self.stamp(i))
+        planes = self._get(i)
         if planes is None:
             raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
                                "(the image changed during the run, or the cache was removed): run again")
@@ -135,6 +147,9 @@ class PooledLabels(ConceptSource):
 
     def observe(self, rows, images) -> None:
         self.inner.observe(rows, images)
+
+    def flush(self) -> None:
+        self.inner.flush()
 
     def load(self, i: int) -> LabelSample:
         s = self.inner.load(i)

@@ -79,6 +79,8 @@ class ActivationPass:
                 if time.monotonic() - last >= checkpoint_every:
                     st.save_checkpoint()
                     last = time.monotonic()
+        if hasattr(st.source, "flush"):  # the labels it made and still holds, written
+            st.source.flush()
         bar.close()
 
     def join(self) -> None:

@@ -59,6 +59,9 @@ class RunState:
         return self.ckpt_path.exists()
 
     def save_checkpoint(self) -> None:
+        flush = getattr(self.source, "flush", None)  # the labels of the rows done are on disk before
+        if flush is not None:                        # the checkpoint says they are done
+            flush()
         for c in self.caches.values():
             c.flush()
         arrays = {"phase": np.int64(self.phase), "done": np.int64(self.done),
