@@ -460,3 +460,24 @@ def test_a_killed_run_leaves_the_labels_of_its_checkpointed_rows_and_resumes_fro
     assert got.summary["labels"]["segmented_images"] == 16
     for f in ("iou", "thresholds", "top_images", "top_values", "top_maps"):
         np.testing.assert_array_equal(getattr(got["paint"], f), getattr(want["paint"], f))
+
+
+def test_thresholds_scanned_beside_pass_1_equal_the_scan_of_the_cache(tmp_path, monkeypatch):
+    """The PNAS threshold scan fed batch by batch during pass 1 (pnas.ExactStream) gives the very
+    thresholds, counts and top images of the scan of the activation cache after pass 1, whatever the
+    batch size; a run that cannot use it (here: refused) scans the cache."""
+    from netdissect.dissection import pnas
+
+    g = ProgressiveGenerator(16, [8, 8, 4], z_dim=6)
+    kw = dict(samples=37, seed=3, segmenter="color", label_cache=tmp_path / "cache", num_workers=0, progress=False)
+    used = []
+    real = pnas.ExactStream.thresholds
+    monkeypatch.setattr(pnas.ExactStream, "thresholds", lambda self, group: used.append(self.name) or real(self, group))
+    streamed = dissect(g, ["layer2", "layer4"], batch_size=5, **kw)
+    assert used == ["layer2", "layer4"]
+    monkeypatch.setattr(pnas.ExactStream, "ready", lambda self, sizes: False)
+    scanned = dissect(g, ["layer2", "layer4"], batch_size=16, **kw)
+    assert used == ["layer2", "layer4"]
+    for name in ("layer2", "layer4"):
+        for f in ("thresholds", "iou", "top_images", "top_values", "top_maps"):
+            np.testing.assert_array_equal(getattr(streamed[name], f), getattr(scanned[name], f))

@@ -140,7 +140,10 @@ class ActivationPass:
                                           "use cache_dtype='float32' (--cache-dtype float32, the default)")
                 raise ActivationError(f"layer {name!r}: NaN or infinite activations at {row} "
                                       f"({len(bad)} image(s) in this batch)")
-            values = ac.cpu().numpy()
+            values = np.ascontiguousarray(ac.cpu().numpy())
+            stream = st.pnas_streams.get(name)
+            if stream is not None:  # the PNAS threshold scan, on its thread (values are not changed below)
+                stream.add(values if values.dtype == np.float32 else values.astype(np.float32))
             if len(good) < n:  # skipped rows keep zeros in the cache
                 full = np.zeros((n, *st.shapes[name]), dtype=np_dtype)
                 full[(idx - start).numpy()] = values

@@ -47,7 +47,7 @@ from netdissect.dissection import config
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
 from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.inputs import Inputs, resolve_generator_inputs, resolve_inputs
-from netdissect.dissection.pnas import pnas_thresholds
+from netdissect.dissection.pnas import ExactStream, ScanWorker, pnas_thresholds
 from netdissect.dissection.distributed import Group, shard_rows
 from netdissect.dissection.merges import merge_pass1, merge_pass2
 from netdissect.dissection.output import (IMAGES_IN_RUN, build_summary, generated_image_paths, top_rows,
@@ -450,7 +450,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     explain = explain_gen if gen else explain_images
 
     st = None
-    image_writer = held = None
+    image_writer = held = scan_worker = None
     try:
         st = RunState(layers, probe, source, run_cfg, work, rows, layer_thresholds=inputs.mode != "pnas")
         ident_path = work / IDENTITY_FILE
@@ -474,6 +474,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             shapes = _probe_layers(model, prep, probe, layers, st.device, explain)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
+        if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
+            sizes = source.mask_sizes()
+            if len(sizes) == 1:  # the exact threshold scan runs beside pass 1 (pnas.ExactStream)
+                scan_worker = ScanWorker()
+                st.pnas_streams = {name: ExactStream(st, name, sizes[0], scan_worker) for name in layers}
         t0 = time.monotonic()
         p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
         if st.phase == 1:
@@ -506,6 +511,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         t2 = time.monotonic()
         layer_results = st.results()
     finally:
+        if scan_worker is not None:
+            scan_worker.close()
         if image_writer is not None:
             image_writer.shutdown(wait=True)  # (its result, or its error, is read below)
         if st is not None:

@@ -49,6 +49,8 @@ class RunState:
         self.phase, self.done = 1, self.lo
         self.all_skipped: dict[int, str] = {}
         self.all_unknown = 0
+        # layer -> pnas.ExactStream: the PNAS threshold scan fed by pass 1 (set by the engine)
+        self.pnas_streams: dict = {}
 
     # ---------------------------------------------------------- checkpoints
     @property
