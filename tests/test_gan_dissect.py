@@ -481,3 +481,31 @@ def test_thresholds_scanned_beside_pass_1_equal_the_scan_of_the_cache(tmp_path, 
     for name in ("layer2", "layer4"):
         for f in ("thresholds", "iou", "top_images", "top_values", "top_maps"):
             np.testing.assert_array_equal(getattr(streamed[name], f), getattr(scanned[name], f))
+
+
+def test_raised_floors_of_the_threshold_scan_are_checked_and_a_too_high_one_scans_the_cache(tmp_path, monkeypatch):
+    """Once 5% of the rows (and 64) are scanned the stream raises each unit's floor to keep about twice the
+    values the thresholds need; at the end it checks that enough values above it were kept.  A floor
+    raised too high (here: forced) fails that check and the cache is scanned: the same results."""
+    from netdissect.dissection import pnas
+
+    g = ProgressiveGenerator(16, [8, 8, 4], z_dim=6)
+    kw = dict(samples=60, seed=4, segmenter="color", label_cache=tmp_path / "cache", num_workers=0, progress=False,
+              batch_size=4)
+    monkeypatch.setattr(pnas, "RAISE_MIN_ROWS", 0)  # (60 samples: fewer than it asks)
+    verdicts, raised = [], []
+    real_ready, real_raise = pnas.ExactStream.ready, pnas.ExactStream._raise_floor
+    monkeypatch.setattr(pnas.ExactStream, "ready", lambda self, sizes: verdicts.append(real_ready(self, sizes)) or
+                        verdicts[-1])
+    monkeypatch.setattr(pnas.ExactStream, "_raise_floor", lambda self: raised.append(self.scanned) or real_raise(self))
+    normal = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True] and raised == [4]  # after the first batch (>= 5% of 60 rows)
+    monkeypatch.setattr(pnas, "RAISE_MARGIN", 1e-3)  # far fewer values than the thresholds need
+    too_high = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True, False]
+    monkeypatch.setattr(pnas, "RAISE_AFTER", 2.0)  # never raised: the plain exact scan
+    plain = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True, False, True] and len(raised) == 2
+    for res in (too_high, plain):
+        for f in ("thresholds", "iou", "top_images", "top_values"):
+            np.testing.assert_array_equal(getattr(res["layer4"], f), getattr(normal["layer4"], f))

@@ -179,6 +179,11 @@ def _exact_finish(C, n, buf, fill, group, q, keep):
     return _interpolate(a, b, t)
 
 
+RAISE_AFTER = 0.05  # the share of a rank's rows an ExactStream scans before it raises its floors
+RAISE_MIN_ROWS = 64  # ... and at least this many (fewer draws estimate too loosely)
+RAISE_MARGIN = 2.0  # ... to leave about this many times the values the thresholds need above them
+
+
 class ExactStream:
     """The exact mode's scan of layer ``name``, fed batch by batch during pass 1 (:meth:`add`, from the
     forward pass's own float32 activations) on a background thread, so that it overlaps the forward
@@ -195,6 +200,8 @@ class ExactStream:
         self.buf = self.fill = self.floor = self.tables = None
         self.plan = None
         self.failed = False
+        self.scanned = 0  # rows scanned
+        self.raised = None  # the floors raised once (see _raise_floor), float64 (C,)
 
     def add(self, acts: np.ndarray) -> None:
         """Queue the float32 (B, C, h, w) activations of B rows not skipped (kept, not copied: the
@@ -224,8 +231,31 @@ class ExactStream:
                 self.fill = np.zeros(C, np.int64)
                 self.floor = np.full(C, -np.inf)
             self.top_scan(acts, *self.tables, self.buf, self.fill, self.floor, self.plan["keep"])
+            self.scanned += len(acts)
+            if self.raised is None and self.scanned >= max(RAISE_AFTER * self._rows(), RAISE_MIN_ROWS):
+                self._raise_floor()
         except Exception:  # noqa: BLE001 - the scan of the cache after pass 1 reports it
             self.failed = True
+
+    def _raise_floor(self) -> None:
+        """Raise each unit's floor, once, to just below the value that RAISE_MARGIN x q of the values
+        seen so far exceed (about twice as many as the thresholds need, the rows being draws of one
+        distribution): far above the floor the buffer's cuts would reach by then, so most of the
+        rest is never upsampled.  Only values at or below it are dropped from then on, and
+        :meth:`ready` checks that enough values above it were kept for the thresholds to be exact
+        (else the cache is scanned)."""
+        want = int(np.ceil(RAISE_MARGIN * self.state.cfg.quantile * self.scanned * self.sh * self.sw))
+        raised = np.full(len(self.fill), -np.inf)
+        for k, n in enumerate(self.fill):
+            if 1 <= want <= n:
+                row = self.buf[k, :n]
+                raised[k] = np.nextafter(np.partition(row, n - want)[n - want], -np.inf)
+                if raised[k] > self.floor[k]:  # keep only the values above it: room, fewer cuts
+                    above = row[row > raised[k]]
+                    self.buf[k, :len(above)] = above
+                    self.fill[k] = len(above)
+                    self.floor[k] = raised[k]
+        self.raised = raised
 
     def _rows(self) -> int:
         st = self.state
@@ -234,8 +264,15 @@ class ExactStream:
     def ready(self, sizes) -> bool:
         """Whether the scan is whole: it saw every row not skipped, at the run's one label size."""
         self.worker.join()
-        return not self.failed and self.buf is not None and self.rows == self._rows() and \
-            [tuple(s) for s in sizes] == [(self.sh, self.sw)]
+        if self.failed or self.buf is None or self.rows != self._rows() or \
+                [tuple(s) for s in sizes] != [(self.sh, self.sw)]:
+            return False
+        if self.raised is not None:  # every value dropped is <= its unit's raised floor or below a cut:
+            m = min(self._rows() * self.sh * self.sw, self.plan["keep"])  # exact when m kept values exceed it
+            for k, n in enumerate(self.fill):
+                if np.count_nonzero(self.buf[k, :n] > self.raised[k]) < m:
+                    return False
+        return True
 
     def thresholds(self, group) -> np.ndarray:
         """The thresholds over every rank (every rank's stream :meth:`ready`)."""
