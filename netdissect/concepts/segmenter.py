@@ -117,8 +117,7 @@ class SegmenterLabels(ConceptSource):
             raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
                                "(the image changed during the run, or the cache was removed): run again")
         G = len(self.concepts.categories)
-        present = np.unique(planes)
-        present = present[present > 0].astype(np.int64)
+        present = np.flatnonzero(np.bincount(planes.ravel())[1:]) + 1  # the labels present, as np.unique's > 0
         has = np.zeros(G, bool)
         has[self.concepts.primary[present - 1]] = True
         return LabelSample(i, planes.astype(np.uint16), np.zeros(0, np.int32), has)
