@@ -1,5 +1,3 @@
-import sys
+from netdissect.cli import run
 
-from netdissect.cli import main
-
-sys.exit(main())
+run()

@@ -404,3 +404,108 @@ def test_top_images_held_in_pass_1_equal_the_regenerated_ones(tmp_path, monkeypa
     assert [p.name for p in a] == [p.name for p in b] and len(a) == regenerated["regen"]
     for x, y in zip(a, b):
         assert np.array_equal(np.asarray(Image.open(x)), np.asarray(Image.open(y)))
+
+
+
+def test_generated_labels_are_stored_as_runs_of_rows_and_a_bad_file_counts_as_absent(tmp_path):
+    """A generator run writes one label file per run of consecutive rows (not one per sample); more
+    samples add a file of the new rows only; a file that cannot be read, or of another shape, is as if
+    absent (its rows are segmented again); another label size is another folder (never a stale label)."""
+    kw = dict(segmenter="color", label_cache=tmp_path / "cache", **KW)
+    first = dissect(Painter(), ["paint"], samples=20, seed=1, **kw)
+    rows_dir, = (tmp_path / "cache").glob("*/rows-*")
+    assert sorted(p.name for p in rows_dir.glob("*.npy")) == ["000000000-000000020.npy"]
+    planes = np.load(rows_dir / "000000000-000000020.npy")
+    assert planes.shape[0] == 20 and planes.shape[2:] == (32, 32) and planes.dtype == np.uint8
+    more = dissect(Painter(), ["paint"], samples=30, seed=1, **kw)
+    assert more.summary["labels"]["segmented_images"] == 10
+    assert sorted(p.name for p in rows_dir.glob("*.npy")) == ["000000000-000000020.npy", "000000020-000000030.npy"]
+    (rows_dir / "000000000-000000020.npy").write_bytes(b"not an array")  # broken: as if absent
+    np.save(rows_dir / "000000020-000000030.npy", planes[:10, :, :16])     # wrong label size: absent
+    again = dissect(Painter(), ["paint"], samples=30, seed=1, **kw)
+    assert again.summary["labels"]["segmented_images"] == 30
+    for f in ("iou", "thresholds", "top_images", "top_values"):
+        np.testing.assert_array_equal(getattr(again["paint"], f), getattr(more["paint"], f))
+    np.testing.assert_array_equal(np.load(rows_dir / "000000000-000000030.npy")[:20], planes)
+    small = dissect(Painter(), ["paint"], samples=20, seed=1, seg_size=16, **kw)
+    assert small.summary["labels"]["segmented_images"] == 20
+    assert small.summary["labels"]["cache"] != first.summary["labels"]["cache"]
+
+
+def test_a_killed_run_leaves_the_labels_of_its_checkpointed_rows_and_resumes_from_them(tmp_path, monkeypatch):
+    """Labels are held in memory between checkpoints and written at each one: a run killed in pass 1
+    leaves exactly the rows its checkpoint counts as done; the resumed run segments only the others and
+    gives the run of one go."""
+    from netdissect.dissection import activations
+
+    kw = dict(samples=40, seed=5, segmenter="color", checkpoint_every=0, **KW)  # batches of 8
+    want = dissect(Painter(), ["paint"], out=tmp_path / "whole", label_cache=tmp_path / "c0", **kw)
+    real = activations.ActivationPass._forward_batch
+    calls = []
+
+    def dies_on_fourth(self, *a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    with monkeypatch.context() as m:
+        m.setattr(activations.ActivationPass, "_forward_batch", dies_on_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            dissect(Painter(), ["paint"], out=tmp_path / "run", label_cache=tmp_path / "c1", **kw)
+    rows_dir, = (tmp_path / "c1").glob("*/rows-*")
+    held = sorted(i for p in rows_dir.glob("*.npy") for i in range(*map(int, p.stem.split("-"))))
+    assert held == list(range(24))  # 3 batches, each checkpointed
+    got = dissect(Painter(), ["paint"], out=tmp_path / "run", label_cache=tmp_path / "c1", resume=True, **kw)
+    assert got.summary["labels"]["segmented_images"] == 16
+    for f in ("iou", "thresholds", "top_images", "top_values", "top_maps"):
+        np.testing.assert_array_equal(getattr(got["paint"], f), getattr(want["paint"], f))
+
+
+def test_thresholds_scanned_beside_pass_1_equal_the_scan_of_the_cache(tmp_path, monkeypatch):
+    """The PNAS threshold scan fed batch by batch during pass 1 (pnas.ExactStream) gives the very
+    thresholds, counts and top images of the scan of the activation cache after pass 1, whatever the
+    batch size; a run that cannot use it (here: refused) scans the cache."""
+    from netdissect.dissection import pnas
+
+    g = ProgressiveGenerator(16, [8, 8, 4], z_dim=6)
+    kw = dict(samples=37, seed=3, segmenter="color", label_cache=tmp_path / "cache", num_workers=0, progress=False)
+    used = []
+    real = pnas.ExactStream.thresholds
+    monkeypatch.setattr(pnas.ExactStream, "thresholds", lambda self, group: used.append(self.name) or real(self, group))
+    streamed = dissect(g, ["layer2", "layer4"], batch_size=5, **kw)
+    assert used == ["layer2", "layer4"]
+    monkeypatch.setattr(pnas.ExactStream, "ready", lambda self, sizes: False)
+    scanned = dissect(g, ["layer2", "layer4"], batch_size=16, **kw)
+    assert used == ["layer2", "layer4"]
+    for name in ("layer2", "layer4"):
+        for f in ("thresholds", "iou", "top_images", "top_values", "top_maps"):
+            np.testing.assert_array_equal(getattr(streamed[name], f), getattr(scanned[name], f))
+
+
+def test_raised_floors_of_the_threshold_scan_are_checked_and_a_too_high_one_scans_the_cache(tmp_path, monkeypatch):
+    """Once 5% of the rows (and 64) are scanned the stream raises each unit's floor to keep about twice the
+    values the thresholds need; at the end it checks that enough values above it were kept.  A floor
+    raised too high (here: forced) fails that check and the cache is scanned: the same results."""
+    from netdissect.dissection import pnas
+
+    g = ProgressiveGenerator(16, [8, 8, 4], z_dim=6)
+    kw = dict(samples=60, seed=4, segmenter="color", label_cache=tmp_path / "cache", num_workers=0, progress=False,
+              batch_size=4)
+    monkeypatch.setattr(pnas, "RAISE_MIN_ROWS", 0)  # (60 samples: fewer than it asks)
+    verdicts, raised = [], []
+    real_ready, real_raise = pnas.ExactStream.ready, pnas.ExactStream._raise_floor
+    monkeypatch.setattr(pnas.ExactStream, "ready", lambda self, sizes: verdicts.append(real_ready(self, sizes)) or
+                        verdicts[-1])
+    monkeypatch.setattr(pnas.ExactStream, "_raise_floor", lambda self: raised.append(self.scanned) or real_raise(self))
+    normal = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True] and raised == [4]  # after the first batch (>= 5% of 60 rows)
+    monkeypatch.setattr(pnas, "RAISE_MARGIN", 1e-3)  # far fewer values than the thresholds need
+    too_high = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True, False]
+    monkeypatch.setattr(pnas, "RAISE_AFTER", 2.0)  # never raised: the plain exact scan
+    plain = dissect(g, ["layer4"], **kw)
+    assert verdicts == [True, False, True] and len(raised) == 2
+    for res in (too_high, plain):
+        for f in ("thresholds", "iou", "top_images", "top_values"):
+            np.testing.assert_array_equal(getattr(res["layer4"], f), getattr(normal["layer4"], f))

@@ -318,12 +318,12 @@ def test_dissect_in_bounded_mode_equals_reference(tmp_path, monkeypatch):
     probe = ImageFolder(root / "img")
     assert pnas.pnas_plan(6, q, len(probe) * size[0] * size[1], memory)["mode"] == "bounded"
     modes = []
-    for mode in ("_exact", "_bounded"):
+    for mode in ("_exact_finish", "_bounded"):  # (the exact mode's scan runs beside pass 1: pnas.ExactStream)
         real = getattr(pnas, mode)
         monkeypatch.setattr(pnas, mode, lambda *a, _real=real, _mode=mode, **k: modes.append(_mode) or _real(*a, **k))
     small = _run(root, tmp_path / "a", quantile=q, seg_size=size, quantile_memory=memory)
     big = _run(root, tmp_path / "b", quantile=q, seg_size=size)
-    assert modes == ["_bounded", "_exact"]
+    assert modes == ["_bounded", "_exact_finish"]
     seg = load_segmenter(f"{root}/seg.py:make")
     labels = [seg.segment(probe.batch([probe.load(i)], "cpu"), size)[0].numpy() for i in range(len(probe))]
     thr, iou = reference_pnas(_acts(_net(), probe, "units2"), labels, list(range(1, 6)), q)

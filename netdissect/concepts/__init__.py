@@ -46,6 +46,10 @@ class ConceptSource:
         ``needs_output`` the images are the model's outputs instead (a generator's, after its
         output transform), from the same forward pass that records the activations."""
 
+    def flush(self) -> None:
+        """Write what ``observe`` made and still holds in memory (pass 1 calls it at each checkpoint
+        and at its end, so that the rows done are labelled on disk)."""
+
     def files_digest(self, rows=None, mtime: bool = True) -> str | None:
         """A digest of the files the labels of ``rows`` are read from (None when not files)."""
         return None

@@ -13,6 +13,18 @@ entry is written atomically (temporary file, then rename), so processes
 sharing a cache (torchrun ranks, several runs) never see half a file.
 ``identity.json`` beside the entries says what the folder holds.
 
+A generator's labels (:class:`RowLabelCache`, used by
+:class:`netdissect.concepts.generated.GeneratedLabels`) are rows of one
+latent draw, not files: under the same ``<root>/<key>/`` folder (keyed by the
+generator's identity and the segmenter and sizes as above), a folder
+``rows-<hash of the draw>/`` (``identity.json`` beside it names the draw: seed
+and latent size) holds one ``.npy`` per run of consecutive rows,
+``<start>-<stop>.npy`` with planes (stop - start, P, sh, sw), written
+atomically when pass 1 checkpoints or ends (a killed run loses only the rows
+after its last checkpoint, which it computes again).  A run looks a row up in
+the files present (any file whose range holds it); a file that cannot be read
+or has the wrong shape counts as absent.
+
 The root is ``--label-cache DIR``, else ``$NETDISSECT_CACHE/labels``, else
 the platform's user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on
 Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows) under
@@ -21,6 +33,7 @@ Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows) under
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -82,8 +95,6 @@ class LabelCache:
             return None
 
     def put(self, stamp: str, planes: np.ndarray) -> None:
-        import io
-
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(planes))
         path = self.path(stamp)
@@ -92,14 +103,123 @@ class LabelCache:
 
     @staticmethod
     def _atomic(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _atomic(path, data)
+
+
+class RowLabelCache:
+    """Label planes of the rows of one draw (a generator's latent samples), stored as runs of
+    consecutive rows (see the module): ``put`` buffers rows in memory, ``flush`` writes them.
+
+    >>> cache = RowLabelCache(LabelCache(root, identity), "latent:...:seed=1:dim=128", (32, 32))  # doctest: +SKIP
+    >>> cache.put(0, planes0); cache.flush(); cache.get(0)                                         # doctest: +SKIP
+    """
+
+    FLUSH_ROWS = 4096  # rows held in memory at most before they are written
+
+    def __init__(self, folder: LabelCache, draw: str, seg_size):
+        self.folder, self.draw, self.seg_size = folder, draw, tuple(int(v) for v in seg_size)
+        h = hashlib.sha256(draw.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        self.dir = folder.dir / f"rows-{h}"
+        self.key = folder.key
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+            self.dir.mkdir(exist_ok=True)
+            ident = self.dir / "identity.json"
+            if not ident.exists():
+                _atomic(ident, json.dumps({"draw": draw}, indent=2).encode())
+        except OSError as exc:
+            raise NetDissectError(f"label cache {folder.root}: cannot write there ({exc}); choose another "
+                                  "folder with --label-cache DIR") from None
+        self._pending: dict[int, np.ndarray] = {}
+        self._last: tuple | None = None  # (start, stop, planes) of the file read last
+        self._scan()
+
+    def _scan(self) -> None:
+        """The files now in the folder that hold what their names say, as (start, stop, planes
+        memory-mapped), sorted by start; one that cannot be read or has another shape is left out."""
+        runs = []
+        for p in self.dir.glob("*.npy"):
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                a, b = (int(v) for v in p.stem.split("-"))
+            except ValueError:
+                continue
+            if 0 <= a < b:
+                arr = self._map(p, b - a)
+                if arr is not None:
+                    runs.append((a, b, arr))
+        self._runs = sorted(runs, key=lambda r: (r[0], -r[1]))
+
+    def _map(self, path: Path, rows: int):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        if arr.ndim != 4 or arr.shape[0] != rows or tuple(arr.shape[2:]) != self.seg_size:
+            return None
+        return arr
+
+    def _find(self, i: int):
+        for run in self._runs:  # few files: one per run of rows a run wrote
+            if run[0] <= i < run[1]:
+                return run
+            if run[0] > i:
+                break
+        return None
+
+    def has(self, i: int) -> bool:
+        return i in self._pending or self._find(i) is not None
+
+    def get(self, i: int) -> np.ndarray | None:
+        """The planes (P, sh, sw) of row ``i``, or None (not written, or no readable file holds it)."""
+        if i in self._pending:
+            return self._pending[i]
+        run = self._last
+        if run is None or not run[0] <= i < run[1]:
+            run = self._find(i)
+            if run is None:
+                self._scan()  # written since (by another process sharing the cache)?
+                run = self._find(i)
+                if run is None:
+                    return None
+            self._last = run
+        try:
+            return np.array(run[2][i - run[0]])
+        except (OSError, ValueError):
+            return None
+
+    def put(self, i: int, planes: np.ndarray) -> None:
+        self._pending[int(i)] = np.ascontiguousarray(planes)
+        if len(self._pending) >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows, one file per run of consecutive rows."""
+        rows = sorted(self._pending)
+        s = 0
+        while s < len(rows):
+            e = s + 1
+            while e < len(rows) and rows[e] == rows[e - 1] + 1:
+                e += 1
+            a, b = rows[s], rows[e - 1] + 1
+            block = np.stack([self._pending[i] for i in rows[s:e]])
+            path = self.dir / f"{a:09d}-{b:09d}.npy"
+            buf = io.BytesIO()
+            np.save(buf, block)
+            _atomic(path, buf.getvalue())
+            self._runs = sorted([*self._runs, (a, b, np.load(path, mmap_mode="r"))], key=lambda r: (r[0], -r[1]))
+            s = e
+        self._pending.clear()
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

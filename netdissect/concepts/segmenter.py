@@ -87,7 +87,7 @@ class SegmenterLabels(ConceptSource):
         """Segment the images of ``rows`` (a batch as pass 1 feeds it, RGB in [0, 1] on the
         device) whose labels are not cached yet, and cache them."""
         rows = [int(i) for i in rows]
-        missing = [j for j, i in enumerate(rows) if not self.cache.has(self.stamp(i))]
+        missing = [j for j, i in enumerate(rows) if not self._has(i)]
         if not missing:
             return
         if self.on_device != images.device:
@@ -96,30 +96,46 @@ class SegmenterLabels(ConceptSource):
         sub = images if len(missing) == len(rows) else images[missing]
         planes = checked_segment(self.segmenter, sub, self.seg_size).cpu().numpy().astype(self.dtype)
         for j, p in zip(missing, planes):
-            self.cache.put(self.stamp(rows[j]), p)
+            self._put(rows[j], p)
         self.segmented += len(missing)
+
+    def _has(self, i: int) -> bool:
+        return self.cache.has(self.stamp(i))
+
+    def _put(self, i: int, planes) -> None:
+        self.cache.put(self.stamp(i), planes)
+
+    def _get(self, i: int):
+        return self.cache.get(self.stamp(i))
+
+    def flush(self) -> None:
+        """Labels are written as they are made: nothing held."""
 
     def export(self, rows, root) -> None:
         """Copy the cached labels of ``rows`` into a label cache under ``root`` (same key and
         entries): a chunk's labels, which its merge reads there without running the segmenter."""
-        dest = LabelCache(root, {k: v for k, v in self._identity.items() if k != "cache"})
+        dest = self._export_cache(LabelCache(root, {k: v for k, v in self._identity.items() if k != "cache"}))
+        key = self.stamp if isinstance(dest, LabelCache) else int  # a row cache is keyed by row number
         for i in rows:
-            src = self.cache.path(self.stamp(i))
-            if not src.is_file():
+            planes = self._get(i)
+            if planes is None:
                 raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
                                    "(the image changed during the run, or the cache was removed): run again")
-            to = dest.path(self.stamp(i))
-            to.parent.mkdir(exist_ok=True)
-            dest._atomic(to, src.read_bytes())
+            dest.put(key(i), planes)
+        if hasattr(dest, "flush"):
+            dest.flush()
+
+    def _export_cache(self, folder: LabelCache):
+        """Where :meth:`export` puts rows: the label cache itself (one entry per image stamp)."""
+        return folder
 
     def load(self, i: int) -> LabelSample:
-        planes = self.cache.get(self.stamp(i))
+        planes = self._get(i)
         if planes is None:
             raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
                                "(the image changed during the run, or the cache was removed): run again")
         G = len(self.concepts.categories)
-        present = np.unique(planes)
-        present = present[present > 0].astype(np.int64)
+        present = np.flatnonzero(np.bincount(planes.ravel())[1:]) + 1  # the labels present, as np.unique's > 0
         has = np.zeros(G, bool)
         has[self.concepts.primary[present - 1]] = True
         return LabelSample(i, planes.astype(np.uint16), np.zeros(0, np.int32), has)
@@ -148,6 +164,9 @@ class PooledLabels(ConceptSource):
 
     def observe(self, rows, images) -> None:
         self.inner.observe(rows, images)
+
+    def flush(self) -> None:
+        self.inner.flush()
 
     def load(self, i: int) -> LabelSample:
         s = self.inner.load(i)

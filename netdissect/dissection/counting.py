@@ -33,14 +33,15 @@ def run_iou_pass(state, checkpoint_every: float, progress: bool) -> None:
         for size, (lb, rows) in built.items():
             st.unknown_labels += lb.unknown
             st.label_positions += int(lb.planes.numel())
-            labels[size] = (lb.to(st.device), torch.tensor(rows, device=st.device))
+            whole = rows == list(range(stop - start))  # every row of the batch: no copy of its activations
+            labels[size] = (lb.to(st.device), None if whole else torch.tensor(rows, device=st.device))
         for name in st.layers:
             acts = torch.from_numpy(st.caches[name].read(start - st.lo, stop - st.lo)).to(st.device)
             for size, (lb, rows) in labels.items():
                 key = (name, size)
                 if key not in masks:
                     masks[key] = UnitMasks(*st.shapes[name][1:], *size, device=st.device)
-                sel = acts[rows].float()
+                sel = (acts if rows is None else acts[rows]).float()
                 if lossy:  # positions whose rounded value equals a nonzero threshold: ties the rounding made
                     t = thr_cached[name].view(1, -1, 1, 1)  # (zeros, e.g. after a ReLU, are exact in both dtypes)
                     st.tied[name] = st.tied.get(name, 0) + int(((sel == t) & (t != 0)).sum())

@@ -32,7 +32,6 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from netdissect.dissection import config
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
 from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.inputs import Inputs, resolve_generator_inputs, resolve_inputs
-from netdissect.dissection.pnas import pnas_thresholds
+from netdissect.dissection.pnas import ExactStream, ScanWorker, pnas_thresholds
 from netdissect.dissection.distributed import Group, shard_rows
 from netdissect.dissection.merges import merge_pass1, merge_pass2
 from netdissect.dissection.output import (IMAGES_IN_RUN, build_summary, generated_image_paths, top_rows,
@@ -449,7 +448,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     explain = explain_gen if gen else explain_images
 
     st = None
-    image_writer = held = None
+    scan_worker = None
     try:
         st = RunState(layers, probe, source, run_cfg, work, rows, layer_thresholds=inputs.mode != "pnas")
         ident_path = work / IDENTITY_FILE
@@ -473,6 +472,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             shapes = _probe_layers(model, prep, probe, layers, st.device, explain)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
+        if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
+            sizes = source.mask_sizes()
+            if len(sizes) == 1:  # the exact threshold scan runs beside pass 1 (pnas.ExactStream)
+                scan_worker = ScanWorker()
+                st.pnas_streams = {name: ExactStream(st, name, sizes[0], scan_worker) for name in layers}
         t0 = time.monotonic()
         p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
         if st.phase == 1:
@@ -492,12 +496,6 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             atomic_write_bytes(run_dir / CHUNK_FILE, json.dumps(info, indent=2).encode())
             return None
         merge_pass1(st, group)
-        if gen and run_dir is not None and group.rank == 0 and p1.kept:
-            # the top rows are final: write the images pass 1 held while the thresholds and pass 2 run
-            tops = top_rows(t.images for t in st.merged_tops.values())
-            image_writer = ThreadPoolExecutor(1, thread_name_prefix="netdissect-images")
-            held = image_writer.submit(write_generated_images, run_dir, None, prep, probe,
-                                       [i for i in tops if i in p1.kept], None, 1, False, kept=p1.kept)
         t_thr = time.monotonic()
         if inputs.mode == "pnas":  # thresholds over the upsampled activations (algorithms.md section 2)
             for name in layers:
@@ -513,8 +511,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         t2 = time.monotonic()
         layer_results = st.results()
     finally:
-        if image_writer is not None:
-            image_writer.shutdown(wait=True)  # (its result, or its error, is read below)
+        if scan_worker is not None:
+            scan_worker.close()
         if st is not None:
             st.close()
         if cleanup is not None:
@@ -538,10 +536,12 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         if run_dir is not None:
             t3 = time.monotonic()
             if group.rank == 0:
-                done = set(held.result()) if held is not None else set()
-                rows = [i for i in top_rows(lr.top_images for lr in layer_results.values())
-                        if image_paths[i] not in done]  # those pass 1 did not hold (resumed, other ranks)
-                write_generated_images(run_dir, model, prep, probe, rows, cfg.device, cfg.batch_size, progress)
+                # the images pass 1 held, encoded here in the main thread (a writer thread beside pass 2
+                # fought it for the GIL: both ran slower than one after the other); the others (rows
+                # checkpointed before a resume, other ranks' rows) are generated again
+                rows = top_rows(lr.top_images for lr in layer_results.values())
+                write_generated_images(run_dir, model, prep, probe, rows, cfg.device, cfg.batch_size, progress,
+                                       kept=p1.kept)
             group.barrier()
             summary["timing_s"]["images"] = round(time.monotonic() - t3, 3)
             summary["dataset"]["images_in_run"] = IMAGES_IN_RUN

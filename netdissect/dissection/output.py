@@ -67,23 +67,44 @@ def write_generated_images(run_dir: Path, model, prep, probe, rows: list[int], d
     regenerated with ``model`` (batched, on ``device``: rows checkpointed before a resume, or
     other torchrun ranks' rows).  A PNG already there from an earlier attempt of the same run is
     written again (the same image).  Returns the paths written, relative to the images folder."""
+    import io
+    import os
+
     import numpy as np
     import torch
     from PIL import Image
     from tqdm.auto import tqdm
-
-    from netdissect.atomic import write_with
 
     root = Path(run_dir) / IMAGES_IN_RUN
     paths = generated_image_paths(probe)
     kept = kept or {}
     missing = [i for i in rows if i not in kept]
     written = []
+    folders = set()
     bar = tqdm(total=len(rows), desc="top images", unit="img", disable=not progress, dynamic_ncols=True)
 
     def save(i, img):
+        # encoded in memory, written beside the target and renamed onto it (the run folder is locked:
+        # no other writer), each folder made once: ~0.4 ms an image where a temporary file of
+        # tempfile's own, chmod and mkdir per image took ~1.2 ms
         rel = paths[i]
-        write_with(root / rel, lambda tmp: Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG"))
+        path = root / rel
+        if path.parent not in folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(path.parent)
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         written.append(rel)
         bar.update(1)
 

@@ -71,6 +71,11 @@ def pnas_thresholds(state, name: str, group, block_values: int = 1 << 22, memory
         raise DatasetError(f"--iou pnas needs one label size for every image; {state.probe.describe()} has "
                            f"{len(sizes)} ({sizes[:4]}): use --iou broden, or resize the masks")
     sh, sw = sizes[0]
+    streams = getattr(state, "pnas_streams", None)  # the scan made during pass 1 (every rank has the dict)
+    if streams is not None and memory is None:
+        stream = streams.get(name)
+        if all(group.gather(stream is not None and stream.ready(sizes))):
+            return stream.thresholds(group)
     kernels = kernel.pnas_kernels() if state.device.type == "cpu" else None
     if kernels is None:
         return _torch_thresholds(parts, name, group, sh, sw, block_values)
@@ -151,7 +156,12 @@ def _exact(scan, group, top_scan, q, plan):
             fill = np.zeros(C, np.int64)
             floor = np.full(C, -np.inf)
         top_scan(a, *scan.tables, buf, fill, floor, keep)
-    n = scan.count
+    return _exact_finish(C, scan.count, buf, fill, group, q, keep)
+
+
+def _exact_finish(C, n, buf, fill, group, q, keep):
+    """The thresholds from this rank's buffers (each row holding at least its ``keep`` largest of
+    ``n`` values) and every other rank's."""
     m = min(n, keep)  # every unit holds at least m values: all of them, until its first cut
     mine = np.empty((C, m))
     for k in range(C if m else 0):
@@ -171,6 +181,134 @@ def _exact(scan, group, top_scan, q, plan):
         part = np.partition(allv[k], [a_at, b_at])
         a[k], b[k] = part[a_at], part[b_at]
     return _interpolate(a, b, t)
+
+
+RAISE_AFTER = 0.05  # the share of a rank's rows an ExactStream scans before it raises its floors
+RAISE_MIN_ROWS = 64  # ... and at least this many (fewer draws estimate too loosely)
+RAISE_MARGIN = 2.0  # ... to leave about this many times the values the thresholds need above them
+
+
+class ExactStream:
+    """The exact mode's scan of layer ``name``, fed batch by batch during pass 1 (:meth:`add`, from the
+    forward pass's own float32 activations) on a background thread, so that it overlaps the forward
+    pass instead of reading the cache again after it.  The buffers keep every value above a floor
+    that only rises, whatever the order and grouping of the batches, so :meth:`thresholds` are the
+    very thresholds a scan of the cache gives.  :func:`pnas_thresholds` takes them from the stream
+    when every rank's is :meth:`ready`; else (a resumed run saw only some rows; the bounded mode; no
+    numba) it scans the cache as without one."""
+
+    def __init__(self, state, name: str, size, worker):
+        self.state, self.name, (self.sh, self.sw) = state, name, tuple(size)
+        self.worker = worker
+        self.rows = 0  # rows added
+        self.buf = self.fill = self.floor = self.tables = None
+        self.plan = None
+        self.failed = False
+        self.scanned = 0  # rows scanned
+        self.raised = None  # the floors raised once (see _raise_floor), float64 (C,)
+
+    def add(self, acts: np.ndarray) -> None:
+        """Queue the float32 (B, C, h, w) activations of B rows not skipped (kept, not copied: the
+        caller does not change them)."""
+        self.rows += len(acts)
+        self.worker.submit(self._scan, acts)
+
+    def _scan(self, acts) -> None:
+        if self.failed:
+            return
+        try:
+            if self.buf is None:
+                kernels = kernel.pnas_kernels()
+                if kernels is None:
+                    self.failed = True
+                    return
+                self.top_scan = kernels[0]
+                B, C, h, w = acts.shape
+                st = self.state
+                plan = pnas_plan(C, st.cfg.quantile, len(st.probe) * self.sh * self.sw, st.cfg.quantile_memory)
+                if plan["mode"] != "exact":
+                    self.failed = True  # the bounded mode needs several passes over the cache
+                    return
+                self.plan = plan
+                self.tables = UnitMasks(h, w, self.sh, self.sw).tables
+                self.buf = np.empty((C, plan["cap"]))
+                self.fill = np.zeros(C, np.int64)
+                self.floor = np.full(C, -np.inf)
+            self.top_scan(acts, *self.tables, self.buf, self.fill, self.floor, self.plan["keep"])
+            self.scanned += len(acts)
+            if self.raised is None and self.scanned >= max(RAISE_AFTER * self._rows(), RAISE_MIN_ROWS):
+                self._raise_floor()
+        except Exception:  # noqa: BLE001 - the scan of the cache after pass 1 reports it
+            self.failed = True
+
+    def _raise_floor(self) -> None:
+        """Raise each unit's floor, once, to just below the value that RAISE_MARGIN x q of the values
+        seen so far exceed (about twice as many as the thresholds need, the rows being draws of one
+        distribution): far above the floor the buffer's cuts would reach by then, so most of the
+        rest is never upsampled.  Only values at or below it are dropped from then on, and
+        :meth:`ready` checks that enough values above it were kept for the thresholds to be exact
+        (else the cache is scanned)."""
+        want = int(np.ceil(RAISE_MARGIN * self.state.cfg.quantile * self.scanned * self.sh * self.sw))
+        raised = np.full(len(self.fill), -np.inf)
+        for k, n in enumerate(self.fill):
+            if 1 <= want <= n:
+                row = self.buf[k, :n]
+                raised[k] = np.nextafter(np.partition(row, n - want)[n - want], -np.inf)
+                if raised[k] > self.floor[k]:  # keep only the values above it: room, fewer cuts
+                    above = row[row > raised[k]]
+                    self.buf[k, :len(above)] = above
+                    self.fill[k] = len(above)
+                    self.floor[k] = raised[k]
+        self.raised = raised
+
+    def _rows(self) -> int:
+        st = self.state
+        return st.hi - st.lo - sum(1 for i in st.skipped if st.lo <= i < st.hi)
+
+    def ready(self, sizes) -> bool:
+        """Whether the scan is whole: it saw every row not skipped, at the run's one label size."""
+        self.worker.join()
+        if self.failed or self.buf is None or self.rows != self._rows() or \
+                [tuple(s) for s in sizes] != [(self.sh, self.sw)]:
+            return False
+        if self.raised is not None:  # every value dropped is <= its unit's raised floor or below a cut:
+            m = min(self._rows() * self.sh * self.sw, self.plan["keep"])  # exact when m kept values exceed it
+            for k, n in enumerate(self.fill):
+                if np.count_nonzero(self.buf[k, :n] > self.raised[k]) < m:
+                    return False
+        return True
+
+    def thresholds(self, group) -> np.ndarray:
+        """The thresholds over every rank (every rank's stream :meth:`ready`)."""
+        out = _exact_finish(self.buf.shape[0], self._rows() * self.sh * self.sw, self.buf, self.fill, group,
+                            self.state.cfg.quantile, self.plan["keep"])
+        self.buf = None
+        return out
+
+
+class ScanWorker:
+    """One background thread running the streams' scans in order (the compiled kernels release the
+    GIL, so a scan runs beside the forward pass); at most ``backlog`` batches wait."""
+
+    def __init__(self, backlog: int = 8):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="netdissect-pnas")
+        self.pending, self.backlog = deque(), backlog
+
+    def submit(self, fn, arg) -> None:
+        self.pending.append(self.pool.submit(fn, arg))
+        while len(self.pending) > self.backlog:
+            self.pending.popleft().result()
+
+    def join(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 _FLIP = 0x7FFFFFFFFFFFFFFF

@@ -49,6 +49,8 @@ class RunState:
         self.phase, self.done = 1, self.lo
         self.all_skipped: dict[int, str] = {}
         self.all_unknown = 0
+        # layer -> pnas.ExactStream: the PNAS threshold scan fed by pass 1 (set by the engine)
+        self.pnas_streams: dict = {}
 
     # ---------------------------------------------------------- checkpoints
     @property
@@ -59,6 +61,9 @@ class RunState:
         return self.ckpt_path.exists()
 
     def save_checkpoint(self) -> None:
+        flush = getattr(self.source, "flush", None)  # the labels of the rows done are on disk before
+        if flush is not None:                        # the checkpoint says they are done
+            flush()
         for c in self.caches.values():
             c.flush()
         arrays = {"phase": np.int64(self.phase), "done": np.int64(self.done),
