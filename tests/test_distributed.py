@@ -13,7 +13,7 @@ import pytest
 
 from netdissect import dissect, load
 from netdissect.cli import main
-from netdissect.dissection.distributed import shard_rows
+from netdissect.dissection.distributed import assign_broadcast, shard_rows
 from netdissect.errors import NetDissectError
 from nets import ElementwiseNet
 
@@ -154,3 +154,21 @@ def test_unfinished_chunk_is_named(broken, tmp_path, capsys):
     assert "has not finished its pass 1" in capsys.readouterr().err
     with pytest.raises(NetDissectError, match="chunk must be I/N"):
         dissect(ElementwiseNet(), LAYERS, broken, out=tmp_path / "c", chunk="a/b", progress=False)
+
+
+def test_broadcast_writes_expanded_view_buffers():
+    """A buffer registered as an expanded view (stride 0) cannot take ``copy_``; the broadcast
+    writes it through the memory it owns, so every rank ends with rank 0's values."""
+    import torch
+
+    def net(fill):
+        m = torch.nn.Module()
+        m.register_buffer("scale", torch.full((1, 3, 1), fill).expand(4, 3, 5))
+        m.register_buffer("plain", torch.full((2,), fill))
+        return m
+
+    rank0, rank1 = net(1.0), net(0.0)
+    for key, t in rank1.state_dict().items():
+        assign_broadcast(t, rank0.state_dict()[key].contiguous())
+    assert torch.equal(rank1.scale, rank0.scale) and torch.equal(rank1.plain, rank0.plain)
+    assert rank1.scale.stride(0) == 0  # still the same expanded view, not replaced

@@ -165,7 +165,7 @@ class Group:
                 if buf.dtype == torch.bool:
                     buf = buf.to(torch.uint8)
                 dist.broadcast(buf, src=0)
-                t.copy_(buf.to(t.dtype))
+                assign_broadcast(t, buf)
 
     def merge_quantile(self, tq: TopQuantile, block_floats: int = 1 << 26) -> TopQuantile:
         """The exact merge of every rank's ``tq`` (which must share units, q, total and memory, so
@@ -228,3 +228,18 @@ def combine_counts(states: list[dict], units: int, concepts: int, categories: in
     for s in states:
         out.merge(IoUCounts(units, concepts, categories, device=device).load_state_dict(s))
     return out
+
+
+def assign_broadcast(t: torch.Tensor, buf: torch.Tensor) -> None:
+    """Write ``buf`` (a contiguous copy of rank 0's ``t``) into ``t`` in place.
+
+    A buffer may be an expanded view (stride 0 along a dimension, e.g. ``torch.ones(1).expand(8)``
+    registered as a buffer): ``copy_`` refuses to write to it, since several elements share one
+    memory location.  Such a tensor is written through the slice that owns its memory (index 0
+    along every stride-0 dimension), which rank 0's copy holds identically along that dimension."""
+    src = buf.to(device=t.device, dtype=t.dtype)
+    dst = t
+    for d in range(t.dim()):
+        if t.stride(d) == 0 and t.size(d) > 1:
+            dst, src = dst.narrow(d, 0, 1), src.narrow(d, 0, 1)
+    dst.copy_(src)
