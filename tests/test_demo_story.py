@@ -50,7 +50,7 @@ def test_the_page_quotes_the_steps_own_numbers(demo):
     rem = json.loads((demo / "gan-remove" / "removal.json").read_text())
     row = next(r for r in rem["rows"] if r["n"] == 20)
     assert f"removes {100 * row['share_removed']:.0f}% of its pixels" in page
-    assert re.search(r"conv5\s+128", page)  # the dissection's own table
+    assert re.search(r"conv5\s+256", page)  # the dissection's own table (zoo:scene-cnn-wide: 256 conv5 units)
 
 
 def test_the_edited_concept_is_the_object_with_most_layer4_detectors(demo):

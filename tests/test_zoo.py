@@ -34,7 +34,7 @@ def test_architectures_have_five_hookable_stages(name):
     assert y.shape == (2, len(SCENES))
     assert [outs[k].shape[-1] for k in range(1, 6)] == [56, 28, 14, 14, 14]
     assert all((o >= 0).all() for o in outs.values())  # after ReLU
-    assert sum(p.numel() for p in net.parameters()) < 1_000_000
+    assert sum(p.numel() for p in net.parameters()) < 1_500_000  # at most 3 MB in float16: the bundle stays small
 
 
 def test_bundle_is_small_and_baseline_is_there():

@@ -1,7 +1,7 @@
 """``netdissect demo``: the whole story on the embedded default, with nothing downloaded.
 
 1. **What units learned** (CVPR 2017): generates a probe set of the synthetic world
-   (seed 2017, never used in training), dissects every conv stage of ``zoo:scene-cnn`` and
+   (seed 2017, never used in training), dissects every conv stage of ``zoo:scene-cnn-wide`` and
    prints unique detectors per category per layer (``run/``).
 2. **What units do in a classifier** (PNAS 2020): ranks conv5's units by how much removing each
    one costs each scene class on a second world set (seed 2018), then removes the most important
@@ -26,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="dissect the bundled scene classifier on a fresh synthetic probe set",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="folder for the probe set and the run (default runs/demo)")
-    p.add_argument("--model", default="zoo:scene-cnn", help="a zoo model (default zoo:scene-cnn)")
+    p.add_argument("--model", default="zoo:scene-cnn-wide", help="a zoo model (default zoo:scene-cnn-wide)")
     p.add_argument("--n", type=int, default=1000, help="probe images (default 1000)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's input size)")
     p.add_argument("--quantile", type=float, default=0.005)

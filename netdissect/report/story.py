@@ -59,7 +59,8 @@ def _roles(root: Path, info: dict) -> str:
     return f"""<section><h2>2. What the units do in the classifier</h2>
 <p>The role of units (PNAS 2020): conv5's units are ranked, per scene class, by how much removing each one
 alone lowers that class's balanced accuracy on one world set; the most important are then removed together on
-another set. Units important to many classes tend to be the better object detectors.</p>
+another set. The second figure plots a unit's best IoU against the number of classes for which it is one of
+the 4 most important (PNAS Fig. 2; there, units important to more classes are the better detectors).</p>
 {figs}
 <p>{_link(root, info['dir'] + '/index.html', 'The unit-roles report: per-class removals, unit classifiers')}
 {'' if roles else '<span class="missing">(roles.json missing)</span>'}</p>

@@ -56,6 +56,10 @@ ZOO: dict[str, ZooEntry] = {
         _entry("scene-cnn-nodrop", "without dropout in the fc head", {"dropout": 0.0}),
         _entry("scene-cnn-gap", "wider conv5 (256 units), global average pooling + linear head",
                {"widths": (32, 64, 96, 96, 256), "head": "gap", "dropout": 0.0}),
+        # The demo's model: wider conv3-conv5 and random crops, so that scenes must be recognised from
+        # partial views (measured: many more distinct object/part detectors in conv5; docs/experiments.md).
+        _entry("scene-cnn-wide", "wider conv3-conv5 (128, 128, 256 units), random-crop augmentation, 3000 steps",
+               {"widths": (32, 64, 128, 128, 256)}, crop_scale=0.35, steps=3000),
         _entry("scene-cnn-seed1", "the baseline's recipe with another torch seed "
                "(initialisation, dropout, batch order)", torch_seed=1),
     ]
