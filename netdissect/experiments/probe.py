@@ -226,10 +226,15 @@ class ProbeTable:
 
         fig, ax = plt.subplots(figsize=(5, 3.8))
         task = self.info["task"]
-        for r in self.rows:
-            ax.scatter(r[task], r["balanced_accuracy"], s=36, color="#4e79a7")
-            ax.annotate(r["model"], (r[task], r["balanced_accuracy"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+        ys = [r["balanced_accuracy"] for r in self.rows]
+        near = 0.04 * (max(ys) - min(ys) or 1.0)  # labels of points closer than this would overlap
+        placed: list[tuple[float, float, bool]] = []
+        for r in sorted(self.rows, key=lambda r: (r[task], r["balanced_accuracy"])):
+            x, y = r[task], r["balanced_accuracy"]
+            ax.scatter(x, y, s=36, color="#4e79a7")
+            clash = any(abs(x - px) <= 1 and abs(y - py) < near and up for px, py, up in placed)
+            ax.annotate(r["model"], (x, y), fontsize=7, xytext=(4, -9 if clash else 3), textcoords="offset points")
+            placed.append((x, y, not clash))
         ax.set_xlabel(f"unique {task} detectors ({self.info['layer']})")
         ax.set_ylabel(f"held-out balanced accuracy ({self.info['task']} presence)")
         ax.set_title("discrimination vs interpretability", fontsize=10)

@@ -151,6 +151,7 @@ class TrainingTable:
             ax2.bar(names, v, bottom=bottom, color=colors[c], label=c)
             bottom += v
         ax2.set_ylabel("unique detectors")
+        ax2.set_ylim(0, max(bottom.max(), 1) * 1.06)  # zero-height top segments would pin the top at the max
         ax2.set_title(f"per model ({self.info['layer']})", fontsize=10)
         ax2.tick_params(axis="x", rotation=35, labelsize=7)
         for lab in ax2.get_xticklabels():
