@@ -2,7 +2,7 @@
 
     python scripts/zoo_experiments.py --out runs/zoo-experiments          # 1000 probe images, seed 2017
 
-For zoo:scene-cnn untrained (same architecture, torch's default init), its
+For zoo:scene-cnn and zoo:scene-cnn-wide untrained (same architectures, torch's default init, seed 0), its
 training snapshots, the trained baseline, and the variants (batch norm, no
 dropout, wide conv5 with GAP), this writes one run per model (all five conv
 stages), ``experiments.md`` (unique detectors per category per layer), and
@@ -34,7 +34,7 @@ def main() -> None:
     if not (probe / "index.csv").exists():
         write_world(probe, n=args.n, seed=PROBE_SEED, size=112, overwrite=True)
 
-    models = [("scene-cnn-untrained", "zoo:scene-cnn", "none")]
+    models = [("scene-cnn-untrained", "zoo:scene-cnn", "none"), ("scene-cnn-wide-untrained", "zoo:scene-cnn-wide", "none")]
     models += [(name, f"zoo:{name}", None) for name in ZOO if weights_path(name).exists()]
     summaries = {}
     for label, spec, weights in models:
