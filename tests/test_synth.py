@@ -213,3 +213,15 @@ def test_synth_out_must_name_a_folder(tmp_path, monkeypatch, capsys, out):
     err = capsys.readouterr().err
     assert ("--out must name" in err or "must be a named folder" in err) and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_color_table_is_the_nearest_prototype_in_lab():
+    """The tabulated map equals the plain nearest-prototype rule (dense distances, argmin) on a
+    random sample of the grid's cells, so the fast table build changes no colour label."""
+    from netdissect.data.synth.colors import _LEVELS, _STEP, PROTOTYPES, color_table, rgb_to_lab
+
+    cells = np.random.default_rng(0).integers(0, _LEVELS, size=(5000, 3))
+    lab = rgb_to_lab(cells * _STEP + (_STEP - 1) / 2.0)
+    d = ((lab[:, None, :] - rgb_to_lab(PROTOTYPES[:, 1:])[None]) ** 2).sum(-1)
+    expected = PROTOTYPES[d.argmin(1), 0].astype(np.uint8)
+    assert np.array_equal(color_table()[cells[:, 0], cells[:, 1], cells[:, 2]], expected)
