@@ -2,6 +2,7 @@
 
     python benchmarks/bench_segment.py                    # zoo:scene-cnn conv5, 1000 world images, zoo:world-seg+color
     python benchmarks/bench_segment.py --n 300
+    python benchmarks/bench_segment.py --model torchvision:resnet18 --weights none --layer layer4 --size 224 --n 500
 
 - ``forward``: the model's plain forward pass over the image folder (same loader, workers, batch 64).
 - ``forward_seg``: the same plus the segmenter on every batch (the floor of a first run).
@@ -30,6 +31,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--model", default="zoo:scene-cnn")
+    p.add_argument("--weights", default=None, help="e.g. none for torchvision:resnet18 with random weights")
+    p.add_argument("--size", type=int, default=112, help="image size of the generated folder (default 112)")
     p.add_argument("--layer", default="conv5")
     p.add_argument("--segmenter", default="zoo:world-seg+color")
     p.add_argument("--repeat", type=int, default=1)
@@ -46,13 +49,13 @@ def main() -> int:
     from netdissect.probe.folder import ImageFolder
     from netdissect.segment import checked_segment, load_segmenter
 
-    root = HERE / "out" / f"seg_images_{a.n}"
+    root = HERE / "out" / (f"seg_images_{a.n}" if a.size == 112 else f"seg_images_{a.n}_{a.size}px")
     if not root.exists():
         (root / "x").mkdir(parents=True)
         for i in range(a.n):
-            Image.fromarray(make_sample(2017, i, 112).image).save(root / "x" / f"{i:05d}.jpg", quality=92)
+            Image.fromarray(make_sample(2017, i, a.size).image).save(root / "x" / f"{i:05d}.jpg", quality=92)
     probe = ImageFolder(root)
-    model, prep = load_model(a.model)
+    model, prep = load_model(a.model, a.weights)
     model.eval()
     seg = load_segmenter(a.segmenter)
     size = (probe.shape[0] // 4, probe.shape[1] // 4)
@@ -80,7 +83,7 @@ def main() -> int:
             thr_times.append(time.perf_counter() - t)
 
     engine.pnas_thresholds = timed
-    out = {"n": a.n, "model": a.model, "layer": a.layer, "segmenter": a.segmenter, "threads": torch.get_num_threads()}
+    out = {"n": a.n, "model": a.model, "weights": a.weights, "size": a.size, "layer": a.layer, "segmenter": a.segmenter, "threads": torch.get_num_threads()}
     spread: dict[str, list] = {}
 
     def best_of(key, f):
@@ -97,7 +100,7 @@ def main() -> int:
             shutil.rmtree(work / "cache", ignore_errors=True)
         shutil.rmtree(work / "run", ignore_errors=True)
         t = time.perf_counter()
-        r = dissect(a.model, [a.layer], images=root, segmenter=a.segmenter, label_cache=work / "cache",
+        r = dissect(a.model, [a.layer], images=root, weights=a.weights, segmenter=a.segmenter, label_cache=work / "cache",
                     out=work / "run", num_workers=a.workers, progress=False)
         out.setdefault("timing_first" if fresh else "timing_second", r.summary["timing_s"])
         return time.perf_counter() - t
@@ -115,7 +118,8 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=2))
     (HERE / "out").mkdir(exist_ok=True)
-    (HERE / "out" / "bench_segment.json").write_text(json.dumps(out, indent=2))
+    name = "bench_segment" if a.model == "zoo:scene-cnn" else f"bench_segment_{a.model.split(':')[-1]}"
+    (HERE / "out" / f"{name}.json").write_text(json.dumps(out, indent=2))
     return 0
 
 
