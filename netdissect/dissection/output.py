@@ -93,7 +93,9 @@ def write_generated_images(run_dir: Path, model, prep, probe, rows: list[int], d
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
         buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
+        # zlib level 1: 1.2 ms against 3.9 ms at PIL's default 6 for a 128 px world image, and the
+        # same size within 3% (measured); the encoding was most of writing a run's top images
+        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=1)
         tmp = f"{path}.tmp"
         try:
             with open(tmp, "wb") as f:
