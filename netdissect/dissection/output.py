@@ -93,8 +93,8 @@ def write_generated_images(run_dir: Path, model, prep, probe, rows: list[int], d
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
         buf = io.BytesIO()
-        # zlib level 1: 1.2 ms against 3.9 ms at PIL's default 6 for a 128 px world image, and the
-        # same size within 3% (measured); the encoding was most of writing a run's top images
+        # zlib level 1 (measured against PIL's default 6): a 128 px world image 1.2 ms against 3.9 ms
+        # at the same size within 3%; a 64 px world-gan sample 0.63 against 0.95 ms, 14% larger
         Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=1)
         tmp = f"{path}.tmp"
         try:
