@@ -64,6 +64,10 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
             ms.append(v.mean())
             ses.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
         ax.errorbar(xs, ms, yerr=ses, fmt="o-", capsize=3)
+        ax.set_xticks(xs)  # counts of classes: whole numbers
+        for c, m in zip(xs, ms):
+            ax.annotate(f"{int((counts == c).sum())} units", (c, m), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7)
         ax.set_xlabel(f"classes for which the unit is in the top {summary['top_k']}")
         ax.set_ylabel("best IoU (mean, s.e.)")
         figs["importance_vs_iou"] = _save(fig, out, "importance_vs_iou")
