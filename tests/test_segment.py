@@ -278,3 +278,36 @@ def test_cli_images_segmenter_and_segmenters(folder, tmp_path, capsys):
     code = main(["dissect", "--model", f"{tests}/nets.py:elementwise_net", "--layer", "units2",
                  "--images", str(folder / "img"), "--out", str(tmp_path / "r2")])
     assert code != 0 and "needs --segmenter" in capsys.readouterr().err
+
+
+def test_label_writer_answers_from_memory_and_reports_a_failed_write(tmp_path):
+    """Labels are written by a thread: until then they are read from memory; after ``flush`` they
+    are files; a write that fails is raised (naming the cache) by ``flush``, not lost."""
+    import pickle
+
+    from netdissect.concepts.cache import LabelCache
+    from netdissect.concepts.segmenter import _CacheWriter
+
+    cache = LabelCache(tmp_path / "cache", {"test": 1})
+    w = _CacheWriter(cache, depth=2)
+    planes = [np.full((1, 4, 4), k, np.int16) for k in range(5)]
+    for k, p in enumerate(planes):
+        w.put(f"row{k}", p)
+        assert w.holds(f"row{k}") or cache.has(f"row{k}")
+    w.flush()
+    assert not w.holds("row0") and w._thread is None
+    for k, p in enumerate(planes):
+        np.testing.assert_array_equal(cache.get(f"row{k}"), p)
+    copy = pickle.loads(pickle.dumps(w))  # what a loader worker started by spawn gets: works on its own
+    copy.put("row9", planes[0])
+    copy.flush()
+    assert cache.has("row9")
+
+    def broken(stamp, planes):
+        raise OSError("disk full")
+
+    cache.put = broken
+    w.put("row5", planes[0])
+    with pytest.raises(NetDissectError, match="could not write labels to the label cache .*disk full"):
+        w.flush()
+    w.flush()  # raised once; the writer is usable again
