@@ -23,17 +23,17 @@ import socket
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
+from browser_support import PageWatch, launch_chromium, needs_chromium
+
 sync_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (run `make browser`)")
+pytestmark = needs_chromium
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
@@ -87,40 +87,24 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
-        yield b
-        b.close()
+    yield from launch_chromium(sync_api)
 
 
-class Watch:
-    """Every request, console error, failed response and render body of a page; other hosts blocked."""
+class Watch(PageWatch):
+    """The app: its own server on 127.0.0.1 and data URLs only; records the bodies the page POSTs."""
+
+    where = "127.0.0.1"
 
     def __init__(self, page):
-        self.requests, self.outside, self.errors, self.bad, self.bodies = [], [], [], [], []
-        page.route("**/*", self._route)
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("response", lambda r: self.bad.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.on("requestfailed", lambda r: self.bad.append(f"failed {r.url}"))
+        self.bodies = []
+        super().__init__(page)
 
-    def _route(self, route):
-        req = route.request
-        self.requests.append(req.url)
-        u = urlparse(req.url)
-        if u.scheme == "data":
-            return route.continue_()
-        if u.scheme != "http" or u.hostname != "127.0.0.1":
-            self.outside.append(req.url)
-            return route.abort()
-        if req.method == "POST":
-            self.bodies.append((u.path, json.loads(req.post_data)))
-        return route.continue_()
+    def allowed(self, u) -> bool:
+        return u.scheme == "data" or (u.scheme == "http" and u.hostname == "127.0.0.1")
 
-    def check(self):
-        assert not self.outside, f"requests leaving 127.0.0.1: {self.outside}"
-        assert not self.errors, f"console errors: {self.errors}"
-        assert not self.bad, f"failed requests: {self.bad}"
+    def seen(self, route, u) -> None:
+        if route.request.method == "POST":
+            self.bodies.append((u.path, json.loads(route.request.post_data)))
 
 
 def decode(url: str) -> np.ndarray:

@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from netdissect.report import write_report
+from browser_support import PageWatch, launch_chromium, needs_chromium
 from report_fixture import make_dataset, make_run
 
-CHROMIUM = "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} missing (run `make browser`)")
+pytestmark = needs_chromium
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
@@ -60,40 +59,11 @@ def server(report):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-background-networking"])
-        yield b
-        b.close()
+    yield from launch_chromium(sync_api)
 
 
-class Watch:
-    """Records every request, failed response and console error of a page; blocks other hosts."""
-
-    def __init__(self, page):
-        self.requests, self.outside, self.errors, self.bad = [], [], [], []
-        page.route("**/*", self._route)
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("response", lambda r: self.bad.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.on("requestfailed", lambda r: self.bad.append(f"failed {r.url}"))
-
-    def _route(self, route):
-        url = route.request.url
-        self.requests.append(url)
-        u = urlparse(url)
-        if u.scheme in ("http", "https", "ws", "wss") and u.hostname != "127.0.0.1":
-            self.outside.append(url)
-            return route.abort()
-        if u.scheme not in ("http", "file", "data"):
-            self.outside.append(url)
-            return route.abort()
-        return route.continue_()
-
-    def check(self):
-        assert not self.outside, f"requests leaving the machine: {self.outside}"
-        assert not self.errors, f"console errors: {self.errors}"
-        assert not self.bad, f"failed requests: {self.bad}"
+class Watch(PageWatch):
+    """The report is offline: local files and 127.0.0.1 only."""
 
 
 def save_shot(page, tmp_path: Path, name: str) -> Path:

@@ -13,7 +13,6 @@ import base64
 import functools
 import http.server
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +22,12 @@ from PIL import Image
 
 from netdissect.probe.folder import ImageFolder
 from netdissect.report import write_report
-from test_report_browser import CHROMIUM, Watch, _Quiet, canvas_pixels, images_loaded, save_shot, sync_api
+from browser_support import launch_chromium, needs_chromium
+from test_report_browser import Watch, _Quiet, canvas_pixels, images_loaded, save_shot, sync_api
 from test_report_images import SIZE, as_tile, dissect_folder, generated, make_generator_run, make_photos, \
     tile_of, top_rows
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} missing (run `make browser`)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +67,7 @@ def serve():
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
-        yield b
-        b.close()
+    yield from launch_chromium(sync_api)
 
 
 def _kept_region(data, u, j):
