@@ -212,3 +212,18 @@ def test_non_finite_activations_are_refused():
         net[0].bias.fill_(float("nan"))
     with pytest.raises(ActivationError, match="NaN or infinite activations on images 0..3"):
         Evaluator(net, "0", progress=False).activations(_data(4, 16, 3)[0])
+
+
+def test_dissection_of_another_model_is_refused(world, tmp_path, capsys):
+    """--dissection must be a run of these very weights: a same-width layer of another model (the
+    baseline's second seed) would label the units with the wrong concepts without any error."""
+    run = tmp_path / "seed1"
+    assert main(["dissect", "--model", "zoo:scene-cnn-seed1", "--layer", "conv4", "--dataset", str(world / "val"),
+                 "--out", str(run), "--no-report", "--quiet"]) == 0
+    base = ["ablate", "--layer", "conv4", "--train", str(world / "train"), "--val", str(world / "val"),
+            "--dissection", str(run), "--sizes", "1", "--limit", "20", "--quiet"]
+    assert main(base + ["--model", "zoo:scene-cnn", "--out", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "was made with zoo:scene-cnn-seed1" in err and "not with zoo:scene-cnn" in err and len(err.splitlines()) == 1
+    assert main(base + ["--model", "zoo:scene-cnn-seed1", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "roles.json").read_text())["unit_labels"]

@@ -129,7 +129,7 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
         counts[order[y, :TOP_K]] += 1
     ious = labels = None
     if dissection is not None:
-        ious, labels = _dissection_units(dissection, layer, C)
+        ious, labels = _dissection_units(dissection, layer, C, model, model_spec)
     summary = {
         "format": "netdissect-roles", "version": 1, "model": str(model_spec), "weights": weights, "layer": layer,
         "classes": class_names, "units": C, "mode": ev.mode, "why_full_passes": ev.why_full,
@@ -155,9 +155,19 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     return summary
 
 
-def _dissection_units(run_dir, layer: str, C: int):
+def _dissection_units(run_dir, layer: str, C: int, model=None, model_spec=None):
+    """Best IoU and label of each unit of ``layer`` in the dissection ``run_dir``, which must have
+    dissected these very weights (its summary.json's model digest): another model's labels, even
+    of a layer as wide, would be silently wrong."""
     from netdissect.dissection import load
+    from netdissect.models import model_identity
     res = load(run_dir)
+    made = (res.summary.get("model") or {}) if isinstance(res.summary, dict) else {}
+    if model is not None and made.get("sha256") and made["sha256"] != model_identity(model):
+        raise NetDissectError(f"dissection {run_dir} was made with {made.get('spec', 'another model')} "
+                              f"(weights digest {made['sha256']}), not with {model_spec or 'this model'} "
+                              f"(digest {model_identity(model)}): dissect this model's {layer!r} first "
+                              "(netdissect dissect --model ... --layer ...) and pass that run")
     if layer not in res:
         raise NetDissectError(f"dissection {run_dir} has no layer {layer!r} (it has {', '.join(res)})")
     units = res[layer].units
