@@ -225,5 +225,6 @@ def test_dissection_of_another_model_is_refused(world, tmp_path, capsys):
     assert main(base + ["--model", "zoo:scene-cnn", "--out", str(tmp_path / "a")]) != 0
     err = capsys.readouterr().err.strip()
     assert "was made with zoo:scene-cnn-seed1" in err and "not with zoo:scene-cnn" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a" / "cache").exists()  # refused before any ablation was computed
     assert main(base + ["--model", "zoo:scene-cnn-seed1", "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "roles.json").read_text())["unit_labels"]

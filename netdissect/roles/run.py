@@ -84,6 +84,8 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     size = size or zsize
     K = len(class_names)
     model.to(device)
+    # the dissection is checked before any work: its model and layer here, its width once known
+    dissected = None if dissection is None else _dissected_units(dissection, layer, model, model_spec)
     ev = Evaluator(model, layer, prep, batch_size=batch_size, device=device, fast=fast, progress=progress)
     splits = {}
     for name, root in (("train", train), ("val", val)):
@@ -97,6 +99,9 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     for s in splits.values():
         s["acts"] = ev.activations(s["images"], desc=f"{layer} on {Path(s['root']).name}")
     C = splits["train"]["acts"].shape[1]
+    if dissected is not None and len(dissected) != C:
+        raise NetDissectError(f"dissection {dissection} layer {layer!r} has {len(dissected)} units, "
+                              f"the model's has {C}")
     sizes = _parse_sizes(sizes, C)
     tables = {}
     for name, s in splits.items():
@@ -128,8 +133,8 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     for y in range(K):
         counts[order[y, :TOP_K]] += 1
     ious = labels = None
-    if dissection is not None:
-        ious, labels = _dissection_units(dissection, layer, C, model, model_spec)
+    if dissected is not None:
+        ious, labels = dissected["iou"].astype(float).tolist(), [str(v) for v in dissected["label"]]
     summary = {
         "format": "netdissect-roles", "version": 1, "model": str(model_spec), "weights": weights, "layer": layer,
         "classes": class_names, "units": C, "mode": ev.mode, "why_full_passes": ev.why_full,
@@ -155,25 +160,22 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     return summary
 
 
-def _dissection_units(run_dir, layer: str, C: int, model=None, model_spec=None):
-    """Best IoU and label of each unit of ``layer`` in the dissection ``run_dir``, which must have
-    dissected these very weights (its summary.json's model digest): another model's labels, even
-    of a layer as wide, would be silently wrong."""
+def _dissected_units(run_dir, layer: str, model, model_spec):
+    """The units table of ``layer`` in the dissection ``run_dir``, which must have dissected these
+    very weights (summary.json's model digest): another model's labels, even of a layer as wide,
+    would be silently wrong."""
     from netdissect.dissection import load
     from netdissect.models import model_identity
     res = load(run_dir)
-    made = (res.summary.get("model") or {}) if isinstance(res.summary, dict) else {}
-    if model is not None and made.get("sha256") and made["sha256"] != model_identity(model):
+    made, ours = res.summary.get("model") or {}, model_identity(model)
+    if made.get("sha256") and made["sha256"] != ours:
         raise NetDissectError(f"dissection {run_dir} was made with {made.get('spec', 'another model')} "
                               f"(weights digest {made['sha256']}), not with {model_spec or 'this model'} "
-                              f"(digest {model_identity(model)}): dissect this model's {layer!r} first "
+                              f"(digest {ours}): dissect this model's {layer!r} first "
                               "(netdissect dissect --model ... --layer ...) and pass that run")
     if layer not in res:
         raise NetDissectError(f"dissection {run_dir} has no layer {layer!r} (it has {', '.join(res)})")
-    units = res[layer].units
-    if len(units) != C:
-        raise NetDissectError(f"dissection {run_dir} layer {layer!r} has {len(units)} units, the model's has {C}")
-    return units["iou"].astype(float).tolist(), [str(v) for v in units["label"]]
+    return res[layer].units
 
 
 def read_ablation(run_dir) -> dict:
