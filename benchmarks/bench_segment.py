@@ -83,7 +83,8 @@ def main() -> int:
             thr_times.append(time.perf_counter() - t)
 
     engine.pnas_thresholds = timed
-    out = {"n": a.n, "model": a.model, "weights": a.weights, "size": a.size, "layer": a.layer, "segmenter": a.segmenter, "threads": torch.get_num_threads()}
+    out = {"n": a.n, "model": a.model, "weights": a.weights, "size": a.size, "layer": a.layer,
+           "segmenter": a.segmenter, "threads": torch.get_num_threads()}
     spread: dict[str, list] = {}
 
     def best_of(key, f):
@@ -100,8 +101,8 @@ def main() -> int:
             shutil.rmtree(work / "cache", ignore_errors=True)
         shutil.rmtree(work / "run", ignore_errors=True)
         t = time.perf_counter()
-        r = dissect(a.model, [a.layer], images=root, weights=a.weights, segmenter=a.segmenter, label_cache=work / "cache",
-                    out=work / "run", num_workers=a.workers, progress=False)
+        r = dissect(a.model, [a.layer], images=root, weights=a.weights, segmenter=a.segmenter,
+                    label_cache=work / "cache", out=work / "run", num_workers=a.workers, progress=False)
         out.setdefault("timing_first" if fresh else "timing_second", r.summary["timing_s"])
         return time.perf_counter() - t
 
