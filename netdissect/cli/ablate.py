@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="labelled dataset ranking the units (Broden folder or class folders)")
     p.add_argument("--val", required=True, help="held-out labelled dataset the removals are measured on")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--dissection", default=None, help="a dissection run of the same model (same weights) and layer: unit labels and IoU")
+    p.add_argument("--dissection", default=None,
+                   help="a dissection run of the same model (same weights) and layer: unit labels and IoU")
     p.add_argument("--classes", default=None, help="the model's class names (comma list or file); zoo models know theirs")
     p.add_argument("--size", type=int, default=None, help="image side the model takes (zoo models know theirs)")
     p.add_argument("--sizes", type=sizes_arg, default=[1, 2, 4, 8, 16, 20, 32, 64],
