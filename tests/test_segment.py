@@ -280,34 +280,68 @@ def test_cli_images_segmenter_and_segmenters(folder, tmp_path, capsys):
     assert code != 0 and "needs --segmenter" in capsys.readouterr().err
 
 
-def test_label_writer_answers_from_memory_and_reports_a_failed_write(tmp_path):
-    """Labels are written by a thread: until then they are read from memory; after ``flush`` they
-    are files; a write that fails is raised (naming the cache) by ``flush``, not lost."""
+def test_label_cache_packs_one_file_per_flush_and_reports_a_failed_write(tmp_path, monkeypatch):
+    """Labels wait in memory until ``flush`` writes them as one pack (planes + keys); another
+    process (a new object, a pickled copy as a spawned loader worker gets) finds them; a pack whose
+    keys are missing, or that disagrees, is not read; a failed write is raised naming the cache."""
     import pickle
 
+    from netdissect.concepts import cache as cache_mod
     from netdissect.concepts.cache import LabelCache
-    from netdissect.concepts.segmenter import _CacheWriter
+    from netdissect.concepts.segmenter import SegmenterLabels
 
     cache = LabelCache(tmp_path / "cache", {"test": 1})
-    w = _CacheWriter(cache, depth=2)
-    planes = [np.full((1, 4, 4), k, np.int16) for k in range(5)]
+    planes = [np.full((2, 4, 4), k, np.uint8) for k in range(5)]
     for k, p in enumerate(planes):
-        w.put(f"row{k}", p)
-        assert w.holds(f"row{k}") or cache.has(f"row{k}")
-    w.flush()
-    assert not w.holds("row0") and w._thread is None
+        cache.put(f"row{k}", p)
+        assert cache.has(f"row{k}")
+    np.testing.assert_array_equal(cache.get("row3"), planes[3])  # from memory
+    assert not list(cache.packs.iterdir())
+    with pytest.raises(NetDissectError, match="not yet written"):
+        pickle.dumps(cache)
+    cache.flush()
+    assert sorted(p.name.split(".", 1)[1] for p in cache.packs.iterdir()) == ["keys.npy", "npy"]
+    other = LabelCache(tmp_path / "cache", {"test": 1})
+    assert other.key == cache.key and not other.has("row9")
     for k, p in enumerate(planes):
-        np.testing.assert_array_equal(cache.get(f"row{k}"), p)
-    copy = pickle.loads(pickle.dumps(w))  # what a loader worker started by spawn gets: works on its own
+        np.testing.assert_array_equal(other.get(f"row{k}"), p)
+    copy = pickle.loads(pickle.dumps(cache))
+    np.testing.assert_array_equal(copy.get("row4"), planes[4])
     copy.put("row9", planes[0])
     copy.flush()
-    assert cache.has("row9")
+    assert cache.get("row9") is not None  # written by another object: found when missed
+    assert LabelCache(tmp_path / "cache", {"test": 2}).get("row0") is None  # another identity
+    # a pack without its keys (a writer killed between the two files) or with too few keys is not read
+    np.save(cache.packs / "half.npy", np.stack(planes))
+    np.save(cache.packs / "bad.npy", np.stack(planes))
+    np.save(cache.packs / "bad.keys.npy", np.zeros((3, 16), np.uint8))
+    fresh = LabelCache(tmp_path / "cache", {"test": 1})
+    assert fresh.get("row1") is not None and len(fresh._arrays) == 2
 
-    def broken(stamp, planes):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    src = SegmenterLabels(load_segmenter("color"), ImageFolder(tmp_path / "img"), cache_dir=tmp_path / "c2")
+
+    def broken(path, data):
         raise OSError("disk full")
 
-    cache.put = broken
-    w.put("row5", planes[0])
+    src.cache.put("x", planes[0])
+    monkeypatch.setattr(cache_mod, "_atomic", broken)
     with pytest.raises(NetDissectError, match="could not write labels to the label cache .*disk full"):
-        w.flush()
-    w.flush()  # raised once; the writer is usable again
+        src.flush()
+
+
+def test_file_stamp_tells_a_relinked_file_apart(tmp_path):
+    """A link repointed to another file of the same size and time gets another stamp (the inode)."""
+    from netdissect.probe.folder import file_stamp
+
+    for name in ("x.png", "y.png"):
+        (tmp_path / name).write_bytes(b"12345678")
+        os.utime(tmp_path / name, ns=(5, 5))
+    link = tmp_path / "l.png"
+    link.symlink_to(tmp_path / "x.png")
+    before = file_stamp(link)
+    link.unlink()
+    link.symlink_to(tmp_path / "y.png")
+    assert file_stamp(link) != before and file_stamp(link) == file_stamp(link)
+    assert file_stamp(tmp_path / "gone.png").endswith("missing")

@@ -28,6 +28,9 @@ class ConceptSource:
     # True: pass 1 runs the model's whole forward and calls ``observe`` with its *output* as an
     # RGB image (a generator's: :class:`netdissect.concepts.generated.GeneratedLabels`)
     needs_output = False
+    #: ``load`` only slices labels already in memory (memory-mapped): pass 2 then reads them in
+    #: the main process, as loader workers would cost more to start and feed than they save
+    loads_from_memory = False
 
     def identity(self) -> dict:
         raise NotImplementedError

@@ -1,17 +1,24 @@
 """The on-disk label cache: a segmenter's label planes of each image, computed once.
 
     >>> cache = LabelCache(default_cache_dir(), {"segmenter": {...}, "seg_size": [56, 56]})  # doctest: +SKIP
-    >>> cache.put(stamp, planes); cache.get(stamp)                                         # doctest: +SKIP
+    >>> cache.put(stamp, planes); cache.flush(); cache.get(stamp)                          # doctest: +SKIP
 
 A cache folder ``<root>/<key>/`` holds the labels of one segmenter at one
 setting: ``key`` is a hash of the identity (the segmenter's identity with its
-weights hash and options, the label size, the probe's image size and crop).
-Inside, one ``.npy`` per image (uint8 when the concepts fit, else uint16),
-named by a hash of the image file's resolved path, size and modification
-time: a changed image gets a new entry and a stale one is never read.  Each
-entry is written atomically (temporary file, then rename), so processes
-sharing a cache (torchrun ranks, several runs) never see half a file.
-``identity.json`` beside the entries says what the folder holds.
+weights hash and options, the label size, the probe's image size and crop,
+and the cache layout).  An image's labels (uint8 when the concepts fit, else
+uint16) are found by the digest of its stamp: the image file's resolved
+path, size, modification time and inode, so a changed image gets a new entry
+and a stale one is never read.  They are stored in packs, not one file per
+image: ``packs/<name>.npy`` holds the planes (n, P, sh, sw) of the n images
+labelled between two flushes (pass 1 flushes at each checkpoint and at its
+end), ``packs/<name>.keys.npy`` their stamps' digests (n, 16 bytes).  Each
+file is written atomically (temporary file, then rename), the keys last, and
+a pack counts only once both are there and agree, so processes sharing a
+cache (torchrun ranks, several runs) never see half a pack.  Reading is one
+dictionary lookup and a slice of a memory-mapped pack: a second run reads its
+labels without opening a file per image.  ``identity.json`` beside
+``packs/`` says what the folder holds.
 
 A generator's labels (:class:`RowLabelCache`, used by
 :class:`netdissect.concepts.generated.GeneratedLabels`) are rows of one
@@ -63,43 +70,133 @@ def label_dtype(concepts: int):
 
 
 class LabelCache:
-    """Label planes per image file under ``root``, for one ``identity`` (see the module)."""
+    """Label planes per image, keyed by the image's stamp, under ``root`` for one ``identity``
+    (see the module): ``put`` buffers, ``flush`` writes the buffered planes as one pack.
+
+    >>> cache = LabelCache(root, identity); cache.put(stamp, planes); cache.flush()   # doctest: +SKIP
+    >>> cache.has(stamp), cache.get(stamp)                                          # doctest: +SKIP
+    """
+
+    FLUSH_ROWS = 4096  # images held in memory at most before they are written
+    LAYOUT = 2  # 1: one .npy per image; 2: packs (a different key: old folders are not read)
 
     def __init__(self, root, identity: dict):
         self.root = Path(root)
         self.identity = identity
-        self.key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+        keyed = {**identity, "layout": self.LAYOUT}
+        self.key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
         self.dir = self.root / self.key
+        self.packs = self.dir / "packs"
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.packs.mkdir(parents=True, exist_ok=True)
             ident = self.dir / "identity.json"
             if not ident.exists():
-                self._atomic(ident, json.dumps(identity, indent=2, sort_keys=True).encode())
+                self._atomic(ident, json.dumps(keyed, indent=2, sort_keys=True).encode())
         except OSError as exc:
             raise NetDissectError(f"label cache {self.root}: cannot write there ({exc}); choose another "
                                   "folder with --label-cache DIR") from None
-        self.hits = self.misses = 0
+        self._reset()
 
-    def path(self, stamp: str) -> Path:
-        h = hashlib.sha256(stamp.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-        return self.dir / h[:2] / f"{h}.npy"
+    def _reset(self) -> None:
+        self._pending: dict[bytes, np.ndarray] = {}
+        self._index: dict[bytes, tuple[int, int]] = {}  # stamp digest -> (pack number, row)
+        self._arrays: list = []  # the packs' planes, memory-mapped
+        self._seen: set[str] = set()
+        self._mtime: int | None = None
+
+    @staticmethod
+    def digest(stamp: str) -> bytes:
+        return hashlib.sha256(stamp.encode("utf-8", "surrogateescape")).digest()[:16]
+
+    def _scan(self, force: bool = False) -> None:
+        """Index the packs written since the last scan (by another process): by default only when
+        the folder's modification time moved. A pack whose files cannot be read or disagree is
+        left out."""
+        try:
+            mtime = os.stat(self.packs).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._mtime and not force:
+            return
+        self._mtime = mtime
+        for keys_path in sorted(self.packs.glob("*.keys.npy")):
+            name = keys_path.name[:-len(".keys.npy")]
+            if name not in self._seen:
+                self._add(name)
+
+    def _add(self, name: str) -> None:
+        try:
+            keys = np.load(self.packs / f"{name}.keys.npy", allow_pickle=False)
+            planes = np.load(self.packs / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return
+        if keys.ndim != 2 or keys.shape[1] != 16 or planes.ndim != 4 or len(planes) != len(keys):
+            return
+        self._seen.add(name)
+        n = len(self._arrays)
+        self._arrays.append(planes)
+        for row, k in enumerate(keys):
+            self._index[k.tobytes()] = (n, row)
+
+    def _where(self, stamp: str, force: bool):
+        d = self.digest(stamp)
+        hit = self._index.get(d)
+        if hit is None and d not in self._pending:
+            self._scan(force)
+            hit = self._index.get(d)
+        return d, hit
 
     def has(self, stamp: str) -> bool:
-        return self.path(stamp).is_file()
+        d, hit = self._where(stamp, False)
+        return hit is not None or d in self._pending
 
     def get(self, stamp: str) -> np.ndarray | None:
-        """The planes (P, sh, sw) stored for ``stamp``, or None (none, or an unreadable entry)."""
+        """The planes (P, sh, sw) stored for ``stamp``, or None (none, or an unreadable pack)."""
+        d = self.digest(stamp)
+        if d in self._pending:
+            return self._pending[d]
+        d, hit = self._where(stamp, True)
+        if hit is None:
+            return None
         try:
-            return np.load(self.path(stamp), allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+            return np.array(self._arrays[hit[0]][hit[1]])
+        except (OSError, ValueError):
             return None
 
     def put(self, stamp: str, planes: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(planes))
-        path = self.path(stamp)
-        path.parent.mkdir(exist_ok=True)
-        self._atomic(path, buf.getvalue())
+        self._pending[self.digest(stamp)] = np.ascontiguousarray(planes)
+        if len(self._pending) >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered planes as one pack: ``packs/<name>.npy`` (n, P, sh, sw), then
+        ``packs/<name>.keys.npy`` (n, 16 bytes of each stamp's digest), each atomically; a reader
+        takes a pack only once its keys are there. Planes of other shapes go to packs of their own."""
+        groups: dict[tuple, list[bytes]] = {}
+        for d, planes in self._pending.items():
+            groups.setdefault((planes.shape, planes.dtype.str), []).append(d)
+        for digests in groups.values():
+            keys = np.frombuffer(b"".join(digests), np.uint8).reshape(len(digests), 16)
+            name = hashlib.sha256(keys.tobytes()).hexdigest()[:24]
+            buf = io.BytesIO()
+            np.save(buf, np.stack([self._pending[d] for d in digests]))
+            self._atomic(self.packs / f"{name}.npy", buf.getvalue())
+            buf = io.BytesIO()
+            np.save(buf, keys)
+            self._atomic(self.packs / f"{name}.keys.npy", buf.getvalue())
+            self._seen.discard(name)  # the same rows written again: the same name, read afresh
+            self._add(name)
+        self._pending.clear()
+
+    def __getstate__(self):  # a loader worker started by spawn opens the packs itself
+        if self._pending:
+            raise NetDissectError("labels not yet written were about to be copied to a loader worker")
+        return {"root": self.root, "identity": self.identity, "key": self.key, "dir": self.dir,
+                "packs": self.packs}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._reset()
 
     @staticmethod
     def _atomic(path: Path, data: bytes) -> None:

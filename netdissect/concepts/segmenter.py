@@ -7,17 +7,13 @@ The segmenter runs in the main process, batched on the run's device, on the
 very batches pass 1 feeds the model (:meth:`SegmenterLabels.observe`, called
 by the activation pass before normalisation), and only on images whose
 labels the :class:`~netdissect.concepts.cache.LabelCache` does not hold yet;
-a thread writes them to the cache while the forward pass goes on, and pass 1
-waits for it at each checkpoint and at its end (:meth:`SegmenterLabels.flush`).
-Pass 2's loader workers read the labels back from the cache
-(:meth:`SegmenterLabels.load`).  A row "holds" a category when any of its
+they are kept in memory and written as one pack of the cache at each
+checkpoint and at the end of pass 1 (:meth:`SegmenterLabels.flush`).  Pass 2's
+loader workers read them back from the packs (:meth:`SegmenterLabels.load`).  A row "holds" a category when any of its
 pixels is labelled with a concept of that category (what ``--iou broden``
 restricts its sums to; ``--iou pnas`` pools every image).
 """
 from __future__ import annotations
-
-import queue
-import threading
 
 import numpy as np
 
@@ -48,6 +44,7 @@ class SegmenterLabels(ConceptSource):
     """The label planes a segmenter gives the probe's images, through the label cache."""
 
     kind = "segmenter"
+    loads_from_memory = True  # labels come from the cache's memory-mapped packs
 
     def __init__(self, segmenter, probe, seg_size=None, cache_dir=None):
         shape = getattr(probe, "shape", None)
@@ -75,7 +72,6 @@ class SegmenterLabels(ConceptSource):
                           "segmenter": segmenter.identity(), "seg_size": list(seg_size), **identity}
         self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
         self._identity["cache"] = self.cache.key
-        self._writer = _CacheWriter(self.cache)
         self._stamps: dict[int, str] = {}
         self.segmented = 0
         self.on_device = None
@@ -106,21 +102,21 @@ class SegmenterLabels(ConceptSource):
         self.segmented += len(missing)
 
     def _has(self, i: int) -> bool:
-        s = self.stamp(i)
-        return self._writer.holds(s) or self.cache.has(s)
+        return self.cache.has(self.stamp(i))
 
     def _put(self, i: int, planes) -> None:
-        self._writer.put(self.stamp(i), planes)
+        self.cache.put(self.stamp(i), planes)
 
     def _get(self, i: int):
-        s = self.stamp(i)
-        planes = self._writer.get(s)
-        return planes if planes is not None else self.cache.get(s)
+        return self.cache.get(self.stamp(i))
 
     def flush(self) -> None:
-        """Wait until every label made so far is in the cache, and stop the writer thread (pass 2's
-        loader workers fork after this and read the files; no thread may hold a lock then)."""
-        self._writer.flush()
+        """Write every label made since the last flush to the cache, as one pack (pass 1 calls it
+        at each checkpoint and at its end; pass 2's loader workers read the packs after that)."""
+        try:
+            self.cache.flush()
+        except OSError as exc:
+            raise NetDissectError(f"could not write labels to the label cache {self.cache.dir}: {exc}") from exc
 
     def export(self, rows, root) -> None:
         """Copy the cached labels of ``rows`` into a label cache under ``root`` (same key and
@@ -158,74 +154,6 @@ class SegmenterLabels(ConceptSource):
         return [self.seg_size]
 
 
-class _CacheWriter:
-    """Puts into a :class:`LabelCache` from a thread, so that pass 1 does not wait for a file to be
-    created per image (0.3-1.3 ms each, measured, against a 1.3 ms forward pass of the bundled
-    classifier).  Until a label is written, :meth:`get` and :meth:`holds` answer from memory; at most
-    ``depth`` labels wait (``put`` blocks beyond).  A write that fails is raised by the next ``put``
-    or by :meth:`flush`, naming the cache."""
-
-    def __init__(self, cache: LabelCache, depth: int = 256):
-        self.cache, self.depth = cache, depth
-        self._pending: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._queue: queue.Queue | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def put(self, stamp: str, planes) -> None:
-        self._raise()
-        if self._thread is None:
-            self._queue = queue.Queue(maxsize=self.depth)
-            self._thread = threading.Thread(target=self._run, args=(self._queue,), name="netdissect-labels",
-                                            daemon=True)
-            self._thread.start()
-        with self._lock:
-            self._pending[stamp] = planes
-        self._queue.put(stamp)
-
-    def holds(self, stamp: str) -> bool:
-        with self._lock:
-            return stamp in self._pending
-
-    def get(self, stamp: str):
-        with self._lock:
-            return self._pending.get(stamp)
-
-    def flush(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = self._queue = None
-        self._raise()
-
-    def _run(self, q: queue.Queue) -> None:
-        while (stamp := q.get()) is not None:
-            try:
-                if self._error is None:
-                    with self._lock:
-                        planes = self._pending[stamp]
-                    self.cache.put(stamp, planes)
-            except BaseException as e:  # raised in the main thread by the next put or flush
-                self._error = e
-            finally:
-                with self._lock:
-                    self._pending.pop(stamp, None)
-
-    def __getstate__(self):  # loader workers started by spawn get the cache, not the thread
-        if self._pending:
-            raise NetDissectError("labels still being written were about to be copied to a loader worker")
-        return {"cache": self.cache, "depth": self.depth}
-
-    def __setstate__(self, state) -> None:
-        self.__init__(state["cache"], state["depth"])
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            e, self._error = self._error, None
-            raise NetDissectError(f"could not write labels to the label cache {self.cache.dir}: {e}") from e
-
-
 class PooledLabels(ConceptSource):
     """Another source's labels with every image holding every category: the PNAS pooled IoU
     (one count over all pixels of all images, no category restriction)."""
@@ -237,6 +165,10 @@ class PooledLabels(ConceptSource):
     @property
     def needs_output(self) -> bool:
         return self.inner.needs_output
+
+    @property
+    def loads_from_memory(self) -> bool:
+        return self.inner.loads_from_memory
 
     def identity(self) -> dict:
         return {**self.inner.identity(), "iou": "pnas"}

@@ -20,7 +20,8 @@ def run_iou_pass(state, checkpoint_every: float, progress: bool) -> None:
     thr_cached = {n: t.to(torch.float32) for n, t in thr.items()}
     masks: dict[tuple, UnitMasks] = {}
     collate = LabelCollate(st.source.concepts, st.skipped)
-    batches = loader(LabelRows(st.source, st.done, st.hi), cfg.batch_size, cfg.num_workers, collate)
+    workers = 0 if st.source.loads_from_memory else cfg.num_workers  # see ConceptSource
+    batches = loader(LabelRows(st.source, st.done, st.hi), cfg.batch_size, workers, collate)
     last = time.monotonic()
     bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 2/2: IoU", unit="img",
                disable=not progress, dynamic_ncols=True)

@@ -20,6 +20,7 @@ never break a batch.  Pixels are RGB in [0, 1] as every probe gives them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -174,8 +175,18 @@ class ImageFolder(Probe):
 
 
 def file_stamp(path: Path) -> str:
+    """What identifies an image file's content for the label cache: its folder's resolved path
+    and its name (resolving each folder once), its size, modification time and inode (a file
+    that is a link is told apart from another target by the inode)."""
+    path = os.fspath(path)
     try:
-        st = Path(path).stat()
-        return f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+        st = os.stat(path)
     except OSError:
         return f"{path}\0missing"
+    folder, name = os.path.split(os.path.abspath(path))
+    return f"{_real_folder(folder)}{os.sep}{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)

@@ -88,7 +88,9 @@ class LabelBatch:
             wi += [b] * len(cols)
             wc += cols.tolist()
         planes = torch.from_numpy(idx)
-        area = torch.bincount(planes.view(-1), minlength=K + 1)[:K].double()
+        # numpy's bincount (one thread): torch's parallel one took 13 ms against 0.2 ms for a batch of
+        # 64 x 2 x 28 x 28 labels while the other core was busy (measured; loader workers keep it busy)
+        area = torch.from_numpy(np.bincount(idx.ravel(), minlength=K + 1)[:K].astype(np.float64))
         area.index_add_(0, torch.as_tensor(wc, dtype=torch.long),
                         torch.full((len(wc),), float(S), dtype=torch.float64))  # image-level labels
         t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
