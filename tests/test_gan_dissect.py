@@ -407,6 +407,26 @@ def test_top_images_held_in_pass_1_equal_the_regenerated_ones(tmp_path, monkeypa
 
 
 
+def test_top_images_written_by_threads_with_a_small_backlog_and_a_failed_write_raised(tmp_path, monkeypatch):
+    """The writer threads give the same files with a backlog of one image; a write that fails (a
+    folder where a PNG goes) stops the run with the path, not a silently missing image."""
+    from netdissect.dissection import output
+
+    kw = dict(samples=30, seed=7, segmenter="color", label_cache=tmp_path / "cache", **KW)
+    dissect(Painter(), ["paint"], out=tmp_path / "a", **kw)
+    monkeypatch.setattr(output, "BACKLOG", 1)
+    monkeypatch.setattr(output, "WRITE_THREADS", 2)
+    dissect(Painter(), ["paint"], out=tmp_path / "b", **kw)
+    a = sorted((tmp_path / "a" / "images").rglob("*.png"))
+    b = sorted((tmp_path / "b" / "images").rglob("*.png"))
+    assert a and [p.name for p in a] == [p.name for p in b]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    blocked = tmp_path / "c" / "images" / a[len(a) // 2].relative_to(tmp_path / "a" / "images")
+    blocked.mkdir(parents=True)
+    with pytest.raises(OSError, match=blocked.name):
+        dissect(Painter(), ["paint"], out=tmp_path / "c", **kw)
+
+
 def test_generated_labels_are_stored_as_runs_of_rows_and_a_bad_file_counts_as_absent(tmp_path):
     """A generator run writes one label file per run of consecutive rows (not one per sample); more
     samples add a file of the new rows only; a file that cannot be read, or of another shape, is as if
