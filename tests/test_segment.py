@@ -256,6 +256,29 @@ def test_hf_segmenter_tiny_random_segformer(tmp_path):
     assert planes.shape == (2, 2, 8, 8) and int(planes[:, 0].min()) >= 1 and int(planes[:, 0].max()) <= 4
 
 
+def test_hf_segmenter_dissects_a_folder_and_keys_the_cache_by_its_weights(folder, tmp_path):
+    """A whole run with an hf: segmenter: labels from it (no masks), the summary names it with its
+    weights digest, and other weights of the same architecture never reuse its cached labels."""
+    transformers = pytest.importorskip("transformers")
+    names = {0: "wall", 1: "door", 2: "glass"}
+    for seed in (0, 1):
+        cfg = transformers.SegformerConfig(num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8],
+                                           num_attention_heads=[1], patch_sizes=[7], strides=[4], mlp_ratios=[1],
+                                           decoder_hidden_size=8, num_labels=3, id2label=names,
+                                           label2id={v: k for k, v in names.items()})
+        torch.manual_seed(seed)
+        transformers.SegformerForSemanticSegmentation(cfg).save_pretrained(tmp_path / f"tiny{seed}")
+    runs = [_run(folder, tmp_path, segmenter=f"hf:{tmp_path / f'tiny{seed}'}", out=tmp_path / f"r{seed}")
+            for seed in (0, 1)]
+    ids = [r.summary["labels"]["segmenter"] for r in runs]
+    assert ids[0]["kind"] == "hf" and all(len(h) >= 16 for h in ids[0]["weights_sha256"])
+    assert ids[0]["weights_sha256"] != ids[1]["weights_sha256"]
+    assert [r.summary["labels"]["segmented_images"] for r in runs] == [14, 14]  # not the other's labels
+    assert runs[0].summary["labels"]["cache"] != runs[1].summary["labels"]["cache"]
+    assert set(runs[0]["units2"].concept_names) <= set(names.values())
+    assert runs[0]["units2"].iou.shape == (len(runs[0]["units2"].iou), 3)
+
+
 def test_cli_images_segmenter_and_segmenters(folder, tmp_path, capsys):
     from netdissect.cli import main
     from netdissect import load
