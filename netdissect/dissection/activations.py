@@ -19,13 +19,6 @@ from netdissect.hooks import TraceDict, run_to_layers
 KEPT_IMAGE_BYTES = 512 << 20  # a generator's top images held in pass 1 (beyond: regenerated at the end)
 
 
-def _quietly(fn):
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - the same call in pass 2 raises it where it can be reported
-        pass
-
-
 def forward(model, traces, x, full: bool):
     """``(layer outputs, model output)`` of one forward pass of ``x``: with ``full`` the whole
     forward runs and its output is kept (the traces must not stop the pass); else the pass stops
@@ -56,10 +49,11 @@ class ActivationPass:
         st, cfg = self.state, self.state.cfg
         # with skip_bad, labels are read here as well: a row with a bad mask is skipped from the start
         rows = InputRows(st.probe, st.done, st.hi, check=st.source if cfg.skip_bad else None)
+        if cfg.num_workers:
+            kernel.wait_warm()  # the kernels started loading with the run: done before workers fork
         batches = iter(loader(rows, cfg.batch_size, cfg.num_workers, collate_inputs))
-        if st.device.type == "cpu":  # load pass 2's kernel during the forward pass (workers forked: no lock leaks)
-            self.warm = threading.Thread(target=_quietly, args=(kernel.warm,), name="netdissect-warm", daemon=True)
-            self.warm.start()
+        if st.device.type == "cpu":  # else load them during the forward pass (workers forked: no lock leaks)
+            self.warm = kernel.warm_in_background()
         last = time.monotonic()
         bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 1/2: activations", unit="img",
                    disable=not self.progress, dynamic_ncols=True)

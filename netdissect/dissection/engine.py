@@ -43,7 +43,7 @@ from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.data import Broden
 from netdissect.data.digest import files_digest
 from netdissect.dissection.activations import ActivationPass
-from netdissect.dissection import config
+from netdissect.dissection import config, kernel
 from netdissect.dissection.config import CACHE_DTYPES, DissectConfig, default_workers, resolve_precision
 from netdissect.dissection.counting import run_iou_pass
 from netdissect.dissection.inputs import Inputs, resolve_generator_inputs, resolve_inputs
@@ -385,6 +385,8 @@ def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
          resume, progress, checkpoint_every, model_spec, z_dim=None):
     given = model
+    if torch.device(cfg.device).type == "cpu":
+        kernel.warm_in_background()  # numba and the compiled kernels load while the model and data do
     model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
     gen = inputs.generator
     if not gen and (z_dim is not None or inputs.latent_seed is not None):

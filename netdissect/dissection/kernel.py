@@ -65,6 +65,36 @@ def warm() -> None:
     pnas_kernels()
 
 
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def warm_in_background() -> threading.Thread | None:
+    """Start :func:`warm` on a thread, once per process (a no-op once the kernels are loaded), so
+    that importing numba and loading the kernels (~0.8 s of CPU, measured) overlaps what comes
+    before the forward pass (loading the model and the data).  A process about to fork must
+    :func:`wait_warm` first: a thread in the middle of an import holds locks a child would inherit."""
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None and (_state is None or _pnas_state is None):
+            def run():
+                try:
+                    warm()
+                except Exception:  # noqa: BLE001 - the same call where the kernel is used reports it
+                    pass
+
+            _warm_thread = threading.Thread(target=run, name="netdissect-warm", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
+
+
+def wait_warm() -> None:
+    """Wait for the thread :func:`warm_in_background` started, if any."""
+    t = _warm_thread
+    if t is not None:
+        t.join()
+
+
 _SLACK = 16 * 2.220446049250313e-16
 """A bilinear value computed in float64 (weights that sum to 1 within rounding, three roundings) lies
 within ``_SLACK * max|cell|`` of its 2 x 2 cells' range, not always inside it (for ~9% of the pixels
