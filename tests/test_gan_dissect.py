@@ -532,3 +532,22 @@ def test_raised_floors_of_the_threshold_scan_are_checked_and_a_too_high_one_scan
     for res in (too_high, plain):
         for f in ("thresholds", "iou", "top_images", "top_values"):
             np.testing.assert_array_equal(getattr(res["layer4"], f), getattr(normal["layer4"], f))
+
+
+def test_latent_rows_need_no_loader_workers(tmp_path, monkeypatch):
+    """A generator's rows are z vectors in memory: asked for loader workers, both passes still load in
+    the main process (forking workers to index an array costs more than it saves), same results."""
+    from netdissect.dissection import activations, counting
+
+    seen = []
+    for mod in (activations, counting):
+        real = mod.loader
+        monkeypatch.setattr(mod, "loader", lambda ds, bs, workers, collate, real=real: seen.append(workers) or
+                            real(ds, bs, workers, collate))
+    kw = dict(samples=20, seed=5, segmenter="color", label_cache=tmp_path / "cache", progress=False, batch_size=8,
+              normalize="0.5,0.5")
+    two = dissect(Painter(), ["paint"], num_workers=2, out=tmp_path / "two", **kw)
+    assert seen == [0, 0]
+    none = dissect(Painter(), ["paint"], num_workers=0, out=tmp_path / "none", **kw)
+    for f in ("iou", "thresholds", "top_images"):
+        np.testing.assert_array_equal(getattr(two["paint"], f), getattr(none["paint"], f))

@@ -385,10 +385,13 @@ def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
          resume, progress, checkpoint_every, model_spec, z_dim=None):
     given = model
-    if torch.device(cfg.device).type == "cpu":
-        kernel.warm_in_background()  # numba and the compiled kernels load while the model and data do
-    model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
     gen = inputs.generator
+    if torch.device(cfg.device).type == "cpu" and (gen or not cfg.num_workers):
+        # numba and the compiled kernels load while the model and data do (a generator's latent rows
+        # need no loader workers); with workers they load after the workers fork, beside the forward
+        # pass (a spare core's work, not a wait)
+        kernel.warm_in_background()
+    model_spec = model if isinstance(model, str) else (model_spec or spec_name(model))
     if not gen and (z_dim is not None or inputs.latent_seed is not None):
         raise NetDissectError("z_dim/latent_seed (--z-dim/--latent-seed) apply to a generator's latent samples: "
                               "add samples=N (--samples N)")
@@ -427,7 +430,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         "layers": layers,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "device")},
     }
-    run_cfg = DissectConfig(**{**asdict(cfg), "precision": precision})
+    run_cfg = DissectConfig(**{**asdict(cfg), "precision": precision,
+                               "num_workers": 0 if getattr(probe, "loads_from_memory", False) else cfg.num_workers})
     rows = shard_rows(len(probe), *part) if part else shard_rows(len(probe), group.rank, group.world)
     shard = {"rows": list(rows), "rank": group.rank, "world_size": group.world, "chunk": list(part) if part else None}
     run_dir = Path(out) if out is not None else None

@@ -27,6 +27,10 @@ class Probe:
     main process and returns the model's input before normalisation.
     """
 
+    #: ``load`` only indexes rows already in memory (latent samples): pass 1 then runs without
+    #: loader workers, which would cost more to start and feed than they save
+    loads_from_memory = False
+
     def __len__(self) -> int:
         raise NotImplementedError
 

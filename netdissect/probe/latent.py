@@ -40,6 +40,8 @@ def latent_z(n: int, seed: int, dim: int) -> np.ndarray:
 class LatentSamples(Probe):
     """``n`` latent vectors of size ``dim`` drawn with ``seed`` (see the module's docstring)."""
 
+    loads_from_memory = True  # every z is drawn up front
+
     def __init__(self, n: int, seed: int, dim: int):
         self.z = latent_z(n, seed, dim)
         self.n, self.seed, self.dim = int(n), int(seed), int(dim)
