@@ -85,7 +85,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--iou-threshold", type=float, default=0.04, help="detector when best IoU exceeds this (default 0.04)")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: min(4, cores))")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes (default: min(4, cores); latent samples use none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="forward pass in fp32 (default) or bf16 autocast (faster; labels agree closely, not exactly)")
