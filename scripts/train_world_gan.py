@@ -10,11 +10,9 @@ the bundle (measured: after 1675 steps of 32 images, 36 min, its samples were on
    squared error + KL to N(0, I)), which lays out sky, ground and objects within minutes and covers
    the whole data distribution (no mode collapse);
 2. the rest: adversarially, against a spectrally normalised convolutional discriminator with the
-   hinge loss.  The VAE terms stay at first (weight ``w_rec``, so the samples keep the VAE's
-   diversity while the discriminator learns) and fade linearly to nothing over
-   ``w_rec_decay_steps`` adversarial steps: kept at full weight (the first bundle, 630 adversarial
-   steps) the squared error held the samples at the VAE's blur.  An exponential moving average of
-   the generator's weights is what is bundled.
+   hinge loss, keeping the VAE terms (weight ``w_rec``) so the samples stay diverse while the
+   adversarial term sharpens them; an exponential moving average of the generator's weights is
+   what is bundled.
 Adam, horizontal flips of the real images. Training data: world seed 21
 (scene images only, rendered at 64 px); seeds 21-22 are reserved for this model (22: quality
 checks in ``scripts/world_gan_card.py``).  Checkpoints every few minutes in ``--work``; a killed
@@ -43,7 +41,7 @@ from netdissect.atomic import write_bytes  # noqa: E402
 from netdissect.models.proggan import ProgressiveGenerator, to_image  # noqa: E402
 
 RECIPE = {"resolution": 64, "sizes": [256, 128, 64, 32, 16], "z_dim": 128, "data_seed": 21, "n_train": 12000,
-          "batch": 32, "lr_vae": 1e-3, "lr_g": 2e-4, "lr_d": 4e-4, "w_rec": 10.0, "w_rec_decay_steps": 2000, "beta_kl": 1.0, "betas": [0.0, 0.99], "ema": 0.999, "torch_seed": 0,
+          "batch": 32, "lr_vae": 1e-3, "lr_g": 2e-4, "lr_d": 4e-4, "w_rec": 10.0, "beta_kl": 1.0, "betas": [0.0, 0.99], "ema": 0.999, "torch_seed": 0,
           "d_widths": [16, 32, 64, 128, 256]}
 
 
@@ -129,7 +127,7 @@ def main(argv=None):
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(list(G.parameters()) + list(E.parameters()), R["lr_vae"], betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), R["lr_d"], betas=tuple(R["betas"]))
-    step, elapsed, log, phase, gan_start = 0, 0.0, [], "vae", None
+    step, elapsed, log, phase = 0, 0.0, [], "vae"
     ckpt = work / "checkpoint.pt"
     if ckpt.exists() and not args.bench:
         s = torch.load(ckpt, weights_only=False)
@@ -140,7 +138,7 @@ def main(argv=None):
             opt_g = torch.optim.Adam(list(G.parameters()) + list(E.parameters()), R["lr_g"],
                                      betas=tuple(R["betas"]))
         opt_g.load_state_dict(s["opt_g"]); opt_d.load_state_dict(s["opt_d"])
-        step, elapsed, log, gan_start = s["step"], s["elapsed"], s["log"], s.get("gan_start")
+        step, elapsed, log = s["step"], s["elapsed"], s["log"]
         torch.set_rng_state(s["rng"])
         print(f"resumed at step {step} ({elapsed / 60:.1f} min, phase {phase})")
     data_path = work / "data.pt"
@@ -162,7 +160,6 @@ def main(argv=None):
             opt_g = torch.optim.Adam(list(G.parameters()) + list(E.parameters()), R["lr_g"],
                                      betas=tuple(R["betas"]))
             G_ema.load_state_dict(G.state_dict())
-            gan_start = step
             print(f"adversarial phase from step {step}", flush=True)
         idx = torch.randint(0, len(data), (B,), generator=gen)
         real = data[idx].float().div_(127.5).sub_(1)
@@ -177,13 +174,8 @@ def main(argv=None):
             loss_d.backward()
             opt_d.step()
         # generator (+ encoder) step: the VAE terms always, the adversarial term in phase 2
-        w_rec = R["w_rec"]
-        if phase == "gan":
-            w_rec *= max(0.0, 1 - (step - gan_start) / R["w_rec_decay_steps"])
-        rec = kl = loss_g = torch.zeros(())
-        if w_rec > 0:
-            rec, kl = vae_terms(E, G, real, gen)
-            loss_g = w_rec * (rec + R["beta_kl"] * kl)
+        rec, kl = vae_terms(E, G, real, gen)
+        loss_g = R["w_rec"] * (rec + R["beta_kl"] * kl)
         adv = torch.zeros(())
         if phase == "gan":
             z = torch.randn(B, R["z_dim"], generator=gen)
@@ -200,7 +192,7 @@ def main(argv=None):
                 pe.lerp_(p, 1 - beta)
         step += 1
         if step % 25 == 0:
-            log.append({"step": step, "phase": phase, "w_rec": w_rec, "loss_d": float(loss_d), "adv": float(adv), "rec": float(rec),
+            log.append({"step": step, "phase": phase, "loss_d": float(loss_d), "adv": float(adv), "rec": float(rec),
                         "kl": float(kl), "minutes": (time.time() - start) / 60})
             print(json.dumps(log[-1]), flush=True)
         if args.bench and step >= args.bench:
@@ -214,7 +206,7 @@ def main(argv=None):
             tmp = work / "checkpoint.pt.tmp"
             torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(), "E": E.state_dict(),
                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "phase": phase,
-                        "gan_start": gan_start, "elapsed": time.time() - start, "log": log, "rng": torch.get_rng_state()}, tmp)
+                        "elapsed": time.time() - start, "log": log, "rng": torch.get_rng_state()}, tmp)
             os.replace(tmp, ckpt)
             last_ckpt = time.time()
         if out_of_time:
