@@ -427,26 +427,35 @@ def test_top_images_written_by_threads_with_a_small_backlog_and_a_failed_write_r
         dissect(Painter(), ["paint"], out=tmp_path / "c", **kw)
 
 
-def test_generated_labels_are_stored_as_runs_of_rows_and_a_bad_file_counts_as_absent(tmp_path):
-    """A generator run writes one label file per run of consecutive rows (not one per sample); more
-    samples add a file of the new rows only; a file that cannot be read, or of another shape, is as if
-    absent (its rows are segmented again); another label size is another folder (never a stale label)."""
+def _packs(cache_root):
+    """{pack name: its number of rows} of the label cache folder under ``cache_root``."""
+    packs, = cache_root.glob("*/packs")
+    return {k.name[:-len(".keys.npy")]: len(np.load(k)) for k in packs.glob("*.keys.npy")}, packs
+
+
+def test_generated_labels_are_stored_in_packs_and_a_bad_pack_counts_as_absent(tmp_path):
+    """A generator run writes one label pack per flush (not one file per sample); more samples add a
+    pack of the new rows only; a pack that cannot be read, or of another label size, is as if absent
+    (its rows are segmented again); another label size is another folder (never a stale label)."""
     kw = dict(segmenter="color", label_cache=tmp_path / "cache", **KW)
     first = dissect(Painter(), ["paint"], samples=20, seed=1, **kw)
-    rows_dir, = (tmp_path / "cache").glob("*/rows-*")
-    assert sorted(p.name for p in rows_dir.glob("*.npy")) == ["000000000-000000020.npy"]
-    planes = np.load(rows_dir / "000000000-000000020.npy")
+    counts, packs = _packs(tmp_path / "cache")
+    assert list(counts.values()) == [20]
+    name, = counts
+    planes = np.load(packs / f"{name}.npy")
     assert planes.shape[0] == 20 and planes.shape[2:] == (32, 32) and planes.dtype == np.uint8
     more = dissect(Painter(), ["paint"], samples=30, seed=1, **kw)
     assert more.summary["labels"]["segmented_images"] == 10
-    assert sorted(p.name for p in rows_dir.glob("*.npy")) == ["000000000-000000020.npy", "000000020-000000030.npy"]
-    (rows_dir / "000000000-000000020.npy").write_bytes(b"not an array")  # broken: as if absent
-    np.save(rows_dir / "000000020-000000030.npy", planes[:10, :, :16])     # wrong label size: absent
+    assert sorted(_packs(tmp_path / "cache")[0].values()) == [10, 20]
+    other, = set(_packs(tmp_path / "cache")[0]) - {name}
+    (packs / f"{name}.npy").write_bytes(b"not an array")  # broken: as if absent
+    np.save(packs / f"{other}.npy", np.load(packs / f"{other}.npy")[:, :, :16])  # wrong label size: absent
     again = dissect(Painter(), ["paint"], samples=30, seed=1, **kw)
     assert again.summary["labels"]["segmented_images"] == 30
     for f in ("iou", "thresholds", "top_images", "top_values"):
         np.testing.assert_array_equal(getattr(again["paint"], f), getattr(more["paint"], f))
-    np.testing.assert_array_equal(np.load(rows_dir / "000000000-000000030.npy")[:20], planes)
+    new, = set(_packs(tmp_path / "cache")[0]) - {name, other}
+    np.testing.assert_array_equal(np.load(packs / f"{new}.npy")[:20], planes)  # rows in order, the same labels
     small = dissect(Painter(), ["paint"], samples=20, seed=1, seg_size=16, **kw)
     assert small.summary["labels"]["segmented_images"] == 20
     assert small.summary["labels"]["cache"] != first.summary["labels"]["cache"]
@@ -473,9 +482,7 @@ def test_a_killed_run_leaves_the_labels_of_its_checkpointed_rows_and_resumes_fro
         m.setattr(activations.ActivationPass, "_forward_batch", dies_on_fourth)
         with pytest.raises(KeyboardInterrupt):
             dissect(Painter(), ["paint"], out=tmp_path / "run", label_cache=tmp_path / "c1", **kw)
-    rows_dir, = (tmp_path / "c1").glob("*/rows-*")
-    held = sorted(i for p in rows_dir.glob("*.npy") for i in range(*map(int, p.stem.split("-"))))
-    assert held == list(range(24))  # 3 batches, each checkpointed
+    assert sorted(_packs(tmp_path / "c1")[0].values()) == [8, 8, 8]  # 3 batches, each checkpointed
     got = dissect(Painter(), ["paint"], out=tmp_path / "run", label_cache=tmp_path / "c1", resume=True, **kw)
     assert got.summary["labels"]["segmented_images"] == 16
     for f in ("iou", "thresholds", "top_images", "top_values", "top_maps"):

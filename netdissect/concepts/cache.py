@@ -20,17 +20,12 @@ dictionary lookup and a slice of a memory-mapped pack: a second run reads its
 labels without opening a file per image.  ``identity.json`` beside
 ``packs/`` says what the folder holds.
 
-A generator's labels (:class:`RowLabelCache`, used by
-:class:`netdissect.concepts.generated.GeneratedLabels`) are rows of one
-latent draw, not files: under the same ``<root>/<key>/`` folder (keyed by the
-generator's identity and the segmenter and sizes as above), a folder
-``rows-<hash of the draw>/`` (``identity.json`` beside it names the draw: seed
-and latent size) holds one ``.npy`` per run of consecutive rows,
-``<start>-<stop>.npy`` with planes (stop - start, P, sh, sw), written
-atomically when pass 1 checkpoints or ends (a killed run loses only the rows
-after its last checkpoint, which it computes again).  A run looks a row up in
-the files present (any file whose range holds it); a file that cannot be read
-or has the wrong shape counts as absent.
+A generator's labels (:class:`netdissect.concepts.generated.GeneratedLabels`)
+use the same packs: the folder is keyed by the generator's identity with the
+segmenter and sizes, and a row's stamp is its latent draw (seed, z size) and
+row number, so a second run of the same generator and seed segments nothing
+it has segmented before, and a run of N samples writes a pack per flush, not
+N files.
 
 The root is ``--label-cache DIR``, else ``$NETDISSECT_CACHE/labels``, else
 the platform's user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on
@@ -80,9 +75,10 @@ class LabelCache:
     FLUSH_ROWS = 4096  # images held in memory at most before they are written
     LAYOUT = 2  # 1: one .npy per image; 2: packs (a different key: old folders are not read)
 
-    def __init__(self, root, identity: dict):
+    def __init__(self, root, identity: dict, plane_size=None):
         self.root = Path(root)
         self.identity = identity
+        self.plane_size = None if plane_size is None else tuple(int(v) for v in plane_size)
         keyed = {**identity, "layout": self.LAYOUT}
         self.key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
         self.dir = self.root / self.key
@@ -132,30 +128,32 @@ class LabelCache:
             return
         if keys.ndim != 2 or keys.shape[1] != 16 or planes.ndim != 4 or len(planes) != len(keys):
             return
+        if self.plane_size is not None and tuple(planes.shape[2:]) != self.plane_size:
+            return  # planes of another label size (not this folder's): as if absent
         self._seen.add(name)
         n = len(self._arrays)
         self._arrays.append(planes)
         for row, k in enumerate(keys):
             self._index[k.tobytes()] = (n, row)
 
-    def _where(self, stamp: str, force: bool):
-        d = self.digest(stamp)
+    def _where(self, d: bytes, force: bool):
+        """(pack number, row) of digest ``d``, scanning for new packs on a miss; None if absent."""
         hit = self._index.get(d)
-        if hit is None and d not in self._pending:
+        if hit is None:
             self._scan(force)
             hit = self._index.get(d)
-        return d, hit
+        return hit
 
     def has(self, stamp: str) -> bool:
-        d, hit = self._where(stamp, False)
-        return hit is not None or d in self._pending
+        d = self.digest(stamp)
+        return d in self._pending or self._where(d, False) is not None
 
     def get(self, stamp: str) -> np.ndarray | None:
         """The planes (P, sh, sw) stored for ``stamp``, or None (none, or an unreadable pack)."""
         d = self.digest(stamp)
         if d in self._pending:
             return self._pending[d]
-        d, hit = self._where(stamp, True)
+        hit = self._where(d, True)
         if hit is None:
             return None
         try:
@@ -191,8 +189,8 @@ class LabelCache:
     def __getstate__(self):  # a loader worker started by spawn opens the packs itself
         if self._pending:
             raise NetDissectError("labels not yet written were about to be copied to a loader worker")
-        return {"root": self.root, "identity": self.identity, "key": self.key, "dir": self.dir,
-                "packs": self.packs}
+        return {"root": self.root, "identity": self.identity, "plane_size": self.plane_size, "key": self.key,
+                "dir": self.dir, "packs": self.packs}
 
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
@@ -201,110 +199,6 @@ class LabelCache:
     @staticmethod
     def _atomic(path: Path, data: bytes) -> None:
         _atomic(path, data)
-
-
-class RowLabelCache:
-    """Label planes of the rows of one draw (a generator's latent samples), stored as runs of
-    consecutive rows (see the module): ``put`` buffers rows in memory, ``flush`` writes them.
-
-    >>> cache = RowLabelCache(LabelCache(root, identity), "latent:...:seed=1:dim=128", (32, 32))  # doctest: +SKIP
-    >>> cache.put(0, planes0); cache.flush(); cache.get(0)                                         # doctest: +SKIP
-    """
-
-    FLUSH_ROWS = 4096  # rows held in memory at most before they are written
-
-    def __init__(self, folder: LabelCache, draw: str, seg_size):
-        self.folder, self.draw, self.seg_size = folder, draw, tuple(int(v) for v in seg_size)
-        h = hashlib.sha256(draw.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-        self.dir = folder.dir / f"rows-{h}"
-        self.key = folder.key
-        try:
-            self.dir.mkdir(exist_ok=True)
-            ident = self.dir / "identity.json"
-            if not ident.exists():
-                _atomic(ident, json.dumps({"draw": draw}, indent=2).encode())
-        except OSError as exc:
-            raise NetDissectError(f"label cache {folder.root}: cannot write there ({exc}); choose another "
-                                  "folder with --label-cache DIR") from None
-        self._pending: dict[int, np.ndarray] = {}
-        self._last: tuple | None = None  # (start, stop, planes) of the file read last
-        self._scan()
-
-    def _scan(self) -> None:
-        """The files now in the folder that hold what their names say, as (start, stop, planes
-        memory-mapped), sorted by start; one that cannot be read or has another shape is left out."""
-        runs = []
-        for p in self.dir.glob("*.npy"):
-            try:
-                a, b = (int(v) for v in p.stem.split("-"))
-            except ValueError:
-                continue
-            if 0 <= a < b:
-                arr = self._map(p, b - a)
-                if arr is not None:
-                    runs.append((a, b, arr))
-        self._runs = sorted(runs, key=lambda r: (r[0], -r[1]))
-
-    def _map(self, path: Path, rows: int):
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None
-        if arr.ndim != 4 or arr.shape[0] != rows or tuple(arr.shape[2:]) != self.seg_size:
-            return None
-        return arr
-
-    def _find(self, i: int):
-        for run in self._runs:  # few files: one per run of rows a run wrote
-            if run[0] <= i < run[1]:
-                return run
-            if run[0] > i:
-                break
-        return None
-
-    def has(self, i: int) -> bool:
-        return i in self._pending or self._find(i) is not None
-
-    def get(self, i: int) -> np.ndarray | None:
-        """The planes (P, sh, sw) of row ``i``, or None (not written, or no readable file holds it)."""
-        if i in self._pending:
-            return self._pending[i]
-        run = self._last
-        if run is None or not run[0] <= i < run[1]:
-            run = self._find(i)
-            if run is None:
-                self._scan()  # written since (by another process sharing the cache)?
-                run = self._find(i)
-                if run is None:
-                    return None
-            self._last = run
-        try:
-            return np.array(run[2][i - run[0]])
-        except (OSError, ValueError):
-            return None
-
-    def put(self, i: int, planes: np.ndarray) -> None:
-        self._pending[int(i)] = np.ascontiguousarray(planes)
-        if len(self._pending) >= self.FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered rows, one file per run of consecutive rows."""
-        rows = sorted(self._pending)
-        s = 0
-        while s < len(rows):
-            e = s + 1
-            while e < len(rows) and rows[e] == rows[e - 1] + 1:
-                e += 1
-            a, b = rows[s], rows[e - 1] + 1
-            block = np.stack([self._pending[i] for i in rows[s:e]])
-            path = self.dir / f"{a:09d}-{b:09d}.npy"
-            buf = io.BytesIO()
-            np.save(buf, block)
-            _atomic(path, buf.getvalue())
-            self._runs = sorted([*self._runs, (a, b, np.load(path, mmap_mode="r"))], key=lambda r: (r[0], -r[1]))
-            s = e
-        self._pending.clear()
 
 
 def _atomic(path: Path, data: bytes) -> None:

@@ -10,18 +10,18 @@ hooks in that same pass) and hands the output, as RGB in [0, 1]
 (:meth:`netdissect.models.loading.GeneratorIO.to_image`), to :meth:`observe`,
 which segments it batched on the run's device.  No image file is written.
 
-Labels go to the label cache (:class:`~netdissect.concepts.cache.RowLabelCache`):
-the cache folder is keyed by the segmenter, the label size and the
+Labels go to the label cache (:class:`~netdissect.concepts.cache.LabelCache`)
+as an image folder's do, in packs written at each checkpoint and at the end of
+pass 1: the cache folder is keyed by the segmenter, the label size and the
 *generator* (its weights digest, its output transform, the forward's
-precision), a folder inside it by the draw (``seed`` and ``dim``), and rows
-are stored as runs of consecutive row indices (row ``i`` of a seed does not
-depend on the number of samples), one file per run, so a second run of the
-same generator and seed (other layers, more samples) segments nothing it has
-segmented before, and a run of N samples writes a few files, not N.
+precision), and a row's stamp is its draw (``seed`` and ``dim``) and row
+number (row ``i`` of a seed does not depend on the number of samples), so a
+second run of the same generator and seed (other layers, more samples)
+segments nothing it has segmented before, and a run of N samples writes a
+pack per flush, not N files.
 """
 from __future__ import annotations
 
-from netdissect.concepts.cache import RowLabelCache
 from netdissect.concepts.segmenter import SegmenterLabels
 from netdissect.errors import NetDissectError
 
@@ -41,7 +41,6 @@ class GeneratedLabels(SegmenterLabels):
     def __init__(self, segmenter, probe, generator: dict, seg_size, cache_dir=None):
         self._open(segmenter, probe, seg_size, cache_dir,
                    {"generator": dict(generator), "image_size": list(getattr(probe, "shape", ()) or ())})
-        self.rows = RowLabelCache(self.cache, self.draw(), self.seg_size)
 
     def draw(self) -> str:
         """The latent draw the rows come from (seed, dim; independent of the number of samples)."""
@@ -51,23 +50,6 @@ class GeneratedLabels(SegmenterLabels):
     def stamp(self, i: int) -> str:
         """Row ``i``'s z: the draw (seed, dim) and the row (independent of the number of samples)."""
         return f"{self.draw()}:row={int(i)}"
-
-    def _has(self, i: int) -> bool:
-        return self.rows.has(i)
-
-    def _put(self, i: int, planes) -> None:
-        self.rows.put(i, planes)
-
-    def _get(self, i: int):
-        return self.rows.get(i)
-
-    def flush(self) -> None:
-        """Write the rows labelled since the last flush (one file per run of consecutive rows)."""
-        self.rows.flush()
-
-    def _export_cache(self, folder):
-        """A chunk's labels go to a row cache of the same draw, as this source keeps them."""
-        return RowLabelCache(folder, self.draw(), self.seg_size)
 
     def observe(self, rows, images) -> None:
         """Segment the generated ``images`` (RGB in [0, 1], (B, 3, H, W) on the device) of ``rows``

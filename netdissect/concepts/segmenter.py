@@ -8,8 +8,9 @@ very batches pass 1 feeds the model (:meth:`SegmenterLabels.observe`, called
 by the activation pass before normalisation), and only on images whose
 labels the :class:`~netdissect.concepts.cache.LabelCache` does not hold yet;
 they are kept in memory and written as one pack of the cache at each
-checkpoint and at the end of pass 1 (:meth:`SegmenterLabels.flush`).  Pass 2's
-loader workers read them back from the packs (:meth:`SegmenterLabels.load`).  A row "holds" a category when any of its
+checkpoint and at the end of pass 1 (:meth:`SegmenterLabels.flush`).  Pass 2
+reads them back from the memory-mapped packs in the main process
+(:meth:`SegmenterLabels.load`).  A row "holds" a category when any of its
 pixels is labelled with a concept of that category (what ``--iou broden``
 restricts its sums to; ``--iou pnas`` pools every image).
 """
@@ -70,7 +71,7 @@ class SegmenterLabels(ConceptSource):
         self.dtype = label_dtype(len(self.concepts))
         self._identity = {"kind": self.kind, "spec": getattr(segmenter, "spec", None),
                           "segmenter": segmenter.identity(), "seg_size": list(seg_size), **identity}
-        self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity)
+        self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity, plane_size=seg_size)
         self._identity["cache"] = self.cache.key
         self._stamps: dict[int, str] = {}
         self.segmented = 0
@@ -112,7 +113,8 @@ class SegmenterLabels(ConceptSource):
 
     def flush(self) -> None:
         """Write every label made since the last flush to the cache, as one pack (pass 1 calls it
-        at each checkpoint and at its end; pass 2's loader workers read the packs after that)."""
+        at each checkpoint, so a resumed run finds the labels of the rows its checkpoint counts
+        as done, and at its end)."""
         try:
             self.cache.flush()
         except OSError as exc:
@@ -121,20 +123,14 @@ class SegmenterLabels(ConceptSource):
     def export(self, rows, root) -> None:
         """Copy the cached labels of ``rows`` into a label cache under ``root`` (same key and
         entries): a chunk's labels, which its merge reads there without running the segmenter."""
-        dest = self._export_cache(LabelCache(root, {k: v for k, v in self._identity.items() if k != "cache"}))
-        key = self.stamp if isinstance(dest, LabelCache) else int  # a row cache is keyed by row number
+        dest = LabelCache(root, {k: v for k, v in self._identity.items() if k != "cache"}, plane_size=self.seg_size)
         for i in rows:
             planes = self._get(i)
             if planes is None:
                 raise DatasetError(f"{self.probe.where(i)}: no labels in the label cache {self.cache.dir} "
                                    "(the image changed during the run, or the cache was removed): run again")
-            dest.put(key(i), planes)
-        if hasattr(dest, "flush"):
-            dest.flush()
-
-    def _export_cache(self, folder: LabelCache):
-        """Where :meth:`export` puts rows: the label cache itself (one entry per image stamp)."""
-        return folder
+            dest.put(self.stamp(i), planes)
+        dest.flush()
 
     def load(self, i: int) -> LabelSample:
         planes = self._get(i)
