@@ -94,6 +94,26 @@ def render(n, seed, size, progress=True):
     return torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, H, W)
 
 
+def real_batch(data: torch.Tensor, B: int, gen: torch.Generator) -> torch.Tensor:
+    """B training images drawn with replacement, in [-1, 1], half of them flipped left-right."""
+    idx = torch.randint(0, len(data), (B,), generator=gen)
+    real = data[idx].float().div_(127.5).sub_(1)
+    flip = torch.rand(B, generator=gen) < 0.5
+    real[flip] = real[flip].flip(3)
+    return real
+
+
+def hinge_d_step(D, opt_d, G, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """One discriminator step of the hinge loss against G(z); returns the loss."""
+    with torch.no_grad():
+        fake = G(z)
+    loss_d = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d
+
+
 def grid(images: torch.Tensor, path: Path, nrow: int = 8):
     from PIL import Image
     x = (to_image(images.float()) * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -161,18 +181,9 @@ def main(argv=None):
                                      betas=tuple(R["betas"]))
             G_ema.load_state_dict(G.state_dict())
             print(f"adversarial phase from step {step}", flush=True)
-        idx = torch.randint(0, len(data), (B,), generator=gen)
-        real = data[idx].float().div_(127.5).sub_(1)
-        flip = torch.rand(B, generator=gen) < 0.5
-        real[flip] = real[flip].flip(3)
+        real = real_batch(data, B, gen)
         if phase == "gan":  # discriminator step
-            z = torch.randn(B, R["z_dim"], generator=gen)
-            with torch.no_grad():
-                fake = G(z)
-            loss_d = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake)).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            loss_d = hinge_d_step(D, opt_d, G, real, torch.randn(B, R["z_dim"], generator=gen))
         # generator (+ encoder) step: the VAE terms always, the adversarial term in phase 2
         rec, kl = vae_terms(E, G, real, gen)
         loss_g = R["w_rec"] * (rec + R["beta_kl"] * kl)

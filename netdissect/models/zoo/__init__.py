@@ -36,7 +36,7 @@ __all__ = ["SceneCNN", "ZOO", "load_zoo_model", "list_zoo", "build", "weights_pa
 GENERATORS = {
     "world-gan": {"description": "64 px progressive-GAN generator of the synthetic world's scenes (PNAS architecture)",
                   "resolution": 64, "sizes": [256, 128, 64, 32, 16], "z_dim": 128,
-                  "train_command": "python scripts/train_world_gan.py"},
+                  "train_command": "python scripts/train_world_gan.py && python scripts/finetune_world_gan.py"},
 }
 
 
