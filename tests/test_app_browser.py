@@ -187,7 +187,9 @@ def test_paint_in_chromium(browser, served, tmp_path):
     # pick that sample: its image, bit for bit the generator's
     page.click(f'.sample[data-seed="{seed}"]')
     before = wait_render(page, 2)
-    assert np.array_equal(before, plain[seed])
+    # (against a render of that seed alone: in a batch of 12 a conv's float sums may round one pixel value
+    # the other way)
+    assert np.array_equal(before, painter.samples([seed])[0])
     assert page.get_attribute(f'.sample[data-seed="{seed}"]', "aria-selected") == "true"
     shot(page, tmp_path, "paint-pick.png")
 
