@@ -112,18 +112,26 @@ def main(argv=None):
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(R["torch_seed"])
-    from safetensors import safe_open
-    with safe_open(args.start, "pt") as f:
-        start_meta = f.metadata()
+    ckpt = work / "ckpt.pt"
+    s = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    if s is None and args.minutes <= 0:
+        raise SystemExit(f"--minutes 0 writes the weights of a checkpoint, and {ckpt} does not exist")
+    if s is not None and "start_meta" in s:
+        start_meta = s["start_meta"]  # what the first invocation started from (--out may have replaced it since)
+    else:
+        from safetensors import safe_open
+        with safe_open(args.start, "pt") as f:
+            start_meta = f.metadata()
+        if s is None and "finetune" in json.loads(start_meta["netdissect_zoo"]):
+            raise SystemExit(f"{args.start} is already fine-tuned: start from the first recipe's weights "
+                             "(python scripts/train_world_gan.py writes them) or pass them with --from")
     G = load_generator(Path(args.start))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     D = ProjectedDiscriminator(R["head_width"])
     opt_g = torch.optim.Adam(G.parameters(), R["lr_g"], betas=tuple(R["betas"]))
     opt_d = torch.optim.Adam(D.trainable(), R["lr_d"], betas=tuple(R["betas"]))
     step, history, log = 0, [], []
-    ckpt = work / "ckpt.pt"
-    if ckpt.exists():
-        s = torch.load(ckpt, weights_only=False)
+    if s is not None:
         G.load_state_dict(s["G"]); G_ema.load_state_dict(s["G_ema"]); D.load_state_dict(s["D"])
         if "opt_g" in s:
             opt_g.load_state_dict(s["opt_g"]); opt_d.load_state_dict(s["opt_d"])
@@ -149,7 +157,8 @@ def main(argv=None):
         session["to_step"] = step
         tmp = work / "ckpt.pt.tmp"
         torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(), "step": step, "history": history, "log": log}, tmp)
+                    "opt_d": opt_d.state_dict(), "step": step, "history": history, "log": log,
+                    "start_meta": start_meta}, tmp)
         os.replace(tmp, ckpt)
 
     while time.time() - start < args.minutes * 60:
@@ -186,7 +195,7 @@ def main(argv=None):
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in G_ema.state_dict().items()}
     record = json.loads(start_meta["netdissect_zoo"])
     if "finetune" not in record:  # the first recipe's record, kept as the first phase's
-        record["first_phase"] = {k: record[k] for k in ("steps", "minutes", "threads")}
+        record["first_phase"] = {k: record.get(k) for k in ("steps", "vae_steps", "minutes", "threads")}
     sessions = [h for h in history if h.get("to_step", h["from_step"]) > h["from_step"]]
     record.update({"finetune": R, "finetune_steps": step, "finetune_sessions": sessions,
                    "finetune_minutes": round(sum(h["minutes"] for h in sessions), 1), "torch": torch.__version__,

@@ -114,6 +114,13 @@ def hinge_d_step(D, opt_d, G, real: torch.Tensor, z: torch.Tensor) -> torch.Tens
     return loss_d
 
 
+def vae_steps(log: list[dict]) -> int | None:
+    """About how many steps the VAE phase took: the first logged adversarial step, less the 25 between log
+    entries (None if the run never reached the adversarial phase)."""
+    first_gan = next((e["step"] for e in log if e.get("phase") == "gan"), None)
+    return None if first_gan is None else first_gan - 25
+
+
 def grid(images: torch.Tensor, path: Path, nrow: int = 8):
     from PIL import Image
     x = (to_image(images.float()) * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -228,7 +235,7 @@ def main(argv=None):
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in G_ema.state_dict().items()}
     record = {"kind": "generator", "architecture": "ProgressiveGenerator", "resolution": R["resolution"],
               "sizes": R["sizes"], "z_dim": R["z_dim"], "layers": G.layer_names, "output": "RGB in about [-1, 1]",
-              "train": R, "steps": step, "minutes": round((time.time() - start) / 60, 1),
+              "train": R, "steps": step, "vae_steps": vae_steps(log), "minutes": round((time.time() - start) / 60, 1),
               "torch": torch.__version__, "threads": args.threads,
               "train_command": "python scripts/train_world_gan.py"}
     meta = {"recipe": json.dumps(R), "netdissect_zoo": json.dumps(record)}

@@ -127,16 +127,9 @@ def main(argv=None):
     save_image(img / "world-gan-real.png", Image.fromarray(grid(real[:32])))
 
     rows = sorted(obj, key=lambda i: -f_real[i])
-    log = ROOT / "runs/train-world-gan/train_log.json"  # the training run's log, where it is at hand
-    vae_steps = "phase split not recorded"
-    if log.exists():
-        entries = json.loads(log.read_text())
-        first_gan = next((e["step"] for e in entries if e.get("phase") == "gan"), None)
-        if first_gan is not None:
-            vae_steps = f"VAE for the first ~{first_gan - 25} steps, adversarial for the rest"
-    first = meta.get("first_phase", meta)
-    if vae_steps == "phase split not recorded" and first.get("vae_steps"):
-        vae_steps = f"VAE for the first ~{first['vae_steps']} steps, adversarial for the rest"
+    first = meta.get("first_phase", meta)  # the first recipe's record (kept apart once fine-tuned)
+    vae_steps = (f"VAE for the first ~{first['vae_steps']} steps, adversarial for the rest" if first.get("vae_steps")
+                 else "phase split not recorded")
     training = (f"| training | {first['steps']} steps of batch {meta['train']['batch']} in two phases "
                 f"({vae_steps}): first as a VAE decoder (conv encoder, MSE + KL, weight {meta['train']['w_rec']}, "
                 f"Adam lr {meta['train']['lr_vae']}), then adversarially with the VAE terms kept: hinge loss, spectrally "
