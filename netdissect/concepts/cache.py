@@ -16,8 +16,9 @@ end), ``packs/<name>.keys.npy`` their stamps' digests (n, 16 bytes).  Each
 file is written atomically (temporary file, then rename), the keys last, and
 a pack counts only once both are there and agree, so processes sharing a
 cache (torchrun ranks, several runs) never see half a pack.  Reading is one
-dictionary lookup and a slice of a memory-mapped pack: a second run reads its
-labels without opening a file per image.  ``identity.json`` beside
+binary search in a sorted array of the digests (24 bytes an image in memory:
+the digest and where its row is) and a slice of a memory-mapped pack: a second
+run reads its labels without opening a file per image.  ``identity.json`` beside
 ``packs/`` says what the folder holds.
 
 A generator's labels (:class:`netdissect.concepts.generated.GeneratedLabels`)
@@ -59,6 +60,9 @@ def default_cache_dir() -> Path:
     return base / "netdissect" / "labels"
 
 
+DIGEST = np.dtype("V16")  # a stamp's digest (the first 16 bytes of its sha256), ordered as bytes
+
+
 def label_dtype(concepts: int):
     """The compact dtype of label numbers 0..concepts."""
     return np.uint8 if concepts < 256 else np.uint16 if concepts < 65536 else np.int32
@@ -95,7 +99,11 @@ class LabelCache:
 
     def _reset(self) -> None:
         self._pending: dict[bytes, np.ndarray] = {}
-        self._index: dict[bytes, tuple[int, int]] = {}  # stamp digest -> (pack number, row)
+        # the index of the packs read: digests sorted (16 bytes each), with each one's pack number and row
+        # (a dict of bytes -> tuple took ~190 bytes an image; this takes 24)
+        self._keys = np.empty(0, DIGEST)
+        self._pack = np.empty(0, np.int32)
+        self._row = np.empty(0, np.int32)
         self._arrays: list = []  # the packs' planes, memory-mapped
         self._seen: set[str] = set()
         self._mtime: int | None = None
@@ -131,17 +139,41 @@ class LabelCache:
         if self.plane_size is not None and tuple(planes.shape[2:]) != self.plane_size:
             return  # planes of another label size (not this folder's): as if absent
         self._seen.add(name)
-        n = len(self._arrays)
         self._arrays.append(planes)
-        for row, k in enumerate(keys):
-            self._index[k.tobytes()] = (n, row)
+        self._insert(np.ascontiguousarray(keys, np.uint8).view(DIGEST)[:, 0], len(self._arrays) - 1)
+
+    def _insert(self, digests: np.ndarray, pack: int) -> None:
+        """Index pack ``pack``'s ``digests`` (its rows in order): a digest already indexed now points
+        here (a later pack of the same rows wins, as it would in a dict); within the pack, its last row."""
+        order = np.argsort(digests, kind="stable")
+        new, rows = digests[order], order.astype(np.int32)
+        last = np.ones(len(new), bool)
+        last[:-1] = new[1:] != new[:-1]
+        new, rows = new[last], rows[last]
+        at = np.searchsorted(self._keys, new)
+        hit = at < len(self._keys)
+        hit[hit] = self._keys[at[hit]] == new[hit]
+        self._pack[at[hit]] = pack
+        self._row[at[hit]] = rows[hit]
+        miss = ~hit
+        self._keys = np.insert(self._keys, at[miss], new[miss])
+        self._pack = np.insert(self._pack, at[miss], np.int32(pack))
+        self._row = np.insert(self._row, at[miss], rows[miss])
+
+    def _lookup(self, d: bytes):
+        if not len(self._keys):
+            return None
+        i = int(self._keys.searchsorted(np.void(d)))  # (the method: a fifth of np.searchsorted's call)
+        if i < len(self._keys) and self._keys[i].tobytes() == d:
+            return int(self._pack[i]), int(self._row[i])
+        return None
 
     def _where(self, d: bytes, force: bool):
         """(pack number, row) of digest ``d``, scanning for new packs on a miss; None if absent."""
-        hit = self._index.get(d)
+        hit = self._lookup(d)
         if hit is None:
             self._scan(force)
-            hit = self._index.get(d)
+            hit = self._lookup(d)
         return hit
 
     def has(self, stamp: str) -> bool:
