@@ -33,13 +33,15 @@ def write_with(path: Path, writer: Callable[[str], None]) -> Path:
     return path
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (and durably: flushed to disk before the rename)."""
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically and, with ``durable``, flushed to disk before the rename
+    (a cache that can be recomputed may skip the fsync)."""
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
     return write_with(path, _w)
 
 

@@ -345,11 +345,11 @@ def test_label_cache_packs_one_file_per_flush_and_reports_a_failed_write(tmp_pat
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
     src = SegmenterLabels(load_segmenter("color"), ImageFolder(tmp_path / "img"), cache_dir=tmp_path / "c2")
 
-    def broken(path, data):
+    def broken(path, data, durable=True):
         raise OSError("disk full")
 
     src.cache.put("x", planes[0])
-    monkeypatch.setattr(cache_mod, "_atomic", broken)
+    monkeypatch.setattr(cache_mod, "write_bytes", broken)
     with pytest.raises(NetDissectError, match="could not write labels to the label cache .*disk full"):
         src.flush()
 

@@ -40,11 +40,11 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from netdissect.atomic import write_bytes
 from netdissect.errors import NetDissectError
 
 
@@ -230,19 +230,6 @@ class LabelCache:
 
     @staticmethod
     def _atomic(path: Path, data: bytes) -> None:
-        _atomic(path, data)
+        # (no fsync: a pack lost in a crash is only segmented again)
+        write_bytes(path, data, durable=False)
 
-
-def _atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
