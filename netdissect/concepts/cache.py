@@ -100,7 +100,7 @@ class LabelCache:
     def _reset(self) -> None:
         self._pending: dict[bytes, np.ndarray] = {}
         # the index of the packs read: digests sorted (16 bytes each), with each one's pack number and row
-        # (a dict of bytes -> tuple took ~190 bytes an image; this takes 24)
+        # (a dict of bytes -> tuple took ~175 bytes an image, measured with tracemalloc; this takes 24)
         self._keys = np.empty(0, DIGEST)
         self._pack = np.empty(0, np.int32)
         self._row = np.empty(0, np.int32)
