@@ -247,11 +247,15 @@ def test_ctrl_c_says_how_to_resume(broden, tmp_path):
     args = [sys.executable, "-m", "netdissect", "dissect", "--model", f"{TESTS}/nets.py:slow_elementwise_net",
             "--layer", "units", "--dataset", str(broden), "--out", str(out), "--batch-size", "2",
             "--workers", "0", "--checkpoint-every", "0", "--quantile", "0.05", "--quiet", "--no-report"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a suite started in the background (`make test &`) inherits
+    # it ignored, and Python then installs no KeyboardInterrupt handler (the run would finish, exit 0)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = out / ".work" / "checkpoint.npz"
     deadline = time.time() + 60
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.05)
+    assert ckpt.exists() and proc.poll() is None, "the run ended (or never checkpointed) before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
