@@ -133,8 +133,9 @@ class Painter:
     def __init__(self, generator: torch.nn.Module, layer: str, palette, *, z_dim: int | None = None,
                  value_samples: int = VALUE_SAMPLES, value_seed: int = VALUE_SEED, max_units: int = 20,
                  to_image=None, threads: int | None = 1):
+        from netdissect.errors import ActivationError
         from netdissect.hooks.trace import Trace
-
+        from netdissect.models.loading import check_generated
         from netdissect.models.proggan import to_image as proggan_to_image
 
         self.generator = generator.eval()
@@ -151,7 +152,13 @@ class Painter:
             with Trace(self.generator, layer) as tr:
                 maps, out = [], []
                 for chunk in z.split(50):
-                    out.append(self.generator(chunk)[:1])
+                    y = self.generator(chunk)
+                    if isinstance(y, torch.Tensor):
+                        try:
+                            check_generated(y)
+                        except ActivationError as exc:
+                            raise PaintError(f"{exc} (latents of seed {value_seed})") from None
+                    out.append(y[:1])
                     maps.append(tr.output.float())
         maps = torch.cat(maps)
         if maps.dim() != 4 or out[0].dim() != 4 or out[0].shape[1] != 3:
@@ -205,6 +212,13 @@ class Painter:
     def to_uint8(self, x: torch.Tensor) -> np.ndarray:
         """The generator's output (N, 3, H, W) -> uint8 (N, H, W, 3): ``to_image`` (RGB in [0, 1], by
         default :func:`~netdissect.models.proggan.to_image`, ``(x + 1) / 2`` clamped), times 255, rounded."""
+        from netdissect.errors import ActivationError
+        from netdissect.models.loading import check_generated
+
+        try:
+            check_generated(x)
+        except ActivationError as exc:
+            raise PaintError(str(exc)) from None
         img = self.to_image(x.float())
         return (img * 255 + 0.5).floor_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 

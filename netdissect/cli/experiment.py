@@ -68,11 +68,26 @@ def run(args) -> int:
     return {"rotation": _rotation, "basis": _basis, "probe": _probe, "training": _training}[args.experiment](args)
 
 
+def _claim(args, marker: str):
+    """``--out`` claimed for this experiment (netdissect.runout): locked, apart from --dataset, empty or
+    a run of the same experiment; the results are moved in whole, ``marker`` last."""
+    from netdissect.runout import claim_output
+
+    if args.batch_size is not None and args.batch_size < 1:
+        from netdissect.errors import NetDissectError
+
+        raise NetDissectError(f"--batch-size must be a whole number >= 1, got {args.batch_size}")
+    return claim_output(args.out, f"experiment {args.experiment}", marker, inputs=[("--dataset", args.dataset)])
+
+
 def _rotation(args) -> int:
     from netdissect.experiments.sweep import rotation_sweep
 
-    table = rotation_sweep(args.model, args.layer, args.dataset, alphas=args.alphas, seeds=args.seed, out=args.out,
-                           progress=not args.quiet, weights=args.weights, normalize=args.normalize, **_kw(args))
+    with _claim(args, "rotation.json") as o:
+        table = rotation_sweep(args.model, args.layer, args.dataset, alphas=args.alphas, seeds=args.seed,
+                               out=o.stage, progress=not args.quiet, weights=args.weights, normalize=args.normalize,
+                               **_kw(args))
+        o.commit()
     print(table.table())
     print(f"results: {args.out}/rotation.csv, {args.out}/rotation.png")
     return 0
@@ -83,6 +98,10 @@ def _basis(args) -> int:
     from netdissect.experiments.rotation import random_rotation
     from netdissect.runfolder import RunLock, check_out
 
+    from netdissect.runout import check_apart
+
+    if str(args.out).strip():
+        check_apart(args.out, [("--dataset", args.dataset)])
     check_out(args.out)
     with RunLock(args.out):
         with ActivationRun(args.model, args.layer, args.dataset, weights=args.weights, normalize=args.normalize,
@@ -117,8 +136,10 @@ def _basis(args) -> int:
 def _probe(args) -> int:
     from netdissect.experiments.probe import probe_experiment
 
-    table = probe_experiment(args.models, args.layer, args.dataset, task=args.task, test_share=args.test_share,
-                             seed=args.seed, out=args.out, progress=not args.quiet, **_kw(args))
+    with _claim(args, "probe.json") as o:
+        table = probe_experiment(args.models, args.layer, args.dataset, task=args.task, test_share=args.test_share,
+                                 seed=args.seed, out=o.stage, progress=not args.quiet, **_kw(args))
+        o.commit()
     print(table.table())
     print(f"results: {args.out}/probe.csv, {args.out}/probe.png")
     return 0
@@ -127,8 +148,10 @@ def _probe(args) -> int:
 def _training(args) -> int:
     from netdissect.experiments.training import training_experiment
 
-    table = training_experiment(args.models, args.layer, args.dataset, out=args.out, progress=not args.quiet,
-                                **_kw(args))
+    with _claim(args, "training.json") as o:
+        table = training_experiment(args.models, args.layer, args.dataset, out=o.stage, progress=not args.quiet,
+                                    **_kw(args))
+        o.commit()
     print(table.table())
     print(f"results: {args.out}/training.csv, {args.out}/training.png")
     return 0

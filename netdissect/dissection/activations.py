@@ -110,6 +110,9 @@ class ActivationPass:
             raise self.explain(tuple(x.shape), exc) from None
         rgb = None
         if self.full:  # the generated images, segmented (batched, on the device) in this same pass
+            from netdissect.models.loading import check_generated
+
+            check_generated(y, [st.probe.where(int(i)) for i in idx.tolist()])
             rgb = self.prep.to_image(y)
             st.source.observe(idx.tolist(), rgb)
         np_dtype = CACHE_DTYPES[cfg.cache_dtype]

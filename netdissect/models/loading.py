@@ -59,6 +59,29 @@ class Preprocess:
         return (x - mean).div_(std)  # one new tensor, same values as (x - mean) / std
 
 
+def nonfinite_rows(y: torch.Tensor) -> list[int]:
+    """Rows (first axis) of ``y`` holding a NaN or an infinity; [] when every value is finite (one
+    float64 sum in the common case: a NaN or an infinity makes the sum one)."""
+    if bool(torch.isfinite(y.detach().double().sum())):
+        return []
+    return (~torch.isfinite(y.detach()).flatten(1).all(1)).nonzero().flatten().tolist()
+
+
+def check_generated(y: torch.Tensor, rows=None, what: str = "the generator") -> None:
+    """Refuse a generator output with NaN or infinite values (clamped, they would be black or white
+    images labelled, served and counted as real ones): one line naming the rows (``rows[i]`` names
+    row i of the batch, e.g. sample numbers)."""
+    bad = nonfinite_rows(y)
+    if bad:
+        from netdissect.errors import ActivationError
+
+        names = [rows[i] if rows is not None else i for i in bad]
+        which = "sample(s)" if rows is not None else "row(s) of the batch"
+        raise ActivationError(f"{what} gives NaN or infinite values for {len(bad)} {which}: {names[:8]}"
+                              f"{' ...' if len(bad) > 8 else ''}; no image is made from them (check its weights, "
+                              "or the edit's value)")
+
+
 @dataclass(frozen=True)
 class GeneratorIO:
     """A generator's conventions, carried as its "preprocessing" by :func:`load_model`.

@@ -82,33 +82,98 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
                     device: str = "cpu", eps: float = 16 / 255, steps: int | None = None, binary_steps: int = 5,
                     lr: float | None = None, initial_const: float = 1e-2, seed: int = 0, progress: bool = True,
                     figures: bool = True) -> dict:
-    t0 = time.perf_counter()
-    out = Path(out)
+    """Attack, measure and write ``out`` (claimed first, written whole; ``adversarial.json`` last)."""
+    from netdissect.runout import claim_output
+
+    check_attack_options(attack=attack, n=n, eps=eps, steps=steps, binary_steps=binary_steps, lr=lr,
+                         initial_const=initial_const, seed=seed, batch_size=batch_size, size=size, device=device,
+                         targets=targets)
+    with claim_output(out, "adversarial", "adversarial.json", inputs=[("--ablation", ablation), ("--val", val)],
+                      fmt="netdissect-adversarial") as o:
+        summary = _run_adversarial(model_spec, layer, ablation, val, o.stage, attack=attack, targets=targets, n=n,
+                                   weights=weights, normalize=normalize, classes=classes, size=size,
+                                   batch_size=batch_size, device=device, eps=eps, steps=steps,
+                                   binary_steps=binary_steps, lr=lr, initial_const=initial_const, seed=seed,
+                                   progress=progress, figures=figures)
+        o.commit()
+    return summary
+
+
+def _finite_positive(name: str, v) -> None:
+    if v is None:
+        return
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise NetDissectError(f"{name} must be a number > 0, got {v!r}") from None
+    if not (np.isfinite(f) and f > 0):
+        raise NetDissectError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+def check_attack_options(*, attack, n, eps, steps, binary_steps, lr, initial_const, seed, batch_size, size, device,
+                         targets) -> None:
+    """Every option of ``adversarial`` checked in one line before any work (the attacks take the longest)."""
+    from netdissect.roles.run import check_options
+
     if attack not in ("cw", "pgd"):
         raise NetDissectError(f"--attack must be 'cw' or 'pgd', got {attack!r}")
+    for name, v in (("--n", n), ("--steps", steps), ("--binary-steps", binary_steps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NetDissectError(f"{name} must be a whole number >= 1, got {v!r}")
+    _finite_positive("--eps", eps)
+    _finite_positive("--lr", lr)
+    _finite_positive("--initial-const", initial_const)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2 ** 32 - 1:
+        raise NetDissectError(f"--seed must be a whole number from 0 to 2**32-1, got {seed!r}")
+    check_options(batch_size=batch_size, size=size, device=device)
+    if not targets:
+        raise NetDissectError("--targets names no class")
+    seen = set()
+    for t in targets:
+        if t in seen:
+            raise NetDissectError(f"--targets names {t!r} twice: each target is attacked once")
+        seen.add(t)
+
+
+def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targets, n, weights, normalize, classes,
+                     size, batch_size, device, eps, steps, binary_steps, lr, initial_const, seed, progress,
+                     figures) -> dict:
+    t0 = time.perf_counter()
+    out = Path(out)
     abl = read_ablation(ablation)
     if abl.get("layer") != layer:
         raise NetDissectError(f"{ablation} ranked units of layer {abl.get('layer')!r}, not {layer!r}")
     model, prep, class_names, zsize = load_classifier(model_spec, weights, normalize, classes)
     if list(abl["classes"]) != list(class_names):
         raise NetDissectError(f"{ablation} was run with other classes ({', '.join(map(str, abl['classes'][:5]))}...)")
+    from netdissect.models import model_identity
+    made, ours = abl.get("model_sha256"), model_identity(model)
+    if made and made != ours:
+        raise NetDissectError(f"--ablation {ablation} ranked the units of {abl.get('model')} (weights digest "
+                              f"{made}), not of {model_spec} (digest {ours}): its unit ranking belongs to another "
+                              "model; run `netdissect ablate` on this model first")
     model.to(device)
     size = size or zsize
     K = len(class_names)
     lookup = class_index(class_names)
-    if not targets:
-        raise NetDissectError(f"--targets names no class; the model's classes are {', '.join(class_names)}")
     bad = [t for t in targets if t not in lookup]
     if bad:
         raise NetDissectError(f"target class(es) {', '.join(bad)} are not among the model's classes "
                               f"({', '.join(class_names)})")
     tidx = [lookup[t] for t in targets]
+    if len(set(tidx)) != len(tidx):
+        raise NetDissectError(f"--targets {','.join(targets)} names one class twice (with and without -s)")
     order = np.asarray(abl["ranking"])
     images, y, paths, _ = load_labelled(val, class_names, size, progress=progress)
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
     def fn(v):
         return model(prep(v.to(device)) if prep is not None else v.to(device))
+
+    width = peaks_at(model, layer, prep, x_all[:1].to(device)).shape[1]
+    if order.ndim != 2 or order.shape != (K, width):
+        raise NetDissectError(f"--ablation {ablation} ranks {order.shape[-1] if order.ndim == 2 else '?'} units of "
+                              f"{layer!r}, but this model's {layer!r} has {width}: the ablation is of another model")
 
     with torch.inference_mode():
         pred = torch.cat([fn(x_all[s:s + batch_size]).argmax(1).cpu()

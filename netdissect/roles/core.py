@@ -186,6 +186,7 @@ class Evaluator:
                     # x * 1 and x * 0 are exact for the finite activations: the same as apply_edit(a=1, v=0)
                     x = (a.unsqueeze(0) * kp.view(k, 1, C, *([1] * (a.dim() - 2)))).reshape(k * b, *a.shape[1:])
                     logits = self.head(x).view(k, b, -1)
+                    _finite(logits.reshape(k * b, -1), s, b)
                     out[m0:m0 + k, s:s + b] = logits.argmax(2).cpu().numpy()
                     if want:
                         lp = torch.log_softmax(logits.double(), 2)
@@ -206,12 +207,22 @@ class Evaluator:
         with ablate(self.model, self.layer, units=list(units)):
             for s in range(0, len(images), self.batch_size):
                 logits = self.model(self._batch(images[s:s + self.batch_size]))
+                _finite(logits, s, len(logits))
                 preds.append(logits.argmax(1).cpu().numpy())
                 if truth is not None:
                     lp = torch.log_softmax(logits.double(), 1)
                     t = torch.as_tensor(truth[s:s + len(logits)], device=lp.device).view(-1, 1)
                     lps.append(lp.gather(1, t)[:, 0].cpu().numpy())
         return np.concatenate(preds), (np.concatenate(lps) if truth is not None else None)
+
+
+def _finite(logits: torch.Tensor, start: int, b: int) -> None:
+    """Refuse NaN or infinite logits (argmax would silently predict class 0), naming the images."""
+    ok = torch.isfinite(logits).all(-1)
+    if not bool(ok.all()):
+        rows = sorted({start + int(i) % b for i in (~ok).nonzero().flatten().tolist()})
+        raise ActivationError(f"the model gives NaN or infinite logits on image(s) {rows[:8]} (rows of the split, "
+                              "from 0): its weights or the images are broken; no prediction is made from them")
 
 
 def importance_table(ev: Evaluator, acts: torch.Tensor, truth: np.ndarray, n_classes: int,

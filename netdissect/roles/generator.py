@@ -134,14 +134,20 @@ class CutGenerator:
 
         if self.head is not None:
             x = act if alpha is None else apply_edit(act, alpha, value)
-            return self.to_rgb(self.head(x))
+            return self._rgb(self.head(x), alpha)
         if z is None:
             raise NetDissectError("full-pass mode needs the latent vectors of the activations")
         z = z.to(self.device)
         if alpha is None:
-            return self.to_rgb(self.generator(z))
+            return self._rgb(self.generator(z), alpha)
         with edit(self.generator, self.layer, alpha=alpha, value=value):
-            return self.to_rgb(self.generator(z))
+            return self._rgb(self.generator(z), alpha)
+
+    def _rgb(self, y: torch.Tensor, alpha) -> torch.Tensor:
+        from netdissect.models.loading import check_generated
+
+        check_generated(y, what="the generator" + (" (unedited)" if alpha is None else " with the edit"))
+        return self.to_rgb(y)
 
 
 # ----------------------------------------------------------------------------- concepts and units
@@ -247,6 +253,18 @@ class _Checkpoint:
         self._last = time.monotonic()
 
 
+def _content_key(cut: CutGenerator, segmenter) -> dict:
+    """What else a checkpoint's numbers depend on: the generator's weights and the segmenter."""
+    from netdissect.models import model_identity
+
+    ident = getattr(segmenter, "identity", None)
+    try:
+        seg = ident() if callable(ident) else type(segmenter).__qualname__
+    except Exception:  # noqa: BLE001 - a segmenter's own identity() failing: key on its type only
+        seg = type(segmenter).__qualname__
+    return {"weights": model_identity(cut.generator), "segmenter": seg}
+
+
 def _check_z(z) -> torch.Tensor:
     if isinstance(z, np.ndarray):
         z = torch.from_numpy(np.ascontiguousarray(z))
@@ -306,7 +324,7 @@ def removal(generator, layer: str, ranked_units, segmenter, concept: int, sizes,
     ck = None
     state = None
     if checkpoint is not None:
-        ck = _Checkpoint(checkpoint, {"what": "removal", "layer": layer, "z": hashlib.sha256(z.numpy().tobytes())
+        ck = _Checkpoint(checkpoint, {"what": "removal", "layer": layer, **_content_key(cut, segmenter), "z": hashlib.sha256(z.numpy().tobytes())
                                       .hexdigest(), "sets": sets, "concept": int(concept),
                                       "seg_size": list(seg_size), "batch": batch_size, "mode": cut.mode},
                          checkpoint_every)
@@ -459,7 +477,7 @@ def insertion(generator, layer: str, units, segmenter, concept: int, z, *, value
     sstarts = list(range(0, N, per))
     ck = state = None
     if checkpoint is not None:
-        ck = _Checkpoint(checkpoint, {"what": "insertion", "layer": layer, "units": units, "concept": int(concept),
+        ck = _Checkpoint(checkpoint, {"what": "insertion", "layer": layer, **_content_key(cut, segmenter), "units": units, "concept": int(concept),
                                       "z": hashlib.sha256(z.numpy().tobytes()).hexdigest(),
                                       "values": [round(float(v), 5) for v in values], "seg_size": list(seg_size),
                                       "per": per, "mode": cut.mode}, checkpoint_every)
@@ -551,10 +569,20 @@ def read_generator_run(run_dir, layer: str) -> dict:
         raise GeneratorError(f"{run_dir}/summary.json names no {'segmenter' if not labels.get('spec') else 'model'} "
                              "spec; rerun the dissection with this version of netdissect")
     seg_id = labels.get("segmenter") or {}
+    bad = [k for k in ("seed", "dim") if isinstance(data.get(k), bool) or not isinstance(data.get(k), int)
+           or data[k] < (1 if k == "dim" else 0)]
+    if bad:
+        k = bad[0]
+        state = "lacks it" if k not in data else f"has {json.dumps(data[k])[:30]}"
+        raise GeneratorError(f"{run_dir}/summary.json: dataset.{k} (the latent {'seed' if k == 'seed' else 'size'}) "
+                             f"{state}, not a whole number: the run is damaged or hand-edited; dissect the generator "
+                             "again")
+    if not isinstance(seg_id, dict):
+        seg_id = {}
     return {"run": str(run_dir), "result": res, "layer": res[layer], "model_spec": model["spec"],
             "weights": model.get("weights"), "normalize": model.get("normalize"), "model_seed": model.get("seed", 0),
             "latent_seed": int(data["seed"]), "samples": int(data.get("samples", 0)), "dim": int(data["dim"]),
-            "segmenter_spec": labels["spec"], "segmenter_identity": seg_id,
+            "segmenter_spec": labels["spec"], "segmenter_identity": seg_id, "sha256": model.get("sha256"),
             "quad_parts": seg_id.get("kind") == "quad-parts", "seg_size": labels.get("seg_size"),
             "iou_threshold": float(s["config"]["iou_threshold"])}
 
@@ -577,10 +605,28 @@ def load_run_models(info: dict, device="cpu"):
     if "z_dim" in params:
         kw["z_dim"] = info["dim"]
     try:
-        model, prep = load_model(info["model_spec"], **kw)
-    except NetDissectError:
-        kw.pop("normalize", None)  # a recorded normalisation in words, not a spec: the generator's default
-        model, prep = load_model(info["model_spec"], **kw)
+        try:
+            model, prep = load_model(info["model_spec"], **kw)
+        except NetDissectError as exc:
+            if "--z-dim" in str(exc):
+                raise
+            kw.pop("normalize", None)  # a recorded normalisation in words, not a spec: the generator's default
+            model, prep = load_model(info["model_spec"], **kw)
+    except NetDissectError as exc:
+        if "--z-dim" not in str(exc):
+            raise
+        # the latent size comes from the run's summary.json, not from the user: say so
+        raise GeneratorError(f"{info['run']}/summary.json says the latent size (dataset.dim) is {info['dim']}, but "
+                             f"{info['model_spec']} does not take it ({' '.join(str(exc).split())[:160]}): the run is "
+                             "damaged or of another generator; dissect this generator again") from None
+    if info.get("sha256"):
+        from netdissect.models import model_identity
+
+        ours = model_identity(model)
+        if ours != info["sha256"]:
+            raise GeneratorError(f"the generator {info['model_spec']} now has weights digest {ours}, but {info['run']} "
+                                 f"dissected weights of digest {info['sha256']}: its unit ranking is of other weights "
+                                 "(was the file changed?); dissect this generator again")
     to_rgb = prep.to_image if callable(getattr(prep, "to_image", None)) else None
     seg = load_segmenter(info["segmenter_spec"], quad_parts=info["quad_parts"])
     if hasattr(seg, "to"):
@@ -641,11 +687,32 @@ def _prepare(run_dir, layer: str, concept: str, samples: int, seed: int, device,
 def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
                 batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
                 figures: bool = True) -> dict:
-    """``netdissect gan remove``: the files of docs/gan-roles.md in ``out``; returns removal.json's dict."""
+    """``netdissect gan remove``: the files of docs/gan-roles.md in ``out`` (claimed first, written whole,
+    removal.json last); returns removal.json's dict."""
+    from netdissect.runout import claim_output
+
+    _check_run_options(device, batch_size)
+    with claim_output(out, "gan remove", "removal.json", inputs=[("--run", run_dir)],
+                      fmt="netdissect-gan-remove") as o:
+        s = _run_removal(run_dir, layer, concept, sizes, samples, seed, o.path, o.stage, control_seed=control_seed,
+                         batch_size=batch_size, device=device, fast=fast, progress=progress, grid=grid,
+                         figures=figures)
+        o.commit()
+    return s
+
+
+def _check_run_options(device, batch_size) -> None:
+    from netdissect.roles.run import check_options
+
+    check_options(batch_size=batch_size, device=device)
+
+
+def _run_removal(run_dir, layer, concept, sizes, samples, seed, out, dest, *, control_seed, batch_size, device, fast,
+                 progress, grid, figures) -> dict:
     from netdissect.atomic import savez, write_json, write_text
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out, dest = Path(out), Path(dest)
     info, model, seg, same, number, cname, order, ious, above, cut, z, C = _prepare(
         run_dir, layer, concept, samples, seed, device, fast)
     sizes = _check_sizes(sizes, C)
@@ -653,8 +720,8 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
                 seg_size=info["seg_size"], device=device, progress=progress, cut=cut,
                 checkpoint=out / "cache" / "removal_checkpoint.npz")
     rows = removal_rows(r, cname)
-    write_text(out / "removal.csv", _csv(rows, REMOVAL_COLUMNS))
-    savez(out / "removal.npz", baseline=r["baseline"].astype(np.float32), after=r["after"].astype(np.float32),
+    write_text(dest / "removal.csv", _csv(rows, REMOVAL_COLUMNS))
+    savez(dest / "removal.npz", baseline=r["baseline"].astype(np.float32), after=r["after"].astype(np.float32),
           control=r["control"].astype(np.float32), sizes=np.asarray(sizes, np.int32),
           ranking=order.astype(np.int32), ranking_iou=ious.astype(np.float32))
     summary = {
@@ -682,7 +749,7 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
         from netdissect.roles import generator_figures as fg
 
         summary["figures"]["curve"] = fg.removal_curve(
-            out, rows, f"{cname} removed at {layer} ({samples} samples, seed {seed})",
+            dest, rows, f"{cname} removed at {layer} ({samples} samples, seed {seed})",
             PAPER_REMOVAL if cname.endswith("/tree") else None)
         if grid > 0:
             n = 20 if 20 in sizes else max(sizes)
@@ -700,10 +767,10 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
                 imgs = _uint8(cut.images(act, zb, a, 0.0))
                 rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}"
                                                for k in range(len(zb))]))
-            summary["figures"]["grid"] = fg.image_grid(out, "removal_grid", rows_img,
+            summary["figures"]["grid"] = fg.image_grid(dest, "removal_grid", rows_img,
                                                        f"{cname} units removed at {layer} (seed {seed})")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    write_json(out / "removal.json", summary)
+    write_json(dest / "removal.json", summary)
     return summary
 
 
@@ -711,11 +778,26 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
                   min_samples: int = DEFAULT_MIN_SAMPLES, context_plane: int = 0, batch_size: int = 64,
                   device="cpu", fast: bool = True, progress: bool = True, examples: int = 6,
                   figures: bool = True) -> dict:
-    """``netdissect gan insert``: the files of docs/gan-roles.md in ``out``; returns insertion.json's dict."""
+    """``netdissect gan insert``: the files of docs/gan-roles.md in ``out`` (claimed first, written whole,
+    insertion.json last); returns insertion.json's dict."""
+    from netdissect.runout import claim_output
+
+    _check_run_options(device, batch_size)
+    with claim_output(out, "gan insert", "insertion.json", inputs=[("--run", run_dir)],
+                      fmt="netdissect-gan-insert") as o:
+        s = _run_insertion(run_dir, layer, concept, n, value, samples, seed, o.path, o.stage, min_samples=min_samples,
+                           context_plane=context_plane, batch_size=batch_size, device=device, fast=fast,
+                           progress=progress, examples=examples, figures=figures)
+        o.commit()
+    return s
+
+
+def _run_insertion(run_dir, layer, concept, n, value, samples, seed, out, dest, *, min_samples, context_plane,
+                   batch_size, device, fast, progress, examples, figures) -> dict:
     from netdissect.atomic import savez, write_json, write_text
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out, dest = Path(out), Path(dest)
     info, model, seg, same, number, cname, order, ious, above, cut, z, C = _prepare(
         run_dir, layer, concept, samples, seed, device, fast)
     n = _check_sizes([n], C)[0]
@@ -728,9 +810,9 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
     rows = [{"concept": cname, "context": t["context"], "samples": t["samples"], "mean_added_pixels": t["mean_added"],
              "se": t["se"], "ci99_low": t["ci99_low"], "ci99_high": t["ci99_high"],
              "mean_added_fraction": t["mean_added"] / (sh * sw)} for t in table]
-    write_text(out / "insertion.csv", _csv(rows, INSERTION_COLUMNS))
+    write_text(dest / "insertion.csv", _csv(rows, INSERTION_COLUMNS))
     cell_mean = r["added"].mean(0)
-    savez(out / "insertion.npz", added=r["added"].astype(np.int32), context=r["context"].astype(np.int32),
+    savez(dest / "insertion.npz", added=r["added"].astype(np.int32), context=r["context"].astype(np.int32),
           baseline=r["baseline"].astype(np.int32), values=r["values"].astype(np.float32),
           units=np.asarray(units, np.int32), cell_mean=cell_mean.astype(np.float32))
     all_ctx = context_table(r["added"], r["context"], seg.concepts, 1)
@@ -764,9 +846,9 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
 
         short = cname.split("/")[-1]
         summary["figures"]["contexts"] = fg.insertion_contexts(
-            out, table, f"{short} inserted at {layer}: top {n} units, {policy}", f"{short} label pixels")
+            dest, table, f"{short} inserted at {layer}: top {n} units, {policy}", f"{short} label pixels")
         summary["figures"]["map"] = fg.insertion_map(
-            out, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels")
+            dest, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels")
         if examples > 0 and len(rows):
             k = min(examples, samples)
             zb = z[:k]
@@ -783,8 +865,8 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
             added = [f"+{int(r['added'][b].reshape(-1)[best[b]])} px" for b in range(k)]
             summary["figures"]["examples"] = fg.image_grid(
-                out, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
+                dest, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
                 f"top {n} {short} units set at one cell (the cell adding most, per sample)")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    write_json(out / "insertion.json", summary)
+    write_json(dest / "insertion.json", summary)
     return summary

@@ -8,14 +8,14 @@ from pathlib import Path
 from netdissect.atomic import write_text
 
 
-def _dissection_link(out: Path, summary: dict) -> str | None:
+def _dissection_link(out: Path, summary: dict, final: Path | None = None) -> str | None:
     d = summary.get("dissection")
     if not d:
         return None
     page = Path(d) / "report" / "index.html"
     if not page.exists():
         return None
-    return os.path.relpath(page, out)
+    return os.path.relpath(page, final or out)
 
 
 def _card_prefix(layer: str) -> str:
@@ -25,10 +25,12 @@ def _card_prefix(layer: str) -> str:
     return safe_name(layer)
 
 
-def ablation_report(out: Path, summary: dict, removal, order, uc) -> Path:
+def ablation_report(out: Path, summary: dict, removal, order, uc, final: Path | None = None) -> Path:
+    """``out/index.html``; links to the dissection are relative to ``final`` (the run folder the page
+    ends up in, when ``out`` is where it is staged)."""
     classes = summary["classes"]
     esc = html.escape
-    link = _dissection_link(out, summary)
+    link = _dissection_link(out, summary, final)
     card = _card_prefix(summary["layer"])
     labels = summary.get("unit_labels")
     ious = summary.get("best_iou")

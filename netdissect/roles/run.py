@@ -74,9 +74,98 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
                  classes=None, size=None, sizes=DEFAULT_SIZES, batch_size: int = 64, device: str = "cpu",
                  limit: int | None = None, fast: bool = True, progress: bool = True, figures: bool = True,
                  model=None, prep=None) -> dict:
-    """Run the experiment; returns the summary written to ``roles.json``."""
+    """Run the experiment; returns the summary written to ``roles.json``.
+
+    ``out`` is claimed first (:func:`netdissect.runout.claim_output`: locked, apart from the inputs,
+    empty or an ``ablate`` run) and the results land there whole, ``roles.json`` last."""
+    from netdissect.runout import claim_output
+
+    check_options(batch_size=batch_size, device=device, size=size, limit=limit)
+    inputs = [("--train", train), ("--val", val), ("--dissection", dissection)]
+    with claim_output(out, "ablate", "roles.json", inputs=inputs, fmt="netdissect-roles") as o:
+        summary = _run_ablation(model_spec, layer, train, val, o.path, o.stage, dissection=dissection, weights=weights,
+                                normalize=normalize, classes=classes, size=size, sizes=sizes, batch_size=batch_size,
+                                device=device, limit=limit, fast=fast, progress=progress, figures=figures,
+                                model=model, prep=prep)
+        o.commit()
+    return summary
+
+
+def check_options(*, batch_size=None, device=None, size=None, limit=None, flag_prefix: str = "--") -> None:
+    """Options of the classifier commands, refused in one line before any work."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise NetDissectError(f"{flag_prefix}batch-size must be a whole number >= 1, got {batch_size!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
+        raise NetDissectError(f"{flag_prefix}size must be a whole number of pixels >= 8 (the image side the model "
+                              f"takes), got {size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise NetDissectError(f"{flag_prefix}limit must be >= 1, got {limit!r}")
+    if device is not None:
+        check_device(device)
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch device this machine has, or one line saying why not."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise NetDissectError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NetDissectError(f"--device {device}: this machine has no CUDA GPU that torch can use; use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise NetDissectError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices "
+                                  f"(0..{torch.cuda.device_count() - 1})")
+    elif d.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise NetDissectError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif d.type != "cpu":
+        raise NetDissectError(f"--device {device}: netdissect runs on cpu, cuda or mps")
+    return d
+
+
+def forward_checked(model, x, spec=None) -> torch.Tensor:
+    """``model(x)``, its failure or a non-logits result explained in one line."""
+    name = spec if isinstance(spec, str) else type(model).__name__
+    try:
+        y = model(x)
+    except NetDissectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
+        msg = " ".join(str(exc).split())[:200]
+        raise NetDissectError(f"model {name} fails on a batch of images {tuple(x.shape)}: "
+                              f"{type(exc).__name__}: {msg}") from None
+    if not isinstance(y, torch.Tensor) or y.dim() != 2:
+        raise NetDissectError(f"model {name} returns {type(y).__name__} {tuple(getattr(y, 'shape', ()))}, not "
+                              "(N, classes) logits: the classifier experiments need a classifier")
+    bad = (~torch.isfinite(y).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise NetDissectError(f"model {name} gives NaN or infinite logits on image(s) {bad[:8]} of the probe batch "
+                              "(check its weights)")
+    return y
+
+
+def _describe(prep) -> str:
+    """The preprocessing, stably (a ``Preprocess`` describes itself; a repr could hold an address)."""
+    if prep is None:
+        return "none"
+    describe = getattr(prep, "describe", None)
+    return describe() if callable(describe) else type(prep).__qualname__
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weights, normalize, classes, size, sizes,
+                  batch_size, device, limit, fast, progress, figures, model, prep) -> dict:
     t0 = time.perf_counter()
-    out = Path(out)
+    out, dest = Path(out), Path(dest)
     if model is None:
         model, prep, class_names, zsize = load_classifier(model_spec, weights, normalize, classes)
     else:
@@ -93,7 +182,8 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
         splits[name] = dict(images=imgs, y=y, paths=paths, skipped=skipped, root=str(root))
     with torch.inference_mode():
         probe = ev._batch(splits["val"]["images"][:1])
-        n_out = model(probe).shape[-1]
+        logits = forward_checked(model, probe, model_spec)
+        n_out = logits.shape[-1]
     if n_out != K:
         raise NetDissectError(f"the model has {n_out} outputs but {K} class names ({', '.join(class_names[:8])}...)")
     for s in splits.values():
@@ -104,29 +194,34 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
                               f"the model's has {C}")
     sizes = _parse_sizes(sizes, C)
     tables = {}
+    from netdissect.models import model_identity
+    digest = model_identity(model)
     for name, s in splits.items():
-        key = hashlib.sha256(json.dumps([str(model_spec), str(weights), layer, s["root"], s["paths"],
-                                         class_names, size]).encode()).hexdigest()
+        # everything the predictions depend on: the weights (digest), the preprocessing, the images'
+        # pixels and labels, the layer, the classes and the evaluation path
+        key = hashlib.sha256(json.dumps([str(model_spec), digest, str(normalize), _describe(prep), layer, s["root"],
+                                         s["paths"], _digest(s["images"], s["y"]), class_names, size,
+                                         ev.mode]).encode()).hexdigest()
         ck = Checkpoint(out / "cache" / f"single_{name}.npz", key)
         tables[name] = importance_table(ev, s["acts"], s["y"], K, s["images"], checkpoint=ck,
                                         desc=f"single-unit ablation ({name})")
     base_tr, imp_tr, lpd_tr, _ = tables["train"]
     base_va, imp_va, lpd_va, preds_va = tables["val"]
     order = ranking(imp_tr, lpd_tr)
-    savez(out / "importance.npz", train=imp_tr.astype(np.float32), val=imp_va.astype(np.float32),
+    savez(dest / "importance.npz", train=imp_tr.astype(np.float32), val=imp_va.astype(np.float32),
           train_logp_drop=lpd_tr.astype(np.float32), val_logp_drop=lpd_va.astype(np.float32),
           ranking=order.astype(np.int32), units=np.arange(C, dtype=np.int32), classes=np.asarray(class_names))
     ba, rec, tnr, acc = balanced_accuracy(preds_va[0], splits["val"]["y"], K)
-    write_text(out / "baseline.csv", _csv([(class_names[y], float(ba[y]), float(rec[y]), float(tnr[y]))
+    write_text(dest / "baseline.csv", _csv([(class_names[y], float(ba[y]), float(rec[y]), float(tnr[y]))
                                            for y in range(K)] + [("all", float(acc), float("nan"), float("nan"))],
                                           ["class", "balanced_accuracy", "recall", "true_negative_rate"]))
     removal = removal_curves(ev, splits["val"]["acts"], splits["val"]["y"], K, order, sizes,
                              splits["val"]["images"], desc="set removal (val)")
-    write_text(out / "removal.csv", _csv([(class_names[y], m, n, b, a) for y, m, n, b, a in removal],
+    write_text(dest / "removal.csv", _csv([(class_names[y], m, n, b, a) for y, m, n, b, a in removal],
                                          ["class", "mode", "n", "balanced_accuracy", "all_class_accuracy"]))
     pk = {n: peaks(s["acts"]) for n, s in splits.items()}
     uc = unit_classifiers(pk["train"], splits["train"]["y"], pk["val"], splits["val"]["y"], K)
-    write_text(out / "unit_classifiers.csv", _csv([(class_names[y], u, t, a, b) for y, u, t, a, b in uc],
+    write_text(dest / "unit_classifiers.csv", _csv([(class_names[y], u, t, a, b) for y, u, t, a, b in uc],
                                                   ["class", "unit", "threshold", "train_balanced_accuracy",
                                                    "val_balanced_accuracy"]))
     counts = np.zeros(C, np.int64)
@@ -136,7 +231,8 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     if dissected is not None:
         ious, labels = dissected["iou"].astype(float).tolist(), [str(v) for v in dissected["label"]]
     summary = {
-        "format": "netdissect-roles", "version": 1, "model": str(model_spec), "weights": weights, "layer": layer,
+        "format": "netdissect-roles", "version": 1, "model": str(model_spec), "weights": weights,
+        "model_sha256": digest, "normalize": _describe(prep), "layer": layer,
         "classes": class_names, "units": C, "mode": ev.mode, "why_full_passes": ev.why_full,
         "train": {"root": splits["train"]["root"], "images": len(splits["train"]["y"]),
                   "skipped_unlabelled": splits["train"]["skipped"]},
@@ -152,11 +248,11 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
     }
     if figures:
         from netdissect.roles.figures import ablation_figures
-        ablation_figures(out, summary, removal, imp_tr, order, uc, pk, splits)
+        ablation_figures(dest, summary, removal, imp_tr, order, uc, pk, splits)
         from netdissect.roles.report import ablation_report
-        ablation_report(out, summary, removal, order, uc)
+        ablation_report(dest, summary, removal, order, uc, final=out)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    write_json(out / "roles.json", summary)
+    write_json(dest / "roles.json", summary)
     return summary
 
 
