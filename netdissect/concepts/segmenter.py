@@ -36,6 +36,32 @@ def row_stamp(probe, i: int) -> str:
     raise NetDissectError(f"{probe.describe()}: its rows are not image files, so their labels cannot be cached")
 
 
+MIN_SEG_SIZE = 2  # label pixels a side: one pixel labels the whole image, a unit's top region always "covers" it
+
+
+def segmenter_identity(segmenter) -> dict:
+    """``segmenter.identity()``, checked: a user segmenter whose ``identity()`` raises or returns
+    something that is not a JSON object is refused in one line (the label cache and summary.json key on it)."""
+    import json
+
+    name = getattr(segmenter, "spec", None) or type(segmenter).__name__
+    try:
+        ident = segmenter.identity()
+    except Exception as exc:  # noqa: BLE001 - the user's own code, explained
+        raise NetDissectError(f"segmenter {name}: its identity() failed ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:160]}); it must return a JSON object naming what decides "
+                              "its labels (e.g. {'kind': 'mine', 'weights_sha256': ...})") from None
+    try:
+        text = json.dumps(ident, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NetDissectError(f"segmenter {name}: its identity() returned something that is not JSON ({exc}); "
+                              "return a dict of strings, numbers and lists") from None
+    if not isinstance(ident, dict):
+        raise NetDissectError(f"segmenter {name}: its identity() returned a {type(ident).__name__} ({text[:40]}), "
+                              "not a JSON object (a dict)")
+    return json.loads(text)
+
+
 def default_seg_size(shape) -> tuple[int, int]:
     """The label size for images of ``shape`` (H, W): a quarter, as the paper's 224 -> 56."""
     return max(1, shape[0] // 4), max(1, shape[1] // 4)
@@ -66,11 +92,16 @@ class SegmenterLabels(ConceptSource):
         seg_size = tuple(int(v) for v in seg_size)
         if len(seg_size) != 2 or min(seg_size) < 1:
             raise NetDissectError(f"seg_size must be a positive size (N or H,W), got {seg_size!r}")
+        if min(seg_size) < MIN_SEG_SIZE:
+            raise NetDissectError(f"label size (--seg-size) {seg_size[0]}x{seg_size[1]} is too small to carry a "
+                                  f"concept: with under {MIN_SEG_SIZE} label pixels a side a unit's top region covers "
+                                  "most of the image and nearly every unit scores as a detector; give --seg-size "
+                                  f"{MIN_SEG_SIZE} or more (or larger images)")
         self.seg_size = seg_size
         self.concepts = catalogue(segmenter)
         self.dtype = label_dtype(len(self.concepts))
         self._identity = {"kind": self.kind, "spec": getattr(segmenter, "spec", None),
-                          "segmenter": segmenter.identity(), "seg_size": list(seg_size), **identity}
+                          "segmenter": segmenter_identity(segmenter), "seg_size": list(seg_size), **identity}
         self.cache = LabelCache(cache_dir or default_cache_dir(), self._identity, plane_size=seg_size)
         self._identity["cache"] = self.cache.key
         self._stamps: dict[int, str] = {}

@@ -402,7 +402,9 @@ class Broden:
         path = self.image_path(i)
         with _decoding(self.where(i), path, "image"), _open_image(path) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB"))
+            from netdissect.data.pixels import to_rgb
+
+            arr = np.asarray(to_rgb(im))
         return arr
 
     def load_mask(self, i: int, rel: str) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from netdissect.data.pixels import to_rgb
 from netdissect.errors import DatasetError
 from netdissect.probe import Probe
 
@@ -37,13 +38,29 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def _scan(root: Path) -> list[str]:
-    out = []
+    """Image files under ``root`` (symbolic links followed), each real file once: a folder reached twice
+    (a link loop, or two links to one folder) is walked once, and of several paths to one file the
+    first in sorted order is kept."""
+    found = []
+    seen_dirs = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(EXTENSIONS):
-                out.append(Path(dirpath, f).relative_to(root).as_posix())
-    return sorted(out)
+                found.append(Path(dirpath, f).relative_to(root).as_posix())
+    out, seen = [], set()
+    for rel in sorted(found):
+        real = os.path.realpath(root / rel)
+        if real not in seen:
+            seen.add(real)
+            out.append(rel)
+    return out
 
 
 class ImageFolder(Probe):
@@ -136,7 +153,7 @@ class ImageFolder(Probe):
         with self._open(i) as im:
             try:
                 im.load()
-                im = im.convert("RGB")
+                im = to_rgb(im)
             except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
                 raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None
         H, W = self.shape

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from netdissect.data.pixels import to_rgb
 from netdissect.errors import DatasetError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -28,11 +29,13 @@ def _bare(name: str) -> str:
 
 
 def class_index(classes: list[str]) -> dict[str, int]:
-    """Lookup of a class name (with or without ``-s``) to its index in ``classes``."""
+    """Lookup of a class name (with or without ``-s``, on either side) to its index in ``classes``:
+    the model's ``forest-s`` matches a folder ``forest`` and the model's ``forest`` a folder ``forest-s``."""
     out = {}
     for i, c in enumerate(classes):
+        for name in (_bare(c), _bare(c) + "-s"):
+            out.setdefault(name, i)
         out[c] = i
-        out[_bare(c)] = i
     return out
 
 
@@ -96,15 +99,20 @@ def _from_folders(root, lookup, classes, size, limit, progress):
         raise DatasetError(f"{root}: class folder(s) {', '.join(unknown[:6])} are not among the model's classes "
                            f"({', '.join(classes)})")
     files = [(f, lookup[p.name]) for p in subs for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if limit is not None:
-        files = files[:limit]
+    if limit is not None:  # taken across the classes in turn (the first files of one folder are one class)
+        per = {}
+        for k, (_, y) in enumerate(files):
+            per.setdefault(y, []).append(k)
+        turns = sorted((j, y) for y, ks in per.items() for j in range(len(ks)))
+        keep = sorted(per[y][j] for j, y in turns[:limit])
+        files = [files[k] for k in keep]
     if not files:
         raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images = []
     for f, _ in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
         try:
             with Image.open(f) as im:
-                images.append(_resize(np.asarray(im.convert("RGB")), size))
+                images.append(_resize(np.asarray(to_rgb(im)), size))
         except OSError as exc:
             raise DatasetError(f"{f}: not a readable image ({exc})") from None
     if size is None and len({im.shape for im in images}) > 1:

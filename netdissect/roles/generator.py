@@ -631,7 +631,9 @@ def load_run_models(info: dict, device="cpu"):
     seg = load_segmenter(info["segmenter_spec"], quad_parts=info["quad_parts"])
     if hasattr(seg, "to"):
         seg = seg.to(device) or seg
-    same = not info["segmenter_identity"] or seg.identity() == info["segmenter_identity"]
+    from netdissect.concepts.segmenter import segmenter_identity
+
+    same = not info["segmenter_identity"] or segmenter_identity(seg) == info["segmenter_identity"]
     return model.to(device), to_rgb, seg, same
 
 

@@ -179,6 +179,12 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
     splits = {}
     for name, root in (("train", train), ("val", val)):
         imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress)
+        present = sorted(set(y.tolist()))
+        if len(present) < 2:
+            only = class_names[present[0]] if present else "none"
+            raise NetDissectError(f"--{name} {root}: its {len(y)} image(s) are all of one class ({only}){' with --limit ' + str(limit) if limit else ''}: "
+                                  "the importance of a unit to a class needs images of at least two classes "
+                                  "(balanced accuracy compares the class with the others)")
         splits[name] = dict(images=imgs, y=y, paths=paths, skipped=skipped, root=str(root))
     with torch.inference_mode():
         probe = ev._batch(splits["val"]["images"][:1])
