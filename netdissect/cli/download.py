@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise DownloadError("NAME is required (see `netdissect download --list`)")
     if not args.to:
         raise DownloadError("--to DIR is required: the folder to download into")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # (nan fails both)
+        raise DownloadError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     common = dict(url=args.url, sha256=args.sha256, size=args.size, progress=not args.quiet, timeout=args.timeout)
     asset = ASSETS.get(args.name)
     is_dataset = (asset.kind == "dataset") if asset else (

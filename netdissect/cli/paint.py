@@ -56,6 +56,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse, before printing the address, a port another program listens on (uvicorn would print its
+    own error and exit with code 3): one line, exit code 1."""
+    import errno
+    import socket
+
+    from netdissect.errors import NetDissectError
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NetDissectError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NetDissectError(f"port {port} on {host} is in use (another server, or a paint app already "
+                                      "running): choose another --port") from None
+            raise NetDissectError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or "
+                                  "--port") from None
+
+
 def build(args):
     """``(app, painter, layer)`` for the parsed arguments (the server is not started)."""
     import warnings
@@ -83,6 +110,15 @@ def build(args):
             warnings.simplefilter("ignore", NoNormalizationWarning)
         model, gen_io = load_model(args.model, args.weights, args.normalize, generator=True, z_dim=args.z_dim)
     z_dim = gen_io.z_dim
+    made = result.summary.get("model", {}).get("sha256") if isinstance(result.summary.get("model"), dict) else None
+    if made:
+        from netdissect.models import model_identity
+
+        ours = model_identity(model)
+        if ours != made:
+            raise NetDissectError(f"--model {args.model} has weights digest {ours}, but {args.run} dissected weights "
+                                  f"of digest {made}: the palette would switch units chosen on other weights (was "
+                                  "the file changed?); dissect this generator again, or paint the one it dissected")
     try:
         painter = Painter(model, layer, palette, z_dim=z_dim, max_units=args.max_units, to_image=gen_io.to_image,
                           threads=args.threads or None)
@@ -105,6 +141,7 @@ def run(args) -> int:
         print(f"netdissect paint: warning: binding {args.host}: the app is reachable from other machines "
               "and has no authentication; use the default 127.0.0.1 unless you mean it", file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
+    _check_port(args.host, args.port)
     print(f"netdissect paint: {layer}, {len(painter.palette)} concepts; open http://{host}:{args.port}/",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

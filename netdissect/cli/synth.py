@@ -41,6 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+MAX_SIZE = 2048  # px a side: a 2048 px image takes 48 MiB of float32 while it is drawn
+
+
 def run(args) -> int:
     from netdissect.data.synth.export import SPLIT_SEEDS, write_world
 
@@ -48,8 +51,11 @@ def run(args) -> int:
         raise NetDissectError(f"--out must name the dataset folder to create, got {args.out!r}")
     if args.n < 1:
         raise NetDissectError(f"--n must be >= 1, got {args.n}")
-    if args.size < 16:
-        raise NetDissectError(f"--size must be >= 16 px, got {args.size}")
+    if not 16 <= args.size <= MAX_SIZE:
+        raise NetDissectError(f"--size must be from 16 to {MAX_SIZE} px, got {args.size} (the world is drawn in "
+                              "float32 at this size: 100000 px would take 112 GiB per image)")
+    if args.seed is not None and not 0 <= args.seed <= 2 ** 32 - 1:
+        raise NetDissectError(f"--seed must be a whole number from 0 to 2**32-1, got {args.seed}")
     split = getattr(args, "split", None)
     if split is not None and args.val_every is not None:
         raise NetDissectError("--val-every splits one seed into train and val; --split writes one whole split: "

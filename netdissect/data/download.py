@@ -59,7 +59,7 @@ class Asset:
 
     @property
     def filename(self) -> str:
-        return PurePosixPath(urllib.parse.urlparse(self.url).path).name
+        return PurePosixPath(_parse(self.url).path).name
 
 
 def _pnas(name: str, filename: str, note: str) -> Asset:
@@ -103,6 +103,12 @@ def download(url: str, dest_path: str | os.PathLike, *, sha256: str | None = Non
     ``.part`` file is deleted, an interrupted one is kept for the next call.
     """
     dest = Path(dest_path)
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (t > 0 and t != float("inf")):
+        raise DownloadError(f"timeout (--timeout) must be a number of seconds > 0, got {timeout!r}")
     sha256 = _check_hex(sha256, "sha256")
     sha256_prefix = _check_hex(sha256_prefix, "sha256_prefix")
     if dest.exists():
@@ -168,7 +174,7 @@ def _html_page(content_type: str | None, head: bytes, sniff: bool = True) -> str
 
 
 def _copy_local(source: str, part: Path) -> None:
-    path = urllib.request.url2pathname(urllib.parse.urlparse(source).path) if source.startswith("file:") else source
+    path = urllib.request.url2pathname(_parse(source).path) if source.startswith("file:") else source
     try:
         shutil.copyfile(path, part)
     except OSError as exc:
@@ -220,6 +226,9 @@ def _fetch(url, part: Path, *, size, progress, chunk, timeout, label):
         raise
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {MIRROR_HINT}") from None
+    except ValueError as exc:  # urllib's word for a malformed URL ("Invalid IPv6 URL", "unknown url type")
+        raise DownloadError(f"{url}: not a valid URL ({exc}); give an http(s):// URL, a local file or a "
+                            "registry name (netdissect download --list)") from None
     except _NETWORK_ERRORS as exc:
         reason = getattr(exc, "reason", None) or exc
         kept = f"; rerun to resume from {part}" if part.exists() and part.stat().st_size else ""
@@ -289,12 +298,21 @@ def _verify(path: Path, url: str, size, sha256, sha256_prefix, hasher, *, remove
 
 
 # ---------------------------------------------------------------------- assets
+def _parse(url: str):
+    """``urlparse(url)``, a malformed URL (``http://[::1``) refused in one line."""
+    try:
+        return urllib.parse.urlparse(url)
+    except ValueError as exc:
+        raise DownloadError(f"{url}: not a valid URL ({exc}); give an http(s):// URL, a local file or a "
+                            "registry name (netdissect download --list)") from None
+
+
 def _is_url(s: str) -> bool:
-    return urllib.parse.urlparse(s).scheme in ("http", "https", "ftp", "file")
+    return _parse(s).scheme in ("http", "https", "ftp", "file")
 
 
 def _url_name(url: str) -> str:
-    return PurePosixPath(urllib.parse.urlparse(url).path).name
+    return PurePosixPath(_parse(url).path).name
 
 
 def fetch_weights(name_or_url: str, to_dir: str | os.PathLike, *, url: str | None = None,

@@ -350,7 +350,8 @@ def _proggan(path: str, weights: str | None) -> nn.Module:
     except ModelError as exc:
         msg = str(exc)
         raise ModelError(msg if msg.startswith(path) else f"{path}: {msg}") from None
-    except RuntimeError as exc:  # tensor sizes that do not fit the sizes read from layer1 / the odd layers
+    except (RuntimeError, ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
+        # tensor sizes that do not fit the sizes read from layer1 / the odd layers, or values no generator has
         first = " ".join(str(exc).split())
         raise ModelError(f"{path}: a progressive-GAN state dict whose tensor sizes do not agree with each "
                          f"other ({first[:300]}): the file is damaged or not a published generator") from None

@@ -144,6 +144,10 @@ def _normalise_keys(sd: dict) -> dict:
     if not any(k.startswith("features.") for k in sd):
         return dict(sd)
     out = {}
+    odd = [k for k in sd if k.startswith("features.") and not _OLD.match(k)]
+    if odd:
+        raise ModelError(f"not a progressive-GAN generator state dict: key {odd[0]!r} is not features.N.NAME "
+                         "(the older layout numbers its blocks)")
     n_layers = 1 + max(int(m.group(1)) for k in sd if (m := _OLD.match(k)))
     res = 4 * 2 ** (n_layers // 2 - 1)
     for k, v in sd.items():
@@ -168,10 +172,19 @@ def sizes_from_state_dict(sd: dict) -> tuple[int, list[int], int]:
     if not convs or sorted(convs) != list(range(1, len(convs) + 1)) or len(convs) % 2:
         raise ModelError("not a progressive-GAN generator state dict: expected keys layer1.conv.weight .. "
                          f"layer2k.conv.weight (or features.0 ..), got {sorted(sd)[:6]} ...")
+    for i, w in sorted(convs.items()):
+        shape = tuple(getattr(w, "shape", ()))
+        if len(shape) != 4 or min(shape) < 1:
+            raise ModelError(f"not a progressive-GAN generator state dict: layer{i}.conv.weight has shape {shape}, "
+                             "not (out channels, in channels, k, k) with every size >= 1")
     outs = [k for k in sd if re.match(r"^output_\d+x\d+\.conv\.weight$", k)]
     if len(outs) != 1:
         raise ModelError(f"not a progressive-GAN generator state dict: expected one output_RxR.conv.weight, "
                          f"got {outs or 'none'}")
+    ow = tuple(getattr(sd[outs[0]], "shape", ()))
+    if len(ow) != 4 or min(ow) < 1:
+        raise ModelError(f"not a progressive-GAN generator state dict: {outs[0]} has shape {ow}, not "
+                         "(3, channels, 1, 1)")
     z_dim = int(convs[1].shape[1])
     sizes = [int(convs[i].shape[0]) for i in range(1, len(convs) + 1, 2)]
     resolution = 4 * 2 ** (len(sizes) - 1)

@@ -34,7 +34,30 @@ def latent_z(n: int, seed: int, dim: int) -> np.ndarray:
         raise NetDissectError(f"the latent seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise NetDissectError(f"the latent size must be a positive integer, got {dim!r}")
+    need = int(n) * int(dim) * 12  # the float64 draw and its float32 copy, at once
+    have = available_memory()
+    if have is not None and need > have:
+        raise NetDissectError(f"{int(n)} latent samples of size {int(dim)} need {need / 2 ** 30:.1f} GiB of memory to "
+                              f"draw, and {have / 2 ** 30:.1f} GiB is available: give fewer samples (--samples)")
     return np.random.RandomState(int(seed)).standard_normal((int(n), int(dim))).astype(np.float32)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; else physical memory; None
+    when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class LatentSamples(Probe):

@@ -45,6 +45,12 @@ def model_classes(spec, meta_classes=None, classes_arg: str | None = None) -> li
 
 def load_classifier(spec: str, weights=None, normalize=None, classes=None):
     from netdissect.models import load_model
+    if isinstance(spec, str) and spec.startswith(("zoo:", "proggan:")):
+        from netdissect.models.zoo import GENERATORS
+        if spec.startswith("proggan:") or spec[4:] in GENERATORS:
+            raise NetDissectError(f"--model {spec} is a generator (latent vectors in, images out), not a classifier: "
+                                  "the classifier experiments (ablate, adversarial) need a model that classifies "
+                                  "images; for a generator's units use `netdissect gan remove|insert`")
     model, prep = load_model(spec, weights=weights, normalize=normalize)
     meta_classes, size = None, None
     if isinstance(spec, str) and spec.startswith("zoo:"):
