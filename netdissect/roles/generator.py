@@ -617,8 +617,8 @@ def load_run_models(info: dict, device="cpu"):
             raise
         # the latent size comes from the run's summary.json, not from the user: say so
         raise GeneratorError(f"{info['run']}/summary.json says the latent size (dataset.dim) is {info['dim']}, but "
-                             f"{info['model_spec']} does not take it ({' '.join(str(exc).split())[:160]}): the run is "
-                             "damaged or of another generator; dissect this generator again") from None
+                             f"{info['model_spec']} takes latents of another size: the run is damaged or of another "
+                             "generator; dissect this generator again") from None
     if info.get("sha256"):
         from netdissect.models import model_identity
 
