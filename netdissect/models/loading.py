@@ -60,9 +60,9 @@ class Preprocess:
 
 
 def nonfinite_rows(y: torch.Tensor) -> list[int]:
-    """Rows (first axis) of ``y`` holding a NaN or an infinity; [] when every value is finite (one
-    float64 sum in the common case: a NaN or an infinity makes the sum one)."""
-    if bool(torch.isfinite(y.detach().double().sum())):
+    """Rows (first axis) of ``y`` holding a NaN or an infinity; [] when every value is finite (one sum
+    in the common case: a NaN or an infinity makes the sum one; a sum that overflows is checked exactly)."""
+    if bool(torch.isfinite(y.detach().sum())):
         return []
     return (~torch.isfinite(y.detach()).flatten(1).all(1)).nonzero().flatten().tolist()
 
