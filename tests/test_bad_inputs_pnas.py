@@ -197,6 +197,9 @@ def test_out_among_the_inputs_is_refused(data, tmp_path, capsys, broden):
                  "--out", str(broden / "rot"), "--quiet"]) == 1
     _one_line_error(capsys, "lies inside --dataset")
     assert not (broden / "rot").exists()
+    assert main(["experiment", "basis", "--model", "zoo:scene-cnn", "--layer", "conv5", "--dataset", str(broden),
+                 "--basis", "random", "--out", str(broden), "--quiet"]) == 1
+    _one_line_error(capsys, "is --dataset")
 
 
 def test_a_folder_of_something_else_is_not_overwritten(data, tmp_path, capsys):
