@@ -21,8 +21,6 @@ docs/compositional.md).  :func:`search_beam` is Mu & Andreas's beam search, for 
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,15 +54,21 @@ class Problem:
 
     def __init__(self, member: np.ndarray, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
         self.T = np.ascontiguousarray(member, np.float64)
+        self.B = self.T > 0
         self.K, self.S = self.T.shape
         self.n = np.asarray(n, np.float64)
         pattern = np.asarray(pattern, np.int64)
         self.patterns, self.pattern_of = np.unique(pattern, return_inverse=True)
         self.cat_bits = np.left_shift(np.int64(1), np.asarray(primary, np.int64))
         self.A1 = self.T @ self.n                      # pixels of each concept
+        from scipy import sparse
+
+        self.Tsp = sparse.csr_matrix(self.T)           # few concepts per signature: products cost nnz, not K S
         self._Tn = self.T * self.n
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
-        self.max_memo = 1 << 16
+        self._pairs = None
+        self._memo_bytes = 0
+        self.max_memo = 1 << 30
 
     def truth(self, f: Formula) -> np.ndarray:
         """0/1 (S,) the signatures where ``f`` holds."""
@@ -78,23 +82,35 @@ class Problem:
                 g *= 1.0 - self.T[c]
         return g
 
-    def and_counts(self, formulas, G: np.ndarray) -> np.ndarray:
-        """(B, K) pixels of (g AND c) for every formula g (rows of ``G``) and concept c: the same for
-        every unit, so kept between units."""
-        out = np.empty((len(formulas), self.K))
+    def per_concept(self, V: np.ndarray) -> np.ndarray:
+        """(n, K) = V @ T.T for weights V (n, S): each row's sum over every concept's signatures."""
+        return np.asarray((self.Tsp @ np.ascontiguousarray(V).T).T)
+
+    def pair_counts(self) -> np.ndarray:
+        """(K, K) pixels of (a AND b): the same for every unit, computed once."""
+        if self._pairs is None:
+            self._pairs = self.per_concept(self._Tn)
+        return self._pairs
+
+    def and_counts_of(self, c: np.ndarray, o: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``G``) and every
+        concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes)."""
+        keys = [(row_c.tobytes(), row_o.tobytes()) for row_c, row_o in zip(c, o)]
+        out = np.empty((len(keys), self.K))
         miss = []
-        for i, f in enumerate(formulas):
-            row = self._nrows.get(f)
+        for i, k in enumerate(keys):
+            row = self._nrows.get(k)
             if row is None:
                 miss.append(i)
             else:
                 out[i] = row
         if miss:
-            rows = (G[miss] * self.n) @ self.T.T
+            rows = self.per_concept(G[miss] * self.n)
             out[miss] = rows
-            if len(self._nrows) < self.max_memo:
+            if self._memo_bytes < self.max_memo:
                 for i, r in zip(miss, rows):
-                    self._nrows[formulas[i]] = r
+                    self._nrows[keys[i]] = r
+                self._memo_bytes += rows.nbytes
         return out
 
     def unit(self, h: np.ndarray) -> "Unit":
@@ -133,24 +149,6 @@ class Unit:
         cm = self.p.cat_bits
         return self.iou(self.I1, self.p.A1, self.m(cm)), cm
 
-    def expand(self, formulas, cms, Ig, Ag, w=None):
-        """Children of each formula by every op and concept: I, A (and W with weights ``w``), each
-        (B, 3, K) in OPS order, and their category masks (B, K)."""
-        p = self.p
-        G = np.stack([p.truth(f) for f in formulas])
-        X = (G * self.h) @ p.T.T
-        N = p.and_counts(formulas, G)
-        I = np.stack([X, Ig[:, None] + self.I1[None] - X, Ig[:, None] - X], 1)
-        A = np.stack([N, Ag[:, None] + p.A1[None] - N, Ag[:, None] - N], 1)
-        W = None
-        if w is not None:
-            Y = (G * w) @ p.T.T
-            Wg = G @ w
-            W1 = p.T @ w
-            W = np.stack([Y, Wg[:, None] + W1[None] - Y, Wg[:, None] - Y], 1)
-        cm = np.asarray(cms, np.int64)[:, None] | p.cat_bits[None]
-        return I, A, W, cm
-
 
 def _top_sums(W1: np.ndarray, r_max: int) -> np.ndarray:
     """top[r] = sum of the r largest entries of W1 (top[0] = 0)."""
@@ -158,116 +156,209 @@ def _top_sums(W1: np.ndarray, r_max: int) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(s)])
 
 
-def search_exact(problem: Problem, h: np.ndarray, length: int = 3, batch: int = 32,
+@dataclass
+class _Nodes:
+    """A batch of formulas of one depth d: concepts (n, d), ops (n, d - 1), and their counts."""
+
+    c: np.ndarray
+    o: np.ndarray
+    I: np.ndarray
+    A: np.ndarray
+    W: np.ndarray   # sum of the positive weights max(0, h - lam e) over the formula's signatures
+    V: np.ndarray   # sum of the negative parts max(0, lam e - h)
+    cm: np.ndarray
+    m: np.ndarray
+
+    def take(self, sel) -> "_Nodes":
+        return _Nodes(self.c[sel], self.o[sel], self.I[sel], self.A[sel], self.W[sel], self.V[sel], self.cm[sel],
+                      self.m[sel])
+
+    def formula(self, i: int) -> Formula:
+        f = Formula(int(self.c[i, 0]))
+        for j in range(self.o.shape[1]):
+            f = f.extend(OPS[int(self.o[i, j])], int(self.c[i, j + 1]))
+        return f
+
+
+def _truths(T: np.ndarray, c: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """0/1 (n, S): the signatures where each formula (concepts ``c``, ops ``o``) holds."""
+    B = T
+    G = B[c[:, 0]]
+    for j in range(o.shape[1]):
+        Tc = B[c[:, j + 1]]
+        op = o[:, j]
+        for code, fn in ((_AND, lambda a, b: a & b), (_OR, lambda a, b: a | b), (_NOT, lambda a, b: a & ~b)):
+            rows = np.flatnonzero(op == code)
+            if len(rows):
+                G[rows] = fn(G[rows], Tc[rows])
+    return G.astype(np.float64)
+
+
+class _Exact:
+    """Depth-first branch and bound over batches of nodes (one product expands a whole batch)."""
+
+    def __init__(self, problem: Problem, h: np.ndarray, length: int, chunk: int, max_nodes):
+        self.p, self.u = problem, problem.unit(h)
+        self.length, self.chunk, self.max_nodes = length, chunk, max_nodes
+        self.nodes = 0
+        self.open = False  # a branch left unexplored by max_nodes
+
+    def weights(self):
+        p, u = self.p, self.u
+        phi = u.h - self.lam * (p.n - u.h)
+        self.w, self.v = np.maximum(0.0, phi), np.maximum(0.0, -phi)
+        self.W1, self.V1 = p.T @ self.w, p.T @ self.v
+        self.top = _top_sums(self.W1, self.length - 1)
+        self.w_lam = self.lam
+
+    def _more(self, lhs, rhs):
+        return lhs > rhs - 1e-9 * (np.abs(lhs) + np.abs(rhs) + 1.0)  # a margin for rounding: never drop a tie
+
+    def keep(self, nodes: "_Nodes", r: int) -> np.ndarray:
+        """The bound's test: may some extension of each node by ``r`` more terms beat lam?
+
+        Any r: W(g) + (the r largest W(c)) > lam m(g).  With r = 1 the children are g AND c,
+        g AND NOT c (inside g: f(child) <= min(W(g), W(c)) for AND, <= W(g) for AND NOT) and g OR c
+        (phi(g OR c) <= phi(g) + phi(c) + min(V(g), V(c))), each against lam m(g | c); proofs in
+        docs/compositional.md."""
+        if r != 1:
+            return self._more(nodes.W + self.top[r], self.lam * nodes.m)
+        ucm, inv = np.unique(nodes.cm, return_inverse=True)
+        mc = self.u.m(ucm[:, None] | self.p.cat_bits[None])[inv.ravel()]        # (n, K): m(g | c)
+        rhs = self.lam * mc
+        W, V = nodes.W[:, None], nodes.V[:, None]
+        ok = self._more(nodes.W, self.lam * nodes.m)                              # AND NOT children
+        ok |= self._more(np.minimum(W, self.W1[None]), rhs).any(1)                # AND children
+        ok |= self._more((W - V) + (self.W1 - self.V1)[None] + np.minimum(V, self.V1[None]), rhs).any(1)  # OR
+        return ok
+
+    def run(self) -> Found:
+        p, u = self.p, self.u
+        K = p.K
+        iou1, cm1 = u.singles()
+        b = int(np.argmax(iou1))  # the first of ties
+        self.single, self.single_iou = Formula(b), float(iou1[b])
+        self.best, self.lam = self.single, self.single_iou
+        self.nodes = K
+        if self.length > 1 and K:
+            self.weights()
+            m1 = u.m(cm1)
+            roots = _Nodes(np.arange(K)[:, None], np.zeros((K, 0), np.int64), u.I1.copy(), p.A1.copy(),
+                           self.W1.copy(), self.V1.copy(), cm1.copy(), m1)
+            self.descend(roots.take(p.A1 > 0))
+        return Found(self.best, self.lam, self.single, self.single_iou, self.nodes, not self.open, "exact")
+
+    def descend(self, nodes: _Nodes) -> None:
+        """Expand ``nodes`` (all of one depth d < length), best first, in batches; recurse into children."""
+        d = nodes.c.shape[1]
+        r = self.length - d
+        order = np.argsort(-(nodes.W + self.top[r] - self.lam * nodes.m), kind="stable")
+        nodes = nodes.take(order)
+        for s in range(0, len(nodes.I), self.chunk):
+            if self.max_nodes is not None and self.nodes >= self.max_nodes:
+                self.open = True
+                return
+            if self.w_lam < self.lam:
+                self.weights()
+            batch = nodes.take(slice(s, s + self.chunk))
+            batch = batch.take(self.keep(batch, r))
+            if len(batch.I):
+                self.expand(batch, r - 1)
+
+    def expand(self, g: _Nodes, r: int) -> None:
+        p, u = self.p, self.u
+        K, n = p.K, len(g.I)
+        d = g.c.shape[1]
+        if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
+            G = p.T[g.c[:, 0]]
+            N = p.pair_counts()[g.c[:, 0]]
+        else:
+            G = _truths(p.B, g.c, g.o)
+            N = p.and_counts_of(g.c, g.o, G)
+        X = p.per_concept(G * u.h)
+        I = np.stack([X, g.I[:, None] + u.I1[None] - X, g.I[:, None] - X], 1)
+        A = np.stack([N, g.A[:, None] + p.A1[None] - N, g.A[:, None] - N], 1)
+        cm = g.cm[:, None] | p.cat_bits[None]
+        m = u.m(cm)[:, None, :].repeat(3, 1)
+        valid = (A > 0) & (A != g.A[:, None, None])  # an empty set, or the parent's own set: dominated
+        if d == 1:  # (a AND b) is (b AND a), (a OR b) is (b OR a): keep one of each
+            lower = np.arange(K)[None, :] < g.c[:, :1]
+            valid[:, _AND] &= ~lower
+            valid[:, _OR] &= ~lower
+        self.nodes += int(valid.sum())
+        iou = np.where(valid, u.iou(I, A, m), -1.0)
+        j = np.unravel_index(int(np.argmax(iou)), iou.shape)
+        if iou[j] > self.lam:
+            self.lam = float(iou[j])
+            self.best = g.formula(j[0]).extend(OPS[j[1]], int(j[2]))
+        if r <= 0:
+            return
+        if self.w_lam < self.lam:
+            self.weights()
+        Y = p.per_concept(G * self.w)
+        Z = p.per_concept(G * self.v)
+        Wg, Vg = G @ self.w, G @ self.v
+        W = np.stack([Y, Wg[:, None] + self.W1[None] - Y, Wg[:, None] - Y], 1)
+        V = np.stack([Z, Vg[:, None] + self.V1[None] - Z, Vg[:, None] - Z], 1)
+        i, o, c = np.nonzero(valid)
+        kids = _Nodes(np.concatenate([g.c[i], c[:, None]], 1), np.concatenate([g.o[i], o[:, None]], 1),
+                      I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, o, c])
+        kids = kids.take(self.keep(kids, r))
+        if len(kids.I):
+            self.descend(kids)
+
+
+def search_exact(problem: Problem, h: np.ndarray, length: int = 3, chunk: int = 256,
                  max_nodes: int | None = None) -> Found:
     """The formula of at most ``length`` concepts with the highest IoU, and the proof.
 
-    ``max_nodes``: stop after this many formula evaluations; the answer is then the best found
-    and ``certified`` is False unless the bound closed every open branch anyway.
+    ``max_nodes``: stop expanding after this many formula evaluations; the answer is then the best
+    found and ``certified`` is False when a branch was left open.
     """
-    u = problem.unit(h)
-    K = problem.K
-    iou1, cm1 = u.singles()
-    b = int(np.argmax(iou1))  # the first of ties
-    single, single_iou = Formula(b), float(iou1[b])
-    best, lam = single, single_iou
-    nodes = K
-    if length <= 1 or K == 0:
-        return Found(best, lam, single, single_iou, nodes, True, "exact")
-
-    state = {}
-
-    def weights():
-        w = np.maximum(0.0, u.h - lam * (problem.n - u.h))
-        W1 = problem.T @ w
-        state.update(lam=lam, w=w, W1=W1, top=_top_sums(W1, length - 1))
-
-    def keep(W, m, r):
-        """The bound's test: some extension by r more terms may beat lam (with a margin for rounding)."""
-        lhs = W + state["top"][r]
-        rhs = lam * m
-        return lhs > rhs - 1e-9 * (np.abs(lhs) + np.abs(rhs) + 1.0)
-
-    weights()
-    heap: list = []
-    tick = itertools.count()
-    W0 = state["W1"]
-    m1 = u.m(cm1)
-    for c in np.flatnonzero((problem.A1 > 0) & keep(W0, m1, length - 1)):
-        prio = -(W0[c] + state["top"][length - 1]) / max(m1[c], 1.0)
-        heapq.heappush(heap, (prio, next(tick), Formula(int(c)), u.I1[c], problem.A1[c], W0[c], int(cm1[c])))
-    pruned_open = False
-    while heap:
-        if max_nodes is not None and nodes >= max_nodes:
-            pruned_open = True
-            break
-        if state["lam"] < lam:
-            weights()
-        popped = []
-        while heap and len(popped) < batch:
-            item = heapq.heappop(heap)
-            f, W, cm = item[2], item[5], item[6]
-            if keep(np.float64(W), u.m(cm), length - len(f)):
-                popped.append(item)
-        if not popped:
-            continue
-        fs = [it[2] for it in popped]
-        Ig = np.array([it[3] for it in popped])
-        Ag = np.array([it[4] for it in popped])
-        I, A, W, cm = u.expand(fs, [it[6] for it in popped], Ig, Ag, state["w"])
-        m = u.m(cm)[:, None, :].repeat(3, 1)
-        valid = (A > 0) & (A != Ag[:, None, None])  # an empty set, or the parent's own set: dominated
-        for i, f in enumerate(fs):
-            if len(f) == 1:  # (a AND b) is (b AND a), (a OR b) is (b OR a): keep one of each
-                valid[i, _AND, :f.first] = False
-                valid[i, _OR, :f.first] = False
-        nodes += int(valid.sum())
-        iou = np.where(valid, u.iou(I, A, m), -1.0)
-        j = np.unravel_index(int(np.argmax(iou)), iou.shape)
-        if iou[j] > lam:
-            lam = float(iou[j])
-            best = fs[j[0]].extend(OPS[j[1]], j[2])
-        for i, f in enumerate(fs):
-            r = length - len(f) - 1
-            if r <= 0:
-                continue
-            ok = valid[i] & keep(W[i], m[i], r)
-            for o, c in zip(*np.nonzero(ok)):
-                prio = -(W[i, o, c] + state["top"][r]) / max(m[i, o, c], 1.0)
-                heapq.heappush(heap, (prio, next(tick), f.extend(OPS[o], int(c)), I[i, o, c], A[i, o, c],
-                                      W[i, o, c], int(cm[i, c])))
-    certified = not pruned_open
-    return Found(best, lam, single, single_iou, nodes, certified, "exact")
+    return _Exact(problem, h, length, chunk, max_nodes).run()
 
 
 def search_beam(problem: Problem, h: np.ndarray, length: int = 3, width: int = 10) -> Found:
     """Mu & Andreas (2020)'s beam search: keep the ``width`` best formulas; at each step extend each
-    by every op and concept, then keep the ``width`` best of the beam and its extensions."""
-    u = problem.unit(h)
-    K = problem.K
+    by every op and concept, then keep the ``width`` best of the beam and its new extensions (ties:
+    the beam first, then the extensions in beam, op, concept order; an extension equal to a member
+    of the beam is not added twice)."""
+    p, u = problem, problem.unit(h)
+    K = p.K
     iou1, cm1 = u.singles()
     b = int(np.argmax(iou1))
     single, single_iou = Formula(b), float(iou1[b])
     order = np.argsort(-iou1, kind="stable")[:width]
-    beam = [(float(iou1[c]), Formula(int(c)), u.I1[c], problem.A1[c], int(cm1[c])) for c in order]
+    beam = [(float(iou1[c]), Formula(int(c)), u.I1[c], p.A1[c], int(cm1[c])) for c in order]
     nodes = K
     for _ in range(length - 1):
-        fs = [it[1] for it in beam]
-        Ig = np.array([it[2] for it in beam])
-        Ag = np.array([it[3] for it in beam])
-        I, A, _, cm = u.expand(fs, [it[4] for it in beam], Ig, Ag)
-        m = u.m(cm)[:, None, :].repeat(3, 1)
-        iou = u.iou(I, A, m)
+        fs = [t[1] for t in beam]
+        G = np.stack([p.truth(f) for f in fs])
+        Ig = np.array([t[2] for t in beam])
+        Ag = np.array([t[3] for t in beam])
+        X = p.per_concept(G * u.h)
+        N = p.per_concept(G * p.n)
+        I = np.stack([X, Ig[:, None] + u.I1[None] - X, Ig[:, None] - X], 1)
+        A = np.stack([N, Ag[:, None] + p.A1[None] - N, Ag[:, None] - N], 1)
+        cm = np.array([t[4] for t in beam], np.int64)[:, None] | p.cat_bits[None]
+        iou = u.iou(I, A, u.m(cm)[:, None, :].repeat(3, 1))
         nodes += iou.size
-        cands = list(beam)
+        n = len(beam)
+        allv = np.concatenate([[t[0] for t in beam], iou.ravel()])
         seen = set(fs)
-        for i, f in enumerate(fs):
-            for o in range(3):
-                for c in range(K):
-                    g = f.extend(OPS[o], c)
-                    if g not in seen:
-                        cands.append((float(iou[i, o, c]), g, I[i, o, c], A[i, o, c], int(cm[i, c])))
-        cands.sort(key=lambda t: -t[0])  # stable: ties keep the beam first, then expansion order
-        beam = cands[:width]
+        nxt = []
+        for k in np.argsort(-allv, kind="stable"):
+            if k < n:
+                nxt.append(beam[k])
+                continue
+            i, o, c = np.unravel_index(k - n, iou.shape)
+            f = fs[i].extend(OPS[o], int(c))
+            if f in seen:
+                continue
+            seen.add(f)
+            nxt.append((float(iou[i, o, c]), f, I[i, o, c], A[i, o, c], int(cm[i, c])))
+            if len(nxt) == width:
+                break
+        beam = nxt[:width]
     top = beam[0]
     return Found(top[1], top[0], single, single_iou, nodes, False, f"beam{width}")
