@@ -63,8 +63,8 @@ def main():
     shutil.rmtree(run_dir / xr.WORK, ignore_errors=True)  # explain from scratch: activations, counts
     (run_dir / xr.WORK).mkdir()
     t = time.perf_counter()
-    cache, shape = xr._activations(run_dir, res.summary, "layer4", progress=False)
-    cache.close()
+    st, _ = xr._activations(run_dir, res.summary, "layer4", progress=False)  # pass 1 again, exact thresholds
+    st.close()
     t_acts = time.perf_counter() - t
     t = time.perf_counter()
     member, n, pattern, H, _ = xr._counts(run_dir, res.summary, "layer4", lr, False, 64, 0)

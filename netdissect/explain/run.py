@@ -86,21 +86,19 @@ def _source(summary: dict, run_dir: Path):
 
 
 def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
-    """The layer's activation cache (rows in dataset order): ``RUN/.explain/acts-LAYER``, made by
-    running the run's model once more when missing."""
-    from netdissect.dissection.cache import ActivationCache
+    """(RunState holding the layer's activation cache, exact float64 thresholds): the cache is
+    ``RUN/.explain/acts-LAYER``, made by running the run's model once more when missing."""
     from netdissect.runfolder import read_chunk_info
 
     folder = run_dir / WORK / f"acts-{layer.replace('/', '_')}"
     model = summary.get("model") or {}
     cfg = summary.get("config") or {}
     data = summary.get("dataset") or {}
-    shape = tuple(summary["layers"][layer]["shape"])
     rerun = (f"explain needs the activations of {layer!r}, which a finished dissection does not keep, and "
              f"builds them by running the run's model again")
     if not (folder / "chunk.json").exists():
         spec = model.get("spec")
-        if not spec or spec.startswith("<") or ":" not in str(spec):
+        if not spec or str(spec).startswith("python:") or ":" not in str(spec):
             raise ExplainError(f"{run_dir}: {rerun}, but the run names no model spec that can be loaded "
                                f"({spec!r}: the run was made from a Python module object): dissect again from a "
                                f"spec, e.g. `netdissect dissect --model file.py:factory --layer {layer} --dataset "
@@ -127,12 +125,48 @@ def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
             raise ExplainError(f"{folder}: its activations come from another {part} than the run's (the model's "
                                "weights or the dataset changed since the run): remove that folder and dissect the "
                                "run again")
-    rows = int(info["rows"][1]) - int(info["rows"][0])
-    path = folder / ".work" / f"{layer.replace('/', '_')}.acts"
+    return _exact_thresholds(folder, info, summary, layer, run_dir)
+
+
+def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_dir: Path):
+    """(the RunState of the activations folder, its cache of ``layer``, the thresholds in float64).
+
+    thresholds.npy holds float32, but dissection masks with the float64 threshold (an interpolation
+    between two activation values that may round onto one of them), so the thresholds are computed
+    again from the activations, exactly as dissection does, and checked against the file."""
+    from netdissect.dissection.config import DissectConfig
+    from netdissect.dissection.distributed import Group
+    from netdissect.dissection.state import RunState
+    from netdissect.probe import BrodenImages
+
+    ds, source = _source(summary, run_dir)
+    ident = info["identity"]
+    cfg = DissectConfig(**ident["config"], device="cpu", num_workers=0)
+    pnas = (ident.get("labels") or {}).get("iou") == "pnas"
+    st = RunState([layer], BrodenImages(ds), source, cfg, folder / ".work", tuple(info["rows"]),
+                  layer_thresholds=not pnas)
     try:
-        return ActivationCache(path, rows, shape, cfg.get("cache_dtype", "float32"), existing=True), shape
+        st.load_checkpoint()
     except NetDissectError as exc:
         raise ExplainError(f"{exc} (explain: remove {folder} and run explain again to rebuild it)") from None
+    if pnas:
+        from netdissect.dissection.pnas import pnas_thresholds
+
+        thr = pnas_thresholds(st, layer, Group(device="cpu"), parts=[st])
+    else:
+        stat = st.quantiles[layer]
+        while not stat.exact:
+            stat = stat.refinement()
+            st.feed_cache(layer, stat)
+        thr = stat.threshold()
+    thr = np.asarray(thr, np.float64)
+    saved = np.load(run_dir / layer / "thresholds.npy")
+    if not np.array_equal(thr.astype(np.float32), saved):
+        st.close()
+        raise ExplainError(f"{folder}: the activations computed again give other thresholds than the run's "
+                           f"{run_dir / layer / 'thresholds.npy'} (another machine or library version computes "
+                           "them differently): dissect the run again here, then explain")
+    return st, thr
 
 
 def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_size: int, workers: int):
@@ -150,13 +184,13 @@ def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_
     from netdissect.explain.data import count_run
 
     _, source = _source(summary, run_dir)
-    cache, shape = _activations(run_dir, summary, layer, progress)
-    skipped = [int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])]
+    st, thresholds = _activations(run_dir, summary, layer, progress)
+    skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
     try:
-        sigs, H, seconds = count_run(source, cache, shape, lr.thresholds.astype(np.float64), skipped,
+        sigs, H, seconds = count_run(source, st.caches[layer], st.shapes[layer], thresholds, skipped,
                                      batch_size=batch_size, workers=workers, progress=progress)
     finally:
-        cache.close()
+        st.close()
     member, n, pattern = sigs.member_matrix(), sigs.n, np.asarray(sigs.patterns, np.int64)
     atomic_savez(path, key=np.asarray(key), member=member, n=n, pattern=pattern, H=H, seconds=np.float64(seconds))
     return member, n, pattern, H, seconds
