@@ -168,6 +168,10 @@ def test_length_one_reproduces_the_runs_iou_and_resumes_after_a_kill(run, monkey
         if r["formula"]:
             g = Formula.parse(r["formula"], [str(n) for n in lr.concept_names])
             assert len(g) == r["length"] <= 2
+    from netdissect.report.records import unit_records  # the report's unit cards show the formula
+
+    recs = unit_records(lr)
+    assert [rec.get("formula", [""])[0] for rec in recs] == [r["formula"] for r in rows]
 
 
 def test_cli_writes_beam_formulas_beside_the_exact_ones(run, capsys):

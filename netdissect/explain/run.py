@@ -32,7 +32,7 @@ from netdissect.explain.search import Problem, search_beam, search_exact
 
 WORK = ".explain"
 COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method"]
-COUNTS_VERSION = 1
+COUNTS_VERSION = 2  # 2: masks from the exact float64 thresholds
 
 
 class ExplainError(NetDissectError):
