@@ -317,33 +317,36 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
                disable=not progress, dynamic_ncols=True)
     last = time.monotonic()
     t_search = time.monotonic()
-    for i, k in enumerate(todo):
-        if stop_after is not None and i >= stop_after:  # tests: a job killed after some units
-            save()
-            bar.close()
-            raise KeyboardInterrupt
-        t1 = time.monotonic()
-        h = H[k]
-        if h.sum() == 0:  # a dead unit: no mask, no label (as units.csv)
-            f, iou, single, cert, nodes, L = "", 0.0, 0.0, True, 0, 0
-        else:
-            found = (search_exact(problem, h, length, max_nodes=max_nodes) if search == "exact"
-                     else search_beam(problem, h, length, beam))
-            iou, single, cert, nodes = found.iou, found.iou_single, found.certified, found.nodes
-            f = found.formula.render(cname) if iou > 0 else ""
-            L = len(found.formula) if iou > 0 else 0
-        state["formula"][k], state["iou"][k], state["single"][k] = f, iou, single
-        state["length"][k], state["certified"][k], state["nodes"][k] = L, cert, nodes
-        state["seconds"][k] = time.monotonic() - t1
-        state["done"][k] = True
-        bar.update(1)
-        if progress and i == min(15, len(todo) - 1) and len(todo) > 32:
-            per = (time.monotonic() - t_search) / (i + 1)
-            print(f"netdissect explain: about {per:.2f} s a unit, {per * (len(todo) - i - 1) / 60:.1f} min for the "
-                  f"{len(todo) - i - 1} units left", file=sys.stderr)
-        if time.monotonic() - last >= checkpoint_every:
-            save()
-            last = time.monotonic()
+    try:
+        for i, k in enumerate(todo):
+            if stop_after is not None and i >= stop_after:  # tests: a job killed after some units
+                raise KeyboardInterrupt
+            t1 = time.monotonic()
+            h = H[k]
+            if h.sum() == 0:  # a dead unit: no mask, no label (as units.csv)
+                f, iou, single, cert, nodes, L = "", 0.0, 0.0, True, 0, 0
+            else:
+                found = (search_exact(problem, h, length, max_nodes=max_nodes) if search == "exact"
+                         else search_beam(problem, h, length, beam))
+                iou, single, cert, nodes = found.iou, found.iou_single, found.certified, found.nodes
+                f = found.formula.render(cname) if iou > 0 else ""
+                L = len(found.formula) if iou > 0 else 0
+            state["formula"][k], state["iou"][k], state["single"][k] = f, iou, single
+            state["length"][k], state["certified"][k], state["nodes"][k] = L, cert, nodes
+            state["seconds"][k] = time.monotonic() - t1
+            state["done"][k] = True
+            bar.update(1)
+            if progress and i == min(15, len(todo) - 1) and len(todo) > 32:
+                per = (time.monotonic() - t_search) / (i + 1)
+                print(f"netdissect explain: about {per:.2f} s a unit, {per * (len(todo) - i - 1) / 60:.1f} min for the "
+                      f"{len(todo) - i - 1} units left", file=sys.stderr)
+            if time.monotonic() - last >= checkpoint_every:
+                save()
+                last = time.monotonic()
+    except KeyboardInterrupt:  # Ctrl-C: the units finished so far are kept
+        save()
+        bar.close()
+        raise
     bar.close()
     save()
     rows = [{"unit": k, "formula": state["formula"][k], "iou": float(state["iou"][k]),
