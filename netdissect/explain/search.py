@@ -54,12 +54,14 @@ class Problem:
 
     def __init__(self, member: np.ndarray, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
         self.T = np.ascontiguousarray(member, np.float64)
-        self.B = self.T > 0
+        self.BT = np.ascontiguousarray(self.T.T > 0)     # (S, K) bool
+        self.TT = np.ascontiguousarray(self.T.T)
         self.K, self.S = self.T.shape
         self.n = np.asarray(n, np.float64)
         pattern = np.asarray(pattern, np.int64)
         self.patterns, self.pattern_of = np.unique(pattern, return_inverse=True)
         self.cat_bits = np.left_shift(np.int64(1), np.asarray(primary, np.int64))
+        self.cat_used, self.cat_slot = np.unique(self.cat_bits, return_inverse=True)  # concept -> slot
         self.A1 = self.T @ self.n                      # pixels of each concept
         from scipy import sparse
 
@@ -82,18 +84,18 @@ class Problem:
                 g *= 1.0 - self.T[c]
         return g
 
-    def per_concept(self, V: np.ndarray) -> np.ndarray:
-        """(n, K) = V @ T.T for weights V (n, S): each row's sum over every concept's signatures."""
-        return np.asarray((self.Tsp @ np.ascontiguousarray(V).T).T)
+    def per_concept(self, Vt: np.ndarray) -> np.ndarray:
+        """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures."""
+        return np.asarray(self.Tsp @ np.ascontiguousarray(Vt)).T
 
     def pair_counts(self) -> np.ndarray:
         """(K, K) pixels of (a AND b): the same for every unit, computed once."""
         if self._pairs is None:
-            self._pairs = self.per_concept(self._Tn)
+            self._pairs = self.per_concept(self._Tn.T)
         return self._pairs
 
-    def and_counts_of(self, c: np.ndarray, o: np.ndarray, G: np.ndarray) -> np.ndarray:
-        """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``G``) and every
+    def and_counts_of(self, c: np.ndarray, o: np.ndarray, Gt: np.ndarray) -> np.ndarray:
+        """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``Gt`` (S, n)) and every
         concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes)."""
         keys = [(row_c.tobytes(), row_o.tobytes()) for row_c, row_o in zip(c, o)]
         out = np.empty((len(keys), self.K))
@@ -105,7 +107,7 @@ class Problem:
             else:
                 out[i] = row
         if miss:
-            rows = self.per_concept(G[miss] * self.n)
+            rows = self.per_concept(Gt[:, miss] * self.n[:, None])
             out[miss] = rows
             if self._memo_bytes < self.max_memo:
                 for i, r in zip(miss, rows):
@@ -138,6 +140,15 @@ class Unit:
                 v = self._m[int(u)] = float(self.hp[(self.p.patterns & u) != 0].sum())
             vals[i] = v
         return vals[inv].reshape(masks.shape)
+
+    def m_by_category(self, cms) -> np.ndarray:
+        """(n, G') m(cm | g) for each mask of ``cms`` (n,) and each category g of the concepts."""
+        ucm, inv = np.unique(np.asarray(cms, np.int64), return_inverse=True)
+        return self.m(ucm[:, None] | self.p.cat_used[None])[inv.ravel()]
+
+    def m_children(self, cms) -> np.ndarray:
+        """(n, K) m(cm | primary(c)) for each mask of ``cms`` (n,) and concept c."""
+        return self.m_by_category(cms)[:, self.p.cat_slot]
 
     def iou(self, I, A, m) -> np.ndarray:
         den = m + A - I
@@ -180,17 +191,16 @@ class _Nodes:
         return f
 
 
-def _truths(T: np.ndarray, c: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """0/1 (n, S): the signatures where each formula (concepts ``c``, ops ``o``) holds."""
-    B = T
-    G = B[c[:, 0]]
+def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds; ``BT`` (S, K) bool."""
+    G = BT[:, c[:, 0]]
     for j in range(o.shape[1]):
-        Tc = B[c[:, j + 1]]
+        Tc = BT[:, c[:, j + 1]]
         op = o[:, j]
         for code, fn in ((_AND, lambda a, b: a & b), (_OR, lambda a, b: a | b), (_NOT, lambda a, b: a & ~b)):
-            rows = np.flatnonzero(op == code)
-            if len(rows):
-                G[rows] = fn(G[rows], Tc[rows])
+            cols = np.flatnonzero(op == code)
+            if len(cols):
+                G[:, cols] = fn(G[:, cols], Tc[:, cols])
     return G.astype(np.float64)
 
 
@@ -209,6 +219,11 @@ class _Exact:
         self.w, self.v = np.maximum(0.0, phi), np.maximum(0.0, -phi)
         self.W1, self.V1 = p.T @ self.w, p.T @ self.v
         self.top = _top_sums(self.W1, self.length - 1)
+        G = len(p.cat_used)
+        Wmax, Pmax = np.full(G, -np.inf), np.full(G, -np.inf)
+        np.maximum.at(Wmax, p.cat_slot, self.W1)
+        np.maximum.at(Pmax, p.cat_slot, self.W1 - self.V1)
+        self.cat_max = (Wmax, Pmax)
         self.w_lam = self.lam
 
     def _more(self, lhs, rhs):
@@ -223,13 +238,15 @@ class _Exact:
         docs/compositional.md."""
         if r != 1:
             return self._more(nodes.W + self.top[r], self.lam * nodes.m)
-        ucm, inv = np.unique(nodes.cm, return_inverse=True)
-        mc = self.u.m(ucm[:, None] | self.p.cat_bits[None])[inv.ravel()]        # (n, K): m(g | c)
-        rhs = self.lam * mc
+        # per category g of the concepts: the tests for every c of g at once (both sides are
+        # monotone in the concept's W, and min(Phi(c) + V(G), W(c)) <= min(max Phi(c) + V(G), max W(c)))
+        mg = self.u.m_by_category(nodes.cm)                                      # (n, G'): m(g | c)
+        rhs = self.lam * mg
         W, V = nodes.W[:, None], nodes.V[:, None]
+        Wmax, Pmax = self.cat_max
         ok = self._more(nodes.W, self.lam * nodes.m)                              # AND NOT children
-        ok |= self._more(np.minimum(W, self.W1[None]), rhs).any(1)                # AND children
-        ok |= self._more((W - V) + (self.W1 - self.V1)[None] + np.minimum(V, self.V1[None]), rhs).any(1)  # OR
+        ok |= self._more(np.minimum(W, Wmax[None]), rhs).any(1)                  # AND children
+        ok |= self._more((W - V) + np.minimum(Pmax[None] + V, Wmax[None]), rhs).any(1)  # OR children
         return ok
 
     def run(self) -> Found:
@@ -270,16 +287,16 @@ class _Exact:
         K, n = p.K, len(g.I)
         d = g.c.shape[1]
         if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
-            G = p.T[g.c[:, 0]]
+            G = p.TT[:, g.c[:, 0]]
             N = p.pair_counts()[g.c[:, 0]]
         else:
-            G = _truths(p.B, g.c, g.o)
+            G = _truths(p.BT, g.c, g.o)
             N = p.and_counts_of(g.c, g.o, G)
-        X = p.per_concept(G * u.h)
+        X = p.per_concept(G * u.h[:, None])
         I = np.stack([X, g.I[:, None] + u.I1[None] - X, g.I[:, None] - X], 1)
         A = np.stack([N, g.A[:, None] + p.A1[None] - N, g.A[:, None] - N], 1)
         cm = g.cm[:, None] | p.cat_bits[None]
-        m = u.m(cm)[:, None, :].repeat(3, 1)
+        m = u.m_children(g.cm)[:, None, :]
         valid = (A > 0) & (A != g.A[:, None, None])  # an empty set, or the parent's own set: dominated
         if d == 1:  # (a AND b) is (b AND a), (a OR b) is (b OR a): keep one of each
             lower = np.arange(K)[None, :] < g.c[:, :1]
@@ -295,14 +312,14 @@ class _Exact:
             return
         if self.w_lam < self.lam:
             self.weights()
-        Y = p.per_concept(G * self.w)
-        Z = p.per_concept(G * self.v)
-        Wg, Vg = G @ self.w, G @ self.v
+        Y = p.per_concept(G * self.w[:, None])
+        Z = p.per_concept(G * self.v[:, None])
+        Wg, Vg = self.w @ G, self.v @ G
         W = np.stack([Y, Wg[:, None] + self.W1[None] - Y, Wg[:, None] - Y], 1)
         V = np.stack([Z, Vg[:, None] + self.V1[None] - Z, Vg[:, None] - Z], 1)
         i, o, c = np.nonzero(valid)
         kids = _Nodes(np.concatenate([g.c[i], c[:, None]], 1), np.concatenate([g.o[i], o[:, None]], 1),
-                      I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, o, c])
+                      I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c])
         kids = kids.take(self.keep(kids, r))
         if len(kids.I):
             self.descend(kids)
@@ -333,11 +350,11 @@ def search_beam(problem: Problem, h: np.ndarray, length: int = 3, width: int = 1
     nodes = K
     for _ in range(length - 1):
         fs = [t[1] for t in beam]
-        G = np.stack([p.truth(f) for f in fs])
+        G = np.stack([p.truth(f) for f in fs], 1)
         Ig = np.array([t[2] for t in beam])
         Ag = np.array([t[3] for t in beam])
-        X = p.per_concept(G * u.h)
-        N = p.per_concept(G * p.n)
+        X = p.per_concept(G * u.h[:, None])
+        N = p.per_concept(G * p.n[:, None])
         I = np.stack([X, Ig[:, None] + u.I1[None] - X, Ig[:, None] - X], 1)
         A = np.stack([N, Ag[:, None] + p.A1[None] - N, Ag[:, None] - N], 1)
         cm = np.array([t[4] for t in beam], np.int64)[:, None] | p.cat_bits[None]
