@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--beam", type=int, default=10)
     ap.add_argument("--categories", default="color,object,part,material")
     ap.add_argument("--json", default=str(HERE / "out" / "bench_explain.json"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep RUN/.explain from an earlier call: time the searches again on the same counts "
+                         "(activations and counts are then only read back)")
     args = ap.parse_args()
 
     import numpy as np
@@ -60,8 +63,9 @@ def main():
     t_dissect = time.perf_counter() - t
     res = load(run_dir)
     lr = res["layer4"]
-    shutil.rmtree(run_dir / xr.WORK, ignore_errors=True)  # explain from scratch: activations, counts
-    (run_dir / xr.WORK).mkdir()
+    if not args.reuse:
+        shutil.rmtree(run_dir / xr.WORK, ignore_errors=True)  # explain from scratch: activations, counts
+    (run_dir / xr.WORK).mkdir(exist_ok=True)
     t = time.perf_counter()
     st, _ = xr._activations(run_dir, res.summary, "layer4", progress=False)  # pass 1 again, exact thresholds
     st.close()
@@ -94,7 +98,7 @@ def main():
     worse = [e[0] for e, b in zip(ex, bm) if b[1] < e[1] * (1 - 1e-12)]
     gap = [e[1] - b[1] for e, b in zip(ex, bm)]
     out = {
-        "images": args.n, "size": args.size, "units_searched": len(units), "layer_units": C,
+        "images": args.n, "size": args.size, "reused_counts": args.reuse, "units_searched": len(units), "layer_units": C,
         "concepts": int(len(cols)), "signatures": int(member.shape[1]), "length": args.length, "beam": args.beam,
         "cpu_count": os.cpu_count(),
         "seconds": {"dissect_run": round(t_dissect, 2), "activations": round(t_acts, 2), "counts": round(t_counts, 2),
