@@ -17,7 +17,9 @@ INTERRUPTED = ("interrupted; finished units are kept in RUN/.explain: run the sa
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("explain", help="label each unit with its best formula of concepts (AND/OR/AND NOT)",
-                              description=__doc__.split("\n\n")[0])
+                              description="Label every unit of a dissected layer with the formula of concepts "
+                                          "(AND, OR, AND NOT) whose IoU with the unit's mask is highest, certified "
+                                          "optimal by branch and bound (docs/compositional.md).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `netdissect dissect`")
     p.add_argument("--layer", action="append", default=None,
                    help="layer to explain (repeat for several; default: the run's only layer)")
