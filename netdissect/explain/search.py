@@ -66,6 +66,7 @@ class Problem:
         from scipy import sparse
 
         self.Tsp = sparse.csr_matrix(self.T)           # few concepts per signature: products cost nnz, not K S
+        self.Tsp32 = self.Tsp.astype(np.float32)       # integer sums below 2**24 are exact in float32
         self._Tn = self.T * self.n
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
@@ -107,7 +108,7 @@ class Problem:
             else:
                 out[i] = row
         if miss:
-            rows = self.per_concept(Gt[:, miss] * self.n[:, None])
+            rows = self.per_concept(Gt[:, miss].astype(np.float64) * self.n[:, None])
             out[miss] = rows
             if self._memo_bytes < self.max_memo:
                 for i, r in zip(miss, rows):
@@ -128,6 +129,8 @@ class Unit:
         self.hp = np.bincount(problem.pattern_of, weights=self.h, minlength=len(problem.patterns))
         self._m: dict = {}
         self.I1 = problem.T @ self.h
+        self.exact32 = self.h.sum() < 2 ** 24
+        self.h32 = self.h.astype(np.float32)
 
     def m(self, masks) -> np.ndarray:
         """Mask area over the images holding any category in each bit mask of ``masks``."""
@@ -191,7 +194,7 @@ class _Nodes:
         return f
 
 
-def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray) -> np.ndarray:
+def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
     """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds; ``BT`` (S, K) bool."""
     G = BT[:, c[:, 0]]
     for j in range(o.shape[1]):
@@ -201,7 +204,7 @@ def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray) -> np.ndarray:
             cols = np.flatnonzero(op == code)
             if len(cols):
                 G[:, cols] = fn(G[:, cols], Tc[:, cols])
-    return G.astype(np.float64)
+    return G.astype(dtype)
 
 
 class _Exact:
@@ -289,10 +292,17 @@ class _Exact:
         if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
             G = p.TT[:, g.c[:, 0]]
             N = p.pair_counts()[g.c[:, 0]]
+        elif r <= 0 and u.exact32:  # the last level needs only integer overlaps: float32 is exact, half the bytes
+            G32 = _truths(p.BT, g.c, g.o, np.float32)
+            N = p.and_counts_of(g.c, g.o, G32)
+            G = None
         else:
             G = _truths(p.BT, g.c, g.o)
             N = p.and_counts_of(g.c, g.o, G)
-        X = p.per_concept(G * u.h[:, None])
+        if G is None:
+            X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
+        else:
+            X = p.per_concept(G * u.h[:, None])
         I = np.stack([X, g.I[:, None] + u.I1[None] - X, g.I[:, None] - X], 1)
         A = np.stack([N, g.A[:, None] + p.A1[None] - N, g.A[:, None] - N], 1)
         cm = g.cm[:, None] | p.cat_bits[None]
