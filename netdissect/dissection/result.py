@@ -66,6 +66,7 @@ class LayerResult:
     top_maps: np.ndarray | None = None    # float16 (C, k, h, w)
     dead: np.ndarray | None = None        # bool (C,) mask empty on every image
     image_paths: np.ndarray | None = None  # str (N,) every row's image path (topk.npz), when read back
+    folder: Path | None = None            # the layer's folder, when read back from a run
     units: np.ndarray = field(init=False)
     category_best: dict = field(init=False)
 
@@ -92,6 +93,16 @@ class LayerResult:
             b = sub.argmax(1)
             v = sub[np.arange(C), b]
             self.category_best[g] = (np.where(v > 0, self.concept_names[cols[b]], ""), v)
+
+    @property
+    def formulas(self):
+        """``LAYER/formulas.csv`` of ``netdissect explain`` (structured array: unit, formula, iou,
+        iou_single_best, length, certified, nodes_searched, method), None when not explained."""
+        if self.folder is None:
+            return None
+        from netdissect.explain.run import read_formulas
+
+        return read_formulas(Path(self.folder) / "formulas.csv")
 
     # ------------------------------------------------------------ summaries
     @property
@@ -163,7 +174,7 @@ class LayerResult:
                    shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
                    mask_sizes=[tuple(s) for s in info.get("mask_sizes", [])],
                    top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
-                   dead=z.get("dead"), image_paths=top.get("image_paths"))
+                   dead=z.get("dead"), image_paths=top.get("image_paths"), folder=folder)
 
 
 class DissectionResult(dict):

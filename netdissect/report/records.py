@@ -36,6 +36,9 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
     """One dict per unit: unit, label, cat, iou, det, thr, concept column, runner-ups."""
     out = []
     names, cats = [str(s) for s in layer.concept_names], [str(s) for s in layer.concept_categories]
+    formulas = getattr(layer, "formulas", None)  # `netdissect explain`'s LAYER/formulas.csv, when there
+    if formulas is not None and len(formulas) != len(layer.units):
+        formulas = None
     for u, row in enumerate(layer.units):
         k = label_concept(layer, u)
         order = np.argsort(-layer.iou[u], kind="stable")
@@ -52,6 +55,8 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
             "concept": k,
             "alt": [[names[j], cats[j], round(float(layer.iou[u, j]), 4)] for j in alts],
         })
+        if formulas is not None and formulas["formula"][u]:
+            out[-1]["formula"] = [str(formulas["formula"][u]), round(float(formulas["iou"][u]), 4)]
     return out
 
 

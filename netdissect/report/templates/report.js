@@ -177,6 +177,8 @@
       '<canvas class="act" role="img" width="' + wh[0] + '" height="' + wh[1] + '" aria-label="' + esc(alt) + '"></canvas>' +
       '<canvas class="gt" width="' + wh[0] + '" height="' + wh[1] + '"></canvas></div>' +
       (alts ? '<div class="alts"><span>runners-up</span>' + alts + "</div>" : '<div class="alts"><span>no runner-up concept</span></div>') +
+      (u.formula ? '<div class="alts formula"><span>formula</span><span class="alt"><b>' + esc(u.formula[0]) +
+        "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
       "</article>";
   }
 

@@ -1,0 +1,162 @@
+"""Signatures: the dataset's pixels grouped by what a formula can see of them.
+
+Two pixels whose images hold the same categories and that carry the same concepts get the
+same value from every formula, so the search never needs single pixels: it needs, per
+*signature* (a set of concepts and a set of held categories), how many pixels carry it (``n``)
+and how many of those lie in each unit's mask (``H[unit]``).  One sweep over the label planes
+and the activation cache builds both (:func:`count_run`), with the dissection's own mask kernel
+(:meth:`netdissect.dissection.masks.UnitMasks.count`: the same thresholded, upsampled masks,
+counted per signature instead of per concept); :func:`problem_from_pixels` does the same from
+plain arrays (tests, small data).
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from netdissect.explain.search import Problem
+
+
+class Signatures:
+    """Signature ids assigned batch by batch (a key -> id table), with each one's concepts and categories."""
+
+    def __init__(self, n_concepts: int):
+        self.K = n_concepts
+        self.ids: dict[bytes, int] = {}
+        self.members: list[np.ndarray] = []   # concept columns of each signature
+        self.patterns: list[int] = []
+        self.classes: dict[tuple, int] = {}   # (category pattern, image-level concepts) -> class id
+        self.class_info: list[tuple[int, tuple]] = []
+        self.n = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def _class(self, pattern: int, whole: tuple) -> int:
+        key = (pattern, whole)
+        c = self.classes.get(key)
+        if c is None:
+            c = self.classes[key] = len(self.class_info)
+            self.class_info.append(key)
+        return c
+
+    def add(self, planes: np.ndarray, pixels: int, has_category: np.ndarray, whole_image, whole_concept) -> np.ndarray:
+        """Signature id (int32) of every pixel of a batch of B images: ``planes`` (P, B * pixels) concept
+        columns (K: none), ``has_category`` (B, G), image-level labels as (image, column) pairs."""
+        B = has_category.shape[0]
+        whole: list[list[int]] = [[] for _ in range(B)]
+        for b, c in zip(np.asarray(whole_image).tolist(), np.asarray(whole_concept).tolist()):
+            whole[b].append(c)
+        bits = 1 << np.arange(has_category.shape[1], dtype=np.int64)
+        pats = (np.asarray(has_category, bool) * bits).sum(1)
+        cls = np.array([self._class(int(pats[b]), tuple(sorted(set(whole[b])))) for b in range(B)], np.int32)
+        planes = np.sort(np.asarray(planes, np.int32), axis=0)  # a set of concepts, whatever plane holds them
+        keys = np.empty((B * pixels, planes.shape[0] + 1), np.int32)
+        keys[:, 0] = np.repeat(cls, pixels)
+        keys[:, 1:] = planes.T
+        keys = np.ascontiguousarray(keys)
+        view = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+        uniq, first, inv = np.unique(view, return_index=True, return_inverse=True)
+        local = np.empty(len(uniq), np.int32)
+        for j, (u, f) in enumerate(zip(uniq, first)):
+            k = u.tobytes()
+            s = self.ids.get(k)
+            if s is None:
+                s = self.ids[k] = len(self.members)
+                row = keys[f]
+                pattern, wc = self.class_info[row[0]]
+                cols = row[1:]
+                self.members.append(np.unique(np.concatenate([cols[cols < self.K], np.asarray(wc, np.int64)])
+                                              ).astype(np.int64))
+                self.patterns.append(pattern)
+            local[j] = s
+        ids = local[inv.ravel()]
+        if len(self.n) < len(self.members):
+            self.n = np.concatenate([self.n, np.zeros(len(self.members) - len(self.n), np.int64)])
+        self.n += np.bincount(ids, minlength=len(self.members))
+        return ids
+
+    def member_matrix(self) -> np.ndarray:
+        T = np.zeros((self.K, len(self.members)), bool)
+        for s, cols in enumerate(self.members):
+            T[cols, s] = True
+        return T
+
+
+def problem_from_pixels(concepts: np.ndarray, image: np.ndarray, has_category: np.ndarray, primary: np.ndarray,
+                        units: np.ndarray | None = None):
+    """(Problem, H) from plain arrays: ``concepts`` bool (K, N) label of every pixel (already empty where
+    the image lacks the concept's primary category), ``image`` (N,) image of each pixel,
+    ``has_category`` bool (images, G), ``primary`` (K,), ``units`` bool (U, N) unit masks."""
+    concepts = np.asarray(concepts, bool)
+    K, N = concepts.shape
+    G = has_category.shape[1]
+    pat = (np.asarray(has_category, bool) * (1 << np.arange(G, dtype=np.int64))).sum(1)[np.asarray(image)]
+    from netdissect.explain.formula import pack
+
+    keys = np.concatenate([pack(concepts.T), pat[:, None].astype(np.uint64)], 1)
+    view = np.ascontiguousarray(keys).view(np.dtype((np.void, 8 * keys.shape[1]))).ravel()
+    uniq, first, sig = np.unique(view, return_index=True, return_inverse=True)
+    sig = sig.ravel()
+    member = concepts[:, first]
+    n = np.bincount(sig, minlength=len(uniq))
+    problem = Problem(member, n, pat[first], primary)
+    H = None
+    if units is not None:
+        units = np.asarray(units, bool)
+        H = np.stack([np.bincount(sig[u], minlength=len(uniq)) for u in units]).astype(np.float64)
+    return problem, H
+
+
+def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64, workers: int = 0,
+              progress: bool = True, device="cpu"):
+    """One sweep over ``source``'s label planes and the activation ``cache`` of one layer: the
+    :class:`Signatures` and H float64 (units, signatures), the pixels of each unit's mask per signature.
+
+    ``thresholds`` (C,) are the run's; ``shape`` (C, h, w) the layer's maps; rows in ``skipped`` are
+    left out as the run left them out."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from netdissect.dissection.masks import UnitMasks
+    from netdissect.dissection.rows import LabelCollate, LabelRows, loader
+    from netdissect.errors import DatasetError
+
+    C, h, w = shape
+    K = len(source.concepts)
+    sigs = Signatures(K)
+    H = np.zeros((C, 0), np.float64)
+    thr = torch.from_numpy(np.asarray(thresholds)).to(torch.float64)
+    masks: dict = {}
+    rows = cache.rows
+    collate = LabelCollate(source.concepts, set(skipped))
+    workers = 0 if getattr(source, "loads_from_memory", False) else workers
+    batches = loader(LabelRows(source, 0, rows), batch_size, workers, collate)
+    bar = tqdm(total=rows, desc="explain: counting masks per signature", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    t0 = time.monotonic()
+    for start, stop, errors, built in batches:
+        if errors:
+            i, err = sorted(errors.items())[0]
+            raise DatasetError(f"{err} (row {i}: the dataset changed since the run, or a file is damaged)")
+        acts = torch.from_numpy(cache.read(start, stop))
+        for size, (lb, sel) in built.items():
+            pixels = lb.pixels
+            ids = sigs.add(lb.planes.numpy(), pixels, lb.has_category.numpy(), lb.whole_image.numpy(),
+                           lb.whole_concept.numpy())
+            S = len(sigs)
+            if H.shape[1] < S:
+                H = np.concatenate([H, np.zeros((C, S - H.shape[1]))], 1)
+            key = size
+            if key not in masks:
+                masks[key] = UnitMasks(h, w, *size, device=device)
+            a = acts[sel].float()
+            planes = torch.from_numpy(ids.astype(np.int32)).view(1, -1)
+            labels = SimpleNamespace(planes=planes, pixels=pixels, label_area=torch.zeros(S, dtype=torch.float64))
+            _, inter = masks[key].count(a, thr, labels)
+            H += inter.numpy()
+        bar.update(stop - start)
+    bar.close()
+    return sigs, H, time.monotonic() - t0

@@ -1,0 +1,224 @@
+"""netdissect explain: exact formulas (branch and bound) against brute force, beam search, the command."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdissect.explain import OPS, Formula, pack, popcount, search_beam, search_exact
+from netdissect.explain.data import problem_from_pixels
+
+TESTS = Path(__file__).parent
+
+
+# ----------------------------------------------------------------------------- a plain reference
+def reference_iou(f: Formula, concepts, image, has, primary, unit) -> float:
+    """IoU from the definition: pixels of the images holding a category of any concept of f."""
+    g = f.evaluate(concepts)
+    sel = has[image][:, sorted({int(primary[c]) for c in f.concepts})].any(1)
+    inter = int((g & unit & sel).sum())
+    union = int(((g | unit) & sel).sum())
+    return inter / union if union else 0.0
+
+
+def brute_force(concepts, image, has, primary, unit, length):
+    """The best IoU over every left-deep formula of at most ``length`` concepts (repeats allowed)."""
+    K = len(concepts)
+    best = 0.0
+    frontier = [Formula(c) for c in range(K)]
+    for depth in range(length):
+        nxt = []
+        for f in frontier:
+            best = max(best, reference_iou(f, concepts, image, has, primary, unit))
+            if depth + 1 < length:
+                nxt += [f.extend(op, c) for op in OPS for c in range(K)]
+        frontier = nxt
+    return best
+
+
+def random_world(seed, K=6, images=8, px=24, G=3, units=5):
+    """Overlapping concepts (one nested in another, one a copy of another: ties), images lacking categories."""
+    rng = np.random.default_rng(seed)
+    image = np.repeat(np.arange(images), px)
+    has = rng.random((images, G)) < 0.75
+    primary = rng.integers(0, G, K)
+    raw = rng.random((K, images * px)) < rng.uniform(0.1, 0.5, (K, 1))
+    raw[1] |= raw[0] & (rng.random(images * px) < 0.6)   # overlap
+    raw[2] = raw[1] & (rng.random(images * px) < 0.5)    # nested in concept 1
+    raw[K - 1] = raw[3]                                  # a copy: every formula with 3 ties one with K-1
+    primary[K - 1] = primary[3]
+    concepts = raw & has[image][:, primary].T             # a concept is only where its category is held
+    unit = rng.random((units, images * px)) < 0.3
+    unit[0] = concepts[0] | concepts[2]
+    unit[1] = concepts[1] & ~concepts[3]
+    return concepts, image, has, primary, unit
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_search_agrees_with_brute_force(seed):
+    concepts, image, has, primary, units = random_world(seed)
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    for length in (2, 3):
+        for k in range(len(units)):
+            found = search_exact(problem, H[k], length)
+            best = brute_force(concepts, image, has, primary, units[k], length)
+            assert found.certified
+            assert found.iou == pytest.approx(best, abs=1e-12)
+            assert len(found.formula) <= length
+            # the formula returned really has that IoU, by the definition
+            assert reference_iou(found.formula, concepts, image, has, primary, units[k]) == pytest.approx(found.iou,
+                                                                                                           abs=1e-12)
+            assert found.iou >= found.iou_single
+            assert found.iou_single == pytest.approx(max(reference_iou(Formula(c), concepts, image, has, primary,
+                                                                       units[k]) for c in range(len(concepts))))
+
+
+def test_a_planted_red_or_blue_unit_gets_red_or_blue():
+    rng = np.random.default_rng(7)
+    names = ["red", "blue", "green", "sky", "tree", "wall", "road", "grass"]
+    K, N = len(names), 4000
+    image = np.repeat(np.arange(40), 100)
+    has = np.ones((40, 1), bool)
+    primary = np.zeros(K, int)
+    concepts = rng.random((K, N)) < rng.uniform(0.05, 0.3, (K, 1))
+    concepts[2] |= concepts[0] & (rng.random(N) < 0.5)  # green overlaps red: a decoy
+    unit = concepts[0] | concepts[1]
+    problem, H = problem_from_pixels(concepts, image, has, primary, unit[None])
+    found = search_exact(problem, H[0], 3)
+    assert found.iou == 1.0
+    assert found.formula in (Formula(0).extend("OR", 1), Formula(1).extend("OR", 0))
+    assert found.formula.render(names) in ("red OR blue", "blue OR red")
+    assert found.iou_single < 1.0
+
+
+def test_beam_search_returns_the_greedy_suboptimal_formula():
+    """M = B + C (disjoint halves); A covers 35 px of each half and 5 px outside.  A is the best
+    single concept (70/105), so a beam of width 1 extends A: A OR B (85/105, tied with A OR C, B
+    first), then (A OR B) OR C (100/105).  The optimum is B OR C (1.0)."""
+    n = 110
+    A, B, C = (np.zeros(n, bool) for _ in range(3))
+    B[:50] = True
+    C[50:100] = True
+    A[15:50] = A[50:85] = A[100:105] = True
+    M = B | C
+    concepts = np.stack([A, B, C])
+    problem, H = problem_from_pixels(concepts, np.zeros(n, int), np.ones((1, 1), bool), np.zeros(3, int), M[None])
+    beam = search_beam(problem, H[0], 3, width=1)
+    assert beam.formula == Formula(0).extend("OR", 1).extend("OR", 2)
+    assert beam.iou == pytest.approx(100 / 105)
+    exact = search_exact(problem, H[0], 3)
+    assert exact.iou == 1.0 and set(exact.formula.concepts) == {1, 2}
+    assert search_beam(problem, H[0], 3, width=3).iou == 1.0  # a wider beam finds it here
+
+
+def test_formulas_parse_and_evaluate_on_packed_bits():
+    names = ["water", "sky", "tree top", "grass"]
+    f = Formula(0).extend("OR", 1).extend("AND NOT", 3).extend("AND", 2)
+    text = f.render(names)
+    assert text == "((water OR sky) AND NOT grass) AND tree top"
+    assert Formula.parse(text, names) == f
+    rng = np.random.default_rng(0)
+    masks = rng.random((4, 1000)) < 0.4
+    bits = pack(masks)
+    assert popcount(f.evaluate(bits)) == f.evaluate(masks).sum()
+    assert popcount(bits, axis=-1).tolist() == masks.sum(1).tolist()
+
+
+# ----------------------------------------------------------------------------- the command on a run
+@pytest.fixture(scope="module")
+def run(broden, tmp_path_factory):
+    from netdissect import dissect
+
+    out = tmp_path_factory.mktemp("explain") / "run"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False)
+    return out
+
+
+def test_length_one_reproduces_the_runs_iou_and_resumes_after_a_kill(run, monkeypatch):
+    from netdissect import load
+    from netdissect.explain import run as xr
+    from netdissect.explain.search import Problem
+
+    with pytest.raises(KeyboardInterrupt):  # killed after one unit
+        xr.explain(run, length=2, progress=False, _stop_after=1)
+    calls = []
+    real = xr.search_exact
+    monkeypatch.setattr(xr, "search_exact", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = xr.explain(run, length=2, progress=False)["features"]
+    lr = load(run)["features"]
+    live = int((~lr.dead).sum())
+    assert len(calls) == live - 1  # the finished unit was not searched again
+    # every concept's single IoU from the signatures equals the run's IoU matrix
+    with np.load(run / ".explain" / "features.counts.npz") as z:
+        prim = {g: i for i, g in enumerate(lr.categories)}
+        problem = Problem(z["member"], z["n"], z["pattern"], [prim[str(c)] for c in lr.concept_categories])
+        H = z["H"]
+    for k in range(len(H)):
+        iou1, _ = problem.unit(H[k]).singles()
+        assert np.array_equal(iou1.astype(np.float32), lr.iou[k])
+    f = lr.formulas
+    assert f is not None and f.dtype.names == tuple(xr.COLUMNS)
+    assert [r["formula"] for r in rows] == f["formula"].tolist()
+    assert np.allclose(f["iou_single_best"], lr.units["iou"], atol=1e-6)
+    assert (f["iou"] >= f["iou_single_best"]).all() and f["certified"].all()
+    assert set(f["method"]) == {"exact"}
+    for r in rows:
+        if r["formula"]:
+            g = Formula.parse(r["formula"], [str(n) for n in lr.concept_names])
+            assert len(g) == r["length"] <= 2
+    from netdissect.report.records import unit_records  # the report's unit cards show the formula
+
+    recs = unit_records(lr)
+    assert [rec.get("formula", [""])[0] for rec in recs] == [r["formula"] for r in rows]
+
+
+def test_cli_writes_beam_formulas_beside_the_exact_ones(run, capsys):
+    from netdissect.cli import main
+
+    assert main(["explain", str(run), "--search", "beam", "--beam", "2", "--length", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "formulas-beam2.csv" in out
+    text = (run / "features" / "formulas-beam2.csv").read_text().splitlines()
+    assert text[0] == "unit,formula,iou,iou_single_best,length,certified,nodes_searched,method"
+    assert all(line.endswith(",beam2") for line in text[1:])
+
+
+def test_length_above_five_warns_with_an_estimate(run, monkeypatch, capsys):
+    from netdissect.explain import run as xr
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(xr, "_counts", stop)
+    with pytest.raises(Stop):
+        xr.explain(run, length=6, progress=False)
+    err = capsys.readouterr().err
+    K = 11
+    assert "--length 6" in err and f"{K * (3.0 * K) ** 5:.2g}" in err
+
+
+def test_a_run_without_a_loadable_model_or_its_dataset_says_what_to_rerun(broden, tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(TESTS))
+    from nets import ColorUnits
+
+    from netdissect import dissect
+    from netdissect.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(broden, ds)
+    out = tmp_path / "run"
+    dissect(ColorUnits(), ["features"], ds, out=out, progress=False)
+    assert main(["explain", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "python:ColorUnits" in err and "netdissect dissect --model" in err and "\n" == err[-1] and err.count("\n") == 1
+    shutil.rmtree(ds)
+    assert main(["explain", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert str(ds) in err and "put the dataset back" in err
