@@ -5,9 +5,15 @@ this module, so a bad ``--out`` or a damaged file in a run folder gives one line
 and the fix, never a traceback, and two jobs never write one folder at once:
 
     >>> from netdissect.runfolder import check_out, RunLock
-    >>> run = check_out("runs/r18")                          # doctest: +SKIP
-    >>> with RunLock(run):                                   # doctest: +SKIP
-    ...     ...                                              # write the run
+    >>> run = check_out("runs/r18")
+    >>> with RunLock(run):
+    ...     (run / ".lock").exists()                        # write the run here
+    True
+    >>> (run / ".lock").exists()                            # released and tidied
+    False
+    >>> check_out("")
+    Traceback (most recent call last):
+    netdissect.runfolder.RunFolderError: --out is empty: it would write into the current directory; name the run folder, e.g. --out runs/NAME (or --out . to mean here)
 
 * :func:`check_out` refuses ``''``, a file, a path under a file and a folder that cannot be
   created or written, before any work starts.

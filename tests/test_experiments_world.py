@@ -29,6 +29,10 @@ def _totals(table, alpha):
     return [r["total"] for r in table.rows if r["alpha"] == alpha]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-07 on the held-out probe (400 images of seed 7001) and Q seeds 7021, 7022: 16 unique "
+    "detectors in the unit basis, 10 and 12 after a full rotation (mean 11: a fall of 31%, not half); on the "
+    "seed the model was chosen on (2017, Q 1-2) it was 22 and 9-10"))
 def test_full_rotation_halves_unique_detectors(sweep):
     base = _totals(sweep, 0)[0]
     rotated = sum(_totals(sweep, 1)) / len(SEEDS)
