@@ -1,7 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
     >>> from netdissect.atomic import write_text
-    >>> write_text(Path("report/index.html"), "<html>...</html>")   # doctest: +SKIP
+    >>> write_text(Path("report/index.html"), "<html>...</html>")
+    PosixPath('report/index.html')
+    >>> Path("report/index.html").read_text(), sorted(p.name for p in Path("report").iterdir())
+    ('<html>...</html>', ['index.html'])
 
 Each helper writes to a temporary file beside the target and renames it into
 place with :func:`os.replace`, which is atomic on POSIX and Windows.

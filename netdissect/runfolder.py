@@ -5,15 +5,23 @@ this module, so a bad ``--out`` or a damaged file in a run folder gives one line
 and the fix, never a traceback, and two jobs never write one folder at once:
 
     >>> from netdissect.runfolder import check_out, RunLock
-    >>> run = check_out("runs/r18")                          # doctest: +SKIP
-    >>> with RunLock(run):                                   # doctest: +SKIP
-    ...     ...                                              # write the run
+    >>> run = check_out("runs/r18")
+    >>> with RunLock(run):
+    ...     (run / ".lock").exists()                        # write the run here
+    True
+    >>> (run / ".lock").exists()                            # released and tidied
+    False
+    >>> check_out("")
+    Traceback (most recent call last):
+    netdissect.runfolder.RunFolderError: --out is empty: it would write into the current directory; name the run folder, e.g. --out runs/NAME (or --out . to mean here)
 
 * :func:`check_out` refuses ``''``, a file, a path under a file and a folder that cannot be
   created or written, before any work starts.
 * :class:`RunLock` is an exclusive lock (``RUN/.lock``) held for a job's whole duration; a second
-  job on the same folder fails at once, naming the job that holds it.  The operating system
-  drops the lock when its process ends, however it ends, so a killed job never blocks the next.
+  job on the same folder fails at once, naming the job that holds it.  The lock belongs to the
+  job's process alone (a process it forks, such as a DataLoader worker, does not keep it), and
+  the operating system drops it when that process ends, however it ends, so a killed job never
+  blocks the next.
 * :func:`has_progress` tells a work folder with a checkpoint (worth ``--resume``) from one left by
   a job that failed before its first checkpoint (nothing to resume: start afresh).
 * :func:`check_merge_folders` refuses a merge whose ``--out`` and chunk folders overlap.
@@ -32,6 +40,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -143,10 +152,31 @@ def _probe_writable(folder: Path, what: str, flag: str, target: Path | None = No
 
 # ---------------------------------------------------------------- lock
 # (pid, realpath) -> [fd, depth]: a process may lock a folder it already holds (a forked child
-# inherits this dict, but not the right to nest: its pid differs)
+# starts with none: see _forget_in_child)
 _held: dict[tuple[int, str], list] = {}
 _held_guard = threading.Lock()
 _warned_unlocked = False
+
+
+def _forget_in_child() -> None:
+    """Run in every child forked by Python (``os.fork``, ``multiprocessing``, DataLoader workers).
+
+    ``flock`` belongs to the open file, which a fork shares: a child that kept its copy of the
+    descriptor would hold the job's lock after the job died (a SIGKILLed dissection's loader workers
+    did, and its ``--resume`` was refused).  So the child closes its copies at once and holds nothing.
+    """
+    global _held_guard
+    for fd, _ in list(_held.values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+    _held_guard = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class RunLock:
@@ -159,7 +189,11 @@ class RunLock:
         wait for it or choose another --out
 
     It is released on exit from the ``with`` block, on an exception, and by the operating system
-    when the process dies (even by SIGKILL), so a ``.lock`` left by a dead job blocks nothing.
+    when the process dies (even by SIGKILL), so a ``.lock`` left by a dead job blocks nothing.  A
+    child the process forks closes its copy of the lock at once (``os.register_at_fork``), so the
+    lock is the job's alone: its DataLoader workers cannot keep it after it dies.  Should a process
+    the job left behind (say, forked by foreign C code) still hold it, the message says that the
+    recorded job is dead and names the processes that hold the lock file open.
     Locking a folder this process already holds is allowed (nested, counted), so the command line
     and the engine may both lock one folder.  Under torchrun pass ``rank``: only rank 0 locks
     (the others are then no-ops; the engine shares rank 0's failure with ``group.agree``).
@@ -204,11 +238,13 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                other = f" or choose another {self.flag}" if self.flag else ""
-                raise RunLockedError(f"another netdissect job ({holder}) is writing {self.path}; "
-                                     f"wait for it{other}") from None
+                try:
+                    message = self._refusal(fd)
+                finally:
+                    os.close(fd)
+                if message is None:  # the holder let go meanwhile: try again
+                    continue
+                raise RunLockedError(message) from None
             except OSError as exc:  # ENOLCK, EOPNOTSUPP: no locks on this file system
                 os.close(fd)
                 self._unlocked(f"{self.path} is on a file system without file locks ({_reason(exc)})")
@@ -226,6 +262,33 @@ class RunLock:
             _held[key] = [fd, 1]
         self._key = key
         return self
+
+    def _refusal(self, fd: int) -> str | None:
+        """The message for a lock held by someone else; None if it was let go meanwhile."""
+        info = _read_holder_info(fd)
+        if info is not None and _dead_here(info):
+            # a job that has just taken the lock may not have written its name yet: look again
+            time.sleep(0.2)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None
+            info = _read_holder_info(fd)
+        other = f" or choose another {self.flag}" if self.flag else ""
+        if info is None or not _dead_here(info):
+            return f"another netdissect job ({_describe(info)}) is writing {self.path}; wait for it{other}"
+        holders = _holders(fd)
+        held_by = (f"process{'es' if len(holders) > 1 else ''} {', '.join(map(str, holders))} still "
+                   f"hold{'s' if len(holders) == 1 else ''} its lock file {self.lock_path} open"
+                   if holders else f"a process it left behind still holds its lock file {self.lock_path} "
+                   f"(find it with `fuser {self.lock_path}`)")
+        stop = f"stop {'them' if len(holders) > 1 else 'it'} (kill {' '.join(map(str, holders))})" if holders \
+            else "stop that process"
+        return (f"the netdissect job that locked {self.path} ({_describe(info)}) is no longer running, but "
+                f"{held_by}; {stop} and run the command again{other}")
 
     def _unlocked(self, why: str) -> None:
         global _warned_unlocked
@@ -270,13 +333,64 @@ def _write_holder(fd: int) -> None:
     os.pwrite(fd, data, 0)
 
 
-def _read_holder(fd: int) -> str:
-    """``pid N on HOST, started T`` from a held lock file (it may not be written yet)."""
+def _read_holder_info(fd: int) -> dict | None:
+    """The holder's record from a held lock file: None when not written yet (or unreadable)."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
-        return f"pid {int(info['pid'])} on {info['host']}, started {info['started']}"
+        info = {"pid": int(info["pid"]), "host": str(info["host"]), "started": str(info["started"])}
     except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return info
+
+
+def _describe(info: dict | None) -> str:
+    """``pid N on HOST, started T`` (or, before the holder wrote its name, "one that has just started")."""
+    if info is None:
         return "one that has just started"
+    return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+
+
+def _dead_here(info: dict) -> bool:
+    """Whether the recorded holder ran on this host and has ended (a zombie counts as ended)."""
+    if info["host"] != socket.gethostname() or info["pid"] <= 0:
+        return False
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    try:  # a killed process not yet reaped by its parent has closed its files: it holds nothing
+        with open(f"/proc/{info['pid']}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _holders(fd: int) -> list[int]:
+    """Pids of the other processes that have the file of ``fd`` open (Linux ``/proc``; [] elsewhere)."""
+    try:
+        st = os.fstat(fd)
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    me, found, t0 = os.getpid(), [], time.monotonic()
+    for pid in pids:
+        if pid == me or time.monotonic() - t0 > 2:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # gone, or another user's
+            continue
+        for name in fds:
+            try:
+                other = os.stat(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                found.append(pid)
+                break
+    return sorted(found)
 
 
 def lock_folders(paths: Iterable[str | os.PathLike], *, what: str = "folder", flag: str | None = None):

@@ -108,12 +108,18 @@ class ElementwiseNet(nn.Module):
     implementation can recompute them exactly.
 
     ``units`` has C units at half resolution, ``units2`` C units at quarter resolution.
+
+    The test images are flat colours, so most units' maps tie at their top quantile and their masks
+    are empty.  ``ramp`` > 0 adds ``ramp`` times a fixed ramp over the positions (0 at the top left,
+    1 at the bottom right) to every unit: ties split by position, every unit is live, and its mask
+    reaches images of every kind (texture-only ones too, which hold no object or colour labels).
     """
 
-    def __init__(self, units: int = 10, seed: int = 0):
+    def __init__(self, units: int = 10, seed: int = 0, ramp: float = 0.0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("coef", torch.randn(units, 4, generator=g))
+        self.ramp = float(ramp)
         self.units = Tap()
         self.units2 = Tap()
 
@@ -121,7 +127,11 @@ class ElementwiseNet(nn.Module):
         p = (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) * 0.25
         c = self.coef
         maps = [torch.relu(p[:, 0] * c[k, 0] + p[:, 1] * c[k, 1] + p[:, 2] * c[k, 2] + c[k, 3]) for k in range(len(c))]
-        u = self.units(torch.stack(maps, 1))
+        u = torch.stack(maps, 1)
+        if self.ramp:
+            h, w = u.shape[-2:]
+            u = u + self.ramp * (torch.arange(h * w, dtype=u.dtype).reshape(h, w) / (h * w - 1))
+        u = self.units(u)
         q = (u[:, :, 0::2, 0::2] + u[:, :, 1::2, 0::2]) * 0.5 - (u[:, :, 0::2, 1::2] * 0.25)
         v = self.units2(q)
         return v.mean((2, 3))

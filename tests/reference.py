@@ -57,6 +57,15 @@ def reference_dissect(acts: np.ndarray, ds, q: float):
     return thresholds, iou
 
 
+def union_rule_cases(acts: np.ndarray, ds, thresholds: np.ndarray, iou: np.ndarray) -> int:
+    """How many (unit, concept) pairs with IoU > 0 have the unit's mask on some image that lacks the
+    concept's primary category: the pairs whose IoU a wrong union rule (counting such images) changes."""
+    N, C = acts.shape[:2]
+    live = (acts > thresholds[None, :, None, None]).reshape(N, C, -1).any(2)            # (N, C)
+    lack = ~np.array([ds.load_labels(i).has_category for i in range(N)])[:, ds.concepts.primary]  # (N, K)
+    return int(((iou > 0)[None] & live[:, :, None] & lack[:, None, :]).any(0).sum())
+
+
 def layer_activations(model, ds, layer) -> np.ndarray:
     """(N, C, h, w): the layer's activations for every image of ``ds``, one image at a time."""
     import torch

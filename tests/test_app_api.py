@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import fastapi.testclient as fastapi_testclient  # needs httpx (the `test` extra): missing fails, never skips
 import torch
 from PIL import Image
 
@@ -26,7 +27,6 @@ from netdissect.app.palette import load_palette
 from netdissect.app.server import MAX_BODY_BYTES, STATIC_DIR, create_app
 from netdissect.segment import ColorSegmenter
 
-fastapi_testclient = pytest.importorskip("fastapi.testclient")
 APP_JS = STATIC_DIR / "app.js"
 SIZE = 64
 

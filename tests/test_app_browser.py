@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import uvicorn
 from PIL import Image
+from playwright import sync_api  # a declared test dependency: missing is a failure, not a skip
 
 from browser_support import PageWatch, launch_chromium, needs_chromium
 
-sync_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
 pytestmark = needs_chromium
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 

@@ -89,8 +89,10 @@ def test_pnas_chunks_of_a_broden_dataset_merged_equal_one_run(broden, tmp_path, 
 
     if path == "torch":
         monkeypatch.setattr(kernel, "pnas_kernels", lambda: None)
-    elif kernel.pnas_kernels() is None:
-        pytest.skip("numba not available")
+    elif kernel.numba_missing():
+        pytest.skip("numba is not installed")
+    else:
+        assert kernel.pnas_kernels() is not None, "numba is installed: the PNAS kernels must build"
     for memory in (256 << 20, 4096) if path == "kernels" else (256 << 20,):
         def run(out=None, chunk=None):
             return dissect(_net(), ["units2"], broden, iou="pnas", quantile_memory=memory, out=out, chunk=chunk, **KW)

@@ -24,12 +24,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from playwright import sync_api  # a declared test dependency: missing is a failure, not a skip
 
 from netdissect.report import write_report
 from browser_support import PageWatch, launch_chromium, needs_chromium
 from report_fixture import make_dataset, make_run
 
-sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

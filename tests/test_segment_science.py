@@ -1,5 +1,5 @@
 """Science check of segmenter labels (issue 10, docs/segmenters.md): zoo:scene-cnn conv5 on a world
-probe set (seed 2017, never used to train either model), dissected with the ground-truth masks
+probe set of the held-out seed (tests/heldout.py: never used to train or choose a model), dissected with the ground-truth masks
 (--iou pnas) and with zoo:world-seg+color (no mask read).  About a minute; it runs in the suite
 (a science check that does not run checks nothing)."""
 import collections
@@ -7,12 +7,13 @@ import collections
 import numpy as np
 import pytest
 
+from heldout import PROBE_SEED
 from netdissect import dissect
 from netdissect.data.synth.export import write_world
 
 
 def test_segmenter_labels_agree_with_ground_truth(tmp_path):
-    probe = write_world(tmp_path / "world", n=400, seed=2017, size=112, progress=False)
+    probe = write_world(tmp_path / "world", n=400, seed=PROBE_SEED, size=112, progress=False)
     gt = dissect("zoo:scene-cnn", ["conv5"], probe, iou="pnas", progress=False)["conv5"].units
     seg = dissect("zoo:scene-cnn", ["conv5"], probe, segmenter="zoo:world-seg+color",
                   label_cache=tmp_path / "cache", progress=False)["conv5"].units

@@ -9,8 +9,10 @@ segmentation model run on the input (or generated) image is a further source
 on the same seam.
 
     >>> from netdissect.concepts import BrodenMasks
-    >>> source = BrodenMasks(Broden("data/world"))   # doctest: +SKIP
-    >>> source.load(0).planes.shape                   # (planes, sh, sw)  # doctest: +SKIP
+    >>> from netdissect.data import Broden
+    >>> source = BrodenMasks(Broden(world))
+    >>> source.load(0).planes.shape                   # (planes, sh, sw)
+    (5, 16, 16)
 """
 from __future__ import annotations
 

@@ -1,7 +1,13 @@
 """The on-disk label cache: a segmenter's label planes of each image, computed once.
 
-    >>> cache = LabelCache(default_cache_dir(), {"segmenter": {...}, "seg_size": [56, 56]})  # doctest: +SKIP
-    >>> cache.put(stamp, planes); cache.flush(); cache.get(stamp)                          # doctest: +SKIP
+    >>> import numpy as np
+    >>> identity = {"segmenter": {"kind": "color"}, "seg_size": [2, 2]}
+    >>> cache = LabelCache("labels", identity)             # e.g. LabelCache(default_cache_dir(), ...)
+    >>> stamp, planes = "photos/a.jpg:1234:1700000000", np.arange(8, dtype=np.uint16).reshape(2, 2, 2)
+    >>> cache.put(stamp, planes); cache.flush(); cache.get(stamp).tolist()
+    [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
+    >>> LabelCache("labels", identity).has(stamp), LabelCache("labels", {**identity, "seg_size": [4, 4]}).has(stamp)
+    (True, False)
 
 A cache folder ``<root>/<key>/`` holds the labels of one segmenter at one
 setting: ``key`` is a hash of the identity (the segmenter's identity with its
@@ -72,8 +78,11 @@ class LabelCache:
     """Label planes per image, keyed by the image's stamp, under ``root`` for one ``identity``
     (see the module): ``put`` buffers, ``flush`` writes the buffered planes as one pack.
 
-    >>> cache = LabelCache(root, identity); cache.put(stamp, planes); cache.flush()   # doctest: +SKIP
-    >>> cache.has(stamp), cache.get(stamp)                                          # doctest: +SKIP
+    >>> import numpy as np
+    >>> cache = LabelCache("labels", {"segmenter": {"kind": "color"}})
+    >>> cache.put("a.jpg:1:2", np.zeros((1, 2, 2), np.uint16)); cache.flush()
+    >>> cache.has("a.jpg:1:2"), cache.get("a.jpg:1:2").shape, cache.get("b.jpg:1:2")
+    (True, (1, 2, 2), None)
     """
 
     FLUSH_ROWS = 4096  # images held in memory at most before they are written

@@ -1,9 +1,12 @@
 """Read a dataset in the Broden format (``index.csv``, ``label.csv``, ``c_<category>.csv``).
 
     >>> from netdissect.data import Broden
-    >>> ds = Broden("path/to/broden1_224")                 # doctest: +SKIP
-    >>> ds.concepts.names[:3], len(ds)                      # doctest: +SKIP
-    >>> sample = ds.load_labels(0)   # planes, image labels, categories held  # doctest: +SKIP
+    >>> ds = Broden(world)                                  # e.g. "path/to/broden1_224"
+    >>> ds.concepts.names[:3], len(ds)
+    (['black-c', 'blue-c', 'brown-c'], 6)
+    >>> sample = ds.load_labels(0)   # planes, image labels, categories held
+    >>> sample.planes.shape, dict(zip(ds.concepts.categories, sample.has_category.tolist()))
+    ((5, 16, 16), {'color': True, 'object': True, 'part': True, 'material': True, 'scene': True, 'texture': False})
 
 The layout is described in ``../shared/reference/broden-format.md``.  The
 reader survives BOM and CRLF in the CSVs, column orders, number gaps in
@@ -341,8 +344,8 @@ class Broden:
         """Mask sizes ``(sh, sw)`` of ``rows`` (indices into this dataset; default all), with the
         number of rows of each, most frequent first (ties: larger size first).
 
-            >>> ds.mask_sizes()                                       # doctest: +SKIP
-            {(112, 112): 63305, (113, 113): 2}
+            >>> Broden(world).mask_sizes()      # Broden 1 at 224 px: {(112, 112): 63305, (113, 113): 2}
+            {(16, 16): 6}
 
         Read from index.csv (no file is opened).
         """

@@ -400,7 +400,18 @@ def fetch_dataset(name_or_url: str, to_dir: str | os.PathLike, *, url: str | Non
 def extract_zip(zip_path: str | os.PathLike, target: str | os.PathLike, *, progress: bool = True) -> Path:
     """Extract a dataset zip safely and atomically so that ``target/index.csv`` exists.
 
-        >>> extract_zip("broden1_224.zip", "data/broden1_224")        # doctest: +SKIP
+        >>> import zipfile
+        >>> with zipfile.ZipFile("broden1_224.zip", "w") as z:       # a dataset inside one folder
+        ...     z.writestr("broden1_224/index.csv", "image,split"); z.writestr("broden1_224/images/a.jpg", b"")
+        >>> extract_zip("broden1_224.zip", "data/broden1_224", progress=False)
+        PosixPath('data/broden1_224')
+        >>> sorted(p.name for p in Path("data/broden1_224").iterdir())
+        ['images', 'index.csv']
+        >>> with zipfile.ZipFile("evil.zip", "w") as z:
+        ...     z.writestr("../evil.txt", "x")
+        >>> extract_zip("evil.zip", "data/evil", progress=False)
+        Traceback (most recent call last):
+        netdissect.errors.DatasetError: evil.zip: member '../evil.txt' would be written outside the target folder; refusing to extract this zip
 
     The zip may hold the dataset at its top level or inside one folder.
     Members with absolute paths or ``..`` components are rejected before

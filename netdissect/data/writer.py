@@ -2,10 +2,14 @@
 
     >>> from netdissect.data.writer import BrodenWriter
     >>> from netdissect.data.synth import generate, CATALOGUE
-    >>> with BrodenWriter("out/world", CATALOGUE.lists, CATALOGUE.numbers) as w:   # doctest: +SKIP
-    ...     for s in generate(100, seed=2017):
-    ...         w.add(s.image, s.masks, s.labels, split="train")
-    >>> # out/world now holds index.csv, label.csv, category.csv, c_<category>.csv, images/
+    >>> with BrodenWriter("out/world", CATALOGUE.lists, CATALOGUE.numbers) as w:
+    ...     for s in generate(3, seed=2017, size=32):
+    ...         name = w.add(s.image, s.masks, s.labels, split="train")   # the image's file name
+    >>> sorted(p.name for p in Path("out/world").glob("*.csv"))
+    ['c_color.csv', 'c_material.csv', 'c_object.csv', 'c_part.csv', 'c_scene.csv', 'c_texture.csv', 'category.csv', 'index.csv', 'label.csv']
+    >>> from netdissect.data import Broden
+    >>> len(Broden("out/world")), len(list(Path("out/world/images").glob("*.jpg")))
+    (3, 3)
 
 The layout follows ``broden-format.md``: one ``index.csv`` row per image
 (``image,split,ih,iw,sh,sw`` and one column per category), pixel

@@ -5,8 +5,16 @@
     netdissect dissect ... --chunk 2/3 --out chunks/c2
     netdissect merge chunks/c0 chunks/c1 chunks/c2 --out runs/r18
 
+    >>> import torch
+    >>> from netdissect import dissect
     >>> from netdissect.dissection.chunks import merge_chunks
-    >>> result = merge_chunks(["chunks/c0", "chunks/c1", "chunks/c2"], out="runs/r18")  # doctest: +SKIP
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    >>> for i in range(2):                          # on two machines, say (each returns None: pass 1 only)
+    ...     dissect(net, ["1"], world, out=f"chunks/c{i}", chunk=f"{i}/2", normalize="none", progress=False)
+    >>> result = merge_chunks(["chunks/c0", "chunks/c1"], out="runs/r18", progress=False)
+    >>> one = dissect(net, ["1"], world, normalize="none", progress=False)      # the same in one process
+    >>> bool((result["1"].iou == one["1"].iou).all() and (result["1"].thresholds == one["1"].thresholds).all())
+    True
 
 Thresholds need every image, so a chunk runs pass 1 only (the forward pass: its
 activation cache, quantile buffers and top images; with a segmenter, a copy of

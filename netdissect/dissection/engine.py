@@ -3,7 +3,17 @@
     >>> from netdissect import dissect
     >>> result = dissect("torchvision:resnet18", layers=["layer4"],
     ...                  dataset="path/to/broden1_224", out="runs/r18")   # doctest: +SKIP
-    >>> print(result.table())                                           # doctest: +SKIP
+
+and, run here, a random 8-unit conv layer on a tiny synthetic world (``world``: 6 images of 32 px):
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    >>> result = dissect(net, ["1"], world, out="runs/tiny", normalize="none", progress=False)
+    >>> print(result.table())                                           # doctest: +ELLIPSIS
+    layer  units  detectors     color    object      part  material     scene   texture
+    1          8 ...
+    >>> result["1"].iou.shape                     # (units, concepts)
+    (8, 79)
 
 The pipeline, one module per stage: a **probe** (:mod:`netdissect.probe`: what
 is fed to the model, row by row) and a **concept source**

@@ -38,6 +38,26 @@ def _compile():
     return fn
 
 
+def numba_missing(exc: ImportError | None = None) -> bool:
+    """Whether numba itself is not installed (``exc``: an ImportError just caught; else look it up).
+
+    Only then is the torch path the quiet, expected fallback: a numba that is installed but fails
+    to import or to compile a kernel is a fault, reported by a warning (and failed by the tests).
+
+    >>> numba_missing(ModuleNotFoundError("No module named 'numba'", name="numba"))
+    True
+    >>> numba_missing(ImportError("libllvmlite.so: cannot open shared object file"))
+    False
+    >>> numba_missing()  # a declared dependency
+    False
+    """
+    if exc is not None:
+        return isinstance(exc, ModuleNotFoundError) and exc.name == "numba"
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is None
+
+
 def available() -> bool:
     """Whether the compiled kernel can be used; the first call compiles or loads it.
 
@@ -49,7 +69,10 @@ def available() -> bool:
         if _state is None:
             try:
                 _state = _compile()
-            except ImportError:
+            except ImportError as exc:
+                if not numba_missing(exc):  # numba is there but broken (llvmlite, ...): say so
+                    warnings.warn(f"netdissect: the compiled IoU kernel could not be built ({type(exc).__name__}: "
+                                  f"{exc}); counting with torch instead, which is slower", RuntimeWarning, stacklevel=2)
                 _state = False
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
                 warnings.warn(f"netdissect: the compiled IoU kernel could not be built ({type(exc).__name__}: "
@@ -375,7 +398,11 @@ def pnas_kernels():
         if _pnas_state is None:
             try:
                 _pnas_state = _compile_pnas()
-            except ImportError:
+            except ImportError as exc:
+                if not numba_missing(exc):
+                    warnings.warn(f"netdissect: the compiled PNAS threshold kernel could not be built "
+                                  f"({type(exc).__name__}: {exc}); using torch instead, which is slower",
+                                  RuntimeWarning, stacklevel=2)
                 _pnas_state = False
             except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
                 warnings.warn(f"netdissect: the compiled PNAS threshold kernel could not be built "

@@ -1,9 +1,15 @@
 """Dissection results: labels per unit, counts per layer, saved as plain files.
 
-    >>> from netdissect import load
-    >>> result = load("runs/r18")                    # doctest: +SKIP
-    >>> layer = result["layer4"]                     # doctest: +SKIP
-    >>> layer.units["label"][:5], layer.unique_detectors   # doctest: +SKIP
+    >>> import torch
+    >>> from netdissect import dissect, load
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    >>> made = dissect(net, ["1"], world, out="runs/tiny", normalize="none", progress=False)
+    >>> result = load("runs/tiny")                   # e.g. load("runs/r18")["layer4"]
+    >>> layer = result["1"]
+    >>> layer.units["label"].shape, sorted(layer.unique_detectors)
+    ((8,), ['color', 'material', 'object', 'part', 'scene', 'texture'])
+    >>> bool((layer.units["label"] == made["1"].units["label"]).all() and (layer.iou == made["1"].iou).all())
+    True
 
 The files are described in ``docs/run-format.md``.
 """

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, Dataset
 from netdissect.data import LabelSample
 from netdissect.errors import DatasetError
 from netdissect.stats import LabelBatch
+from netdissect.workers import worker_init
 
 
 class _Rows(Dataset):
@@ -90,7 +91,9 @@ class LabelCollate:
 
 
 def loader(dataset, batch_size, num_workers, collate):
+    """The passes' DataLoader; its workers die with this process (a SIGKILLed job leaves none behind)."""
     kw = {}
     if num_workers:
-        kw = dict(num_workers=num_workers, prefetch_factor=4, persistent_workers=False)
+        kw = dict(num_workers=num_workers, prefetch_factor=4, persistent_workers=False,
+                  worker_init_fn=worker_init())
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **kw)

@@ -8,8 +8,11 @@ an image folder or the latent vectors of a generator are further probes on
 the same seam.
 
     >>> from netdissect.probe import BrodenImages
-    >>> probe = BrodenImages(Broden("data/world"))     # doctest: +SKIP
-    >>> x = probe.batch([probe.load(0), probe.load(1)], "cpu")   # (2, 3, H, W) in [0, 1]  # doctest: +SKIP
+    >>> from netdissect.data import Broden
+    >>> probe = BrodenImages(Broden(world))
+    >>> x = probe.batch([probe.load(0), probe.load(1)], "cpu")   # (2, 3, H, W) in [0, 1]
+    >>> tuple(x.shape), 0 <= float(x.min()) <= float(x.max()) <= 1
+    ((2, 3, 32, 32), True)
 """
 from __future__ import annotations
 

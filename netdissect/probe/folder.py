@@ -1,8 +1,14 @@
 """A folder of images as a probe: dissect any model on any photos.
 
+    >>> import shutil
     >>> from netdissect.probe.folder import ImageFolder
-    >>> probe = ImageFolder("photos/", size=224, crop=True)      # doctest: +SKIP
-    >>> len(probe), probe.row_names()[:2], probe.classes[:2]       # doctest: +SKIP
+    >>> for cls in ("beach", "forest"):                 # photos/beach/0.jpg ... photos/forest/1.jpg
+    ...     Path("photos", cls).mkdir(parents=True)
+    ...     for i in range(2):
+    ...         _ = shutil.copy(next(Path(world, "images").glob("*.jpg")), Path("photos", cls, f"{i}.jpg"))
+    >>> probe = ImageFolder("photos/", size=32, crop=True)      # e.g. size=224
+    >>> len(probe), probe.row_names()[:2], probe.classes[:2]
+    (4, ['beach/0.jpg', 'beach/1.jpg'], ['beach', 'forest'])
 
 The folder is searched recursively for ``.jpg``/``.jpeg``/``.png``/``.webp``
 files (any case; hidden files and folders are left out), in sorted order of

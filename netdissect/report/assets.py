@@ -53,6 +53,7 @@ from PIL import Image
 from netdissect.atomic import write_with
 from netdissect.errors import NetDissectError
 from netdissect.report.images import ImageSource, thumbnail  # noqa: F401 - thumbnail: kept importable here
+from netdissect.workers import worker_init
 
 RENDER_VERSION = 5
 SHEET = 64      # tiles per sheet
@@ -244,7 +245,8 @@ class AssetWriter:
         if pooled:
             _WORKER.update(source=self.source, tile=self.tile)  # inherited by the forked workers
             try:
-                with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                with multiprocessing.get_context("fork").Pool(min(workers, len(jobs)),
+                                                              initializer=worker_init()) as pool:
                     pending = pool.map_async(_worker_draw, jobs, chunksize=1)
                     if meanwhile is not None:
                         meanwhile()

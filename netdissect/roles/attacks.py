@@ -1,7 +1,17 @@
 """Targeted adversarial attacks, small and tested: PGD (L-inf) and Carlini-Wagner L2.
 
-    >>> from netdissect.roles.attacks import pgd, cw_l2                    # doctest: +SKIP
-    >>> adv = cw_l2(model_fn, x, target)    # doctest: +SKIP
+    >>> import torch
+    >>> from netdissect.roles.attacks import pgd, cw_l2
+    >>> _ = torch.manual_seed(0)
+    >>> model_fn = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))   # a tiny classifier
+    >>> x = torch.rand(6, 3, 2, 2)                                        # 6 images of 2 x 2 px
+    >>> target = (model_fn(x).argmax(1) + 1) % 3                          # another class for each
+    >>> adv = pgd(model_fn, x, target, eps=0.5, alpha=0.1, steps=10)
+    >>> bool((adv - x).abs().max() <= 0.5 + 1e-6), bool((model_fn(adv).argmax(1) == target).any())
+    (True, True)
+    >>> adv = cw_l2(model_fn, x, target, binary_steps=1, steps=10, lr=0.05, initial_const=1.0)
+    >>> 0 <= float(adv.min()) <= float(adv.max()) <= 1
+    True
 
 Both work on images in [0, 1] (``model_fn`` normalises) and return images in
 [0, 1].  ``torchattacks`` 3.5.1 installs with torch 2.14, but pins

@@ -1,9 +1,18 @@
 """Unit importance in a classifier (PNAS 2020, "Role of units in a scene classifier").
 
-    >>> from netdissect.roles.core import Evaluator, balanced_accuracy   # doctest: +SKIP
-    >>> ev = Evaluator(model, "conv5", prep)                                # doctest: +SKIP
-    >>> acts = ev.activations(images)  # doctest: +SKIP
-    >>> preds = ev.predict(acts, [[3], [17], [3, 17]])  # doctest: +SKIP
+    >>> import numpy as np, torch
+    >>> from netdissect.roles.core import Evaluator, balanced_accuracy
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+    ...                             torch.nn.Flatten(), torch.nn.Linear(4, 3))     # e.g. zoo:scene-cnn, "conv5"
+    >>> ev = Evaluator(model, "1", progress=False)
+    >>> images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    >>> acts = ev.activations(images)               # (N, C, h, w), once
+    >>> preds = ev.predict(acts, [[], [3], [0, 3]])  # none, unit 3, units 0 and 3 ablated
+    >>> preds.shape, ev.mode                         # from the cached activations through the head
+    ((3, 5), 'head')
+    >>> ba, recall, tnr, acc = balanced_accuracy(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 3)
+    >>> ba.round(3).tolist(), acc
+    ([0.833, 0.75, 1.0], 0.75)
 
 The fast path runs only the part of the network after the layer on cached
 activations.  The "head" is found by walking the module tree: the siblings

@@ -1,7 +1,11 @@
 """Images with class labels for the classifier experiments.
 
-    >>> from netdissect.roles.data import load_labelled                     # doctest: +SKIP
-    >>> images, labels, paths, skipped = load_labelled("data/world-val", classes, size=112)  # doctest: +SKIP
+    >>> from netdissect.roles.data import load_labelled
+    >>> from netdissect.data.synth import SCENES
+    >>> classes = list(SCENES)                                               # street-s, forest-s, ...
+    >>> images, labels, paths, skipped = load_labelled(world, classes, size=32, progress=False)  # e.g. "data/world-val"
+    >>> images.shape, images.dtype, len(labels) == len(paths), skipped
+    ((6, 32, 32, 3), dtype('uint8'), True, 0)
 
 Two layouts: a Broden-format folder whose ``scene`` column holds each image's
 class (the synthetic world writes it; rows without one, such as texture

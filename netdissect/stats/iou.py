@@ -1,10 +1,24 @@
 """Dataset-wide IoU of unit masks with concept masks: streaming, mergeable counts.
 
+    >>> import torch
+    >>> from netdissect.data import Broden
+    >>> from netdissect.dissection.masks import UnitMasks
     >>> from netdissect.stats import IoUCounts, LabelBatch
-    >>> labels = LabelBatch.from_samples(samples, concepts)         # doctest: +SKIP
-    >>> counts = IoUCounts(units=512, concepts=len(concepts), categories=6)  # doctest: +SKIP
-    >>> counts.add(labels, area, inter)  # from UnitMasks.count(acts, thresholds, labels)  # doctest: +SKIP
-    >>> iou = counts.iou(concepts.primary)  # (units, concepts)  # doctest: +SKIP
+    >>> ds = Broden(world)                                           # 6 images, masks of 16 x 16
+    >>> concepts, samples = ds.concepts, [ds.load_labels(i) for i in range(len(ds))]
+    >>> acts = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))   # 3 units of 4 x 4
+    >>> thresholds = torch.full((3,), 0.5, dtype=torch.float64)
+    >>> def counted(rows):
+    ...     labels = LabelBatch.from_samples([samples[i] for i in rows], concepts)
+    ...     counts = IoUCounts(units=3, concepts=len(concepts), categories=len(concepts.categories))
+    ...     counts.add(labels, *UnitMasks(4, 4, 16, 16).count(acts[rows], thresholds, labels))  # area, inter
+    ...     return counts
+    >>> iou = counted([0, 1, 2, 3, 4, 5]).iou(concepts.primary)      # (units, concepts)
+    >>> iou.shape, bool(0 <= iou.min() and iou.max() <= 1)
+    ((3, 79), True)
+    >>> part = counted([0, 1, 2]); part.merge(counted([3, 4, 5]))     # two ranks' or chunks' counts
+    >>> bool((part.iou(concepts.primary) == iou).all())
+    True
 
 IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|, where both sums
 run over the images that hold a label of c's primary category.  With

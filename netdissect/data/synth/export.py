@@ -1,9 +1,9 @@
 """Write the synthetic world to disk as a Broden-format dataset.
 
     >>> from netdissect.data.synth.export import write_world
-    >>> root = write_world("runs/world", n=500, seed=2017, size=112)    # doctest: +SKIP
-    >>> from netdissect.data import Broden; len(Broden(root))             # doctest: +SKIP
-    500
+    >>> root = write_world("runs/world", n=5, seed=2017, size=32, progress=False)   # the demo: n=1000, size=112
+    >>> from netdissect.data import Broden; len(Broden(root))
+    5
 
 The same reader (:class:`netdissect.data.Broden`) then serves real and
 synthetic data.  Every ``val_every``-th image (by index) goes to split
