@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from netdissect.cli._common import add_model_args
+from netdissect.cli._common import add_model_args, add_token_args
 
 
 def _size(text: str) -> int:
@@ -53,6 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                             "MEAN, 0, 1); default 0.5,0.5 (outputs in [-1, 1]), none: outputs already in [0, 1]")
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="dotted submodule name (repeat for several layers; they share one forward pass)")
+    add_token_args(p)
     p.add_argument("--dataset", default=None, help="Broden-format dataset folder")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="instead of --dataset: a folder of images (recursive; jpg/png/webp) labelled by --segmenter")
@@ -132,6 +133,7 @@ def _run(args) -> int:
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
+        prefix_tokens=args.prefix_tokens, layouts=dict(args.layout or []),
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
