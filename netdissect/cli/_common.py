@@ -41,9 +41,11 @@ def positive_int(text: str) -> int:
 
 def add_model_args(p) -> None:
     p.add_argument("--model", required=True,
-                   help="torchvision:NAME | zoo:NAME | path/to/file.py:factory | package.module:factory")
+                   help="torchvision:NAME | zoo:NAME | timm:NAME | hf:REPO_OR_PATH | open_clip:ARCH/PRETRAINED | "
+                   "path/to/file.py:factory | package.module:factory")
     p.add_argument("--weights", default=None,
-                   help="torchvision: DEFAULT (download), none (random), an enum name, or a PATH; "
+                   help="torchvision, timm, hf, open_clip: DEFAULT (download), none (random), or a PATH (torchvision: "
+                   "also an enum name); "
                    "zoo: omitted (bundled), none (untrained architecture) or a PATH; others: a PATH to load. "
                    "A PATH is a .safetensors file or a torch checkpoint ('module.' prefixes are stripped)")
     p.add_argument("--normalize", default=None,
