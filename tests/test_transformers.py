@@ -227,3 +227,21 @@ def test_failed_download_names_the_hub_id_and_remedies(monkeypatch, tmp_path):
     with pytest.raises(ModelError, match=r"cannot download hf:nobody-x/no-such-vit.*https://huggingface.co/nobody-x/"
                                          r"no-such-vit.*--weights PATH, or hf:path/to/folder.*cache folder"):
         load_model("hf:nobody-x/no-such-vit")
+
+
+def test_size_resizes_a_broden_dataset_for_a_fixed_size_model(datasets, tmp_path):
+    from netdissect.errors import ModelError
+
+    small = str(datasets((32, 32)))
+    _hf("vit")(tmp_path)  # a saved Hugging Face ViT for 64 px images: its spec records that size
+    with pytest.raises(ModelError, match=r"built for 64x64 images and these are 32x32: pass --size 64"):
+        dissect(f"hf:{tmp_path / 'hf-vit'}", ["vit.layers.0"], small, progress=False, num_workers=0)
+    res = dissect(f"hf:{tmp_path / 'hf-vit'}", ["vit.layers.0"], small, progress=False, num_workers=0, size=64)
+    assert res["vit.layers.0"].shape == (32, 4, 4)
+    assert res.summary["identity"]["model"]["input_size"] == [64, 64]
+    layer = "encoder.layers.encoder_layer_0"
+    model, _ = _tv_vit()  # built for 64 px only
+    res = dissect(model, [layer], small, normalize="imagenet", progress=False, num_workers=0, size=64)
+    L = res[layer]
+    assert L.shape == (32, 4, 4) and L.mask_size == (16, 16)  # masks keep their size
+    assert res.summary["dataset"]["resize"] == 64

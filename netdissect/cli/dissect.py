@@ -78,8 +78,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="label cache folder (default: the user's cache folder, netdissect/labels)")
     p.add_argument("--quad-parts", action="store_true",
                    help="add <object>-top/-bottom/-left/-right parts of every object component")
-    p.add_argument("--size", type=int, default=None, help="resize --images to SIZE x SIZE (default: the first image's size)")
-    p.add_argument("--crop", action="store_true", help="with --size: shorter side to SIZE, then the centre square")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize the images to SIZE x SIZE before the model (--images: default the first image's "
+                   "size; --dataset: the whole image, masks keep their size, e.g. 224 for a ViT on broden1_227)")
+    p.add_argument("--crop", action="store_true", help="--images with --size: shorter side to SIZE, then the centre "
+                   "square")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quantile", type=float, default=None,
                    help="top quantile q of each unit's threshold (default 0.005; 0.01 with --iou pnas)")

@@ -160,7 +160,9 @@ def dissect(
     label_cache : folder of the label cache (default under the user's cache folder).
     quad_parts : add ``<object>-top/-bottom/-left/-right`` parts of every object component.
     size, crop : resize the images of ``images`` to ``size`` x ``size`` (``crop``: shorter side,
-        then the centre square); default: the first image's size.
+        then the centre square); default: the first image's size.  With a ``dataset``, ``size``
+        resizes each whole image (no crop) before the model, and the masks keep their size (for
+        models that need a fixed input size, e.g. a ViT at 224 px: docs/transformers.md).
     out : run directory to write (``docs/run-format.md``); None keeps results in memory only.
     weights, normalize, seed : see :func:`netdissect.models.load_model` (``seed`` seeds random
         initialisation, e.g. ``weights="none"``; recorded in summary.json).
@@ -454,7 +456,12 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         model = model.to(memory_format=torch.channels_last)
 
     def explain_images(shape, exc):
-        return forward_error(given, shape, exc, normalize=prep.describe())
+        err = forward_error(given, shape, exc, normalize=prep.describe())
+        want = getattr(prep, "size", None)
+        if want and tuple(shape[-2:]) != tuple(want):  # a ViT built for 224 px, given 227 px images
+            return ModelError(f"{err} (the model is built for {want[0]}x{want[1]} images and these are "
+                              f"{shape[-2]}x{shape[-1]}: pass --size {want[0]} (size={want[0]}) to resize them)")
+        return err
 
     explain = explain_gen if gen else explain_images
     if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int)
@@ -467,7 +474,10 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     identity = {
         "model": {"spec": model_spec, "weights": weights, "weights_description": describe_weights(given, weights, cfg.seed),
                   "seed": cfg.seed,
-                  "normalize": prep.describe(), "sha256": sha, **({"generator": gen_info} if gen else {})},
+                  "normalize": prep.describe(), "sha256": sha, **({"generator": gen_info} if gen else {}),
+                  # the input size and resampling the model's library records (timm, hf, open_clip, torchvision)
+                  **({"input_size": list(prep.size)} if getattr(prep, "size", None) else {}),
+                  **({"interpolation": prep.interpolation} if getattr(prep, "interpolation", None) else {})},
         "dataset": probe.identity(),
         "labels": source.identity(),
         "layers": layers,

@@ -256,7 +256,9 @@ def _torchvision(name: str, weights: str | None, seed: int) -> tuple[nn.Module, 
     imagenet = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
     if w.lower() == "none":
         with seeded(seed):
-            return torchvision.models.get_model(name, weights=None), imagenet
+            model = torchvision.models.get_model(name, weights=None)
+        size = getattr(model, "image_size", None)  # a VisionTransformer takes only this size
+        return model, (dataclasses.replace(imagenet, size=(size, size)) if isinstance(size, int) else imagenet)
     if _is_path(w):
         sd = load_state_dict(w)
         kwargs = {}
@@ -278,6 +280,10 @@ def _torchvision(name: str, weights: str | None, seed: int) -> tuple[nn.Module, 
         raise err from None
     tf = wobj.transforms()
     prep = Preprocess(tuple(tf.mean), tuple(tf.std)) if hasattr(tf, "mean") else imagenet
+    size = getattr(model, "image_size", None)  # a VisionTransformer takes only this size
+    if isinstance(size, int):
+        interp = getattr(getattr(tf, "interpolation", None), "value", None)
+        prep = dataclasses.replace(prep, size=(size, size), interpolation=interp)
     return model, prep
 
 
