@@ -290,4 +290,14 @@ def find_layout(name: str, output, batch: int, input_hw: tuple[int, int], info: 
                      "give the model a patch_size attribute")
 
 
-__all__ = ["Layout", "TokenInfo", "KINDS", "NCHW", "find_layout", "model_tokens"]
+def probe_layout(model: nn.Module, layer: str, x: torch.Tensor, prefix_tokens: int | None = None,
+                 force: str | None = None) -> Layout:
+    """The :class:`Layout` of ``layer`` from one forward pass of ``x`` that stops after it."""
+    from netdissect.hooks.trace import TraceDict, run_to_layers
+
+    with TraceDict(model, [layer], stop=True) as tr, torch.inference_mode():
+        raw = run_to_layers(model, tr, x)[layer]
+    return find_layout(layer, raw, x.shape[0], tuple(x.shape[-2:]), model_tokens(model), prefix_tokens, force)
+
+
+__all__ = ["Layout", "TokenInfo", "KINDS", "NCHW", "find_layout", "model_tokens", "probe_layout"]

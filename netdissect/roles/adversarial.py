@@ -64,15 +64,23 @@ def summarise(change, success, source, target, order, classes, k: int = 4) -> di
     return out
 
 
-def peaks_at(model, layer, prep, x: torch.Tensor, maps: bool = False):
+def peaks_at(model, layer, prep, x: torch.Tensor, maps: bool = False, prefix_tokens=None):
+    """Each unit's peak activation (N, C) on ``x`` (and the maps); a token layer's units peak over its
+    patch tokens (hooks.tokens: the prefix tokens are not part of the map)."""
+    from netdissect.hooks.tokens import find_layout, model_tokens
+
+    v = prep(x) if prep is not None else x
     with torch.inference_mode(), TraceDict(model, [layer], stop=True) as tr:
         try:
-            model(prep(x) if prep is not None else x)
+            model(v)
         except Exception as exc:
             from netdissect.hooks.trace import StopForward
             if not isinstance(exc, StopForward):
                 raise
-        a = tr[layer].output.float()
+        a = tr[layer].output
+        if isinstance(a, torch.Tensor) and a.dim() != 2:
+            a = find_layout(layer, a, v.shape[0], tuple(v.shape[-2:]), model_tokens(model), prefix_tokens).to_map(a)
+        a = a.float()
     p = a.flatten(2).amax(2)
     return (p, a) if maps else p
 
@@ -81,7 +89,7 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
                     n: int = 200, weights=None, normalize=None, classes=None, size=None, batch_size: int = 32,
                     device: str = "cpu", eps: float = 16 / 255, steps: int | None = None, binary_steps: int = 5,
                     lr: float | None = None, initial_const: float = 1e-2, seed: int = 0, progress: bool = True,
-                    figures: bool = True) -> dict:
+                    figures: bool = True, prefix_tokens: int | None = None) -> dict:
     t0 = time.perf_counter()
     out = Path(out)
     if attack not in ("cw", "pgd"):
@@ -138,7 +146,8 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
                         initial_const=initial_const)
         with torch.inference_mode():
             p_adv = fn(adv).argmax(1)
-            pb, pa = peaks_at(model, layer, prep, x), peaks_at(model, layer, prep, adv)
+            pb = peaks_at(model, layer, prep, x, prefix_tokens=prefix_tokens)
+            pa = peaks_at(model, layer, prep, adv, prefix_tokens=prefix_tokens)
         d = (adv - x).flatten(1)
         for j, (i, t) in enumerate(chunk):
             rows.append((paths[i], class_names[y[i]], class_names[t], attack, int(p_adv[j] == t),
@@ -172,7 +181,7 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
         from netdissect.roles.figures import adversarial_figure
         adversarial_figure(out, summary, model, layer, prep, x_all, jobs, success, order, class_names, fn, attack,
                            dict(eps=eps, steps=steps, lr=lr, binary_steps=binary_steps, initial_const=initial_const,
-                                seed=seed))
+                                seed=seed), prefix_tokens=prefix_tokens)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "adversarial.json", summary)
     return summary
