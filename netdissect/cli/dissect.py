@@ -126,7 +126,18 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from netdissect.dissection import dissect
+    from netdissect.dissection.cls_units import split_cls
 
+    maps, cls = split_cls(args.layer)
+    if cls:
+        from netdissect.errors import NetDissectError
+
+        if args.dataset is None or args.chunk is not None or args.segmenter is not None:
+            raise NetDissectError(f"--layer {cls[0]}:cls (the class token, labelled image-level) needs --dataset "
+                                  "(a Broden folder: concept presence per image), without --segmenter or --chunk")
+        if not maps:
+            return _run_cls(args, cls)
+        args.layer = maps
     result = dissect(
         args.model, args.layer, args.dataset, images=args.images, segmenter=args.segmenter, iou=args.iou,
         seg_size=args.seg_size, label_cache=args.label_cache, quad_parts=args.quad_parts, size=args.size,
@@ -145,6 +156,8 @@ def _run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
+    if cls:
+        _run_cls(args, cls)
     skipped = result.summary["dataset"]["skipped"]
     if skipped:
         print(f"skipped {len(skipped)} bad row(s); see {args.out}/summary.json")
@@ -160,4 +173,26 @@ def _run(args) -> int:
                 path = write_report(args.out)
             print(f"report: {path}")
     print(f"results: {args.out}")
+    return 0
+
+
+def _run_cls(args, layers) -> int:
+    """``--layer NAME:cls``: each layer's class-token units labelled by image-level AUROC, written to
+    OUT/cls/NAME.csv (netdissect.dissection.cls_units)."""
+    from pathlib import Path
+
+    from netdissect.atomic import write_text
+    from netdissect.dissection.cls_units import class_token_units
+
+    for layer in layers:
+        res = class_token_units(args.model, layer, args.dataset, weights=args.weights, normalize=args.normalize,
+                                seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                prefix_tokens=args.prefix_tokens, limit=args.limit, split=args.split, size=args.size,
+                                progress=not args.quiet)
+        path = Path(args.out) / "cls" / f"{layer}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, res.csv())
+        best = sorted((u for u in res.units if u[3] is not None), key=lambda u: -u[3])[:5]
+        print(f"{layer}:cls: {len(res.units)} class-token units labelled by image-level AUROC; best: "
+              + ", ".join(f"unit {u} {lab} ({cat}) {a:.3f}" for u, lab, cat, a in best) + f"; wrote {path}")
     return 0

@@ -227,6 +227,10 @@ def dissect(
     layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not layers:
         raise LayerError("no layers given: name at least one layer to dissect")
+    cls = [n for n in layers if isinstance(n, str) and n.endswith(":cls")]
+    if cls:
+        raise LayerError(f"layer {cls[0]!r}: a class token is labelled image-level, not by masks: use "
+                         "netdissect.dissection.cls_units.class_token_units (the CLI does for --layer NAME:cls)")
     group = Group.from_env(device)
     lock = None
     try:
