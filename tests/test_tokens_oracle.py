@@ -7,6 +7,8 @@ unit's map by one cell and fails these tests.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,31 @@ def test_a_wrong_prefix_count_fails_rather_than_shifting(tmp_path, wrong):
     model = Oracle((3, 4), PATCH, 2, False, _cells(3, 4), declare_prefix=wrong)
     with pytest.raises(LayerError, match=r"no patch grid|--prefix-tokens"):
         dissect(model, ["block"], str(data), normalize="none", progress=False, num_workers=0)
+
+
+def test_a_one_tuple_output_is_its_tensor(tmp_path):
+    """A block returning ``(tokens,)`` (Hugging Face layers before transformers 5) is its one tensor."""
+
+    class TupleIdentity(torch.nn.Module):
+        def forward(self, t):
+            return (t,)
+
+    data = make_cells(tmp_path / "data", (3, 4), PATCH, n=10)
+    cells = _cells(3, 4)
+    model = Oracle((3, 4), PATCH, 1, False, cells)
+    model.block = TupleIdentity()
+    res = dissect(model, ["block"], str(data), normalize="none", progress=False, num_workers=0, quantile=0.02)
+    assert list(res["block"].units["label"]) == [f"cell{r}_{c}" for r, c in cells]
+    assert res.summary["layouts"]["block"]["item"] is True
+
+
+def test_layers_command_shows_tokens_grid_and_why(tmp_path, capsys):
+    from netdissect.cli import main
+
+    f = tmp_path / "m.py"
+    f.write_text("import sys\nsys.path.insert(0, %r)\nfrom vit_fixture import Oracle\n\n"
+                 "def make():\n    return Oracle((3, 3), 8, 2, True, [(0, 0), (2, 1)])\n" % str(Path(__file__).parent))
+    assert main(["layers", "--model", f"{f}:make", "--size", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "(tokens, dim) = (11, 2) = 2 prefix + 3x3 patch grid, sequence-first" in out
+    assert "layouts found" in out and "num_prefix_tokens" in out and "axis 1 is the batch" in out

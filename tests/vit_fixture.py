@@ -50,6 +50,8 @@ class Oracle(nn.Module):
         if self.seq_first:
             t = t.transpose(0, 1)                             # (T, N, K)
         t = self.block(t)
+        if isinstance(t, tuple):  # a block returning (tokens,), as older Hugging Face layers do
+            t = t[0]
         if self.seq_first:
             t = t.transpose(0, 1)
         pooled = t[:, self.prefix:].mean(1)

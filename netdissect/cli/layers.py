@@ -71,8 +71,10 @@ def run(args) -> int:
     if args.size is not None and not 1 <= args.size <= MAX_SIZE:
         raise NetDissectError(f"--size {args.size} is not a usable image side for model {args.model}: "
                               f"give a whole number of pixels from 1 to {MAX_SIZE} (224 suits most ImageNet models)")
-    model, prep = load_model(args.model, weights=args.weights or "none" if args.model.startswith("torchvision:")
-                             else args.weights, normalize=args.normalize, seed=args.seed)
+    # the architecture is what is listed: library models default to random weights (no download)
+    library = args.model.partition(":")[0] in ("torchvision", "timm", "hf", "open_clip")
+    model, prep = load_model(args.model, weights=args.weights or "none" if library else args.weights,
+                             normalize=args.normalize, seed=args.seed)
     from netdissect.models.loading import GeneratorIO
 
     if isinstance(prep, GeneratorIO):  # a generator (zoo:world-gan, proggan:PATH) takes one latent z

@@ -56,6 +56,7 @@ class Layout:
     grid: tuple[int, int] | None = None
     tokens: int | None = None
     why: str = ""
+    item: bool = False  # the output is a 1-tuple holding the tensor (older Hugging Face layers return (hidden,))
 
     @property
     def is_tokens(self) -> bool:
@@ -63,6 +64,8 @@ class Layout:
 
     def to_map(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
         """The (N, C, H, W) view of output ``x`` (no copy)."""
+        if self.item and isinstance(x, (tuple, list)) and len(x) == 1:
+            x = x[0]
         if self.kind == "nchw":
             return x
         if not isinstance(x, torch.Tensor):
@@ -101,7 +104,7 @@ class Layout:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "prefix": self.prefix, "grid": list(self.grid) if self.grid else None,
-                "tokens": self.tokens, "why": self.why}
+                "tokens": self.tokens, "why": self.why, **({"item": True} if self.item else {})}
 
 
 NCHW = Layout()
@@ -218,6 +221,12 @@ def find_layout(name: str, output, batch: int, input_hw: tuple[int, int], info: 
     :class:`LayerError` for an output that is not a map or token sequence, or that cannot be laid
     out without a guess (saying what to pass)."""
     H, W = (int(v) for v in input_hw)
+    if isinstance(output, (tuple, list)) and len(output) == 1 and isinstance(output[0], torch.Tensor):
+        import dataclasses
+
+        # a 1-tuple (a Hugging Face layer of transformers < 5 returns (hidden_states,)): its one tensor
+        lay = find_layout(name, output[0], batch, input_hw, info, prefix_tokens, force)
+        return dataclasses.replace(lay, item=True, why=(lay.why + "; " if lay.why else "") + "the tensor in a 1-tuple")
     if isinstance(output, (tuple, list, dict)) or not isinstance(output, torch.Tensor):
         raise _tuple_error(name, output)
     shape = tuple(output.shape)

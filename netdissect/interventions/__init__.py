@@ -129,6 +129,8 @@ def _check_units(units, n_units: int) -> list[int]:
 def _edit_view(output, rule, layout, prefix: bool, alpha, value, units, name):
     """``output`` with ``rule`` applied to its (N, C, H, W) view (``layout``), as a new tensor; the
     prefix tokens edited too (per unit) only with ``prefix``."""
+    if layout.item and isinstance(output, (tuple, list)) and len(output) == 1:  # (hidden,): edit the tensor
+        return type(output)([_edit_view(output[0], rule, layout, prefix, alpha, value, units, name)])
     out = output.clone()
     view = layout.to_map(out, name)
     view.copy_(rule(view))
@@ -159,7 +161,7 @@ def edit(model: nn.Module, layer: str, alpha=1.0, value=0.0, *, units: Sequence[
     mismatch raises :class:`EditError` at the first forward pass.  ``layout``/``prefix``: a
     token layer or channels-last map (see the module's docstring).
     """
-    if layout is not None and layout.kind == "nchw":
+    if layout is not None and layout.kind == "nchw" and not layout.item:
         layout = None
     if prefix and (layout is None or not layout.is_tokens):
         raise EditError("prefix=True edits the prefix tokens of a token layer: give its layout= (a token layout)")

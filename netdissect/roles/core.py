@@ -172,7 +172,7 @@ class Evaluator:
             return  # (N, C) units (a pooled or fully connected layer): as they are
         lay = find_layout(self.layer, raw, x.shape[0], tuple(x.shape[-2:]), model_tokens(self.model),
                           self.prefix_tokens, self.layout_force)
-        if lay.kind == "nchw":
+        if lay.kind == "nchw" and not lay.item:
             return
         self.layout = lay
         if self.head is not None:
