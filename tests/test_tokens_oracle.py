@@ -51,9 +51,14 @@ def test_captured_map_is_the_planted_cell(grid, prefix, seq_first):
         raw = run_to_layers(model, tr, x)["block"]
     lay = find_layout("block", raw, 3, (h * PATCH, w * PATCH), model_tokens(model))
     assert (lay.kind, lay.prefix, lay.grid) == ("tokens-seq" if seq_first else "tokens", prefix, (h, w))
+    seen = []
+    hook = model.block.register_forward_hook(lambda m, i, o: seen.append(o))
     with TraceDict(model, ["block"], stop=True, views={"block": lay.to_map}) as tr:
         a = run_to_layers(model, tr, x)["block"]
+    hook.remove()
     assert a.shape == (3, len(cells), h, w)
+    # a view of the layer's own output: the reshape made no copy (a pass that stops there copies nothing)
+    assert a.untyped_storage().data_ptr() == seen[0].untyped_storage().data_ptr()
     patch_mean = F.avg_pool2d(x.mean(1, keepdim=True), PATCH)[:, 0] + 0.1  # (N, h, w)
     want = torch.zeros_like(a)
     for k, (r, c) in enumerate(cells):
