@@ -334,6 +334,8 @@ def _find_layouts(model, x, layers, explain, prefix_tokens=None, force=None) -> 
         raise
     except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
         raise explain(tuple(x.shape), exc) from None
+    if x.dim() != 4:  # a generator's latent z: its layers are (N, C, H, W) maps, no input grid to lay tokens on
+        return {}, {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in raw.items()}
     info = model_tokens(model)
     out, shapes = {}, {}
     for name in layers:
