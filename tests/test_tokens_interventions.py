@@ -130,7 +130,7 @@ def test_ablate_and_adversarial_cli_on_a_vit_block(world, tmp_path):
                        f"        m.head.weight.normal_(0, 1.0)\n        m.head.bias[{j}] += 2.0\n    return m\n")
     out = tmp_path / "abl"
     assert main(["ablate", "--model", f"{factory}:make", "--layer", "blocks.0", "--train", str(world / "train"),
-                 "--val", str(world / "val"), "--out", str(out), "--classes", ",".join(classes), "--sizes", "1,4",
+                 "--val", str(world / "val"), "--out", str(out), "--classes", ",".join(classes), "--sizes", "1",
                  "--quiet"]) == 0
     summary = json.loads((out / "roles.json").read_text())
     assert summary["units"] == 16 and summary["mode"] == "full" and "token layer" in summary["why_full_passes"]
