@@ -245,3 +245,13 @@ def test_size_resizes_a_broden_dataset_for_a_fixed_size_model(datasets, tmp_path
     L = res[layer]
     assert L.shape == (32, 4, 4) and L.mask_size == (16, 16)  # masks keep their size
     assert res.summary["dataset"]["resize"] == 64
+
+
+def test_a_token_layer_with_segmenter_labels(datasets, tmp_path):
+    """PNAS-style labels (a segmenter on an image folder) on a ViT block: the same patch map."""
+    model, prep = load_model("timm:vit_small_patch16_224", weights="none", model_kwargs={**TINY_VIT, "img_size": 64})
+    res = dissect(model, ["blocks.0"], images=str(datasets((64, 64)) / "images"), segmenter="color",
+                  normalize=prep.describe(), progress=False, num_workers=0, size=64, label_cache=tmp_path / "labels")
+    L = res["blocks.0"]
+    assert L.shape == (32, 4, 4) and res.summary["labels"]["iou"] == "pnas"
+    assert (L.units["label"] != "").any() and res.summary["layouts"]["blocks.0"]["prefix"] == 1
