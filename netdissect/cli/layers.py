@@ -93,9 +93,11 @@ def run(args) -> int:
         calls = layer_calls(model, prep(torch.rand(1, 3, args.size, args.size)))
     except ModelError as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
+        own = getattr(prep, "size", None)
+        fix = (f"the model is built for {own[0]}x{own[1]} images: pass --size {own[0]}" if own else
+               "if the image is too small for the model, pass a larger --size (224 suits most ImageNet models)")
         raise ModelError(f"model {args.model} fails on one {args.size}x{args.size} image (--size {args.size}): "
-                         f"{_reason(cause)}; if the image is too small for the model, pass a larger --size "
-                         f"(224 suits most ImageNet models)") from exc
+                         f"{_reason(cause)}; {fix}") from exc
     return _print(model, calls, tokens)
 
 
