@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from netdissect.cli._common import sizes_arg
+from netdissect.cli._common import add_token_args, sizes_arg
 from netdissect.errors import NetDissectError
 
 
@@ -41,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--full-passes", action="store_true",
                    help="run the whole model for every ablation (the naive path; slower, for checking)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_token_args(p)
     return p
 
 
@@ -52,7 +53,8 @@ def run(args) -> int:
     s = run_ablation(args.model, args.layer, args.train, args.val, args.out, dissection=args.dissection,
                      weights=args.weights, normalize=args.normalize, classes=args.classes, size=args.size,
                      sizes=args.sizes, batch_size=args.batch_size, device=args.device, limit=args.limit,
-                     fast=not args.full_passes, progress=not args.quiet)
+                     fast=not args.full_passes, progress=not args.quiet, prefix_tokens=args.prefix_tokens,
+                     layout=dict(args.layout or []).get(args.layer))
     print(f"{s['units']} units x {len(s['classes'])} classes of {s['layer']} ({s['mode']} evaluation) in "
           f"{s['seconds']:.1f} s; val all-class accuracy {s['baseline_val']['all_class_accuracy']:.3f}; "
           f"wrote {args.out}/index.html")

@@ -39,6 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--prefix-tokens", type=int, default=None, metavar="N",
+                   help="token layers: the prefix tokens before the patch tokens, where the model does not say")
     return p
 
 
@@ -54,7 +56,8 @@ def run(args) -> int:
                         targets=targets, n=args.n, weights=args.weights, normalize=args.normalize,
                         classes=args.classes, size=args.size, batch_size=args.batch_size, device=args.device,
                         eps=args.eps, steps=args.steps, binary_steps=args.binary_steps, lr=args.lr,
-                        initial_const=args.initial_const, seed=args.seed, progress=not args.quiet)
+                        initial_const=args.initial_const, seed=args.seed, progress=not args.quiet,
+                        prefix_tokens=args.prefix_tokens)
     print(f"{s['succeeded']} of {s['attacked']} attacks succeeded ({s['attack']}, median L2 {s['median_l2']:.3f}); "
           f"wrote {args.out}/adversarial.json")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from netdissect.cli._common import add_model_args
+from netdissect.cli._common import add_model_args, add_token_args
 
 
 def _size(text: str) -> int:
@@ -53,6 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                             "MEAN, 0, 1); default 0.5,0.5 (outputs in [-1, 1]), none: outputs already in [0, 1]")
     p.add_argument("--layer", action="append", required=True, metavar="NAME",
                    help="dotted submodule name (repeat for several layers; they share one forward pass)")
+    add_token_args(p)
     p.add_argument("--dataset", default=None, help="Broden-format dataset folder")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="instead of --dataset: a folder of images (recursive; jpg/png/webp) labelled by --segmenter")
@@ -77,8 +78,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="label cache folder (default: the user's cache folder, netdissect/labels)")
     p.add_argument("--quad-parts", action="store_true",
                    help="add <object>-top/-bottom/-left/-right parts of every object component")
-    p.add_argument("--size", type=int, default=None, help="resize --images to SIZE x SIZE (default: the first image's size)")
-    p.add_argument("--crop", action="store_true", help="with --size: shorter side to SIZE, then the centre square")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize the images to SIZE x SIZE before the model (--images: default the first image's "
+                   "size; --dataset: the whole image, masks keep their size, e.g. 224 for a ViT on broden1_227)")
+    p.add_argument("--crop", action="store_true", help="--images with --size: shorter side to SIZE, then the centre "
+                   "square")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quantile", type=float, default=None,
                    help="top quantile q of each unit's threshold (default 0.005; 0.01 with --iou pnas)")
@@ -122,7 +126,18 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from netdissect.dissection import dissect
+    from netdissect.dissection.cls_units import split_cls
 
+    maps, cls = split_cls(args.layer)
+    if cls:
+        from netdissect.errors import NetDissectError
+
+        if args.dataset is None or args.chunk is not None or args.segmenter is not None:
+            raise NetDissectError(f"--layer {cls[0]}:cls (the class token, labelled image-level) needs --dataset "
+                                  "(a Broden folder: concept presence per image), without --segmenter or --chunk")
+        if not maps:
+            return _run_cls(args, cls)
+        args.layer = maps
     result = dissect(
         args.model, args.layer, args.dataset, images=args.images, segmenter=args.segmenter, iou=args.iou,
         seg_size=args.seg_size, label_cache=args.label_cache, quad_parts=args.quad_parts, size=args.size,
@@ -132,6 +147,7 @@ def _run(args) -> int:
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
+        prefix_tokens=args.prefix_tokens, layouts=dict(args.layout or []),
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
@@ -140,6 +156,8 @@ def _run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
+    if cls:
+        _run_cls(args, cls)
     skipped = result.summary["dataset"]["skipped"]
     if skipped:
         print(f"skipped {len(skipped)} bad row(s); see {args.out}/summary.json")
@@ -155,4 +173,26 @@ def _run(args) -> int:
                 path = write_report(args.out)
             print(f"report: {path}")
     print(f"results: {args.out}")
+    return 0
+
+
+def _run_cls(args, layers) -> int:
+    """``--layer NAME:cls``: each layer's class-token units labelled by image-level AUROC, written to
+    OUT/cls/NAME.csv (netdissect.dissection.cls_units)."""
+    from pathlib import Path
+
+    from netdissect.atomic import write_text
+    from netdissect.dissection.cls_units import class_token_units
+
+    for layer in layers:
+        res = class_token_units(args.model, layer, args.dataset, weights=args.weights, normalize=args.normalize,
+                                seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                prefix_tokens=args.prefix_tokens, limit=args.limit, split=args.split, size=args.size,
+                                progress=not args.quiet)
+        path = Path(args.out) / "cls" / f"{layer}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, res.csv())
+        best = sorted((u for u in res.units if u[3] is not None), key=lambda u: -u[3])[:5]
+        print(f"{layer}:cls: {len(res.units)} class-token units labelled by image-level AUROC; best: "
+              + ", ".join(f"unit {u} {lab} ({cat}) {a:.3f}" for u, lab, cat, a in best) + f"; wrote {path}")
     return 0

@@ -57,7 +57,9 @@ class ActivationPass:
         last = time.monotonic()
         bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 1/2: activations", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
-        with TraceDict(self.model, st.layers, stop=not self.full) as traces, torch.inference_mode():
+        # token layers and channels-last maps are traced as their (N, C, H, W) view (hooks.tokens)
+        views = {n: lay.to_map for n, lay in getattr(st, "layouts", {}).items()}
+        with TraceDict(self.model, st.layers, stop=not self.full, views=views) as traces, torch.inference_mode():
             for batch in batches:
                 start = batch[0][0]
                 good = [(i, p) for i, p, err in batch if err is None]
@@ -122,7 +124,7 @@ class ActivationPass:
             if not isinstance(a, torch.Tensor) or a.ndim != 4:
                 got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
                 raise LayerError(f"layer {name!r} outputs {got}; dissection needs 4-D (N, C, H, W) feature maps "
-                                 "(choose a convolutional layer; `netdissect layers` shows output shapes)")
+                                 "or token sequences (`netdissect layers` shows output shapes)")
             if name not in st.shapes:
                 st.allocate(name, tuple(a.shape[1:]))
             elif tuple(a.shape[1:]) != st.shapes[name]:

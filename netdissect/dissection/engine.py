@@ -144,6 +144,8 @@ def dissect(
     samples=None,
     latent_seed: int | None = None,
     z_dim: int | None = None,
+    prefix_tokens: int | None = None,
+    layouts: dict | None = None,
 ) -> DissectionResult | None:
     """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``, a folder of ``images``, or
     (a generator) ``samples`` latent vectors.
@@ -168,7 +170,9 @@ def dissect(
     label_cache : folder of the label cache (default under the user's cache folder).
     quad_parts : add ``<object>-top/-bottom/-left/-right`` parts of every object component.
     size, crop : resize the images of ``images`` to ``size`` x ``size`` (``crop``: shorter side,
-        then the centre square); default: the first image's size.
+        then the centre square); default: the first image's size.  With a ``dataset``, ``size``
+        resizes each whole image (no crop) before the model, and the masks keep their size (for
+        models that need a fixed input size, e.g. a ViT at 224 px: docs/transformers.md).
     out : run directory to write (``docs/run-format.md``); None keeps results in memory only.
     weights, normalize, seed : see :func:`netdissect.models.load_model` (``seed`` seeds random
         initialisation, e.g. ``weights="none"``; recorded in summary.json).
@@ -201,6 +205,10 @@ def dissect(
         (y + 1) / 2).  With ``out``, the units' top images are regenerated into ``out/images/``.
     latent_seed : the seed of the latent draw (default: ``seed``, which also seeds random init).
     z_dim : the latent size of a generator module without a ``z_dim`` attribute.
+    prefix_tokens : the number of prefix tokens (class, distillation, register) before the patch
+        tokens of the model's token layers, where the model does not say (``docs/transformers.md``).
+    layouts : ``{layer: "nchw" | "nhwc" | "tokens" | "tokens-seq"}``, a layer's layout where its
+        shape alone leaves it open (:mod:`netdissect.hooks.tokens`).
 
     Under ``torchrun`` every rank calls this; each dissects a slice of the rows, the statistics
     merge exactly, rank 0 writes ``out``, and every rank returns the same result.
@@ -229,6 +237,10 @@ def dissect(
     layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not layers:
         raise LayerError("no layers given: name at least one layer to dissect")
+    cls = [n for n in layers if isinstance(n, str) and n.endswith(":cls")]
+    if cls:
+        raise LayerError(f"layer {cls[0]!r}: a class token is labelled image-level, not by masks: use "
+                         "netdissect.dissection.cls_units.class_token_units (the CLI does for --layer NAME:cls)")
     group = Group.from_env(device)
     lock = None
     try:
@@ -240,7 +252,7 @@ def dissect(
             lock = _claim_out(out, group)  # before the model loads: fail fast
         return _dissect(model, layers, inputs, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
-                        model_spec=model_spec, z_dim=z_dim)
+                        model_spec=model_spec, z_dim=z_dim, prefix_tokens=prefix_tokens, layouts=layouts)
     finally:
         if lock is not None:
             lock.release()
@@ -304,10 +316,8 @@ def _prepare_work(run_dir: Path, group: Group, part, resume: bool, identity: dic
     return "work", work
 
 
-def _probe_layers(model, prep, probe, layers, device, explain):
-    """Output shape (C, h, w) of each layer on the first readable row (one image), before pass 1;
-    a model that fails on the images, or a layer that runs more than once per forward pass (name its
-    call, ``NAME#K``) or not at all, is refused here."""
+def _first_input(probe, prep, device):
+    """The first readable row as a batch of one, normalised (None when no row is readable)."""
     for i in range(len(probe)):
         try:
             payload = probe.load(i)
@@ -316,17 +326,47 @@ def _probe_layers(model, prep, probe, layers, device, explain):
             continue
     else:
         return None
-    x = prep(probe.batch([payload], device))
+    return prep(probe.batch([payload], device))
+
+
+def _find_layouts(model, x, layers, explain, prefix_tokens=None, force=None) -> tuple[dict, dict]:
+    """Each layer's :class:`~netdissect.hooks.tokens.Layout` (map, channels-last map or token sequence),
+    from its raw output on the batch ``x`` (one image), and each layer's (C, h, w) (a token layer: on
+    its patch grid); plain (N, C, H, W) maps are left out of the layouts."""
+    from netdissect.hooks.tokens import find_layout, model_tokens
+
+    if x is None:
+        return {}, {}
     try:
         with TraceDict(model, layers, stop=True) as traces, torch.inference_mode():
-            run_to_layers(model, traces, x)
+            raw = run_to_layers(model, traces, x)
     except NetDissectError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
         raise explain(tuple(x.shape), exc) from None
-    # one whole forward pass: a module that runs more than once, or a layer that never runs, is refused
-    found = check_layers(model, layers, x)
-    return {n: tuple(f["shape"][1:]) if isinstance(f["shape"], tuple) else None for n, f in found.items()}
+    if x.dim() != 4:  # a generator's latent z: its layers are (N, C, H, W) maps, no input grid to lay tokens on
+        return {}, {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in raw.items()}
+    info = model_tokens(model)
+    out, shapes = {}, {}
+    for name in layers:
+        lay = find_layout(name, raw[name], x.shape[0], tuple(x.shape[-2:]), info, prefix_tokens,
+                          (force or {}).get(name))
+        if lay.kind != "nchw" or lay.why:
+            out[name] = lay
+        shapes[name] = tuple(lay.to_map(raw[name], name).shape[1:])
+    return out, shapes
+
+
+def _probe_layers(model, x, layers, explain, prefix_tokens=None, force=None):
+    """Each layer's layout and output shape (C, h, w) (a token layer: on its patch grid) on ``x`` (the
+    first readable row), before pass 1 (see :func:`_find_layouts`); a model that fails on the images,
+    or a layer that runs more than once per forward pass (name its call, ``NAME#K``) or not at all, is
+    refused here."""
+    layouts, shapes = _find_layouts(model, x, layers, explain, prefix_tokens, force)
+    if x is not None:
+        # one whole forward pass: a module that runs more than once, or a layer that never runs, is refused
+        check_layers(model, layers, x)
+    return layouts, (shapes or None)
 
 
 def _generator_output(model, prep, dim: int, device, explain) -> tuple[int, int]:
@@ -393,7 +433,7 @@ def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw
 
 
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
-         resume, progress, checkpoint_every, model_spec, z_dim=None):
+         resume, progress, checkpoint_every, model_spec, z_dim=None, prefix_tokens=None, layouts=None):
     given = model
     gen = inputs.generator
     if torch.device(cfg.device).type == "cpu" and (gen or not cfg.num_workers):
@@ -431,15 +471,38 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    def explain_images(shape, exc):
+        err = forward_error(given, shape, exc, normalize=prep.describe())
+        want = getattr(prep, "size", None)
+        if want and tuple(shape[-2:]) != tuple(want):  # a ViT built for 224 px, given 227 px images
+            return ModelError(f"{err} (the model is built for {want[0]}x{want[1]} images and these are "
+                              f"{shape[-2]}x{shape[-1]}: pass --size {want[0]} (size={want[0]}) to resize them)")
+        return err
+
+    explain = explain_gen if gen else explain_images
+    if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int)
+                                      or prefix_tokens < 0):
+        raise LayerError(f"--prefix-tokens {prefix_tokens!r}: expected a whole number >= 0")
+    unknown = [k for k in (layouts or {}) if k not in layers]
+    if unknown:
+        raise LayerError(f"--layout names layer(s) {', '.join(map(repr, unknown))} that are not dissected "
+                         f"(--layer {', '.join(layers)})")
     identity = {
         "model": {"spec": model_spec, "weights": weights, "weights_description": describe_weights(given, weights, cfg.seed),
                   "seed": cfg.seed,
-                  "normalize": prep.describe(), "sha256": sha, **({"generator": gen_info} if gen else {})},
+                  "normalize": prep.describe(), "sha256": sha, **({"generator": gen_info} if gen else {}),
+                  # the input size and resampling the model's library records (timm, hf, open_clip, torchvision)
+                  **({"input_size": list(prep.size)} if getattr(prep, "size", None) else {}),
+                  **({"interpolation": prep.interpolation} if getattr(prep, "interpolation", None) else {})},
         "dataset": probe.identity(),
         "labels": source.identity(),
         "layers": layers,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "device")},
     }
+    if prefix_tokens is not None:  # token layers (docs/transformers.md)
+        identity["prefix_tokens"] = prefix_tokens
+    if layouts:
+        identity["layouts"] = dict(sorted(layouts.items()))
     run_cfg = DissectConfig(**{**asdict(cfg), "precision": precision,
                                "num_workers": 0 if getattr(probe, "loads_from_memory", False) else cfg.num_workers})
     rows = shard_rows(len(probe), *part) if part else shard_rows(len(probe), group.rank, group.world)
@@ -457,11 +520,6 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     else:
         work = Path(tempfile.mkdtemp(prefix="netdissect-"))
         cleanup = work
-
-    def explain_images(shape, exc):
-        return forward_error(given, shape, exc, normalize=prep.describe())
-
-    explain = explain_gen if gen else explain_images
 
     st = None
     scan_worker = None
@@ -482,10 +540,12 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         else:
             atomic_write_bytes(ident_path, _fingerprint({**identity, "shard": shard}).encode())
         group.agree(err)
+        x0 = _first_input(probe, prep, st.device)
         if resuming:
             st.load_checkpoint()
+            found_layouts, _ = _find_layouts(model, x0, layers, explain, prefix_tokens, layouts)
         else:
-            shapes = _probe_layers(model, prep, probe, layers, st.device, explain)
+            found_layouts, shapes = _probe_layers(model, x0, layers, explain, prefix_tokens, layouts)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
         if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
@@ -493,6 +553,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             if len(sizes) == 1:  # the exact threshold scan runs beside pass 1 (pnas.ExactStream)
                 scan_worker = ScanWorker()
                 st.pnas_streams = {name: ExactStream(st, name, sizes[0], scan_worker) for name in layers}
+        st.layouts = found_layouts  # token layers and channels-last maps: traced as (N, C, H, W) views
         t0 = time.monotonic()
         p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
         if st.phase == 1:
@@ -539,6 +600,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if note and progress:
         print(f"netdissect: {note}", file=sys.stderr)
     extra = {"precision": {"asked": cfg.precision, "used": precision, **({"why": why} if why else {})},
+             **({"layouts": {n: lay.to_json() for n, lay in found_layouts.items()}} if found_layouts else {}),
              "cache": {"dtype": cfg.cache_dtype, "exact": cfg.cache_dtype == "float32"}}
     if cfg.cache_dtype != "float32":
         extra["lossy_cache"] = {"tied_positions": st.all_tied}

@@ -51,9 +51,12 @@ class Inputs:
                                   "`netdissect segmenters` lists them), or use --dataset for a Broden folder")
         if self.segmenter is None:
             for opt, v in (("--seg-size", self.seg_size), ("--label-cache", self.label_cache),
-                           ("--quad-parts", self.quad_parts or None), ("--size", self.size), ("--crop", self.crop or None)):
+                           ("--quad-parts", self.quad_parts or None)):
                 if v is not None:
                     raise NetDissectError(f"{opt} applies to segmenter labels: add --segmenter SPEC")
+        if self.crop and (self.images is None):
+            raise NetDissectError("--crop cuts the images, and a Broden dataset's masks would no longer line up "
+                                  "with them: use --size alone (the whole image resized; masks keep their size)")
         if self.iou is not None and self.iou not in IOU_MODES:
             raise NetDissectError(f"iou must be one of {', '.join(IOU_MODES)}, got {self.iou!r}")
 
@@ -93,21 +96,18 @@ def resolve_inputs(inp: Inputs, split, limit):
     ds = None
     if inp.segmenter is None:
         ds = inp.dataset if isinstance(inp.dataset, Broden) else Broden(inp.dataset, split=split, limit=limit)
-        probe, source = BrodenImages(ds), BrodenMasks(ds)
+        probe, source = BrodenImages(ds, size=inp.size), BrodenMasks(ds)
     else:
         if isinstance(inp.dataset, Broden) or (inp.images is None and split is not None):
             ds = inp.dataset if isinstance(inp.dataset, Broden) else Broden(inp.dataset, split=split, limit=limit)
-            probe = BrodenImages(ds)
-            if inp.size is not None or inp.crop:
-                raise NetDissectError("--size/--crop resize an image folder (--images); a Broden dataset's "
-                                      "images are used as they are")
+            probe = BrodenImages(ds, size=inp.size)
         else:
             if split is not None:
                 raise NetDissectError("--split selects rows of a Broden dataset, not of an image folder")
             probe = ImageFolder(inp.images if inp.images is not None else inp.dataset, size=inp.size,
                                 crop=inp.crop, limit=limit)
-        if ds is not None and len(ds):
-            probe.shape = tuple(ds.load_image(0).shape[:2])  # Broden: one image size per dataset
+        if ds is not None and len(ds):  # Broden: one image size per dataset (or --size)
+            probe.shape = (inp.size, inp.size) if inp.size is not None else tuple(ds.load_image(0).shape[:2])
         seg = load_segmenter(inp.segmenter, quad_parts=inp.quad_parts)
         source = SegmenterLabels(seg, probe, seg_size=inp.seg_size, cache_dir=inp.label_cache)
     if inp.mode == "pnas":

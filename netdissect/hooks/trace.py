@@ -142,6 +142,11 @@ class Trace(contextlib.AbstractContextManager):
     After a forward pass, ``output`` is what the requested call returned
     (after ``edit_output``), ``ran`` says whether that call happened, and
     ``calls`` counts the module's calls so far in the pass.
+
+    ``view=fn``: retain ``fn(output, layer)`` instead of the output itself (after
+    ``edit_output``); e.g. :meth:`netdissect.hooks.tokens.Layout.to_map`, the patch
+    tokens of a transformer layer as an (N, C, H, W) view.  The view, not the
+    whole output, is what gets copied.
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class Trace(contextlib.AbstractContextManager):
         detach: bool = True,
         edit_output: Callable | None = None,
         stop: bool = False,
+        view: Callable | None = None,
         _pending: set | None = None,
     ):
         module, name, call = _resolve(model, layer)
@@ -166,6 +172,7 @@ class Trace(contextlib.AbstractContextManager):
         self._detach = detach
         self._edit = edit_output
         self._stop = stop
+        self._view = view
         self._type = type(module).__name__
         # layers (of this Trace or of the TraceDict holding it) that have yet to run in this forward pass
         self._pending = set() if _pending is None else _pending
@@ -226,7 +233,9 @@ class Trace(contextlib.AbstractContextManager):
         ends = self._stop and not self._pending
         if self._retain:
             # the pass goes on unless it ends here: copy, or a later in-place op could rewrite the output
-            self.output = _retained(output, self._detach, copy=not ends)
+            # (a view, e.g. a token layer's patch grid, is taken first: only what is kept is copied)
+            kept = output if self._view is None else self._view(output, self.layer)
+            self.output = _retained(kept, self._detach, copy=not ends)
         if ends:
             raise StopForward()
         return output
@@ -254,7 +263,8 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
 
     With ``stop=True`` the forward pass ends after every listed layer has run
     (whichever order the model runs them in).  Names may be ``NAME#K`` (see
-    :class:`Trace`); every name is checked before any hook is added.
+    :class:`Trace`); every name is checked before any hook is added.  ``views``:
+    ``{name: fn}``, each layer's ``view`` (see :class:`Trace`).
     """
 
     def __init__(
@@ -266,6 +276,7 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
         detach: bool = True,
         edit_output: Callable | None = None,
         stop: bool = False,
+        views: dict | None = None,
     ):
         super().__init__()
         if isinstance(layers, str):
@@ -277,7 +288,8 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
         try:
             for name in layers:
                 self[name] = Trace(model, name, retain_output=retain_output, detach=detach,
-                                   edit_output=edit_output, stop=stop, _pending=pending)
+                                   edit_output=edit_output, stop=stop, view=(views or {}).get(name),
+                                   _pending=pending)
         except Exception:
             self.close()
             raise

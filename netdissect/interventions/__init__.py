@@ -14,7 +14,15 @@
 ``channels_last=True``): a number, a per-unit vector ``(C,)``, a spatial map
 ``(H, W)``, a per-unit spatial ``(C, H, W)``, or a full ``(N, C, H, W)``.
 ``a = 1`` replaces the unit by ``v``, ``a = 0`` leaves it; ablation is
-``a = 1, v = 0`` on the chosen units.  The rule is applied to a new tensor,
+``a = 1, v = 0`` on the chosen units.
+
+Token layers (a transformer block's (N, T, C) or (T, N, C) output, a channels-last map): pass
+``layout=`` (a :class:`netdissect.hooks.tokens.Layout`, e.g. from
+:func:`~netdissect.hooks.tokens.probe_layout`) and the rule applies to the layer's (N, C, H, W)
+view, the patch tokens on their grid, in the same forms (a unit is one feature dimension on
+every patch token; a spatial (H, W) map picks patch tokens by grid position).  The prefix tokens
+(class, distillation, register) are left as they were unless ``prefix=True``, which applies a
+number or per-unit ``(C,)`` alpha and value to them as well.  The rule is applied to a new tensor,
 never in place, so the hooks' captured outputs and the caller's tensors stay
 as they were.  The hook is removed when the block ends, whatever happens in
 it, and works under ``torch.inference_mode`` and on nested names
@@ -118,21 +126,54 @@ def _check_units(units, n_units: int) -> list[int]:
     return out
 
 
+def _edit_view(output, rule, layout, prefix: bool, alpha, value, units, name):
+    """``output`` with ``rule`` applied to its (N, C, H, W) view (``layout``), as a new tensor; the
+    prefix tokens edited too (per unit) only with ``prefix``."""
+    if layout.item and isinstance(output, (tuple, list)) and len(output) == 1:  # (hidden,): edit the tensor
+        return type(output)([_edit_view(output[0], rule, layout, prefix, alpha, value, units, name)])
+    out = output.clone()
+    view = layout.to_map(out, name)
+    view.copy_(rule(view))
+    if prefix and layout.prefix:
+        pv = layout.prefix_view(out)  # (N, P, C)
+        C = pv.shape[-1]
+        forms = []
+        for what, v in (("alpha", alpha), ("value", value)):
+            t = _as_tensor(v, pv, what)
+            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != C):
+                raise EditError(f"prefix=True edits the prefix tokens with a number or a per-unit ({C},) {what}, "
+                                f"not a {tuple(t.shape)} one (a spatial map has no prefix tokens)")
+            forms.append(t)
+        a = forms[0] if units is None else forms[0] * unit_alpha(units, C, device=pv.device, dtype=pv.dtype)
+        pv.copy_(apply_edit(pv, a, forms[1], channels_last=True))
+    return out
+
+
 @contextlib.contextmanager
 def edit(model: nn.Module, layer: str, alpha=1.0, value=0.0, *, units: Sequence[int] | None = None,
-         channels_last: bool = False):
+         channels_last: bool = False, layout=None, prefix: bool = False):
     """Within the block, the output of ``layer`` becomes ``x * (1 - alpha) + value * alpha``.
 
     ``units``: restrict the edit to these units (``alpha`` is multiplied by
     their indicator), so ``edit(m, L, units=[3], value=v)`` sets unit 3 to
     ``v``.  The layer name is checked at once (an unknown name raises
     :class:`~netdissect.errors.LayerError` listing close names); a shape
-    mismatch raises :class:`EditError` at the first forward pass.
+    mismatch raises :class:`EditError` at the first forward pass.  ``layout``/``prefix``: a
+    token layer or channels-last map (see the module's docstring).
     """
+    if layout is not None and layout.kind == "nchw" and not layout.item:
+        layout = None
+    if prefix and (layout is None or not layout.is_tokens):
+        raise EditError("prefix=True edits the prefix tokens of a token layer: give its layout= (a token layout)")
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and not 0 <= alpha <= 1:
         raise EditError(f"alpha must be in [0, 1] (1 replaces the unit by value, 0 leaves it), got {alpha}")
 
     def fn(output, name):
+        if layout is not None:
+            return _edit_view(output, lambda v: rule(v, name), layout, prefix, alpha, value, units, name)
+        return rule(output, name)
+
+    def rule(output, name):
         if not isinstance(output, torch.Tensor):
             raise EditError(f"layer {name!r} returns a {type(output).__name__}, not a tensor: only tensor "
                             "outputs can be edited (trace a submodule that returns a tensor)")
@@ -154,8 +195,11 @@ def edit(model: nn.Module, layer: str, alpha=1.0, value=0.0, *, units: Sequence[
         trace.close()
 
 
-def ablate(model: nn.Module, layer: str, units: Sequence[int] | None = None, *, channels_last: bool = False):
-    """Context manager: ``units`` of ``layer`` forced to 0 at every position (all units if None)."""
+def ablate(model: nn.Module, layer: str, units: Sequence[int] | None = None, *, channels_last: bool = False,
+           layout=None, prefix: bool = False):
+    """Context manager: ``units`` of ``layer`` forced to 0 at every position (all units if None); a token
+    layer (``layout``): on every patch token, and on the prefix tokens too with ``prefix=True``."""
     if units is not None and not isinstance(units, torch.Tensor) and not isinstance(units, int):
         units = list(units)
-    return edit(model, layer, alpha=1.0, value=0.0, units=units, channels_last=channels_last)
+    return edit(model, layer, alpha=1.0, value=0.0, units=units, channels_last=channels_last, layout=layout,
+                prefix=prefix)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import importlib
@@ -38,11 +39,16 @@ class NoNormalizationWarning(UserWarning):
 class Preprocess:
     """How RGB images in [0, 1] are normalised before the model: ``(x - mean) / std``.
 
-    ``mean``/``std`` None means the model takes RGB in [0, 1] as is.
+    ``mean``/``std`` None means the model takes RGB in [0, 1] as is.  ``size`` (H, W) and
+    ``interpolation`` are the input size and resampling the model's library records for it (timm,
+    Hugging Face, open_clip specs; None where nothing is recorded): a model that needs that size gets
+    it with ``--size`` (docs/transformers.md).
     """
 
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    size: tuple[int, int] | None = None
+    interpolation: str | None = None
 
     def describe(self) -> str:
         if self.mean is None:
@@ -273,7 +279,9 @@ def _torchvision(name: str, weights: str | None, seed: int) -> tuple[nn.Module, 
     imagenet = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
     if w.lower() == "none":
         with seeded(seed):
-            return torchvision.models.get_model(name, weights=None), imagenet
+            model = torchvision.models.get_model(name, weights=None)
+        size = getattr(model, "image_size", None)  # a VisionTransformer takes only this size
+        return model, (dataclasses.replace(imagenet, size=(size, size)) if isinstance(size, int) else imagenet)
     if _is_path(w):
         sd = load_state_dict(w)
         kwargs = {}
@@ -295,6 +303,10 @@ def _torchvision(name: str, weights: str | None, seed: int) -> tuple[nn.Module, 
         raise err from None
     tf = wobj.transforms()
     prep = Preprocess(tuple(tf.mean), tuple(tf.std)) if hasattr(tf, "mean") else imagenet
+    size = getattr(model, "image_size", None)  # a VisionTransformer takes only this size
+    if isinstance(size, int):
+        interp = getattr(getattr(tf, "interpolation", None), "value", None)
+        prep = dataclasses.replace(prep, size=(size, size), interpolation=interp)
     return model, prep
 
 
@@ -426,6 +438,7 @@ def load_model(
     seed: int = DEFAULT_SEED,
     generator: bool | None = None,
     z_dim: int | None = None,
+    model_kwargs: dict | None = None,
 ) -> tuple[nn.Module, Preprocess]:
     """The model named by ``spec`` in eval mode, and its preprocessing.
 
@@ -450,6 +463,12 @@ def load_model(
     caller's global RNG state is left as it was.
 
     ``normalize`` (``imagenet``, ``none``, ``MEAN,STD``) overrides the default.
+
+    Transformer libraries (optional extras; :mod:`netdissect.models.libraries`):
+    ``timm:NAME``, ``hf:REPO_OR_PATH`` (Hugging Face transformers; called as ``model(x)``, returning
+    logits) and ``open_clip:ARCH/PRETRAINED`` (the visual tower), each with ``weights`` ``DEFAULT``,
+    ``none`` or a PATH, and preprocessing (mean/std, input size, interpolation) from the library's
+    config.  ``model_kwargs`` go to the library's builder (e.g. ``depth=2`` for timm).
 
     Generators (PNAS 2020 "Role of units in a GAN"):
 
@@ -496,7 +515,8 @@ def load_model(
                 NoNormalizationWarning, stacklevel=_stacklevel_outside_netdissect())
     elif not isinstance(spec, str) or ":" not in spec:
         raise ModelError(
-            f"--model {spec!r}: expected torchvision:NAME, zoo:NAME, path/to/file.py:factory or package.module:factory"
+            f"--model {spec!r}: expected torchvision:NAME, zoo:NAME, timm:NAME, hf:REPO_OR_PATH, open_clip:ARCH/PRETRAINED, "
+            "path/to/file.py:factory or package.module:factory"
         )
     else:
         kind, _, rest = spec.partition(":")
@@ -506,14 +526,23 @@ def load_model(
         elif kind == "zoo":
             model, prep = _zoo(rest, weights, seed)
             weights = None
+        elif kind in ("timm", "hf", "open_clip"):
+            from netdissect.models.libraries import LOADERS
+
+            model, prep = LOADERS[kind](rest, weights, seed, model_kwargs)
+            weights = None
         else:
             with seeded(seed):
                 model = _factory(spec)
             prep = Preprocess()
+    if model_kwargs and not (isinstance(spec, str) and spec.partition(":")[0] in ("timm", "hf", "open_clip")):
+        raise ModelError(f"model_kwargs apply to timm:, hf: and open_clip: specs, not {spec_name(spec)}")
     if weights and weights.strip().lower() not in ("none", "default"):
         _apply_state_dict(model, load_state_dict(weights), weights)
-    prep = parse_normalize(normalize, prep)
-    return model.eval(), prep
+    parsed = parse_normalize(normalize, prep)
+    if parsed is not prep:  # --normalize replaces mean and std; the input size and interpolation stay
+        parsed = dataclasses.replace(parsed, size=prep.size, interpolation=prep.interpolation)
+    return model.eval(), parsed
 
 
 def _load_generator(spec, gen_kind, weights, normalize, seed, z_dim) -> tuple[nn.Module, GeneratorIO]:
@@ -583,8 +612,10 @@ def describe_weights(spec: str | nn.Module, weights: str | None, seed: int = DEF
     if kind == "proggan":
         path = Path(rest)
         return f"file {rest} (sha256 {_file_sha256(path)}…)" if path.is_file() else f"file {rest}"
-    if w is not None and w.lower() == "none" and kind in ("torchvision", "zoo"):
+    if w is not None and w.lower() == "none" and kind in ("torchvision", "zoo", "timm", "hf", "open_clip"):
         return f"random init, seed {seed}"
+    if kind in ("timm", "hf", "open_clip"):
+        return f"{kind} pretrained ({rest})"
     if kind == "torchvision":
         w = w or "DEFAULT"
         try:

@@ -66,16 +66,26 @@ class Probe:
 
 
 class BrodenImages(Probe):
-    """The images of a Broden-format dataset: RGB uint8, one size per dataset."""
+    """The images of a Broden-format dataset: RGB uint8, one size per dataset.
 
-    def __init__(self, ds):
+    ``size``: every image resized (bilinear, the whole image: no crop) to ``size`` x ``size`` before
+    the model sees it, for models that need a fixed input size (a ViT at 224 px on broden1_227);
+    the masks keep their size, and a unit's map is upsampled onto them as always: resizing keeps
+    the field of view, so cell (r, c) of an h x w map still covers the fraction [r/h, (r+1)/h) x
+    [c/w, (c+1)/w) of the image (docs/transformers.md, "alignment")."""
+
+    def __init__(self, ds, size: int | None = None):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8):
+            raise DatasetError(f"image size must be an integer >= 8, got {size!r}")
         self.ds = ds
+        self.size = None if size is None else int(size)
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def identity(self) -> dict:
-        return self.ds.identity()
+        ident = self.ds.identity()
+        return ident if self.size is None else {**ident, "resize": self.size}
 
     def where(self, i: int) -> str:
         return self.ds.where(i)
@@ -84,7 +94,12 @@ class BrodenImages(Probe):
         return f"the dataset {self.ds.root}"
 
     def load(self, i: int) -> np.ndarray:
-        return self.ds.load_image(i)
+        img = self.ds.load_image(i)
+        if self.size is not None and img.shape[:2] != (self.size, self.size):
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+        return img
 
     def batch(self, payloads: list[np.ndarray], device) -> torch.Tensor:
         shapes = [img.shape for img in payloads]

@@ -64,15 +64,23 @@ def summarise(change, success, source, target, order, classes, k: int = 4) -> di
     return out
 
 
-def peaks_at(model, layer, prep, x: torch.Tensor, maps: bool = False):
+def peaks_at(model, layer, prep, x: torch.Tensor, maps: bool = False, prefix_tokens=None):
+    """Each unit's peak activation (N, C) on ``x`` (and the maps); a token layer's units peak over its
+    patch tokens (hooks.tokens: the prefix tokens are not part of the map)."""
+    from netdissect.hooks.tokens import find_layout, model_tokens
+
+    v = prep(x) if prep is not None else x
     with torch.inference_mode(), TraceDict(model, [layer], stop=True) as tr:
         try:
-            model(prep(x) if prep is not None else x)
+            model(v)
         except Exception as exc:
             from netdissect.hooks.trace import StopForward
             if not isinstance(exc, StopForward):
                 raise
-        a = tr[layer].output.float()
+        a = tr[layer].output
+        if isinstance(a, torch.Tensor) and a.dim() != 2:
+            a = find_layout(layer, a, v.shape[0], tuple(v.shape[-2:]), model_tokens(model), prefix_tokens).to_map(a)
+        a = a.float()
     p = a.flatten(2).amax(2)
     return (p, a) if maps else p
 
@@ -81,7 +89,7 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
                     n: int = 200, weights=None, normalize=None, classes=None, size=None, batch_size: int = 32,
                     device: str = "cpu", eps: float = 16 / 255, steps: int | None = None, binary_steps: int = 5,
                     lr: float | None = None, initial_const: float = 1e-2, seed: int = 0, progress: bool = True,
-                    figures: bool = True) -> dict:
+                    figures: bool = True, prefix_tokens: int | None = None) -> dict:
     """Attack, measure and write ``out`` (claimed first, written whole; ``adversarial.json`` last)."""
     from netdissect.runout import claim_output
 
@@ -94,7 +102,7 @@ def run_adversarial(model_spec, layer: str, ablation, val, out, *, attack: str =
                                    weights=weights, normalize=normalize, classes=classes, size=size,
                                    batch_size=batch_size, device=device, eps=eps, steps=steps,
                                    binary_steps=binary_steps, lr=lr, initial_const=initial_const, seed=seed,
-                                   progress=progress, figures=figures)
+                                   progress=progress, figures=figures, prefix_tokens=prefix_tokens)
         o.commit()
     return summary
 
@@ -137,7 +145,7 @@ def check_attack_options(*, attack, n, eps, steps, binary_steps, lr, initial_con
 
 def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targets, n, weights, normalize, classes,
                      size, batch_size, device, eps, steps, binary_steps, lr, initial_const, seed, progress,
-                     figures) -> dict:
+                     figures, prefix_tokens=None) -> dict:
     t0 = time.perf_counter()
     out = Path(out)
     abl = read_ablation(ablation)
@@ -170,7 +178,7 @@ def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targ
     def fn(v):
         return model(prep(v.to(device)) if prep is not None else v.to(device))
 
-    width = peaks_at(model, layer, prep, x_all[:1].to(device)).shape[1]
+    width = peaks_at(model, layer, prep, x_all[:1].to(device), prefix_tokens=prefix_tokens).shape[1]
     if order.ndim != 2 or order.shape != (K, width):
         raise NetDissectError(f"--ablation {ablation} ranks {order.shape[-1] if order.ndim == 2 else '?'} units of "
                               f"{layer!r}, but this model's {layer!r} has {width}: the ablation is of another model")
@@ -203,7 +211,8 @@ def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targ
                         initial_const=initial_const)
         with torch.inference_mode():
             p_adv = fn(adv).argmax(1)
-            pb, pa = peaks_at(model, layer, prep, x), peaks_at(model, layer, prep, adv)
+            pb = peaks_at(model, layer, prep, x, prefix_tokens=prefix_tokens)
+            pa = peaks_at(model, layer, prep, adv, prefix_tokens=prefix_tokens)
         d = (adv - x).flatten(1)
         for j, (i, t) in enumerate(chunk):
             rows.append((paths[i], class_names[y[i]], class_names[t], attack, int(p_adv[j] == t),
@@ -237,7 +246,7 @@ def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targ
         from netdissect.roles.figures import adversarial_figure
         adversarial_figure(out, summary, model, layer, prep, x_all, jobs, success, order, class_names, fn, attack,
                            dict(eps=eps, steps=steps, lr=lr, binary_steps=binary_steps, initial_const=initial_const,
-                                seed=seed))
+                                seed=seed), prefix_tokens=prefix_tokens)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "adversarial.json", summary)
     return summary

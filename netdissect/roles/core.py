@@ -22,6 +22,13 @@ does).  It is accepted only if, on a probe batch, it reproduces the model's
 own logits; otherwise (a residual block, a ``NAME#K`` call, a forward that
 does more than run its children in order) every evaluation is a full forward
 pass with the ablation hooked in (:attr:`Evaluator.mode` says which).
+
+A token layer (a transformer block) is evaluated on its patch tokens laid out
+as (N, C, H, W) (:mod:`netdissect.hooks.tokens`): a unit is one feature
+dimension on every patch token, ablated there with the prefix tokens left as
+they were.  Its evaluations are always full forward passes: what follows a
+transformer block (more blocks, then class-token pooling or token averaging
+inside the model's ``forward``) is not a sequence of modules.
 """
 from __future__ import annotations
 
@@ -97,8 +104,11 @@ class Evaluator:
     """Top-1 predictions of ``model`` with units of ``layer`` ablated, from the layer's cached output."""
 
     def __init__(self, model: nn.Module, layer: str, prep=None, *, batch_size: int = 64,
-                 device: str | torch.device = "cpu", fast: bool = True, progress: bool = True):
+                 device: str | torch.device = "cpu", fast: bool = True, progress: bool = True,
+                 prefix_tokens: int | None = None, layout: str | None = None):
         self.model = model.eval()
+        self.prefix_tokens, self.layout_force = prefix_tokens, layout
+        self.layout = None  # found on the first images (hooks.tokens): a token layer's is not None
         self.layer = layer
         self.prep = prep
         self.batch_size = int(batch_size)
@@ -138,7 +148,9 @@ class Evaluator:
     def activations(self, images: np.ndarray, desc: str = "layer activations") -> torch.Tensor:
         """The layer's output for every image (float32, on the CPU), one forward pass that stops at the layer."""
         outs = []
-        with TraceDict(self.model, [self.layer], stop=True) as tr:
+        self._find_layout(images)
+        views = {self.layer: self.layout.to_map} if self.layout is not None else None
+        with TraceDict(self.model, [self.layer], stop=True, views=views) as tr:
             for s in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch",
                           disable=not self.progress):
                 x = self._batch(images[s:s + self.batch_size])
@@ -155,6 +167,27 @@ class Evaluator:
                 x = self._batch(images[:min(8, len(images))])
                 self._check_head(x, outs[0][:len(x)].to(self.device))
         return torch.cat(outs)
+
+    def _find_layout(self, images: np.ndarray) -> None:
+        """The layer's layout, from one image; a token layer or channels-last map falls back to full passes."""
+        if self.layout is not None or not len(images):
+            return
+        from netdissect.hooks.tokens import find_layout, model_tokens
+
+        x = self._batch(images[:1])
+        with TraceDict(self.model, [self.layer], stop=True) as tr:
+            raw = run_to_layers(self.model, tr, x)[self.layer]
+        if isinstance(raw, torch.Tensor) and raw.dim() == 2 and self.layout_force is None:
+            return  # (N, C) units (a pooled or fully connected layer): as they are
+        lay = find_layout(self.layer, raw, x.shape[0], tuple(x.shape[-2:]), model_tokens(self.model),
+                          self.prefix_tokens, self.layout_force)
+        if lay.kind == "nchw" and not lay.item:
+            return
+        self.layout = lay
+        if self.head is not None:
+            self.head, self.mode = None, "full"
+            self.why_full = (f"a {'token layer' if lay.is_tokens else 'channels-last map'}: the network after it "
+                             "is not a sequence of modules that takes its (N, C, H, W) view")
 
     # ---------------------------------------------------------------- predictions
     @torch.inference_mode()
@@ -213,7 +246,7 @@ class Evaluator:
         """Top-1 predictions (and the true class's log-probability) of full forward passes with
         ``units`` ablated: the naive path."""
         preds, lps = [], []
-        with ablate(self.model, self.layer, units=list(units)):
+        with ablate(self.model, self.layer, units=list(units), layout=self.layout):
             for s in range(0, len(images), self.batch_size):
                 logits = self.model(self._batch(images[s:s + self.batch_size]))
                 _finite(logits, s, len(logits))

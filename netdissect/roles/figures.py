@@ -95,7 +95,7 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
 
 
 def adversarial_figure(out: Path, summary, model, layer, prep, x_all, jobs, success, order, classes, fn, attack,
-                       params, examples: int = 3) -> dict:
+                       params, examples: int = 3, prefix_tokens=None) -> dict:
     """As PNAS Fig. 5: group changes with 99% intervals, and examples with the units' maps before and after."""
     import torch
 
@@ -129,8 +129,8 @@ def adversarial_figure(out: Path, summary, model, layer, prep, x_all, jobs, succ
         else:
             adv = cw_l2(fn, x, tgt, binary_steps=params["binary_steps"], steps=params["steps"],
                         lr=5e-3 if params["lr"] is None else params["lr"], initial_const=params["initial_const"])
-        _, ma = peaks_at(model, layer, prep, x, maps=True)
-        _, mb = peaks_at(model, layer, prep, adv, maps=True)
+        _, ma = peaks_at(model, layer, prep, x, maps=True, prefix_tokens=prefix_tokens)
+        _, mb = peaks_at(model, layer, prep, adv, maps=True, prefix_tokens=prefix_tokens)
         fig, axes = plt.subplots(len(ok), 4, figsize=(8, 2.1 * len(ok)), squeeze=False)
         for r, (i, t) in enumerate(ok):
             u = int(order[t, 0])

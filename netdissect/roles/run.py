@@ -59,6 +59,11 @@ def load_classifier(spec: str, weights=None, normalize=None, classes=None):
         meta_classes, size = meta.get("classes"), meta.get("input_size")
         if isinstance(size, (list, tuple)):
             size = int(size[-1])
+    if size is None and getattr(prep, "size", None):  # the size a timm/hf/open_clip/torchvision ViT records
+        size = int(prep.size[-1])
+    id2label = getattr(getattr(model, "config", None), "id2label", None)  # a Hugging Face classifier's classes
+    if meta_classes is None and isinstance(id2label, dict) and id2label and str(spec).startswith("hf:"):
+        meta_classes = [str(id2label[i]) for i in sorted(id2label)]
     return model, prep, model_classes(spec, meta_classes, classes), size
 
 
@@ -79,7 +84,7 @@ def _parse_sizes(sizes, C: int) -> list[int]:
 def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, weights=None, normalize=None,
                  classes=None, size=None, sizes=DEFAULT_SIZES, batch_size: int = 64, device: str = "cpu",
                  limit: int | None = None, fast: bool = True, progress: bool = True, figures: bool = True,
-                 model=None, prep=None) -> dict:
+                 model=None, prep=None, prefix_tokens=None, layout=None) -> dict:
     """Run the experiment; returns the summary written to ``roles.json``.
 
     ``out`` is claimed first (:func:`netdissect.runout.claim_output`: locked, apart from the inputs,
@@ -92,7 +97,7 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
         summary = _run_ablation(model_spec, layer, train, val, o.path, o.stage, dissection=dissection, weights=weights,
                                 normalize=normalize, classes=classes, size=size, sizes=sizes, batch_size=batch_size,
                                 device=device, limit=limit, fast=fast, progress=progress, figures=figures,
-                                model=model, prep=prep)
+                                model=model, prep=prep, prefix_tokens=prefix_tokens, layout=layout)
         o.commit()
     return summary
 
@@ -169,7 +174,8 @@ def _digest(*arrays) -> str:
 
 
 def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weights, normalize, classes, size, sizes,
-                  batch_size, device, limit, fast, progress, figures, model, prep) -> dict:
+                  batch_size, device, limit, fast, progress, figures, model, prep, prefix_tokens=None,
+                  layout=None) -> dict:
     t0 = time.perf_counter()
     out, dest = Path(out), Path(dest)
     if model is None:
@@ -181,7 +187,8 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
     model.to(device)
     # the dissection is checked before any work: its model and layer here, its width once known
     dissected = None if dissection is None else _dissected_units(dissection, layer, model, model_spec)
-    ev = Evaluator(model, layer, prep, batch_size=batch_size, device=device, fast=fast, progress=progress)
+    ev = Evaluator(model, layer, prep, batch_size=batch_size, device=device, fast=fast, progress=progress,
+                   prefix_tokens=prefix_tokens, layout=layout)
     splits = {}
     for name, root in (("train", train), ("val", val)):
         imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress)
