@@ -638,6 +638,29 @@ def _prepare(run_dir, layer: str, concept: str, samples: int, seed: int, device,
     return info, model, seg, same, number, cname, order, ious, above, cut, z, C
 
 
+GRID_MIN_SHARE = 0.05   # a sample shown in the removal grid has at least this share of the concept
+
+
+def grid_samples(baseline: np.ndarray, k: int, concept: str, seed: int) -> tuple[np.ndarray, str]:
+    """The samples the removal grid shows, and how they were chosen, in words: the first ``k`` of the seed
+    (in order) whose label map is at least ``GRID_MIN_SHARE`` the concept; when fewer have that much, the
+    rest are those with the most of it.
+
+    >>> grid_samples(np.array([0., .2, .01, .3, .06]), 2, "sand", 2)[0].tolist()
+    [1, 3]
+    """
+    base = np.asarray(baseline, dtype=np.float64)
+    k = min(int(k), len(base))
+    ok = np.flatnonzero(base >= GRID_MIN_SHARE)[:k]
+    rule = (f"The samples are the first {k} of seed {seed}, in order, whose original image has at least "
+            f"{GRID_MIN_SHARE:.0%} of its label map labelled {concept}")
+    if len(ok) < k:
+        rest = [i for i in np.argsort(-base, kind="stable") if i not in set(ok.tolist())][:k - len(ok)]
+        ok = np.sort(np.concatenate([ok, np.asarray(rest, dtype=np.int64)]))
+        rule += f" (only {int((base >= GRID_MIN_SHARE).sum())} have; the others are those with the most {concept})"
+    return ok.astype(np.int64), rule + "."
+
+
 def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
                 batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
                 figures: bool = True) -> dict:
@@ -687,7 +710,9 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
         if grid > 0:
             n = 20 if 20 in sizes else max(sizes)
             i = sizes.index(n)
-            zb = z[:grid]
+            pick, rule = grid_samples(r["baseline"], grid, cname.split("/")[-1], seed)
+            summary["grid"] = {"samples": pick.tolist(), "rule": rule}
+            zb = z[torch.as_tensor(pick, dtype=torch.long)]
             act = cut.activations(zb)
             rows_img = []
             for label, units, frac in (("original", None, r["baseline"]),
@@ -698,8 +723,7 @@ def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: in
                     a = torch.zeros(C, device=cut.device)
                     a[torch.as_tensor(units, dtype=torch.long)] = 1
                 imgs = _uint8(cut.images(act, zb, a, 0.0))
-                rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}"
-                                               for k in range(len(zb))]))
+                rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}" for k in pick]))
             summary["figures"]["grid"] = fg.image_grid(out, "removal_grid", rows_img,
                                                        f"{cname} units removed at {layer} (seed {seed})")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -780,6 +804,8 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
                 a[b, torch.as_tensor(units), best[b] // w, best[b] % w] = 1
             before, after = _uint8(cut.images(act, zb)), _uint8(cut.images(act, zb, a, vfull))
             ctx = [seg.concepts[c - 1] if c else "(none)" for c in r["context"][:k].reshape(k, -1)[np.arange(k), best]]
+            summary["examples_rule"] = (f"The first {k} samples of seed {seed}; for each, the cell where switching "
+                                        f"the {n} units on adds the most {short} (its context in brackets).")
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
             added = [f"+{int(r['added'][b].reshape(-1)[best[b]])} px" for b in range(k)]
             summary["figures"]["examples"] = fg.image_grid(
