@@ -337,7 +337,8 @@ def test_a_painter_at_laptop_and_desktop_sizes(browser, served, size, tmp_path):
     for sel in ("#help-sliders", "#help-palette"):
         assert page.is_visible(sel) and len(page.inner_text(sel)) > 60
     # the palette says when it scrolls, and the sign is on screen
-    over = page.evaluate("(() => { const p = document.getElementById('palette'); return p.scrollHeight > p.clientHeight + 2; })()")
+    over = page.evaluate("(() => { const p = document.getElementById('palette');"
+                         " return p.scrollHeight > p.clientHeight + 2; })()")
     more = page.locator("#palette-more")
     assert more.is_visible() == over
     if over:

@@ -42,6 +42,9 @@ def test_the_story_page_links_every_step_and_every_link_resolves(demo):
         assert must in refs, must
     for ref in refs:
         assert not ref.startswith(("/", "http")), ref  # relative: the folder can be moved
+        if ref.startswith("#"):                         # the page's own sections
+            assert f'id="{ref[1:]}"' in page, ref
+            continue
         assert (demo / ref).exists(), ref
     assert "not written" not in page and "missing" not in page.split("<style>")[1].split("</style>")[1]
 
@@ -149,7 +152,8 @@ def browser():
 
 def figures_readable(page) -> list[dict]:
     """Each figure's shown width against its PNG's own width (img must have loaded)."""
-    page.wait_for_function("() => Array.from(document.querySelectorAll('figure img')).every(i => i.complete && i.naturalWidth)")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('figure img'))"
+                           ".every(i => i.complete && i.naturalWidth)")
     return page.evaluate("""() => Array.from(document.querySelectorAll('figure img')).map(i => ({
         src: i.getAttribute('src'), shown: i.getBoundingClientRect().width, natural: i.naturalWidth}))""")
 

@@ -338,7 +338,8 @@ def test_a_reader_at_laptop_and_desktop_sizes(browser, report, size, tmp_path):
                            arg=tid, timeout=15_000)
     save_shot(page, tmp_path, f"report-{size[0]}.png")
     # a strip opens enlarged: each tile at least its full size (the tile's pixels, not the card's shrunk copy)
-    shown = page.evaluate("(id) => document.getElementById(id).querySelector('canvas.act').getBoundingClientRect().width", tid)
+    shown = page.evaluate("(id) => document.getElementById(id).querySelector('canvas.act')"
+                          ".getBoundingClientRect().width", tid)
     page.click(f"#{tid} .strip")
     page.wait_for_selector("#zoom[open]")
     z = page.evaluate("""() => { const c = document.querySelector('#zoom-body canvas');
@@ -349,7 +350,8 @@ def test_a_reader_at_laptop_and_desktop_sizes(browser, report, size, tmp_path):
     # a chart opens at its full size
     page.evaluate("window.scrollTo(0, 0)")
     page.click(".layer-panel:not([hidden]) a.zoomable >> nth=0")
-    page.wait_for_function("() => { const i = document.querySelector('#zoom-body img'); return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function("() => { const i = document.querySelector('#zoom-body img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
     z = page.evaluate("""() => { const i = document.querySelector('#zoom-body img');
         return {w: i.getBoundingClientRect().width, natural: i.naturalWidth}; }""")
     assert abs(z["w"] - z["natural"]) <= 1, z

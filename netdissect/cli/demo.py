@@ -173,21 +173,21 @@ def _gan(args, out: Path, commands: list) -> dict:
     quiet = ["--quiet"] if args.quiet else []
     gan = out / "gan"
     _cli(["dissect", "--model", "zoo:world-gan", "--layer", "layer4", "--layer", "layer6",
-              "--samples", str(args.gan_samples), "--seed", "1", "--segmenter", "zoo:world-seg", "--out", str(gan),
-              *(["--resume"] if args.resume and (gan / ".work").exists() else []),
-              *(["--no-report"] if args.no_report else []), *quiet], commands,
-             "Network Dissection of a generator, labelled by a segmenter",
-             skip=args.resume and (gan / "summary.json").exists())
+          "--samples", str(args.gan_samples), "--seed", "1", "--segmenter", "zoo:world-seg", "--out", str(gan),
+          *(["--resume"] if args.resume and (gan / ".work").exists() else []),
+          *(["--no-report"] if args.no_report else []), *quiet], commands,
+         "Network Dissection of a generator, labelled by a segmenter",
+         skip=args.resume and (gan / "summary.json").exists())
     concept, n_units = top_concept(gan / "layer4" / "units.csv")
     print(f"zoo:world-gan layer4: {concept!r} has the most object detectors ({n_units}); editing its units")
     _cli(["gan", "remove", "--run", str(gan), "--layer", "layer4", "--concept", concept,
-              "--sizes", "1,2,4,8,16,20,30", "--samples", "200", "--seed", "2", "--out", str(out / "gan-remove"),
-              *quiet], commands, f"switching off the {concept} units",
-             skip=args.resume and (out / "gan-remove" / "removal.csv").exists())
+          "--sizes", "1,2,4,8,16,20,30", "--samples", "200", "--seed", "2", "--out", str(out / "gan-remove"),
+          *quiet], commands, f"switching off the {concept} units",
+         skip=args.resume and (out / "gan-remove" / "removal.csv").exists())
     _cli(["gan", "insert", "--run", str(gan), "--layer", "layer4", "--concept", concept, "--n", "20",
-              "--samples", "60", "--seed", "3", "--min-samples", "20", "--out", str(out / "gan-insert"), *quiet],
-             commands, f"switching on the {concept} units",
-             skip=args.resume and (out / "gan-insert" / "insertion.csv").exists())
+          "--samples", "60", "--seed", "3", "--min-samples", "20", "--out", str(out / "gan-insert"), *quiet],
+         commands, f"switching on the {concept} units",
+         skip=args.resume and (out / "gan-insert" / "insertion.csv").exists())
     commands.append(["paint with the units of layer4 yourself (then open the address it prints)",
                      ["paint", "--model", "zoo:world-gan", "--run", str(gan), "--layer", "layer4"]])
     return {"dir": "gan", "concept": concept, "detectors": n_units}

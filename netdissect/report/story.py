@@ -324,8 +324,8 @@ def write_story(out, story: dict, running: bool = False) -> Path:
     root = Path(out)
     parts = []
     if running:
-        parts.append('<section class="panel"><p>The demo is running: this page is rewritten with every step\'s '
-                     'results when it finishes.</p></section>')
+        parts.append('<section class="panel"><p>The demo is running (or stopped before it finished): this '
+                     'page is rewritten with every step\'s results when it finishes.</p></section>')
     toc = []
     if "dissect" in story:
         parts.append(_dissect(root, story["dissect"]))

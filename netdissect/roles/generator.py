@@ -788,9 +788,10 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
 
         short = cname.split("/")[-1]
         summary["figures"]["contexts"] = fg.insertion_contexts(
-            out, table, f"{short} inserted at {layer}: top {n} units, {policy}", f"{short} label pixels")
+            out, table, f"{short} inserted at {layer}: top {n} units, {policy}",
+            f"{short} label pixels (of {sh}x{sw})")
         summary["figures"]["map"] = fg.insertion_map(
-            out, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels")
+            out, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels (of {sh}x{sw})")
         if examples > 0 and len(rows):
             k = min(examples, samples)
             zb = z[:k]

@@ -275,6 +275,9 @@
       var done = document.readyState === "complete" && still >= 3;
       if (done || frames > 240) {
         stop();
+        Array.prototype.forEach.call(document.querySelectorAll(".card.target"), function (c) {
+          c.classList.remove("target"); });
+        el.classList.add("target");   // stays outlined: the unit the link or the jump named
         el.classList.remove("flash");
         void el.offsetWidth;
         el.classList.add("flash");
