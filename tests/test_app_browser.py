@@ -336,6 +336,8 @@ def test_a_painter_at_laptop_and_desktop_sizes(browser, served, size, tmp_path):
     # explained on screen, and visible
     for sel in ("#help-sliders", "#help-palette"):
         assert page.is_visible(sel) and len(page.inner_text(sel)) > 60
+    b = page.locator("#help-sliders").bounding_box()
+    assert b["y"] + b["height"] <= size[1], b               # on screen without scrolling
     # the palette says when it scrolls, and the sign is on screen
     over = page.evaluate("(() => { const p = document.getElementById('palette');"
                          " return p.scrollHeight > p.clientHeight + 2; })()")

@@ -36,6 +36,7 @@ font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,
 .top{background:#1c2330;color:#eef1f6;padding:20px 0 16px}.top a{color:#cfe0ff}
 .eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:11px;color:#9fb0c8}
 .top h1{font-size:24px;margin:4px 0 6px;font-weight:650;line-height:1.25}.top p{margin:0;color:#c9d3e2}
+.top code{background:#2c3546;color:#eef1f6}
 .wrap{max-width:1120px;margin:0 auto;padding:0 24px}
 nav.toc{display:flex;flex-wrap:wrap;gap:6px 18px;margin-top:10px;font-size:14px}
 section.panel{background:var(--card);border-radius:10px;box-shadow:0 1px 3px rgba(16,24,40,.08);padding:4px 22px 18px;
@@ -48,7 +49,7 @@ figcaption{font-size:13.5px;color:var(--muted);margin-top:4px;max-width:980px}
 .agree{background:#eaf6ec;border:1px solid #b5dcbc;border-radius:8px;padding:8px 12px;margin:10px 0}
 pre{background:#f6f6f8;padding:.8em;overflow:auto;font-size:13px}.missing{color:#a33}
 code{background:#f2f2f4;padding:0 .2em;font-size:13.5px}
-pre.cmd{white-space:pre-wrap;word-break:break-all;margin:4px 0 12px}
+pre.cmd{white-space:pre-wrap;overflow-wrap:anywhere;margin:4px 0 12px}
 table{border-collapse:collapse;font-size:13.5px;margin:8px 0}td,th{border:1px solid var(--line);padding:3px 7px;
 text-align:left}th{background:#f6f7f9}tr:nth-child(even) td{background:#fbfbfc}
 .scroll-x{overflow-x:auto}
@@ -198,12 +199,14 @@ def _trend_note(roles: dict) -> str:
         return f'<p class="agree">{ours} As in the paper, the trend rises.</p>'
     what = "falls: the opposite of the paper" if t["verdict"] == "falling" else \
         "is not measurably rising: the interval includes no trend at all"
-    small = min(t["per_count"].items(), key=lambda kv: kv[1])
+    top = max(t["per_count"])
+    small = (top, t["per_count"][top])
     return (f'<p class="note"><b>Our measurement differs from the paper.</b> {ours} The trend {what}. '
             f"Why it may differ: the paper ranked 512 units of VGG-16 conv5_3 against 365 scene classes, so many "
             f"units are important to several classes; here {n_classes} classes with their top {k} units each fill "
-            f"at most {n_classes * k} places, and the largest count holds only {small[1]} unit"
-            f"{'s' if small[1] != 1 else ''}, so its mean IoU rests on very few units; the model is a small "
+            f"at most {n_classes * k} places, and only {small[1]} unit{'s' if small[1] != 1 else ''} "
+            f"{'are' if small[1] != 1 else 'is'} important to {small[0]} classes, so that point rests on very few "
+            f"units; the model is a small "
             f"network trained on our synthetic world, whose concepts are not the paper's; and we measured one "
             f"training seed, so how much the trend moves from seed to seed is not measured here.</p>")
 
@@ -276,8 +279,8 @@ def _gan(root: Path, info: dict) -> str:
                     f"{'&times;'.join(str(v) for v in ins.get('cells', []))} grid at a time, on {ins.get('samples')} "
                     f"samples of seed {ins.get('seed')}: where it adds the concept depends on what the scene holds "
                     f"there. Added pixels are label pixels of the {sh} &times; {sw} label map ({sh * sw} per image).")
-        ex_cap = html.escape(ins.get("examples_rule") or "For each of the first samples of the seed, the cell "
-                             "where switching the units on adds the most.")
+        ex_cap = html.escape(ins.get("examples_rule") or "The first samples of the seed, each at the cell where "
+                             "switching the units on adds the most.")
     rel = "gan-remove/figures/"
     reli = "gan-insert/figures/"
     curve = figure_html(root, rel + "removal_curve.png", f"share of {info['concept']} removed against units removed",

@@ -794,24 +794,31 @@ def run_insertion(run_dir, layer: str, concept: str, n: int, value, samples: int
             out, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels (of {sh}x{sw})")
         if examples > 0 and len(rows):
             k = min(examples, samples)
-            zb = z[:k]
-            act = cut.activations(zb)
             h, w = r["shape"]
-            best = np.argmax(r["added"][:k].reshape(k, -1), 1)
+            flat = r["added"].reshape(len(r["added"]), -1)
+            # the k samples where one cell adds the most (in seed order), each at that cell: examples of
+            # insertion working, rather than of cells where it adds nothing
+            pick = np.sort(np.argsort(-flat.max(1), kind="stable")[:k])
+            best = np.argmax(flat[pick], 1)
+            zb = z[torch.as_tensor(pick, dtype=torch.long)]
+            act = cut.activations(zb)
             a = torch.zeros(k, C, h, w, device=cut.device)
             vfull = torch.zeros(C, device=cut.device)
             vfull[torch.as_tensor(units)] = torch.as_tensor(r["values"], dtype=torch.float32, device=cut.device)
             for b in range(k):
                 a[b, torch.as_tensor(units), best[b] // w, best[b] % w] = 1
             before, after = _uint8(cut.images(act, zb)), _uint8(cut.images(act, zb, a, vfull))
-            ctx = [seg.concepts[c - 1] if c else "(none)" for c in r["context"][:k].reshape(k, -1)[np.arange(k), best]]
-            summary["examples_rule"] = (f"The first {k} samples of seed {seed}; for each, the cell where switching "
-                                        f"the {n} units on adds the most {short} (its context in brackets).")
+            ctx = [seg.concepts[c - 1] if c else "(none)"
+                   for c in r["context"].reshape(len(r["context"]), -1)[pick, best]]
+            summary["examples_rule"] = (f"The {k} of the {samples} samples of seed {seed} where switching the "
+                                        f"{n} units on at one cell adds the most {short}, in seed order, each at "
+                                        f"that cell (its label before the edit in brackets).")
+            summary["examples"] = pick.tolist()
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
-            added = [f"+{int(r['added'][b].reshape(-1)[best[b]])} px" for b in range(k)]
+            added = [f"+{int(flat[i, bb])} px" for i, bb in zip(pick, best)]
             summary["figures"]["examples"] = fg.image_grid(
                 out, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
-                f"top {n} {short} units set at one cell (the cell adding most, per sample)")
+                f"top {n} {short} units set at one cell (the samples and cells adding most)")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "insertion.json", summary)
     return summary

@@ -103,7 +103,7 @@ async function start() {
   state.brush = Number(brush.value);
   $("brush-out").textContent = brush.value;
   showBrushCells();
-  if (state.info.value_policy) $("value-policy").textContent = state.info.value_policy;
+  if (state.info.value_policy) $("value-policy").title = `insertion value: the ${state.info.value_policy}`;
   fillMeta();
   fillPalette();
   bindControls();
@@ -124,7 +124,7 @@ function cellSize() {   // image pixels per cell of the layer (the larger side)
 
 function showBrushCells() {
   const cells = state.brush / cellSize();
-  $("brush-cells").textContent = `(now ${state.brush} px: ${cells.toFixed(1)} cells of the ${state.info.grid[0]}×${state.info.grid[1]} layer)`;
+  $("brush-cells").textContent = `(${state.brush} px = ${cells.toFixed(1)} cells of the ${state.info.grid[0]}×${state.info.grid[1]} layer)`;
 }
 
 function paletteOverflow() {   // a visible sign that the list scrolls, and how many concepts lie below
