@@ -129,7 +129,7 @@ def test_every_command_the_story_prints_runs(demo, tmp_path):
         if argv[1] == "paint":
             assert "--layer" in argv        # the demo's generator run has two layers
             app, painter, layer = build(build_parser().parse_args(argv[1:]))
-            client = TestClient(app)
+            client = TestClient(app, base_url="http://127.0.0.1")   # the app serves loopback hosts only
             assert client.get("/api/info").json()["layer"] == layer == "layer4"
             assert client.post("/api/render", json={"seed": 0, "strokes": []}).status_code == 200
             continue
