@@ -85,9 +85,10 @@ def visible_units(page, layer: int) -> list[dict]:
 
 
 def images_loaded(page, n: int = 4) -> None:
-    """The first n visible cards have drawn their strips (canvases, lazily, from the sheets)."""
+    """The first n visible cards (of the layer shown) have drawn their strips (canvases, lazily, from the sheets)."""
     page.wait_for_function("""(n) => {
-        const c = Array.from(document.querySelectorAll('.card:not([hidden]) canvas.act')).slice(0, n);
+        const c = Array.from(document.querySelectorAll('.column:not([hidden]) .card:not([hidden]) canvas.act'))
+            .slice(0, n);
         return c.length === n && c.every(x => x.dataset.state === 'drawn');
     }""", arg=n, timeout=15_000)
 
