@@ -22,6 +22,12 @@ def readable(fig, min_pt: float = MIN_PT) -> None:
     the pages show figures at their own size, so text of 8 pt is about 12 px on screen."""
     from matplotlib.text import Text
 
+    fig.canvas.draw()   # tick labels get their text (and so count as shown) when the figure is drawn
+    for ax in fig.axes:
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            sizes = [t.get_fontsize() for t in axis.get_ticklabels(which="both") if t.get_text()]
+            if sizes and min(sizes) < min_pt:
+                ax.tick_params(axis=name, which="both", labelsize=min_pt)
     for t in fig.findobj(Text):
         if t.get_visible() and t.get_text() and t.get_fontsize() < min_pt:
             t.set_fontsize(min_pt)
