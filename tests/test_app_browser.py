@@ -285,12 +285,99 @@ def test_a_refused_render_shows_the_message_in_the_page(browser, served):
     text = page.inner_text("#message")
     assert "unknown concept 'unicorn'" in text, text
     assert np.array_equal(decode(page.get_attribute("#result", "src")), plain)
+    assert "removed" in text and page.is_disabled("#undo")   # the refused stroke left the stack
     page.unroute("**/api/render", rewrite)
-    page.click("#undo")                                    # the page goes on working
+    drag_over(page, (0.3, 0.3, 0.5, 0.5))                  # the page goes on working
     wait_render(page, 2)
     assert page.is_hidden("#message")
+    assert page.locator("#edits .edit").count() == 1
     # the browser reports the 422 itself ("Failed to load resource"); nothing else may be logged
     watch.errors[:] = [e for e in watch.errors if "422" not in e]
     watch.bad[:] = [b for b in watch.bad if not b.startswith("422 ")]
+    watch.check()
+    page.close()
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_painter_at_laptop_and_desktop_sizes(browser, served, size, tmp_path):
+    """At 1366x768 and 1920x1080: a stroke with the default brush covers at least one whole cell of the layer
+    and changes the image there; the brush shows its size under the pointer; the palette says when it scrolls;
+    the counts and sliders are explained on screen; concepts with a colour of their own stroke in it; the image
+    is drawn smooth unless "sharp pixels" is ticked; and when the server does not answer, the message shows
+    beside the canvas and the failed stroke is gone."""
+    url, painter, _ = served
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    watch = Watch(page)
+    page.goto(url + "/", wait_until="load")
+    before = wait_render(page, 1)
+    info = page.evaluate("fetch('/api/info').then(r => r.json())")
+    (h, w), (gh, gw) = info["image_size"], info["grid"]
+    ch, cw = h // gh, w // gw
+    brush = int(page.input_value("#brush"))
+    assert brush >= 2 * max(ch, cw) - 1, (brush, ch, cw)
+    # the brush's outline follows the pointer
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    ring = page.evaluate("""() => { const o = document.getElementById('overlay');
+        const d = o.getContext('2d').getImageData(0, 0, o.width, o.height).data; let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
+    assert ring > 0
+    # one short stroke with the default brush, across the middle
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=6)
+    page.mouse.up()
+    after = wait_render(page, 2)
+    mask = decode(watch.bodies[-1][1]["strokes"][-1]["mask"]).max(axis=2) > 0
+    full = mask.reshape(gh, ch, gw, cw).all(axis=(1, 3))
+    assert full.any(), "the default brush covered no whole cell"
+    r, c = np.argwhere(full)[0]
+    cell = (slice(r * ch, (r + 1) * ch), slice(c * cw, (c + 1) * cw))
+    assert np.abs(after[cell].astype(int) - before[cell].astype(int)).max() > 0
+    # explained on screen, and visible
+    for sel in ("#help-sliders", "#help-palette"):
+        assert page.is_visible(sel) and len(page.inner_text(sel)) > 60
+    b = page.locator("#help-sliders").bounding_box()
+    assert b["y"] + b["height"] <= size[1], b               # on screen without scrolling
+    # the palette says when it scrolls, and the sign is on screen
+    over = page.evaluate("(() => { const p = document.getElementById('palette');"
+                         " return p.scrollHeight > p.clientHeight + 2; })()")
+    more = page.locator("#palette-more")
+    assert more.is_visible() == over
+    if over:
+        b = more.bounding_box()
+        assert b["y"] + b["height"] <= size[1]
+    # concepts with a colour of their own stroke in it
+    own = {"red-c": "rgb(224, 32, 27)", "green-c": "rgb(31, 174, 58)", "blue-c": "rgb(31, 95, 224)",
+           "water": "rgb(45, 95, 165)", "sand": "rgb(220, 200, 150)", "sky": "rgb(120, 174, 230)"}
+    names = [n for n in painter.palette if n.split("/")[-1] in own]
+    assert names
+    for n in names:
+        got = page.evaluate("(n) => getComputedStyle(document.querySelector(`.concept[data-name='${n}'] .swatch`))"
+                            ".backgroundColor", n)
+        assert got == own[n.split("/")[-1]], (n, got)
+    # smooth by default, sharp pixels on request
+    assert page.evaluate("getComputedStyle(document.getElementById('result')).imageRendering") == "auto"
+    page.check("#pixelated")
+    assert page.evaluate("getComputedStyle(document.getElementById('result')).imageRendering") == "pixelated"
+    page.uncheck("#pixelated")
+    if os.environ.get("NETDISSECT_DOCS_IMG"):
+        shot(page, tmp_path, f"paint-{size[0]}.png")
+    # the server does not answer: the message shows beside the canvas and the stroke is taken back
+    page.route("**/api/render", lambda route: route.abort())
+    n_before = page.locator("#edits .edit").count()
+    drag_over(page, (0.2, 0.2, 0.4, 0.3))
+    page.wait_for_selector("#message:not([hidden])", timeout=20_000)
+    m = page.locator("#message").bounding_box()
+    assert m["y"] >= 0 and m["y"] + m["height"] <= size[1], m
+    assert "did not answer" in page.inner_text("#message") and "removed" in page.inner_text("#message")
+    page.unroute("**/api/render")
+    assert page.evaluate("state.strokes.length") == 1      # the default-brush stroke only
+    assert page.locator("#edits .edit").count() == n_before
+    page.mouse.move(1, 1)                                  # off the canvas: no brush ring; the stroke's tint gone
+    assert page.evaluate("""() => { const o = document.getElementById('overlay');
+        return o.getContext('2d').getImageData(0, 0, o.width, o.height).data.every(v => v === 0); }""")
+    # chromium logs the aborted request; nothing else may be logged
+    watch.errors[:] = [e for e in watch.errors if "ERR_FAILED" not in e]
+    watch.bad[:] = [b for b in watch.bad if "/api/render" not in b]
     watch.check()
     page.close()

@@ -85,11 +85,17 @@ def visible_units(page, layer: int) -> list[dict]:
 
 
 def images_loaded(page, n: int = 4) -> None:
-    """The first n visible cards have drawn their strips (canvases, lazily, from the sheets)."""
+    """The first n visible cards (of the layer shown) have drawn their strips (canvases, lazily, from the sheets)."""
     page.wait_for_function("""(n) => {
-        const c = Array.from(document.querySelectorAll('.card:not([hidden]) canvas.act')).slice(0, n);
+        const c = Array.from(document.querySelectorAll('.column:not([hidden]) .card:not([hidden]) canvas.act'))
+            .slice(0, n);
         return c.length === n && c.every(x => x.dataset.state === 'drawn');
     }""", arg=n, timeout=15_000)
+
+
+def settled(page, card_id: str) -> None:
+    """The page has scrolled to the card and stopped moving it (report.js marks it data-settled)."""
+    page.wait_for_function("(id) => document.getElementById(id).dataset.settled", arg=card_id, timeout=15_000)
 
 
 def canvas_pixels(page, card_id: str, which: str = "act") -> np.ndarray:
@@ -110,7 +116,15 @@ def test_report_in_chromium(browser, server, report, tmp_path):
     data = page.evaluate("window.netdissectReport.data")
     total = len(data["units"])
     assert page.locator(".card").count() == total
-    assert page.locator("#count").inner_text() == f"Showing {total} of {total} units"
+    n1 = sum(1 for u in data["units"] if u["layer"] == 1)
+    n0 = total - n1
+    # one layer at a time: the first tab is shown
+    assert page.locator("#count").inner_text() == f"Showing {n0} of {n0} units of {data['layers'][0]['name']}"
+    assert page.locator('.column[data-layer="1"]').is_hidden()
+    page.click(".layer-tab >> nth=1")
+    assert page.locator('.column[data-layer="0"]').is_hidden() and page.locator('.column[data-layer="1"]').is_visible()
+    assert page.get_attribute(".layer-tab >> nth=1", "aria-selected") == "true"
+    assert page.evaluate("location.hash") == f"#{data['layers'][1]['id']}"
     # summary charts render
     assert page.evaluate("Array.from(document.querySelectorAll('#summary img'))"
                          ".every(i => i.complete && i.naturalWidth > 0)")
@@ -138,27 +152,20 @@ def test_report_in_chromium(browser, server, report, tmp_path):
 
     # filtering: by category, detector flag and label text hides cards
     page.select_option("#category", "color")
-    shown = visible_units(page, 0) + visible_units(page, 1)
-    assert 0 < len(shown) < total and {u["cat"] for u in shown} == {"color"}
-    assert page.locator(".card[hidden]").count() == total - len(shown)
+    shown = visible_units(page, 1)
+    assert 0 < len(shown) < n1 and {u["cat"] for u in shown} == {"color"}
+    assert page.locator('.column[data-layer="1"] .card[hidden]').count() == n1 - len(shown)
     page.select_option("#category", "")
     page.select_option("#detector", "0")
-    shown = visible_units(page, 0) + visible_units(page, 1)
+    shown = visible_units(page, 1)
     assert shown and not any(u["det"] for u in shown)
     page.select_option("#detector", "")
     page.fill("#search", "dis")
-    shown = visible_units(page, 0) + visible_units(page, 1)
+    shown = visible_units(page, 1)
     assert shown and all("dis" in u["label"] for u in shown)
-    assert page.locator("#count").inner_text() == f"Showing {len(shown)} of {total} units"
+    assert page.locator("#count").inner_text() == f"Showing {len(shown)} of {n1} units of {data['layers'][1]['name']}"
     page.fill("#search", "")
-
-    # layer toggle hides a whole column; layers otherwise side by side
-    boxes = page.locator(".layer-toggle")
-    boxes.nth(0).uncheck()
-    assert page.locator('.column[data-layer="0"]').is_hidden()
-    boxes.nth(0).check()
-    left, right = (page.locator(f'.column[data-layer="{i}"]').bounding_box() for i in (0, 1))
-    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 2
+    page.click(".layer-tab >> nth=0")
 
     # jump to a unit that the current filter hides: filters are cleared, the card is shown
     target = next(u for u in data["units"] if u["layer"] == 1 and u["cat"] != "color" and u["unit"] > 20)
@@ -168,6 +175,7 @@ def test_report_in_chromium(browser, server, report, tmp_path):
     page.click("#jump-go")
     card = page.locator(f"#{data['layers'][1]['id']}-{target['unit']}")
     assert card.is_visible()
+    settled(page, card.get_attribute("id"))
     assert "flash" in card.get_attribute("class")
     assert page.evaluate("""(id) => { const r = document.getElementById(id).getBoundingClientRect();
         return r.top >= 0 && r.bottom <= innerHeight; }""", f"{data['layers'][1]['id']}-{target['unit']}")
@@ -277,5 +285,76 @@ def test_report_of_a_big_layer_draws_only_what_is_on_screen(browser, tmp_path):
     page.wait_for_function("() => Array.from(document.querySelectorAll('.card')).slice(-3)"
                            ".every(c => c.querySelector('canvas.act').dataset.state === 'drawn')", timeout=15_000)
     save_shot(page, tmp_path, "report-big-bottom.png")
+    watch.check()
+    page.close()
+
+
+READER_SIZES = [(1366, 768), (1920, 1080)]
+
+
+def in_view_below_toolbar(page, card_id: str) -> dict:
+    return page.evaluate("""(id) => { const r = document.getElementById(id).getBoundingClientRect();
+        const bar = document.getElementById('toolbar').getBoundingClientRect();
+        return {top: r.top, bottom: r.bottom, bar: bar.bottom, h: innerHeight,
+                ok: r.top >= bar.bottom - 0.5 && r.bottom <= innerHeight + 0.5}; }""", card_id)
+
+
+@pytest.mark.parametrize("size", READER_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_reader_at_laptop_and_desktop_sizes(browser, report, size, tmp_path):
+    """What a reader needs at 1366x768 and 1920x1080: a deep link opens its unit's layer with the card in view,
+    below the sticky toolbar, with no horizontal scrolling; "Jump to" lands there on the first press; a strip
+    and a chart open enlarged."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    watch = Watch(page)
+    page.goto((report / "index.html").as_uri(), wait_until="load")
+    data = page.evaluate("window.netdissectReport.data")
+    L1 = data["layers"][1]
+    # a deep link to a unit far down the second layer (default sort: by IoU), in the #LAYER/UNIT form
+    order = sorted((u for u in data["units"] if u["layer"] == 1), key=lambda u: (-u["iou"], u["unit"]))
+    deep = order[-3]["unit"]
+    page.goto((report / "index.html").as_uri() + f"#{L1['id']}/{deep}", wait_until="load")
+    page.reload(wait_until="load")  # a fresh load with the hash (goto to the same file with a hash only scrolls)
+    card_id = f"{L1['id']}-{deep}"
+    settled(page, card_id)
+    assert page.evaluate("window.netdissectReport.current()") == 1
+    pos = in_view_below_toolbar(page, card_id)
+    assert pos["ok"], pos
+    # no horizontal scroll: the page is no wider than the window and every card of the layer fits in it
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert page.evaluate("""() => Array.from(document.querySelectorAll('.column:not([hidden]) .card'))
+        .every(c => c.getBoundingClientRect().right <= document.documentElement.clientWidth)""")
+    # "Jump to": another unit of the first layer, in view below the toolbar after the first press
+    page.evaluate("window.scrollTo(0, 0)")
+    target = next(u["unit"] for u in sorted((u for u in data["units"] if u["layer"] == 0),
+                                            key=lambda u: (-u["iou"], u["unit"]))[-5:])
+    page.select_option("#jump-layer", "0")
+    page.fill("#jump-unit", str(target))
+    page.click("#jump-go")
+    tid = f"{data['layers'][0]['id']}-{target}"
+    settled(page, tid)
+    pos = in_view_below_toolbar(page, tid)
+    assert pos["ok"], pos
+    assert "flash" in page.get_attribute(f"#{tid}", "class")
+    page.wait_for_function("(id) => document.getElementById(id).querySelector('canvas.act').dataset.state === 'drawn'",
+                           arg=tid, timeout=15_000)
+    save_shot(page, tmp_path, f"report-{size[0]}.png")
+    # a strip opens enlarged: each tile at least its full size (the tile's pixels, not the card's shrunk copy)
+    shown = page.evaluate("(id) => document.getElementById(id).querySelector('canvas.act')"
+                          ".getBoundingClientRect().width", tid)
+    page.click(f"#{tid} .strip")
+    page.wait_for_selector("#zoom[open]")
+    z = page.evaluate("""() => { const c = document.querySelector('#zoom-body canvas');
+        return {w: c.getBoundingClientRect().width, natural: c.width}; }""")
+    assert z["w"] >= z["natural"] - 1 and z["w"] > shown * 1.3, (z, shown)
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#zoom:not([open])", state="attached")
+    # a chart opens at its full size
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click(".layer-panel:not([hidden]) a.zoomable >> nth=0")
+    page.wait_for_function("() => { const i = document.querySelector('#zoom-body img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    z = page.evaluate("""() => { const i = document.querySelector('#zoom-body img');
+        return {w: i.getBoundingClientRect().width, natural: i.naturalWidth}; }""")
+    assert abs(z["w"] - z["natural"]) <= 1, z
     watch.check()
     page.close()

@@ -11,8 +11,9 @@
    of the object concept with the most detectors on other samples (seed 2; ``gan-remove/``) and
    switches them on one cell at a time (seed 3; ``gan-insert/``).
 
-``index.html`` in ``--out`` links the reports and figures of every step.  ``--parts`` runs a
-subset; ``--resume`` continues an interrupted demo and skips finished steps.
+``index.html`` in ``--out`` links the reports and figures of every step and prints the command line
+of every step as the demo ran it (each step runs through the CLI, so each printed command is one that
+ran).  ``--parts`` runs a subset; ``--resume`` continues an interrupted demo and skips finished steps.
 """
 from __future__ import annotations
 
@@ -54,10 +55,16 @@ def _parts(value: str) -> list[str]:
     return parts
 
 
-def _cli(argv: list[str]) -> None:
+def _cli(argv: list[str], commands: list | None = None, what: str = "", skip: bool = False) -> None:
+    """Run ``netdissect ARGV`` (unless ``skip``: a step --resume finds done); record it for the story page
+    (without --quiet, --resume and --no-report, which change how it runs, not what it computes)."""
     from netdissect.cli import main
     from netdissect.errors import NetDissectError
 
+    if commands is not None:
+        commands.append([what, [a for a in argv if a not in ("--quiet", "--resume", "--no-report")]])
+    if skip:
+        return
     code = main(argv)
     if code:
         raise NetDissectError(f"demo step `netdissect {' '.join(argv)}` failed (exit {code})")
@@ -84,23 +91,25 @@ def top_concept(units_csv: Path, category: str = "object") -> tuple[str, int]:
 def run(args) -> int:
     parts = _parts(args.parts)
     out = Path(args.out)
-    story: dict = {}
-    if "dissect" in parts:
-        story["dissect"] = _dissect(args, out)
-    if "roles" in parts:
-        story["roles"] = _roles(args, out)
-    if "gan" in parts:
-        story["gan"] = _gan(args, out)
+    story: dict = {"commands": []}
     if not args.no_report:
         from netdissect.report.story import write_story
 
+        # a first page now, so that the reports written below find it and link back to it
+        write_story(out, {}, running=True)
+    if "dissect" in parts:
+        story["dissect"] = _dissect(args, out, story["commands"])
+    if "roles" in parts:
+        story["roles"] = _roles(args, out, story["commands"])
+    if "gan" in parts:
+        story["gan"] = _gan(args, out, story["commands"])
+    if not args.no_report:
         print(f"the whole story: {write_story(out, story)}")
     return 0
 
 
-def _dissect(args, out: Path) -> dict:
-    from netdissect.data.synth.export import write_world
-    from netdissect.dissection import dissect
+def _dissect(args, out: Path, commands: list) -> dict:
+    from netdissect.dissection import load
     from netdissect.models.zoo import load_zoo_model
 
     if not args.model.startswith("zoo:"):
@@ -109,70 +118,76 @@ def _dissect(args, out: Path) -> dict:
         raise ModelError(f"demo runs a zoo model (zoo:NAME), got {args.model!r}; use `netdissect dissect` for others")
     _, meta = load_zoo_model(args.model[4:])
     size = args.size or meta["input_size"]
-    probe = out / f"probe_seed{PROBE_SEED}_n{args.n}_{size}px"
-    if not (probe / "index.csv").exists():
-        print(f"writing probe set: {args.n} images, seed {PROBE_SEED}, {size} px -> {probe}")
-        write_world(probe, n=args.n, seed=PROBE_SEED, size=size, overwrite=True, progress=not args.quiet)
+    quiet = ["--quiet"] if args.quiet else []
+    probe = _world(out, PROBE_SEED, args.n, size, args.quiet, commands,
+                   "the probe set: a synthetic world never used in training")
     run_dir = out / "run"
-    result = dissect(args.model, meta["layers"], probe, out=run_dir, quantile=args.quantile,
-                     num_workers=args.workers, resume=args.resume or (run_dir / ".work").exists(),
-                     progress=not args.quiet)
+    argv = ["dissect", "--model", args.model, *[a for layer in meta["layers"] for a in ("--layer", layer)],
+            "--dataset", str(probe), "--out", str(run_dir), "--quantile", str(args.quantile)]
+    if args.workers is not None:
+        argv += ["--workers", str(args.workers)]
+    resume = ["--resume"] if (args.resume or (run_dir / ".work").exists()) else []
+    _cli(argv + resume + (["--no-report"] if args.no_report else []) + quiet, commands,
+         "Network Dissection of every conv stage", skip=args.resume and (run_dir / "summary.json").exists())
+    result = load(run_dir)
     print()
     print(f"{args.model}: unique detectors per category (IoU > {result.summary['config']['iou_threshold']}, "
           f"q = {args.quantile}, {result.summary['dataset']['n_used']} probe images)")
     print(result.table())
-    if not args.no_report:
-        from netdissect.report import write_report
-
-        print(f"report: {write_report(run_dir)}")
     print(f"results: {run_dir}")
     return {"run": "run", "model": args.model, "table": result.table(), "probe": probe.name,
             "n": result.summary["dataset"]["n_used"]}
 
 
-def _world(out: Path, seed: int, n: int, size: int, quiet: bool) -> Path:
-    from netdissect.data.synth.export import write_world
-
+def _world(out: Path, seed: int, n: int, size: int, quiet: bool, commands: list | None = None,
+           what: str = "") -> Path:
     folder = out / f"probe_seed{seed}_n{n}_{size}px"
+    argv = ["synth", "--out", str(folder), "--n", str(n), "--seed", str(seed), "--size", str(size), "--overwrite"]
     if not (folder / "index.csv").exists():
         print(f"writing world set: {n} images, seed {seed}, {size} px -> {folder}")
-        write_world(folder, n=n, seed=seed, size=size, overwrite=True, progress=not quiet)
+        _cli(argv + (["--quiet"] if quiet else []), commands, what)
+    elif commands is not None:
+        commands.append([what, argv])
     return folder
 
 
-def _roles(args, out: Path) -> dict:
+def _roles(args, out: Path, commands: list) -> dict:
     from netdissect.models.zoo import load_zoo_model
 
     _, meta = load_zoo_model(args.model[4:])
     size = args.size or meta["input_size"]
-    train = _world(out, ROLES_SEED, args.n, size, args.quiet)
+    train = _world(out, ROLES_SEED, args.n, size, args.quiet, commands, "the set the units are ranked on")
     val = _world(out, PROBE_SEED, args.n, size, args.quiet)
     layer = meta["layers"][-1]
     roles = out / "roles"
-    if not (args.resume and (roles / "roles.json").exists()):
-        argv = ["ablate", "--model", args.model, "--layer", layer, "--train", str(train), "--val", str(val),
-                "--out", str(roles), "--sizes", "1,2,4,8,16,20,32,64"]
-        if (out / "run" / "summary.json").exists():
-            argv += ["--dissection", str(out / "run")]
-        _cli(argv + (["--quiet"] if args.quiet else []))
+    argv = ["ablate", "--model", args.model, "--layer", layer, "--train", str(train), "--val", str(val),
+            "--out", str(roles), "--sizes", "1,2,4,8,16,20,32,64"]
+    if (out / "run" / "summary.json").exists():
+        argv += ["--dissection", str(out / "run")]
+    _cli(argv + (["--quiet"] if args.quiet else []), commands, "the role of conv5's units (PNAS 2020)",
+         skip=args.resume and (roles / "roles.json").exists())
     return {"dir": "roles", "layer": layer}
 
 
-def _gan(args, out: Path) -> dict:
+def _gan(args, out: Path, commands: list) -> dict:
     quiet = ["--quiet"] if args.quiet else []
     gan = out / "gan"
-    if not (args.resume and (gan / "summary.json").exists()):
-        _cli(["dissect", "--model", "zoo:world-gan", "--layer", "layer4", "--layer", "layer6",
-              "--samples", str(args.gan_samples), "--seed", "1", "--segmenter", "zoo:world-seg", "--out", str(gan),
-              *(["--resume"] if args.resume and (gan / ".work").exists() else []),
-              *(["--no-report"] if args.no_report else []), *quiet])
+    _cli(["dissect", "--model", "zoo:world-gan", "--layer", "layer4", "--layer", "layer6",
+          "--samples", str(args.gan_samples), "--seed", "1", "--segmenter", "zoo:world-seg", "--out", str(gan),
+          *(["--resume"] if args.resume and (gan / ".work").exists() else []),
+          *(["--no-report"] if args.no_report else []), *quiet], commands,
+         "Network Dissection of a generator, labelled by a segmenter",
+         skip=args.resume and (gan / "summary.json").exists())
     concept, n_units = top_concept(gan / "layer4" / "units.csv")
     print(f"zoo:world-gan layer4: {concept!r} has the most object detectors ({n_units}); editing its units")
-    if not (args.resume and (out / "gan-remove" / "removal.csv").exists()):
-        _cli(["gan", "remove", "--run", str(gan), "--layer", "layer4", "--concept", concept,
-              "--sizes", "1,2,4,8,16,20,30", "--samples", "200", "--seed", "2", "--out", str(out / "gan-remove"),
-              *quiet])
-    if not (args.resume and (out / "gan-insert" / "insertion.csv").exists()):
-        _cli(["gan", "insert", "--run", str(gan), "--layer", "layer4", "--concept", concept, "--n", "20",
-              "--samples", "60", "--seed", "3", "--min-samples", "20", "--out", str(out / "gan-insert"), *quiet])
+    _cli(["gan", "remove", "--run", str(gan), "--layer", "layer4", "--concept", concept,
+          "--sizes", "1,2,4,8,16,20,30", "--samples", "200", "--seed", "2", "--out", str(out / "gan-remove"),
+          *quiet], commands, f"switching off the {concept} units",
+         skip=args.resume and (out / "gan-remove" / "removal.csv").exists())
+    _cli(["gan", "insert", "--run", str(gan), "--layer", "layer4", "--concept", concept, "--n", "20",
+          "--samples", "60", "--seed", "3", "--min-samples", "20", "--out", str(out / "gan-insert"), *quiet],
+         commands, f"switching on the {concept} units",
+         skip=args.resume and (out / "gan-insert" / "insertion.csv").exists())
+    commands.append(["paint with the units of layer4 yourself (then open the address it prints)",
+                     ["paint", "--model", "zoo:world-gan", "--run", str(gan), "--layer", "layer4"]])
     return {"dir": "gan", "concept": concept, "detectors": n_units}

@@ -35,6 +35,7 @@ from netdissect.report.palette import category_colors, ordered_categories
 from netdissect.report.records import layer_stats, unit_records
 from netdissect.report.run import load_run
 from netdissect.report.assets import AssetWriter, check_out_dir
+from netdissect.report.story import story_link
 
 
 def safe_name(name: str) -> str:
@@ -232,6 +233,7 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         n_detectors=sum(1 for u in units if u["det"]),
         css=_template("report.css"), js=_template("report.js"), data_json=_json_for_script(data),
         run_name=run.root.resolve().name, outlines=source.masks, labels=run.summary.get("labels") or {},
+        home=story_link(out),
     )
     index = write_text(out / "index.html", page)
     # Only now that the new page is in place: drop files the old page used and the new one does not.

@@ -13,10 +13,31 @@ def _plt():
     return plt
 
 
+DPI = 110
+MIN_PT = 8   # smallest text in a figure: 8 pt at 110 dpi is 12 px at the PNG's own size
+
+
+def readable(fig, min_pt: float = MIN_PT) -> None:
+    """Raise every visible text of ``fig`` smaller than ``min_pt`` points to ``min_pt`` (tick labels included):
+    the pages show figures at their own size, so text of 8 pt is about 12 px on screen."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()   # tick labels get their text (and so count as shown) when the figure is drawn
+    for ax in fig.axes:
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            sizes = [t.get_fontsize() for t in axis.get_ticklabels(which="both") if t.get_text()]
+            if sizes and min(sizes) < min_pt:
+                ax.tick_params(axis=name, which="both", labelsize=min_pt)
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text() and t.get_fontsize() < min_pt:
+            t.set_fontsize(min_pt)
+
+
 def _save(fig, out: Path, name: str) -> list[str]:
     from netdissect.atomic import save_figures
 
-    paths = save_figures(out / "figures" / name, fig, dpi=110, bbox_inches="tight")
+    readable(fig)
+    paths = save_figures(out / "figures" / name, fig, dpi=DPI, bbox_inches="tight")
     return [str(p.relative_to(out)) for p in paths]
 
 
@@ -31,7 +52,7 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
     # 1. per class: balanced accuracy and all-class accuracy as the most important units are removed
     cols = min(4, K)
     rows = (K + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.1 * rows + 0.7), squeeze=False)
     for y in range(rows * cols):
         ax = axes[y // cols][y % cols]
         if y >= K:
@@ -41,16 +62,22 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
                                  ("all_but_most_important", "--", "only most important kept")):
             pts = sorted(rem.get((y, mode), []))
             ns = [p[0] for p in pts]
-            ax.plot(ns, [p[1] for p in pts], "C0" + style, marker="o", ms=3, label=f"{classes[y]}: {lab}")
+            ax.plot(ns, [p[1] for p in pts], "C0" + style, marker="o", ms=3, label=f"this class: {lab}")
             ax.plot(ns, [p[2] for p in pts], "C1" + style, marker=".", ms=3, label=f"all classes: {lab}")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1.02)
         ax.axhline(0.5, color="grey", lw=0.5)
-        ax.set_title(classes[y], fontsize=9)
-        ax.set_xlabel("units (n)", fontsize=8)
-    axes[0][0].legend(fontsize=6, loc="lower left")
-    fig.suptitle(f"{summary['layer']}: class balanced accuracy (blue) and all-class accuracy (orange), val")
-    fig.tight_layout()
+        ax.set_title(classes[y], fontsize=10)
+        ax.set_xlabel("units (n)", fontsize=9)
+        ax.set_ylabel("accuracy (val)", fontsize=9)
+        ax.tick_params(labelsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(f"{summary['layer']}: removing each class's most important units (val)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    # one legend for every panel, below them, where it hides no curve
+    fig.legend(handles, [lab.replace("this class", "the panel's class (balanced accuracy)")
+                         .replace("all classes", "all classes (accuracy)") for lab in labels],
+               loc="lower center", ncol=2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.0))
     figs["removal"] = _save(fig, out, "removal")
     # 2. importance vs interpretability
     counts = np.asarray(summary["importance_count"])
@@ -67,7 +94,7 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
         ax.set_xticks(xs)  # counts of classes: whole numbers
         for c, m in zip(xs, ms):
             ax.annotate(f"{int((counts == c).sum())} units", (c, m), xytext=(5, 4), textcoords="offset points",
-                        fontsize=7)
+                        fontsize=9)
         ax.set_xlabel(f"classes for which the unit is in the top {summary['top_k']}")
         ax.set_ylabel("best IoU (mean, s.e.)")
         figs["importance_vs_iou"] = _save(fig, out, "importance_vs_iou")
@@ -75,7 +102,7 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
     best = {}
     for y, u, t, tr, va in uc:
         best.setdefault(y, (u, t, tr, va))
-    fig, ax = plt.subplots(figsize=(1.1 * K + 1.5, 3.2))
+    fig, ax = plt.subplots(figsize=(min(9.0, 1.0 * K + 1.2), 3.4))
     rng = np.random.default_rng(0)
     vp, vy = peaks["val"], splits["val"]["y"]
     for y in range(K):
@@ -86,9 +113,10 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
         ax.scatter(y + 0.2 + rng.uniform(-0.12, 0.12, len(pos)), pos, s=2, c="C3", alpha=0.6)
         ax.hlines(t, y - 0.4, y + 0.4, color="k", lw=1)
     ax.set_xticks(range(K))
-    ax.set_xticklabels([f"{classes[y]}\nunit {best[y][0]}\n{best[y][3]:.2f}" for y in range(K)], fontsize=6)
+    ax.set_xticklabels([f"{classes[y]}\nunit {best[y][0]}\n{best[y][3]:.2f}" for y in range(K)], fontsize=8)
+    ax.set_xlabel("class, its best unit, that unit's val balanced accuracy", fontsize=9)
     ax.set_ylabel("peak activation (val)")
-    ax.set_title("best single unit per class: class (red) vs others (grey), threshold from train", fontsize=8)
+    ax.set_title("best single unit per class: class (red) vs others (grey), threshold from train", fontsize=9)
     figs["unit_classifiers"] = _save(fig, out, "unit_classifiers")
     summary["figures"] = figs
     return figs

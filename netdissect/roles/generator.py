@@ -686,6 +686,29 @@ def _prepare(run_dir, layer: str, concept: str, samples: int, seed: int, device,
     return info, model, seg, same, number, cname, order, ious, above, cut, z, C
 
 
+GRID_MIN_SHARE = 0.05   # a sample shown in the removal grid has at least this share of the concept
+
+
+def grid_samples(baseline: np.ndarray, k: int, concept: str, seed: int) -> tuple[np.ndarray, str]:
+    """The samples the removal grid shows, and how they were chosen, in words: the first ``k`` of the seed
+    (in order) whose label map is at least ``GRID_MIN_SHARE`` the concept; when fewer have that much, the
+    rest are those with the most of it.
+
+    >>> grid_samples(np.array([0., .2, .01, .3, .06]), 2, "sand", 2)[0].tolist()
+    [1, 3]
+    """
+    base = np.asarray(baseline, dtype=np.float64)
+    k = min(int(k), len(base))
+    ok = np.flatnonzero(base >= GRID_MIN_SHARE)[:k]
+    rule = (f"The samples are the first {k} of seed {seed}, in order, whose original image has at least "
+            f"{GRID_MIN_SHARE:.0%} of its label map labelled {concept}")
+    if len(ok) < k:
+        rest = [i for i in np.argsort(-base, kind="stable") if i not in set(ok.tolist())][:k - len(ok)]
+        ok = np.sort(np.concatenate([ok, np.asarray(rest, dtype=np.int64)]))
+        rule += f" (only {int((base >= GRID_MIN_SHARE).sum())} have; the others are those with the most {concept})"
+    return ok.astype(np.int64), rule + "."
+
+
 def run_removal(run_dir, layer: str, concept: str, sizes, samples: int, seed: int, out, *, control_seed: int = 0,
                 batch_size: int = 32, device="cpu", fast: bool = True, progress: bool = True, grid: int = 8,
                 figures: bool = True) -> dict:
@@ -756,7 +779,9 @@ def _run_removal(run_dir, layer, concept, sizes, samples, seed, out, dest, *, co
         if grid > 0:
             n = 20 if 20 in sizes else max(sizes)
             i = sizes.index(n)
-            zb = z[:grid]
+            pick, rule = grid_samples(r["baseline"], grid, cname.split("/")[-1], seed)
+            summary["grid"] = {"samples": pick.tolist(), "rule": rule}
+            zb = z[torch.as_tensor(pick, dtype=torch.long)]
             act = cut.activations(zb)
             rows_img = []
             for label, units, frac in (("original", None, r["baseline"]),
@@ -767,8 +792,7 @@ def _run_removal(run_dir, layer, concept, sizes, samples, seed, out, dest, *, co
                     a = torch.zeros(C, device=cut.device)
                     a[torch.as_tensor(units, dtype=torch.long)] = 1
                 imgs = _uint8(cut.images(act, zb, a, 0.0))
-                rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}"
-                                               for k in range(len(zb))]))
+                rows_img.append((label, imgs, [f"{100 * frac[k]:.0f}% {cname.split('/')[-1]}" for k in pick]))
             summary["figures"]["grid"] = fg.image_grid(dest, "removal_grid", rows_img,
                                                        f"{cname} units removed at {layer} (seed {seed})")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -848,27 +872,37 @@ def _run_insertion(run_dir, layer, concept, n, value, samples, seed, out, dest, 
 
         short = cname.split("/")[-1]
         summary["figures"]["contexts"] = fg.insertion_contexts(
-            dest, table, f"{short} inserted at {layer}: top {n} units, {policy}", f"{short} label pixels")
+            dest, table, f"{short} inserted at {layer}: top {n} units, {policy}",
+            f"{short} label pixels (of {sh}x{sw})")
         summary["figures"]["map"] = fg.insertion_map(
-            dest, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels")
+            dest, cell_mean, f"{short} added by cell ({samples} samples)", f"{short} label pixels (of {sh}x{sw})")
         if examples > 0 and len(rows):
             k = min(examples, samples)
-            zb = z[:k]
-            act = cut.activations(zb)
             h, w = r["shape"]
-            best = np.argmax(r["added"][:k].reshape(k, -1), 1)
+            flat = r["added"].reshape(len(r["added"]), -1)
+            # the k samples where one cell adds the most (in seed order), each at that cell: examples of
+            # insertion working, rather than of cells where it adds nothing
+            pick = np.sort(np.argsort(-flat.max(1), kind="stable")[:k])
+            best = np.argmax(flat[pick], 1)
+            zb = z[torch.as_tensor(pick, dtype=torch.long)]
+            act = cut.activations(zb)
             a = torch.zeros(k, C, h, w, device=cut.device)
             vfull = torch.zeros(C, device=cut.device)
             vfull[torch.as_tensor(units)] = torch.as_tensor(r["values"], dtype=torch.float32, device=cut.device)
             for b in range(k):
                 a[b, torch.as_tensor(units), best[b] // w, best[b] % w] = 1
             before, after = _uint8(cut.images(act, zb)), _uint8(cut.images(act, zb, a, vfull))
-            ctx = [seg.concepts[c - 1] if c else "(none)" for c in r["context"][:k].reshape(k, -1)[np.arange(k), best]]
+            ctx = [seg.concepts[c - 1] if c else "(none)"
+                   for c in r["context"].reshape(len(r["context"]), -1)[pick, best]]
+            summary["examples_rule"] = (f"The {k} of the {samples} samples of seed {seed} where switching the "
+                                        f"{n} units on at one cell adds the most {short}, in seed order, each at "
+                                        f"that cell (its label before the edit in brackets).")
+            summary["examples"] = pick.tolist()
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
-            added = [f"+{int(r['added'][b].reshape(-1)[best[b]])} px" for b in range(k)]
+            added = [f"+{int(flat[i, bb])} px" for i, bb in zip(pick, best)]
             summary["figures"]["examples"] = fg.image_grid(
                 dest, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
-                f"top {n} {short} units set at one cell (the cell adding most, per sample)")
+                f"top {n} {short} units set at one cell (the samples and cells adding most)")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(dest / "insertion.json", summary)
     return summary

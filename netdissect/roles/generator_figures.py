@@ -15,8 +15,10 @@ def _plt():
 
 def _save(fig, out: Path, name: str) -> list[str]:
     from netdissect.atomic import save_figures
+    from netdissect.roles.figures import DPI, readable
 
-    paths = save_figures(Path(out) / "figures" / name, fig, dpi=110, bbox_inches="tight")
+    readable(fig)
+    paths = save_figures(Path(out) / "figures" / name, fig, dpi=DPI, bbox_inches="tight")
     return [str(p.relative_to(out)) for p in paths]
 
 
@@ -42,8 +44,9 @@ def removal_curve(out: Path, rows: list[dict], title: str, paper: tuple | None =
     ax.set_ylabel("share of concept pixels removed\n(99% interval: 2.58 s.e.)")
     ax.set_ylim(max(-1.0, min(-0.1, float(np.nanmin(np.r_[lo, clo])) - 0.05)),
                 min(1.5, max(1.05, float(np.nanmax(np.r_[hi, chi])) + 0.05)))
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(title, fontsize=9)
+    # below the axes: inside, a legend would cover the rising curve or its band
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+    ax.set_title(title, fontsize=10)
     return _save(fig, out, "removal_curve")
 
 
@@ -51,7 +54,9 @@ def image_grid(out: Path, name: str, rows: list[tuple[str, np.ndarray, list[str]
     """Rows of images (``(row label, uint8 (B, H, W, 3), captions)``), one column per sample."""
     plt = _plt()
     cols = max(len(r[1]) for r in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 0.6, 1.45 * len(rows) + 0.4), squeeze=False)
+    side = min(1.35, 8.4 / cols)   # the whole grid fits a 1000 px column at 110 dpi
+    fig, axes = plt.subplots(len(rows), cols, figsize=(side * cols + 0.8, (side + 0.3) * len(rows) + 0.5),
+                             squeeze=False)
     for i, (label, imgs, caps) in enumerate(rows):
         for j in range(cols):
             ax = axes[i][j]
@@ -59,12 +64,12 @@ def image_grid(out: Path, name: str, rows: list[tuple[str, np.ndarray, list[str]
             ax.set_yticks([])
             if j < len(imgs):
                 ax.imshow(imgs[j], interpolation="nearest")
-                ax.set_xlabel(caps[j], fontsize=6, labelpad=1)
+                ax.set_xlabel(caps[j], fontsize=9, labelpad=2)
             else:
                 ax.axis("off")
             if j == 0:
-                ax.set_ylabel(label, fontsize=7)
-    fig.suptitle(title, fontsize=8)
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out, name)
 
@@ -79,9 +84,10 @@ def insertion_contexts(out: Path, table: list[dict], title: str, unit: str) -> l
     ax.bar(xs, m, 0.7, yerr=err, capsize=2, color="C2")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{r['context']} (n={r['samples']})" for r in table], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(f"{unit} added (mean, 99% CI)")
-    ax.set_title(title, fontsize=9)
+    ax.set_xticklabels([f"{r['context']} (n={r['samples']})" for r in table], rotation=60, ha="right", fontsize=9)
+    ax.set_xlabel("context: the label at the cell before the edit (n: sample-cell pairs)", fontsize=9)
+    ax.set_ylabel(f"{unit} added\n(mean, 99% CI)")
+    ax.set_title(title, fontsize=10)
     return _save(fig, out, "insertion_contexts")
 
 
@@ -89,15 +95,20 @@ def insertion_map(out: Path, cell_mean: np.ndarray, title: str, unit: str) -> li
     """Mean added pixels at each of the layer's cells (where insertion works)."""
     plt = _plt()
     h, w = cell_mean.shape
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    fig, ax = plt.subplots(figsize=(5.0, 4.4))
     im = ax.imshow(cell_mean, cmap="viridis", interpolation="nearest")
-    if h * w <= 256:
+    if h * w <= 100:
+        lo, hi = float(np.nanmin(cell_mean)), float(np.nanmax(cell_mean))
         for i in range(h):
-            for j in range(w):
-                ax.text(j, i, f"{cell_mean[i, j]:.1f}", ha="center", va="center", fontsize=5, color="w")
+            for j in range(w):   # dark text on the light end of viridis, white on the dark end
+                light = hi > lo and (cell_mean[i, j] - lo) / (hi - lo) > 0.6
+                ax.text(j, i, f"{cell_mean[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="k" if light else "w")
     ax.set_xticks(range(w))
     ax.set_yticks(range(h))
-    ax.tick_params(labelsize=6)
-    fig.colorbar(im, ax=ax, shrink=0.8).set_label(f"{unit} added (mean)", fontsize=7)
-    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("cell column of the layer")
+    ax.set_ylabel("cell row of the layer")
+    fig.colorbar(im, ax=ax, shrink=0.8).set_label(f"{unit} added (mean)", fontsize=9)
+    ax.set_title(title, fontsize=10)
     return _save(fig, out, "insertion_map")

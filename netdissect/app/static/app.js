@@ -12,7 +12,14 @@ const API = {
 // stroke colours of the palette's concepts (by position), distinct from each other
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
   "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#000075"];
-// a colour concept (the color segmenter's "red-c", ...) strokes in its own colour
+// a concept with a colour of its own strokes in it: the color segmenter's "red-c", ..., and the synthetic
+// world's objects and materials in the colours its scenes paint them (netdissect/data/synth/scenes.py)
+const WORLD = { sky: "#78aee6", cloud: "#eef0f5", sun: "#f5d23c", mountain: "#7d7468", grass: "#50963a",
+  road: "#5f5f64", water: "#2d5fa5", sand: "#dcc896", wall: "#aa4632", floor: "#a0825a", house: "#b4503c",
+  tree: "#2e7a32", car: "#c83c3c", boat: "#f2f2f2", person: "#e0a37a", fence: "#8c6a46", lamp: "#f7e08a",
+  table: "#8b5a2b", cabinet: "#7a5230", wood: "#8c5f37", brick: "#aa4632", glass: "#96c8dc", metal: "#a0a5af",
+  foliage: "#3c8232", fabric: "#b45a8c", asphalt: "#505055", stone: "#828278", roof: "#8a3a2a",
+  door: "#6b4a2a", window: "#bcd8ec", trunk: "#6e4b2d", crown: "#2e7a32" };
 const NAMED = { "black-c": "#111111", "blue-c": "#1f5fe0", "brown-c": "#8b5a2b", "green-c": "#1fae3a",
   "grey-c": "#8a8f96", "orange-c": "#f58a1f", "pink-c": "#f58cc8", "purple-c": "#8e3bc2", "red-c": "#e0201b",
   "white-c": "#f4f4f4", "yellow-c": "#f2d21b" };
@@ -20,7 +27,7 @@ const BATCH = 12;
 
 const state = {
   info: null, concepts: [], concept: null, seed: null, first: 0,
-  strokes: [], redo: [], mode: "draw", brush: 6, nUnits: 20, strength: 1,
+  strokes: [], redo: [], mode: "draw", brush: 16, nUnits: 20, strength: 1, hover: null,
   lastEdits: [], cursor: [0, 0], renderSeq: 0, shownSeq: 0, renders: 0,
 };
 
@@ -76,7 +83,7 @@ async function start() {
   try {
     const [info, concepts] = await Promise.all([call("info"), call("concepts")]);
     state.info = info;
-    state.concepts = concepts.map((c, i) => ({ ...c, stroke: NAMED[c.name] || COLORS[i % COLORS.length] }));
+    state.concepts = concepts.map((c, i) => ({ ...c, stroke: ownColor(c.name) || COLORS[i % COLORS.length] }));
   } catch (e) {
     showError(`Cannot start: ${e.message}`);
     return;
@@ -87,12 +94,53 @@ async function start() {
   maskCtx = maskCanvas.getContext("2d");
   $("seed-input").max = String(state.info.limits.max_seed);
   state.nUnits = state.info.max_units;
+  // the default brush is two cells of the layer wide: a stroke across the image covers whole cells
+  // (the mask is max-pooled to the layer's grid, so every touched cell is switched)
+  const cell = cellSize();
+  const brush = $("brush");
+  brush.max = String(Math.max(24, Math.round(6 * cell)));
+  brush.value = String(Math.max(1, Math.round(2 * cell)));
+  state.brush = Number(brush.value);
+  $("brush-out").textContent = brush.value;
+  showBrushCells();
+  if (state.info.value_policy) $("value-policy").title = `insertion value: the ${state.info.value_policy}`;
   fillMeta();
   fillPalette();
   bindControls();
   if (state.concepts.length) selectConcept(0);
   await loadBatch(0);
   if (state.seed === null) await openSeed(0);
+}
+
+function ownColor(name) {
+  const short = String(name).split("/").pop();
+  return NAMED[short] || WORLD[short] || null;
+}
+
+function cellSize() {   // image pixels per cell of the layer (the larger side)
+  const [h, w] = state.info.image_size, [gh, gw] = state.info.grid;
+  return Math.max(h / gh, w / gw);
+}
+
+function showBrushCells() {
+  const cells = state.brush / cellSize();
+  $("brush-cells").textContent = `(${state.brush} px = ${cells.toFixed(1)} cells of the ${state.info.grid[0]}×${state.info.grid[1]} layer)`;
+}
+
+function paletteOverflow() {   // a visible sign that the list scrolls, and how many concepts lie below
+  const box = $("palette"), more = $("palette-more");
+  const hiddenBelow = box.scrollHeight - box.clientHeight - box.scrollTop;
+  if (hiddenBelow > 2) {
+    const rows = Array.from(box.querySelectorAll(".concept"));
+    const bottom = box.getBoundingClientRect().bottom;
+    const n = rows.filter((r) => r.getBoundingClientRect().bottom > bottom + 1).length;
+    more.textContent = `↓ ${n} more concept${n === 1 ? "" : "s"}: scroll the list`;
+    more.hidden = false;
+    box.classList.add("more");
+  } else {
+    more.hidden = true;
+    box.classList.remove("more");
+  }
 }
 
 function fillMeta() {
@@ -133,6 +181,11 @@ function fillPalette() {
     return b;
   }));
   if (!state.concepts.length) box.textContent = "The run gives no concept at this layer.";
+  const measured = state.concepts.filter((c) => typeof c.draws === "number");
+  $("draw-note").textContent = measured.length ? "" :
+    "Not measured here: whether switching a concept's units on draws it. A concept is listed because its " +
+    "units detect it; some may not draw it (see docs/paint.md).";
+  requestAnimationFrame(paletteOverflow);
 }
 
 function selectConcept(i) {
@@ -206,7 +259,7 @@ async function openSeed(seed) {
 }
 
 // ------------------------------------------------------------------ rendering
-async function render() {
+async function render(opts = {}) {
   if (state.seed === null) return;
   const seq = ++state.renderSeq;
   document.body.dataset.busy = "1";
@@ -218,7 +271,14 @@ async function render() {
   } catch (e) {
     if (seq === state.renderSeq) {
       delete document.body.dataset.busy;
-      showError(`Render: ${e.message}`);
+      let text = `Render: ${e.message}`;
+      if (opts.added && state.strokes[state.strokes.length - 1] === opts.added) {
+        state.strokes.pop();   // the stroke was not applied: it leaves the canvas and the stack
+        text += " The stroke was not applied and has been removed.";
+      }
+      showError(text);
+      drawOverlay();
+      updateButtons();
     }
     return;
   }
@@ -346,7 +406,7 @@ function endStroke() {
   }
   state.strokes.push(stroke);
   state.redo = [];
-  render();
+  render({ added: stroke });
 }
 
 function drawOverlay() {
@@ -386,6 +446,17 @@ function drawOverlay() {
     t.fillStyle = strokeColor();
     t.fillRect(0, 0, tint.width, tint.height);
     ctx.drawImage(tint, 0, 0, o.width, o.height);
+    ctx.restore();
+  }
+  if (state.hover && !drawing) {   // the brush: its size on the image, where the pointer is
+    const [h, w] = state.info.image_size;
+    const [x, y] = state.hover;
+    const rx = state.brush / 2 * o.width / w, ry = state.brush / 2 * o.height / h;
+    ctx.save();
+    ctx.lineWidth = 3; ctx.strokeStyle = "rgba(0, 0, 0, .6)";
+    ctx.beginPath(); ctx.ellipse(x * o.width / w, y * o.height / h, rx, ry, 0, 0, Math.PI * 2); ctx.stroke();
+    ctx.lineWidth = 1.5; ctx.strokeStyle = state.mode === "erase" ? "#fff" : strokeColor();
+    ctx.beginPath(); ctx.ellipse(x * o.width / w, y * o.height / h, rx, ry, 0, 0, Math.PI * 2); ctx.stroke();
     ctx.restore();
   }
   if (o.matches(":focus-visible")) {   // the keyboard cursor: one cell of the layer
@@ -444,7 +515,11 @@ function bindControls() {
     beginStroke(toImage(ev));
     drawOverlay();
   });
-  o.addEventListener("pointermove", (ev) => { if (drawing) extendStroke(toImage(ev)); });
+  o.addEventListener("pointermove", (ev) => {
+    state.hover = toImage(ev);
+    if (drawing) extendStroke(state.hover); else drawOverlay();
+  });
+  o.addEventListener("pointerleave", () => { state.hover = null; drawOverlay(); });
   o.addEventListener("pointerup", () => endStroke());
   o.addEventListener("pointercancel", () => { drawing = null; drawOverlay(); });
   o.addEventListener("focus", drawOverlay);
@@ -468,7 +543,12 @@ function bindControls() {
     r.addEventListener("change", () => setMode(r.value));
   }
   const brush = $("brush");
-  brush.addEventListener("input", () => { state.brush = Number(brush.value); $("brush-out").textContent = brush.value; });
+  brush.addEventListener("input", () => {
+    state.brush = Number(brush.value); $("brush-out").textContent = brush.value; showBrushCells(); drawOverlay();
+  });
+  $("pixelated").addEventListener("change", () => $("stage").classList.toggle("pixelated", $("pixelated").checked));
+  $("palette").addEventListener("scroll", paletteOverflow);
+  window.addEventListener("resize", paletteOverflow);
   const nu = $("n-units");
   nu.addEventListener("input", () => {
     nu.dataset.touched = "1";

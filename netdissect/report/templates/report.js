@@ -212,20 +212,27 @@
     }
   };
 
-  function shownLayers() {
-    return Array.prototype.map.call(document.querySelectorAll(".layer-toggle"), function (x) { return x.checked; });
+  // One layer at a time: the tabs pick it (and the summary panel shown beside the overview).
+  var current = 0;
+  var tabs = Array.prototype.slice.call(document.querySelectorAll(".layer-tab"));
+  var panels = Array.prototype.slice.call(document.querySelectorAll(".layer-panel[data-layer]"));
+  function showLayer(i) {
+    if (!(i >= 0 && i < data.layers.length)) return;
+    current = i;
+    tabs.forEach(function (t, j) { t.setAttribute("aria-selected", j === i ? "true" : "false"); t.tabIndex = j === i ? 0 : -1; });
+    panels.forEach(function (p) { p.hidden = +p.dataset.layer !== i; });
+    $("jump-layer").value = String(i);
   }
 
   function apply() {
     var sort = sorters[$("sort").value] || sorters.iou;
     var cat = $("category").value, det = $("detector").value;
     var q = $("search").value.trim().toLowerCase();
-    var show = shownLayers(), shown = 0, total = 0, ncols = 0;
     document.body.classList.toggle("outlines", $("outlines").checked);
+    var shown = 0, total = 0;
     cards.forEach(function (list, i) {
-      cols[i].hidden = !show[i];
-      if (!show[i]) return;
-      ncols += 1;
+      cols[i].hidden = i !== current;
+      if (i !== current) return;
       var grid = cols[i].querySelector(".grid"), frag = document.createDocumentFragment(), n = 0;
       list.slice().sort(sort).forEach(function (c) {
         var ok = (!cat || c.u.cat === cat) && (!det || String(+c.u.det) === det) &&
@@ -237,11 +244,53 @@
       grid.appendChild(frag);
       cols[i].querySelector(".col-count").textContent = n + " of " + list.length + " units";
       cols[i].querySelector(".empty").hidden = n > 0;
-      shown += n;
-      total += list.length;
+      shown = n;
+      total = list.length;
     });
-    columns.style.setProperty("--ncols", Math.max(1, ncols));
-    $("count").textContent = "Showing " + shown + " of " + total + " units";
+    $("count").textContent = "Showing " + shown + " of " + total + " units of " + data.layers[current].name;
+  }
+
+  // The sticky toolbar's height: a card scrolled to must land below it.
+  function barHeight() {
+    var h = $("toolbar").getBoundingClientRect().height + 12;
+    document.documentElement.style.setProperty("--bar", h + "px");
+    return h;
+  }
+  // Scroll so that el's top sits just below the toolbar, and keep it there while the layout above it
+  // still moves (charts loading, cards laid out late); then flash it, on screen.  A user's own scroll
+  // stops the settling.
+  var settling = null;
+  function settle(el) {
+    if (settling) settling.stop();
+    var frames = 0, still = 0, stopped = false;
+    function stop() { stopped = true; ["wheel", "touchstart", "keydown", "mousedown"].forEach(function (e) {
+      window.removeEventListener(e, stop, true); }); }
+    ["wheel", "touchstart", "keydown", "mousedown"].forEach(function (e) { window.addEventListener(e, stop, true); });
+    settling = { stop: stop };
+    function step() {
+      if (stopped) return;
+      var want = barHeight(), top = el.getBoundingClientRect().top, before = window.scrollY;
+      if (Math.abs(top - want) > 1) window.scrollBy(0, top - want);
+      var moved = Math.abs(window.scrollY - before) > 0.5;
+      still = moved ? 0 : still + 1;
+      frames += 1;
+      var done = document.readyState === "complete" && still >= 3;
+      if (done || frames > 240) {
+        stop();
+        Array.prototype.forEach.call(document.querySelectorAll(".card.target"), function (c) {
+          c.classList.remove("target"); });
+        el.classList.add("target");   // stays outlined: the unit the link or the jump named
+        el.classList.remove("flash");
+        void el.offsetWidth;
+        el.classList.add("flash");
+        el.dataset.settled = String(frames);
+        return;
+      }
+      requestAnimationFrame(step);
+    }
+    barHeight();
+    el.scrollIntoView({ block: "start" });
+    requestAnimationFrame(step);
   }
 
   function jump(layer, unit) {
@@ -252,41 +301,98 @@
       return false;
     }
     $("jump-unit").setCustomValidity("");
-    var boxes = document.querySelectorAll(".layer-toggle");
-    if (!boxes[layer].checked) boxes[layer].checked = true;
+    showLayer(layer);
     var el = list[unit].el;
     if (el.hidden) {  // the unit is filtered out: clear the filters so it can be shown
       $("category").value = ""; $("detector").value = ""; $("search").value = "";
     }
     apply();
-    el.scrollIntoView({ block: "center" });
-    el.classList.remove("flash");
-    void el.offsetWidth;
-    el.classList.add("flash");
+    settle(el);
     if (history.replaceState) history.replaceState(null, "", "#" + el.id);
     return true;
   }
 
+  // ---- enlarged views: a unit's strip at up to twice its drawn size, a chart at its full size ----
+  var zoom = $("zoom");
+  function openZoom(title, node) {
+    $("zoom-title").textContent = title;
+    $("zoom-body").replaceChildren(node);
+    if (zoom.showModal) { if (!zoom.open) zoom.showModal(); } else zoom.setAttribute("open", "");
+  }
+  function zoomStrip(card) {
+    var u = card._u, L = data.layers[u.layer];
+    var act = card.querySelector("canvas.act"), gt = card.querySelector("canvas.gt");
+    var scale = Math.max(1, Math.min(2, (window.innerWidth * 0.92 - 24) / act.width, (window.innerHeight * 0.9 - 80) / act.height));
+    var box = document.createElement("div");
+    box.className = "strip-zoom";
+    [act].concat($("outlines").checked ? [gt] : []).forEach(function (src) {
+      var c = document.createElement("canvas");
+      c.width = src.width; c.height = src.height;
+      c.style.width = Math.round(src.width * scale) + "px";
+      c.style.height = Math.round(src.height * scale) + "px";
+      c.getContext("2d").drawImage(src, 0, 0);
+      box.appendChild(c);
+    });
+    box.dataset.scale = String(scale);
+    openZoom(L.name + " unit " + u.unit + (u.label ? " · " + u.label + " (IoU " + fmt(u.iou) + ")" : ""), box);
+  }
+  columns.addEventListener("click", function (e) {
+    var strip = e.target.closest && e.target.closest(".strip");
+    if (!strip) return;
+    var card = strip.closest(".card");
+    var draw = card._drawn ? Promise.resolve() : (card._drawn = true, drawStrip(card));
+    draw.then(function () { zoomStrip(card); });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("a.zoomable"), function (a) {
+    a.addEventListener("click", function (e) {
+      e.preventDefault();
+      var img = document.createElement("img");
+      img.src = a.getAttribute("href");
+      img.alt = a.querySelector("img").alt;
+      openZoom(img.alt, img);
+    });
+  });
+  zoom.addEventListener("click", function (e) { if (e.target === zoom) zoom.close(); });
+
   controls.forEach(function (id) {
     $(id).addEventListener(id === "search" ? "input" : "change", apply);
   });
-  Array.prototype.forEach.call(document.querySelectorAll(".layer-toggle"), function (x) {
-    x.addEventListener("change", apply);
+  tabs.forEach(function (t, i) {
+    t.addEventListener("click", function () {
+      showLayer(i); apply();
+      if (history.replaceState) history.replaceState(null, "", "#" + data.layers[i].id);
+    });
+    t.addEventListener("keydown", function (e) {
+      var d = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
+      if (!d) return;
+      var j = (i + d + tabs.length) % tabs.length;
+      tabs[j].click(); tabs[j].focus(); e.preventDefault();
+    });
   });
+  $("jump-layer").addEventListener("change", function () { showLayer(+$("jump-layer").value); apply(); });
   $("jump-go").addEventListener("click", function () {
     jump(+$("jump-layer").value, parseInt($("jump-unit").value, 10));
   });
   $("jump-unit").addEventListener("keydown", function (e) {
     if (e.key === "Enter") { e.preventDefault(); $("jump-go").click(); }
   });
-  window.netdissectReport = { apply: apply, jump: jump, data: data, upsample: upsample,
+  window.netdissectReport = { apply: apply, jump: jump, showLayer: showLayer, data: data, upsample: upsample,
+    current: function () { return current; },
     drawStrip: function (id) { var el = document.getElementById(id); el._drawn = true; return drawStrip(el); } };
 
-  apply();
-  // Deep link: index.html#LAYERID-UNIT
-  var m = location.hash.match(/^#(.+)-(\d+)$/);
-  if (m) {
-    var li = data.layers.map(function (L) { return L.id; }).indexOf(decodeURIComponent(m[1]));
-    if (li >= 0) { $("jump-layer").value = String(li); jump(li, +m[2]); }
+  // Deep links: index.html#LAYERID (a layer), #LAYERID-UNIT or #LAYERID/UNIT (a unit).
+  function fromHash() {
+    var h = decodeURIComponent(location.hash.slice(1)), ids = data.layers.map(function (L) { return L.id; });
+    if (!h) return false;
+    var li = ids.indexOf(h);
+    if (li >= 0) { showLayer(li); apply(); return true; }
+    var m = h.match(/^(.+)[-\/](\d+)$/);
+    if (m && (li = ids.indexOf(m[1])) >= 0) return jump(li, +m[2]);
+    return false;
   }
+  window.addEventListener("hashchange", fromHash);
+  showLayer(0);
+  apply();
+  barHeight();
+  fromHash();
 })();
