@@ -23,6 +23,21 @@ from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.errors import NetDissectError
 
 FORMAT_VERSION = 1
+# units.csv columns of the label scorecard (netdissect.trust; docs/run-format.md), after the per-category ones
+SCORECARD_COLUMNS = ["p", "q", "detector_iou", "stability", "iou_lo", "iou_hi", "holdout_label", "holdout_iou",
+                     "r_image", "r_pixel", "auprc"]
+
+
+def _cell(v) -> str:
+    """A scorecard value as units.csv writes it: empty for NaN, 0/1 for booleans."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(int(v))
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    v = float(v)
+    return "" if np.isnan(v) else f"{v:.6g}"
+
+
 def unit_dtype(names, categories) -> list:
     """The units table's fields; label and category wide enough for the longest name (never cut)."""
     w = max([1] + [len(str(n)) for n in names])
@@ -66,6 +81,12 @@ class LayerResult:
     top_maps: np.ndarray | None = None    # float16 (C, k, h, w)
     dead: np.ndarray | None = None        # bool (C,) mask empty on every image
     image_paths: np.ndarray | None = None  # str (N,) every row's image path (topk.npz), when read back
+    # the label scorecard (netdissect.trust, docs/label-trust.md): unit columns, layer summary, p/q matrices;
+    # with it a detector also needs the label's q-value below ``fdr``
+    scorecard: dict | None = None
+    fdr: float = 1.0
+    scorecard_summary: dict | None = None
+    scorecard_matrices: dict | None = None
     units: np.ndarray = field(init=False)
     category_best: dict = field(init=False)
 
@@ -81,6 +102,9 @@ class LayerResult:
         units["iou"] = best_iou
         units["threshold"] = self.thresholds
         units["detector"] = best_iou > self.iou_threshold
+        if self.scorecard is not None and "q" in self.scorecard:
+            with np.errstate(invalid="ignore"):
+                units["detector"] &= np.asarray(self.scorecard["q"], np.float64) < self.fdr
         self.units = units
         self.category_best = {}
         for g in self.categories:
@@ -114,7 +138,16 @@ class LayerResult:
             "n_unique_detectors": int(sum(self.unique_detectors.values())),
             "unique_detectors": self.unique_detectors, "detector_units": self.detector_units,
             "dead_units": int(self.dead.sum()) if self.dead is not None else 0,
+            **({"scorecard": self.scorecard_summary} if self.scorecard_summary is not None else {}),
         }
+
+    def with_scorecard(self, card: dict, fdr: float) -> "LayerResult":
+        """This layer with ``card`` (:func:`netdissect.trust.score_layers`'s entry) attached: the
+        detector rule then also asks q < ``fdr``."""
+        self.scorecard, self.fdr = card["units"], float(fdr)
+        self.scorecard_summary, self.scorecard_matrices = card["summary"], card.get("matrices")
+        self.__post_init__()
+        return self
 
     # ------------------------------------------------------------ files
     def units_csv(self) -> str:
@@ -123,6 +156,9 @@ class LayerResult:
         header = ["unit", "label", "category", "iou", "threshold", "detector"]
         for g in self.categories:
             header += [f"{g}_label", f"{g}_iou"]
+        card = self.scorecard or {}
+        extra = [c for c in SCORECARD_COLUMNS if c in card]
+        header += extra
         w.writerow(header)
         for k, u in enumerate(self.units):
             row = [int(u["unit"]), u["label"], u["category"], f"{u['iou']:.6f}", f"{u['threshold']:.6g}",
@@ -130,6 +166,8 @@ class LayerResult:
             for g in self.categories:
                 names, vals = self.category_best[g]
                 row += [names[k], f"{vals[k]:.6f}"]
+            for c in extra:
+                row.append(_cell(card[c][k]))
             w.writerow(row)
         return buf.getvalue()
 
@@ -148,6 +186,10 @@ class LayerResult:
         if self.top_images is not None:
             atomic_savez(folder / "topk.npz", images=self.top_images, values=self.top_values,
                          maps=self.top_maps, image_paths=np.asarray(image_paths or [], dtype=str))
+        if self.scorecard is not None:
+            arrays = {f"unit/{k}": np.asarray(v) for k, v in self.scorecard.items()}
+            arrays.update({f"pair/{k}": np.asarray(v) for k, v in (self.scorecard_matrices or {}).items()})
+            atomic_savez(folder / "scorecard.npz", **arrays)
         atomic_write_bytes(folder / "units.csv", self.units_csv().encode())
 
     @classmethod
@@ -157,13 +199,20 @@ class LayerResult:
         z = _load_npz(folder / "iou.npz")
         top = _load_npz(folder / "topk.npz") if (folder / "topk.npz").exists() else {}
         info = info or {}
+        card = _load_npz(folder / "scorecard.npz") if (folder / "scorecard.npz").exists() else None
+        sc_summary = info.get("scorecard")
         return cls(name=name, iou=z["iou"], thresholds=z["thresholds"], concept_names=z["concept_names"],
                    concept_categories=z["concept_categories"], concept_numbers=z["concept_numbers"],
                    categories=categories, iou_threshold=iou_threshold,
                    shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
                    mask_sizes=[tuple(s) for s in info.get("mask_sizes", [])],
                    top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
-                   dead=z.get("dead"), image_paths=top.get("image_paths"))
+                   dead=z.get("dead"), image_paths=top.get("image_paths"),
+                   scorecard=None if card is None else {k[5:]: v for k, v in card.items() if k.startswith("unit/")},
+                   scorecard_matrices=None if card is None else {k[5:]: v for k, v in card.items()
+                                                                 if k.startswith("pair/")},
+                   scorecard_summary=sc_summary,
+                   fdr=float(sc_summary["fdr"]) if card is not None and sc_summary else 1.0)
 
 
 class DissectionResult(dict):
