@@ -31,7 +31,7 @@ from netdissect.errors import DatasetError
 
 GRID_MEAN = 28  # cells per side for the null's mean (first-order sums)
 GRID_VAR = 8    # cells per side for the null's variance (Gram matrices)
-AP_PIXELS = 256  # sampled pixels per held-out image for the pixel-level AUPRC
+AP_PIXELS = 128  # sampled pixels per held-out image for the pixel-level AUPRC
 
 
 def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -146,7 +146,6 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
     cons = source.concepts
     K = len(cons)
     G = len(cons.categories)
-    primary = torch.as_tensor(np.asarray(cons.primary, np.int64))
     lo, hi = rows
     n = len(part)
     smallest = min(min(s) for s in source.mask_sizes()) if source.mask_sizes() else grid_mean
@@ -167,7 +166,7 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
         lookups[name] = torch.from_numpy(lk)
         e.cc_index = {int(c): i for i, c in enumerate(e.cand_concepts)}
     ups: dict = {}
-    thr = {name: torch.from_numpy(np.asarray(t, np.float64)) for name, t in thresholds.items()}
+    thr = {name: np.asarray(t, np.float64) for name, t in thresholds.items()}
     collate = LabelCollate(cons, skipped)
     workers = 0 if getattr(source, "loads_from_memory", False) else num_workers
     batches = loader(LabelRows(source, lo, hi), batch_size, workers, collate)
@@ -178,159 +177,201 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
             if not skip_bad:
                 raise DatasetError(f"{err} (pass --skip-bad to skip bad rows and count them)")
             skip.add(i)
-        acts_all = {name: torch.from_numpy(np.ascontiguousarray(read_acts(name, start - lo, stop - lo))).float()
-                    for name in ev}
+        acts_all = {name: np.ascontiguousarray(read_acts(name, start - lo, stop - lo), np.float32) for name in ev}
         for (sh, sw), (lb, pos) in built.items():
             pos = [p for p in pos if start + p not in skip]
             if not pos:
                 continue
-            if len(pos) < lb.has_category.shape[0]:
-                raise AssertionError("bad rows inside a label batch")  # LabelCollate leaves them out
             rows_b = np.asarray([start + p for p in pos], np.int64)
-            B = len(rows_b)
-            P = sh * sw
-            c1, c2, a1, a2 = sizes.get(sh, sw)
-            g1c, g2c = len(a1), len(a2)
-            has = lb.has_category.bool()  # (B, G)
-            hb = has.numpy()
-            held = torch.from_numpy(part[rows_b].astype(np.int64))  # (B,)
-            planes = lb.planes.long()  # (Pl, B * P), K for none
-            # label sums (model independent): per concept and cell, from every plane's pixels
-            flat = planes.reshape(planes.shape[0], B, P)
-            img_of = torch.arange(B).view(1, B, 1).expand_as(flat)
-            pix_of = torch.arange(P).view(1, 1, P).expand_as(flat)
-            valid = flat < K
-            lc, li, lp = flat[valid], img_of[valid], pix_of[valid]
-            # whole-image labels
-            wi, wc = lb.whole_image.long(), lb.whole_concept.long()
-            # per image, per concept: area
-            la = torch.zeros((B, K + 1), dtype=torch.float64)
-            la.view(-1).index_add_(0, li * (K + 1) + lc, torch.ones(len(lc), dtype=torch.float64))
-            if len(wc):
-                la.view(-1).index_add_(0, wi * (K + 1) + wc, torch.full((len(wc),), float(P), dtype=torch.float64))
-            la = la[:, :K]
-            # coverage fractions: summed over the batch on the fine grid, per image on the coarse one,
-            # only for the concepts present in the batch
-            pres = torch.unique(torch.cat([lc, wc]))
-            compact = torch.full((K + 1,), -1, dtype=torch.long)
-            compact[pres] = torch.arange(len(pres))
-            kp = len(pres)
-            s1 = torch.zeros((kp, g1c), dtype=torch.float64)
-            s1.view(-1).index_add_(0, compact[lc] * g1c + c1[lp], torch.ones(len(lc), dtype=torch.float64))
-            f2 = torch.zeros((B, kp, g2c), dtype=torch.float64)
-            f2.view(-1).index_add_(0, (li * kp + compact[lc]) * g2c + c2[lp], torch.ones(len(lc), dtype=torch.float64))
-            if len(wc):
-                s1.index_add_(0, compact[wc], a1.expand(len(wc), g1c).contiguous())
-                f2[wi, compact[wc]] = a2
-            s1 = (s1 / a1).numpy()
-            f2 = f2 / a2
-            pres_np = pres.numpy()
-            pb = (la > 0).numpy()
-            lan = la.numpy()
-            x2 = f2.permute(1, 0, 2)  # (kp, B, g2)
-            gram_l = torch.bmm(x2.transpose(1, 2), x2).numpy()
-            sum2 = f2.sum(0).numpy()
-            for name, e in ev.items():
-                if e.a1 is None:
-                    e.a1, e.a2 = a1.numpy().copy(), a2.numpy().copy()
-                e.used[rows_b] = True
-                e.has[rows_b] = hb
-                e.pixels[rows_b] = P
-                e.cand_label_area[rows_b] = lan[:, e.cand_concepts]
-                for p in (0, 1):
-                    sel = (held == p).numpy()
-                    e.label_area[p] += lan[sel].sum(0)
-                    e.images_holding[p] += hb[sel].sum(0)
-                e.l1[pres_np] += s1
-                e.l2[pres_np] += sum2
-                e.gram_l[pres_np] += gram_l
-            # ---------------------------------------------------------------- per layer: the masks
-            for name, e in ev.items():
-                C = e.units
-                acts = acts_all[name][pos] if len(pos) < acts_all[name].shape[0] else acts_all[name]
-                h, w = acts.shape[2:]
-                key = (name, sh, sw)
-                if key not in masks:
-                    masks[key] = UnitMasks(h, w, sh, sw)
-                hits = masks[key].hits(acts, thr[name])
-                area = hits.area  # (B, C) float64
-                e.area[rows_b] = area.numpy()
-                e.peak[rows_b] = acts.amax((2, 3)).numpy()
-                img, unit, pix = hits.image, hits.unit, hits.pixel
-                hp = held[img]
-                # exact intersections, split by part: every plane's column at every hit pixel
-                inter = torch.zeros((2, C, K + 1), dtype=torch.float64)
-                cand_i = torch.zeros((B, C, e.cand.shape[1] + 1), dtype=torch.float64)
-                lk = lookups[name]
-                if len(pix):
-                    cols = planes.index_select(1, img * P + pix)  # (Pl, hits)
-                    ones = torch.ones(cols.shape[1], dtype=torch.float64)
-                    for row in cols:
-                        inter.view(-1).index_add_(0, (hp * C + unit) * (K + 1) + row, ones)
-                        slot = lk[unit, row]
-                        cand_i.view(-1).index_add_(0, (img * C + unit) * (e.cand.shape[1] + 1) + slot, ones)
-                inter = inter[..., :K]
-                if len(wc):  # image-level labels: the whole mask is on the concept
-                    for b, c in zip(wi.tolist(), wc.tolist()):
-                        inter[int(held[b]), :, c] += area[b]
-                        slots = lk[:, c]
-                        hit = slots < e.cand.shape[1]
-                        cand_i[b, torch.arange(C)[hit], slots[hit]] += area[b, hit]
-                e.inter += inter.numpy()
-                e.cand_inter[rows_b] = cand_i[..., :-1].numpy()
-                for p in (0, 1):
-                    sel = held == p
-                    e.unit_area[p] += (area[sel].T @ has[sel].double()).numpy()
-                # grid coverage of the unit masks: summed per category on the fine grid, per image on
-                # the coarse one (its Gram matrices per category)
-                m2 = torch.zeros((B, C, g2c), dtype=torch.float32)
-                if len(pix):
-                    cell1 = unit * g1c + c1[pix]
-                    m2.view(-1).index_add_(0, (img * C + unit) * g2c + c2[pix], torch.ones(len(pix)))
-                m2 /= a2.float()
-                for g in range(G):
-                    sel = has[:, g]
-                    if not bool(sel.any()):
-                        continue
-                    if len(pix):
-                        hg = sel[img]
-                        e.m1[g] += (torch.bincount(cell1[hg], minlength=C * g1c).double().view(C, g1c) / a1).numpy()
-                    x = m2[sel]
-                    e.m2[g] += x.sum(0).double().numpy()
-                    x = x.permute(1, 0, 2)  # (C, Bg, g2)
-                    e.gram_m[g] += torch.bmm(x.transpose(1, 2), x).double().numpy()
-                # held-out images: concepts pulled back through the upsampling, sampled pixels
-                key_u = (h, w, sh, sw)
-                if key_u not in ups:
-                    ups[key_u] = (torch.from_numpy(upsample_matrix(h, sh)).float(),
-                                  torch.from_numpy(upsample_matrix(w, sw)).float())
-                Uy, Ux = ups[key_u]
-                for b in np.flatnonzero(part[rows_b] == 1):
-                    r = int(rows_b[b])
-                    cs = np.flatnonzero(pb[b])
-                    e.held_area[r] = {int(c): float(lan[b, c]) for c in cs}
-                    if r not in e.sampled:
-                        e.sampled[r] = _sample_pixels(r, seed, flat[:, b], wc[wi == b], sh, sw, ap_pixels, K)
-                    maps = {}
-                    whole_b = set(wc[wi == b].tolist())
-                    for c in cs:
-                        if c in whole_b:
-                            L = torch.ones((sh, sw))
-                        else:
-                            L = (flat[:, b] == int(c)).any(0).float().view(sh, sw)
-                        maps[int(c)] = (Uy.T @ L @ Ux).numpy()
-                    e.pulled[r] = maps
+            _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels)
         bar.update(stop - start)
     bar.close()
     return ev
 
 
-def _sample_pixels(row: int, seed: int, planes_b, whole, sh, sw, count: int, K: int):
+def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels):
+    """One batch of images of one mask size, every layer (numpy throughout: on a busy machine each
+    small torch op paid for waking its thread pool)."""
+    B = len(rows_b)
+    P = sh * sw
+    c1, c2, a1, a2 = (t.numpy() for t in sizes.get(sh, sw))
+    g1c, g2c = len(a1), len(a2)
+    hb = lb.has_category.numpy().astype(bool)  # (B, G)
+    held = part[rows_b].astype(np.int64)       # (B,)
+    planes = lb.planes.numpy()                 # (Pl, B * P), K for none
+    Pl = planes.shape[0]
+    flat = planes.reshape(Pl, B, P).astype(np.int64)
+    wi, wc = lb.whole_image.numpy().astype(np.int64), lb.whole_concept.numpy().astype(np.int64)
+    img = np.arange(B)[None, :, None]
+    # per image, per concept: label pixels
+    la = np.bincount((img * (K + 1) + flat).ravel(), minlength=B * (K + 1)).reshape(B, K + 1)[:, :K].astype(np.float64)
+    if len(wc):
+        np.add.at(la, (wi, wc), float(P))
+    pres = np.flatnonzero(la.sum(0) > 0)
+    kp = len(pres)
+    compact = np.full(K + 1, kp, np.int64)
+    compact[pres] = np.arange(kp)
+    cf = compact[flat]  # (Pl, B, P), kp for none
+    s1 = np.bincount((cf * g1c + c1[None, None, :]).ravel(), minlength=(kp + 1) * g1c).reshape(kp + 1, g1c)[:kp]
+    f2 = np.bincount(((img * (kp + 1) + cf) * g2c + c2[None, None, :]).ravel(),
+                     minlength=B * (kp + 1) * g2c).reshape(B, kp + 1, g2c)[:, :kp].astype(np.float64)
+    s1 = s1.astype(np.float64)
+    if len(wc):
+        np.add.at(s1, compact[wc], a1)
+        f2[wi, compact[wc]] = a2
+    s1 /= a1
+    f2 /= a2
+    x2 = f2.transpose(1, 0, 2)  # (kp, B, g2)
+    gram_l = np.matmul(x2.transpose(0, 2, 1), x2)
+    sum2 = f2.sum(0)
+    pb = la > 0
+    for name, e in ev.items():
+        if e.a1 is None:
+            e.a1, e.a2 = a1.copy(), a2.copy()
+        e.used[rows_b] = True
+        e.has[rows_b] = hb
+        e.pixels[rows_b] = P
+        e.cand_label_area[rows_b] = la[:, e.cand_concepts]
+        for p in (0, 1):
+            sel = held == p
+            e.label_area[p] += la[sel].sum(0)
+            e.images_holding[p] += hb[sel].sum(0)
+        e.l1[pres] += s1
+        e.l2[pres] += sum2
+        e.gram_l[pres] += gram_l
+    # ------------------------------------------------------------------ per layer: the unit masks
+    for name, e in ev.items():
+        C = e.units
+        acts = acts_all[name]
+        if len(pos) < acts.shape[0]:
+            acts = acts[pos]
+        h, w = acts.shape[2:]
+        key = (name, sh, sw)
+        if key not in masks:
+            masks[key] = UnitMasks(h, w, sh, sw)
+        e.peak[rows_b] = acts.max((2, 3))
+        if masks[key].use_kernel:
+            area, inter, cand_i, m1g, m2 = _counts_kernel(masks[key], acts, thr[name], planes, P, sw, K, c1, c2,
+                                                          g1c, g2c, e.cand, hb, held)
+        else:
+            area, inter, cand_i, m1g, m2 = _counts_torch(masks[key], torch.from_numpy(acts), torch.from_numpy(thr[name]),
+                                                         lb.planes.long(), P, K, torch.from_numpy(c1),
+                                                         torch.from_numpy(c2), g1c, g2c, e.cand, lookups[name],
+                                                         torch.from_numpy(hb), torch.from_numpy(held))
+        J = e.cand.shape[1]
+        for b, c in zip(wi.tolist(), wc.tolist()):  # image-level labels: the whole mask is on the concept
+            inter[held[b], :, c] += area[b]
+            for j in range(J):
+                hit = e.cand[:, j] == c
+                cand_i[b, hit, j] += area[b, hit]
+        e.area[rows_b] = area
+        e.inter += inter
+        e.cand_inter[rows_b] = cand_i
+        for p in (0, 1):
+            sel = held == p
+            e.unit_area[p] += area[sel].T @ hb[sel].astype(np.float64)
+        e.m1 += m1g / a1
+        m2 = (m2 / a2).astype(np.float32)
+        for g in range(G):
+            sel = hb[:, g]
+            if not sel.any():
+                continue
+            x = m2[sel]
+            e.m2[g] += x.sum(0)
+            x = x.transpose(1, 0, 2)  # (C, Bg, g2)
+            e.gram_m[g] += np.matmul(x.transpose(0, 2, 1), x)
+        # held-out images: concepts pulled back through the upsampling, sampled pixels
+        key_u = (h, w, sh, sw)
+        if key_u not in ups:
+            ups[key_u] = (upsample_matrix(h, sh).astype(np.float32), upsample_matrix(w, sw).astype(np.float32))
+        Uy, Ux = ups[key_u]
+        for b in np.flatnonzero(held == 1):
+            r = int(rows_b[b])
+            cs = np.flatnonzero(pb[b])
+            e.held_area[r] = {int(c): float(la[b, c]) for c in cs}
+            whole_b = wc[wi == b]
+            if r not in e.sampled:
+                e.sampled[r] = _sample_pixels(r, seed, flat[:, b], whole_b, sh, sw, ap_pixels, K)
+            # every present concept's mask (one-hot over the planes), then U_y^T L U_x for all at once
+            cb = np.full(K + 1, len(cs), np.int64)
+            cb[cs] = np.arange(len(cs))
+            onehot = np.zeros((len(cs) + 1, P), np.float32)
+            for pl in flat[:, b]:
+                onehot[cb[pl], np.arange(P)] = 1.0
+            onehot = onehot[:len(cs)]
+            onehot[cb[whole_b]] = 1.0
+            L = onehot.reshape(len(cs), sh, sw)
+            D = np.matmul(np.matmul(Uy.T[None], L), Ux[None])  # (c, h, w)
+            e.pulled[r] = {int(c): D[i] for i, c in enumerate(cs)}
+
+
+def _counts_kernel(um, acts, thr, planes, P, sw, K, c1, c2, g1c, g2c, cand, has, held):
+    """Per image, with the compiled pass-2 kernel: the grid cells ride along as extra label planes
+    (columns K.. of the fine grid, then of the coarse one), so one sweep of each mask counts its
+    pixels per concept and per cell.  Returns area (B, C), inter (2, C, K), candidate
+    intersections (B, C, J), fine-grid coverage summed per category (G, C, g1c) and per-image
+    coarse coverage (B, C, g2c), all float64 pixel counts."""
+    from netdissect.dissection import kernel
+
+    B, C = acts.shape[:2]
+    G = has.shape[1]
+    kx = K + g1c + g2c
+    dt = np.int16 if kx + 1 <= np.iinfo(np.int16).max else np.int32
+    base = planes.astype(dt)
+    base[base == K] = kx
+    grid = np.stack([np.tile(K + c1, B), np.tile(K + g1c + c2, B)]).astype(dt)
+    ext = np.ascontiguousarray(np.concatenate([base, grid]))
+    a = np.ascontiguousarray(acts, np.float32)
+    t = np.asarray(thr, np.float64)
+    area = np.zeros((B, C))
+    inter = np.zeros((2, C, K))
+    cand_i = np.zeros((B, C, cand.shape[1]))
+    m1g = np.zeros((G, C, g1c))
+    m2 = np.zeros((B, C, g2c))
+    rows = np.arange(C)[:, None]
+    for b in range(B):
+        ar, it = kernel.count(um.tables, a[b:b + 1], t, ext[:, b * P:(b + 1) * P], P, sw, kx)
+        area[b] = ar[0]
+        inter[held[b]] += it[:, :K]
+        cand_i[b] = it[rows, cand]
+        m1g[has[b]] += it[:, K:K + g1c]
+        m2[b] = it[:, K + g1c:]
+    return area, inter, cand_i, m1g, m2
+
+
+def _counts_torch(um, acts, thr, planes, P, K, c1, c2, g1c, g2c, cand, lookup, has, held):
+    """The same counts as :func:`_counts_kernel` from the torch hit list (GPU, or no numba)."""
+    B, C = acts.shape[:2]
+    G = has.shape[1]
+    J = cand.shape[1]
+    hits = um.hits(acts, thr)
+    img, unit, pix = hits.image, hits.unit, hits.pixel
+    hp = held[img]
+    inter = torch.zeros((2, C, K + 1), dtype=torch.float64)
+    cand_i = torch.zeros((B, C, J + 1), dtype=torch.float64)
+    if len(pix):
+        cols = planes.index_select(1, img * P + pix)  # (Pl, hits)
+        ones = torch.ones(cols.shape[1], dtype=torch.float64)
+        for row in cols:
+            inter.view(-1).index_add_(0, (hp * C + unit) * (K + 1) + row, ones)
+            cand_i.view(-1).index_add_(0, (img * C + unit) * (J + 1) + lookup[unit, row], ones)
+    m1g = np.zeros((G, C, g1c))
+    m2 = torch.zeros((B, C, g2c), dtype=torch.float64)
+    if len(pix):
+        m2.view(-1).index_add_(0, (img * C + unit) * g2c + c2[pix], torch.ones(len(pix), dtype=torch.float64))
+        cell1 = unit * g1c + c1[pix]
+        for g in range(G):
+            hg = has[:, g][img]
+            m1g[g] = torch.bincount(cell1[hg], minlength=C * g1c).double().view(C, g1c).numpy()
+    return (hits.area.numpy(), inter[..., :K].numpy(), cand_i[..., :J].numpy(), m1g, m2.numpy())
+
+
+def _sample_pixels(row: int, seed: int, planes_b: np.ndarray, whole, sh, sw, count: int, K: int):
     """A seeded sample of ``count`` pixels of one image (with replacement when it has fewer), and
     the concept columns there (K for none)."""
     rng = np.random.default_rng([seed, row, 1729])
     P = sh * sw
     pix = rng.integers(0, P, size=count) if P < count else rng.choice(P, size=count, replace=False)
     pix = np.sort(pix)
-    cols = planes_b[:, torch.from_numpy(pix)].numpy() if planes_b.shape[0] else np.full((0, count), K)
-    return pix, cols, np.asarray(whole.tolist(), np.int64), (sh, sw)
+    cols = planes_b[:, pix] if planes_b.shape[0] else np.full((0, count), K)
+    return pix, cols, np.asarray(whole, np.int64), (sh, sw)

@@ -160,38 +160,25 @@ def _heldout(e, lr, label, ok, primary, read_acts, rows):
     K = e.units
     lo, hi = rows
     cat = primary[label]  # (K,)
-    held = [r for r in sorted(e.pulled) if e.used[r]]
+    held = np.asarray([r for r in sorted(e.pulled) if e.used[r]], np.int64)
     nan = np.full(K, np.nan)
-    if not held:
+    if not len(held):
         return nan, nan.copy(), nan.copy()
-    # image level: peak vs area share
-    hr = np.asarray(held)
-    has_cat = e.has[hr][:, cat]  # (n_h, K)
-    share = np.zeros((len(hr), K))
-    for i, r in enumerate(held):
-        areas = e.held_area[r]
-        share[i] = [areas.get(int(label[k]), 0.0) / e.pixels[r] for k in range(K)]
-    pk = e.peak[hr].astype(np.float64)
-    wts = has_cat.astype(np.float64)
-    n = wts.sum(0)
-    r_img = stats.pearson((pk * wts).sum(0), (share * wts).sum(0), (pk * pk * wts).sum(0),
-                          (share * share * wts).sum(0), (pk * share * wts).sum(0), n)
-    # pixel level: sums of S, S^2, S L, L over the held-out images' pixels; AUPRC on sampled pixels
-    sS = np.zeros(K)
-    sSS = np.zeros(K)
-    sSL = np.zeros(K)
-    sL = np.zeros(K)
-    npx = np.zeros(K)
-    scores = [[] for _ in range(K)]
-    truth = [[] for _ in range(K)]
+    uniq, inv = np.unique(label, return_inverse=True)
+    nh = len(held)
+    has_cat = e.has[held][:, cat] & ok[None, :]  # (n_h, K)
+    share = np.zeros((nh, K))
+    sS, sSS, sSL, sL, npx = (np.zeros(K) for _ in range(5))
+    S = max(len(e.sampled[r][0]) for r in held)
+    vals = np.zeros((nh, K, S), np.float32)
+    truth = np.zeros((nh, K, S), bool)
     ups = {}
-    rows_idx = np.asarray(held)
-    units = np.arange(K)
-    for s in range(0, len(rows_idx), 64):
-        chunk = rows_idx[s:s + 64]
+    for s in range(0, nh, 64):
+        chunk = held[s:s + 64]
         a0, a1 = int(chunk[0]) - lo, int(chunk[-1]) - lo + 1
         acts = np.asarray(read_acts(e.name, a0, a1), np.float64)[chunk - lo - a0]
         for i, r in enumerate(chunk):
+            x = s + i
             A = acts[i]  # (K, h, w)
             pix, cols, whole, (sh, sw) = e.sampled[r]
             key = (A.shape[1], A.shape[2], sh, sw)
@@ -199,36 +186,40 @@ def _heldout(e, lr, label, ok, primary, read_acts, rows):
                 Uy, Ux = upsample_matrix(A.shape[1], sh), upsample_matrix(A.shape[2], sw)
                 ups[key] = (Uy, Ux, Uy.sum(0), Ux.sum(0), Uy.T @ Uy, Ux.T @ Ux)
             Uy, Ux, cy, cx, Yg, Xg = ups[key]
-            sel = has_cat[s + i] & ok
+            areas = e.held_area[r]
+            maps = e.pulled[r]
+            u_area = np.array([areas.get(int(c), 0.0) for c in uniq])
+            share[x] = u_area[inv] / e.pixels[r]
+            sel = has_cat[x]
             if not sel.any():
                 continue
-            S_sum = np.einsum("h,khw,w->k", cy, A, cx)
-            S_sq = np.einsum("khw,khw->k", np.einsum("gh,khw->kgw", Yg, A) @ Xg, A)
-            maps = e.pulled[r]
-            areas = e.held_area[r]
-            SL = np.array([np.sum(A[k] * maps[int(label[k])]) if int(label[k]) in maps else 0.0 for k in range(K)])
-            L = np.array([areas.get(int(label[k]), 0.0) for k in range(K)])
-            sS += np.where(sel, S_sum, 0)
-            sSS += np.where(sel, S_sq, 0)
-            sSL += np.where(sel, SL, 0)
-            sL += np.where(sel, L, 0)
-            npx += np.where(sel, sh * sw, 0)
-            # sampled pixels: bilinear values of every unit there
+            D = np.stack([maps.get(int(c), np.zeros(A.shape[1:], np.float32)) for c in uniq])[inv]  # (K, h, w)
+            w = sel.astype(np.float64)
+            sS += w * np.einsum("h,khw,w->k", cy, A, cx)
+            sSS += w * np.einsum("khw,khw->k", np.einsum("gh,khw->kgw", Yg, A) @ Xg, A)
+            sSL += w * np.einsum("khw,khw->k", A, D)
+            sL += w * u_area[inv]
+            npx += w * (sh * sw)
             py, px = pix // sw, pix % sw
-            vals = np.einsum("sh,khw,sw->ks", Uy[py], A, Ux[px])  # (K, S)
-            for k in units[sel]:
-                c = int(label[k])
-                pos = (cols == c).any(0) if cols.shape[0] else np.zeros(len(pix), bool)
-                if c in set(whole.tolist()):
-                    pos = np.ones(len(pix), bool)
-                scores[k].append(vals[k])
-                truth[k].append(pos)
+            n = len(pix)
+            vals[x, :, :n] = np.einsum("sh,khw,sw->ks", Uy[py], A, Ux[px])
+            wset = set(whole.tolist())
+            pos = np.stack([np.ones(n, bool) if int(c) in wset else
+                            ((cols == c).any(0) if cols.shape[0] else np.zeros(n, bool)) for c in uniq])
+            truth[x, :, :n] = pos[inv]
+    # image level: over the held-out images holding the label's category
+    pk = e.peak[held].astype(np.float64)
+    wts = has_cat.astype(np.float64)
+    r_img = stats.pearson((pk * wts).sum(0), (share * wts).sum(0), (pk * pk * wts).sum(0),
+                          (share * share * wts).sum(0), (pk * share * wts).sum(0), wts.sum(0))
     r_pix = stats.pearson(sS, sL, sSS, sL, sSL, npx)
-    ap = np.array([stats.average_precision(np.concatenate(scores[k]), np.concatenate(truth[k]))
-                   if scores[k] else np.nan for k in range(K)])
+    ap = np.full(K, np.nan)
+    for k in np.flatnonzero(ok):
+        m = has_cat[:, k]
+        if m.any():
+            ap[k] = stats.average_precision(vals[m, k].ravel(), truth[m, k].ravel())
     r_img = np.where(ok, r_img, np.nan)
     r_pix = np.where(ok, r_pix, np.nan)
-    ap = np.where(ok, ap, np.nan)
     return r_img, r_pix, ap
 
 
