@@ -106,6 +106,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "the forward pass then also reads each row's masks, so a skipped row enters no statistic")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    from netdissect.cli.score import add_scorecard_options
+
+    add_scorecard_options(p)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the label scorecard (significance, stability, held-out prediction; docs/label-trust.md)")
+    p.add_argument("--keep-cache", action="store_true",
+                   help="keep the activation cache in OUT/cache (for `netdissect score OUT`; it takes disk)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -132,6 +139,8 @@ def _run(args) -> int:
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
+        scorecard=not args.no_scorecard, fdr=args.fdr, holdout=args.holdout, scorecard_seed=args.scorecard_seed,
+        keep_cache=args.keep_cache,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
@@ -140,6 +149,14 @@ def _run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
+    if result.summary.get("scorecard", {}).get("computed"):
+        from netdissect.trust.rescore import absent_note
+        from netdissect.trust.scorecard import layer_summary_line
+
+        for name, lr in result.items():
+            print(f"{name} scorecard: {layer_summary_line(lr.scorecard_summary)}")
+        for line in absent_note(result):
+            print(f"netdissect dissect: {line}")
     skipped = result.summary["dataset"]["skipped"]
     if skipped:
         print(f"skipped {len(skipped)} bad row(s); see {args.out}/summary.json")

@@ -102,7 +102,7 @@ class LayerResult:
         units["iou"] = best_iou
         units["threshold"] = self.thresholds
         units["detector"] = best_iou > self.iou_threshold
-        if self.scorecard is not None and "q" in self.scorecard:
+        if self.scorecard is not None and "q" in self.scorecard and self.fdr < 1:  # fdr 1: the IoU rule alone
             with np.errstate(invalid="ignore"):
                 units["detector"] &= np.asarray(self.scorecard["q"], np.float64) < self.fdr
         self.units = units
@@ -232,8 +232,10 @@ class DissectionResult(dict):
             s = layer.summary()
             lines.append(f"{name:<{width}}  {s['n_units']:>5}  {s['n_detectors']:>9}  "
                          + "  ".join(f"{s['unique_detectors'][c]:>8}" for c in cats))
+        card = self.summary.get("scorecard") or {}
+        fdr = f" and label q-value < {card['fdr']:g}" if card.get("computed") and card.get("fdr", 1) < 1 else ""
         lines.append("(columns per category: unique detectors = distinct concepts labelling a unit with IoU > "
-                     f"{self.summary['config']['iou_threshold']})")
+                     f"{self.summary['config']['iou_threshold']}{fdr})")
         return "\n".join(lines)
 
 

@@ -121,10 +121,11 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
     h_label = np.where(h_has, np.asarray(lr.concept_names)[hbest], "")
     h_iou = np.where(h_has, iou_held[np.arange(K), hbest], np.nan)
     absent = h_has & (e.label_area[1][hbest] == 0)
+    h_iou = np.where(absent, np.nan, h_iou)  # no held-out image holds the concept: nothing to score
     r_img, r_pix, ap = _heldout(e, lr, hbest, h_has & ~absent, primary, read_acts, rows)
     t["holdout"] = time.monotonic() - t0
     det_iou = lr.units["iou"] > lr.iou_threshold
-    det_fdr = det_iou & (q_label < cfg["fdr"])
+    det_fdr = det_iou & (q_label < cfg["fdr"]) if cfg["fdr"] < 1 else det_iou.copy()
     units = {"p": p_label, "q": q_label, "detector_iou": det_iou, "stability": same, "iou_lo": lo, "iou_hi": hi,
              "holdout_label": h_label, "holdout_iou": h_iou, "r_image": r_img, "r_pixel": r_pix, "auprc": ap}
 

@@ -1,0 +1,138 @@
+"""The scorecard in a run: dissect writes it (units.csv, scorecard.npz, summary.json), the FDR
+detector rule, `netdissect score` on a kept cache, and the errors (docs/label-trust.md)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nets import Tap, TappedColorUnits
+
+from netdissect import dissect, load
+from netdissect.cli import main
+from netdissect.dissection.result import SCORECARD_COLUMNS
+from netdissect.trust import ScorecardError
+
+
+class PlantedUnits(TappedColorUnits):
+    """TappedColorUnits' map (0 square, 1 disc, 2 wood, 3 dead, 4 grey, 5 striped) plus unit 6: noise
+    that depends on nothing in the image (a random map per image, seeded by the image's pixel sum),
+    exposed as the submodule ``tap``."""
+
+    def __init__(self):
+        super().__init__()
+        self.tap = Tap()
+
+    def forward(self, x):
+        p = self.pool(x)
+        f = self.features(p)
+        grey = 1.0 - (p - 0.5).abs().sum(1, keepdim=True) * 4
+        ramp = torch.linspace(0, 0.01, f.shape[-1])
+        f = torch.cat([f[:, :4], grey, f[:, 5:] + ramp], 1)
+        noise = []
+        for img in x:
+            g = torch.Generator().manual_seed(int(img.sum().item() * 1000) % (2 ** 31))
+            noise.append(torch.rand(1, *f.shape[2:], generator=g))
+        f = self.tap(torch.cat([f, torch.stack(noise)], 1))
+        return f.mean((2, 3))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, broden_big):
+    out = tmp_path_factory.mktemp("trustrun") / "run"
+    model = PlantedUnits()
+    result = dissect(model, "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+                     out=out, keep_cache=True)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def broden_big(tmp_path_factory):
+    from broden_fixture import make_broden
+
+    return make_broden(tmp_path_factory.mktemp("trustds") / "ds", n=120, size=32, seed=11)
+
+
+def test_planted_detectors_are_significant_and_stable_noise_and_dead_never(run):
+    """Thresholds fixed before looking (issue 29): planted detectors q < 0.01 and stability > 0.9;
+    the noise unit and the dead unit are never detectors."""
+    _, result = run
+    lr = result["tap"]
+    u, card = lr.units, lr.scorecard
+    for k, concept in ((0, "square"), (1, "disc"), (2, "wood")):
+        assert u["label"][k] == concept
+        assert card["q"][k] < 0.01 and card["stability"][k] > 0.9, (k, card["q"][k], card["stability"][k])
+        assert u["detector"][k]
+    assert not u["detector"][3] and not u["detector"][6]
+    assert card["q"][6] > 0.05 or u["iou"][6] <= 0.04
+
+
+def test_units_csv_and_summary_carry_the_scorecard(run):
+    out, result = run
+    with open(out / "tap" / "units.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(c in rows[0] for c in SCORECARD_COLUMNS)
+    lr = result["tap"]
+    for k, row in enumerate(rows):
+        assert row["detector"] == str(int(lr.units["detector"][k]))
+        if row["q"]:
+            assert float(row["q"]) == pytest.approx(lr.scorecard["q"][k], rel=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scorecard"]["computed"] and summary["scorecard"]["holdout"] == 0.2
+    s = summary["layers"]["tap"]["scorecard"]
+    assert s["detectors_fdr_rule"] == summary["layers"]["tap"]["n_detectors"]
+    assert s["detectors_iou_rule"] >= s["detectors_fdr_rule"]
+    assert s["holdout"]["images_held_out"] == 24
+    # read back: the same verdicts and columns
+    back = load(out)["tap"]
+    assert (back.units["detector"] == lr.units["detector"]).all()
+    np.testing.assert_allclose(back.scorecard["q"], lr.scorecard["q"])
+
+
+def test_fdr_one_is_the_iou_rule(broden_big):
+    r = dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+                fdr=1.0)
+    u = r["tap"].units
+    assert (u["detector"] == (u["iou"] > 0.04)).all()
+    plain = dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False,
+                    normalize="none", scorecard=False)
+    assert plain.summary["scorecard"]["computed"] is False
+    assert (plain["tap"].units["detector"] == u["detector"]).all()
+
+
+def test_score_rewrites_a_run_from_its_kept_cache(run, tmp_path, capsys):
+    out, result = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert main(["score", str(copy), "--fdr", "0.5", "--holdout", "0.3", "--seed", "4", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "tap: detectors" in printed
+    back = load(copy)
+    assert back.summary["scorecard"]["fdr"] == 0.5 and back.summary["scorecard"]["seed"] == 4
+    assert back["tap"].scorecard_summary["holdout"]["images_held_out"] == 36
+    # the p-values do not depend on the split; q the same tests
+    np.testing.assert_allclose(back["tap"].scorecard["p"], result["tap"].scorecard["p"], rtol=1e-9)
+
+
+def test_score_without_a_cache_says_what_to_rerun(broden_big, tmp_path, capsys):
+    out = tmp_path / "nocache"
+    dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+            out=out, scorecard=False)
+    assert main(["score", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "has no activation cache" in err and "netdissect dissect --model" in err and "--dataset" in err
+    assert err.count("\n") == 1
+
+
+def test_too_few_images_is_one_clear_line(broden_big, tmp_path):
+    with pytest.raises(ScorecardError, match="too few images for the scorecard"):
+        dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+                limit=25)
+    with pytest.raises(ScorecardError, match="--holdout must be"):
+        dissect(PlantedUnits(), "tap", broden_big, num_workers=0, progress=False, normalize="none", holdout=1.5)
+    with pytest.raises(ScorecardError, match="--fdr must be"):
+        dissect(PlantedUnits(), "tap", broden_big, num_workers=0, progress=False, normalize="none", fdr=0)
