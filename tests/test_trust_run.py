@@ -87,6 +87,7 @@ def test_units_csv_and_summary_carry_the_scorecard(run):
     assert s["detectors_fdr_rule"] == summary["layers"]["tap"]["n_detectors"]
     assert s["detectors_iou_rule"] >= s["detectors_fdr_rule"]
     assert s["holdout"]["images_held_out"] == 24
+    assert s["iou_check_max_diff"] < 1e-6  # the scorecard's counts give back pass 2's IoU
     # read back: the same verdicts and columns
     back = load(out)["tap"]
     assert (back.units["detector"] == lr.units["detector"]).all()
@@ -131,8 +132,44 @@ def test_score_without_a_cache_says_what_to_rerun(broden_big, tmp_path, capsys):
 def test_too_few_images_is_one_clear_line(broden_big, tmp_path):
     with pytest.raises(ScorecardError, match="too few images for the scorecard"):
         dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
-                limit=25)
+                limit=25, scorecard=True)
+    # by default a probe too small for it gets no scorecard (and the IoU rule), said in summary.json
+    small = dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False,
+                    normalize="none", limit=25)
+    assert small.summary["scorecard"]["computed"] is False
+    assert "too few images" in small.summary["scorecard"]["why"]
+    assert small["tap"].scorecard is None
     with pytest.raises(ScorecardError, match="--holdout must be"):
         dissect(PlantedUnits(), "tap", broden_big, num_workers=0, progress=False, normalize="none", holdout=1.5)
     with pytest.raises(ScorecardError, match="--fdr must be"):
         dissect(PlantedUnits(), "tap", broden_big, num_workers=0, progress=False, normalize="none", fdr=0)
+
+
+def test_pnas_mode_runs_the_same_scorecard(broden_big):
+    r = dissect(PlantedUnits(), "tap", broden_big, iou="pnas", quantile=0.08, num_workers=0, progress=False,
+                normalize="none", scorecard=True)
+    s = r["tap"].scorecard_summary
+    assert s["iou_check_max_diff"] < 1e-6
+    card = r["tap"].scorecard
+    assert card["q"][0] < 0.01 and card["q"][1] < 0.01  # square and disc, pooled over every image
+
+
+def test_robustness_experiment_counts_label_flips_under_noise(broden_big, tmp_path, capsys):
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parent / 'nets.py'}:color_units"
+    run = tmp_path / "run"
+    dissect(spec, "units", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none", out=run)
+    assert main(["experiment", "robustness", str(run), "--noise", "0.02", "--quiet", "--workers", "0"]) == 0
+    rep = json.loads((run / "robustness" / "robustness.json").read_text())
+    r = rep["layers"]["units"]
+    assert r["detectors"] >= 3 and r["share_flipped"] is not None
+    assert r["share_flipped"] <= 0.34  # the colour detectors keep their labels under small noise
+    assert "published" in capsys.readouterr().out
+    # strong noise (sigma 1) reaches the units: their IoU falls (the labels of these colour units hold)
+    big = tmp_path / "big"
+    assert main(["experiment", "robustness", str(run), "--noise", "1", "--quiet", "--workers", "0",
+                 "--out", str(big)]) == 0
+    strong = json.loads((big / "robustness.json").read_text())["layers"]["units"]
+    assert strong["mean_iou_detectors_noisy"] < 0.8 * strong["mean_iou_detectors"]
+    assert r["mean_iou_detectors_noisy"] > strong["mean_iou_detectors_noisy"]

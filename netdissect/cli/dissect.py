@@ -139,7 +139,7 @@ def _run(args) -> int:
         skip_bad=args.skip_bad, split=args.split, limit=args.limit, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
-        scorecard=not args.no_scorecard, fdr=args.fdr, holdout=args.holdout, scorecard_seed=args.scorecard_seed,
+        scorecard=False if args.no_scorecard else None, fdr=args.fdr, holdout=args.holdout, scorecard_seed=args.scorecard_seed,
         keep_cache=args.keep_cache,
     )
     if args.chunk is not None:

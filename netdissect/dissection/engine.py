@@ -134,7 +134,7 @@ def dissect(
     samples=None,
     latent_seed: int | None = None,
     z_dim: int | None = None,
-    scorecard: bool = True,
+    scorecard: bool | None = None,
     fdr: float = 0.05,
     holdout: float = 0.2,
     scorecard_seed: int = 0,
@@ -197,7 +197,9 @@ def dissect(
     latent_seed : the seed of the latent draw (default: ``seed``, which also seeds random init).
     z_dim : the latent size of a generator module without a ``z_dim`` attribute.
     scorecard : compute the label scorecard (significance, stability, held-out prediction;
-        docs/label-trust.md) from the activation cache before it is removed.
+        docs/label-trust.md) from the activation cache before it is removed.  None (default):
+        when the probe has enough images for it (50 with ``holdout=0.2``), else skipped with a
+        note in summary.json; True: required (too few images is an error); False: never.
     fdr : with the scorecard, a detector also needs its label's BH q-value below ``fdr``
         (1 keeps the IoU rule alone).
     holdout, scorecard_seed : the share of probe images held out to score labels chosen on the
@@ -223,10 +225,10 @@ def dissect(
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
     card_cfg = None
-    if scorecard:
+    if scorecard or scorecard is None:
         from netdissect.trust import scorecard_config
 
-        card_cfg = scorecard_config(holdout=holdout, seed=scorecard_seed, fdr=fdr)
+        card_cfg = {**scorecard_config(holdout=holdout, seed=scorecard_seed, fdr=fdr), "required": bool(scorecard)}
     part = parse_chunk(chunk)
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
@@ -400,16 +402,28 @@ def _scorecard(st, layer_results: dict, card_cfg, group: Group, progress: bool) 
     if card_cfg is None:
         return {"computed": False, "why": "not asked (--no-scorecard)"}
     if group.distributed:
-        return {"computed": False, "why": "not computed under torchrun yet: keep the cache (--keep-cache) and run "
-                                          "`netdissect score RUN`, or dissect in one process"}
-    from netdissect.trust import score_layers
+        return {"computed": False, "why": "not computed under torchrun yet: dissect in one process to get it"}
+    from netdissect.trust import TooFewImages, score_layers
 
-    cards = score_layers(layer_results, lambda name, a, b: st.caches[name].read(a, b), st.source, (st.lo, st.hi),
-                         st.all_skipped, len(st.probe), card_cfg, batch_size=st.cfg.batch_size,
-                         num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+    card_cfg = dict(card_cfg)
+    required = card_cfg.pop("required", True)
+    try:
+        cards = _score(st, layer_results, card_cfg, progress, score_layers)
+    except TooFewImages as exc:
+        if required:
+            raise
+        if progress:
+            print(f"netdissect: no label scorecard: {exc}", file=sys.stderr)
+        return {"computed": False, "why": str(exc)}
     for name, card in cards.items():
         layer_results[name].with_scorecard(card, card_cfg["fdr"])
     return {"computed": True, **card_cfg}
+
+
+def _score(st, layer_results, card_cfg, progress, score_layers):
+    return score_layers(layer_results, lambda name, a, b: st.caches[name].read(a, b), st.source, (st.lo, st.hi),
+                         st.all_skipped, len(st.probe), card_cfg, batch_size=st.cfg.batch_size,
+                         num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
 
 
 CACHE_DIR = "cache"  # --keep-cache: RUN/cache/<layer>.acts and cache.json

@@ -4,7 +4,7 @@
 - stability: a bootstrap over the probe images;
 - held-out prediction: labels chosen on one part of the probe, scored on the other.
 """
-from netdissect.trust.scorecard import (UNIT_COLUMNS, ScorecardError, holdout_split, score_layers,
+from netdissect.trust.scorecard import (UNIT_COLUMNS, ScorecardError, TooFewImages, holdout_split, score_layers,
                                         scorecard_config)
 
-__all__ = ["UNIT_COLUMNS", "ScorecardError", "holdout_split", "score_layers", "scorecard_config"]
+__all__ = ["UNIT_COLUMNS", "ScorecardError", "TooFewImages", "holdout_split", "score_layers", "scorecard_config"]

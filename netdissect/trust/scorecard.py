@@ -33,6 +33,10 @@ class ScorecardError(NetDissectError):
     """The scorecard cannot be computed as asked (too few images, no cache)."""
 
 
+class TooFewImages(ScorecardError):
+    """The probe is too small for the holdout split or the bootstrap."""
+
+
 def scorecard_config(holdout: float = 0.2, seed: int = 0, fdr: float = 0.05, resamples: int = RESAMPLES,
                      candidates: int = CANDIDATES) -> dict:
     if not 0 < holdout < 1:
@@ -51,7 +55,7 @@ def holdout_split(n_rows: int, used: np.ndarray, holdout: float, seed: int) -> n
     rows = np.flatnonzero(used)
     n_held = int(round(holdout * len(rows)))
     if len(rows) < 2 * MIN_IMAGES or n_held < MIN_IMAGES or len(rows) - n_held < MIN_IMAGES:
-        raise ScorecardError(
+        raise TooFewImages(
             f"too few images for the scorecard: {len(rows)} probe images with --holdout {holdout} leave "
             f"{n_held} held out and {len(rows) - n_held} to choose labels on; each part and the bootstrap need "
             f"at least {MIN_IMAGES}: give more images, another --holdout, or --no-scorecard")
@@ -124,6 +128,9 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
     h_iou = np.where(absent, np.nan, h_iou)  # no held-out image holds the concept: nothing to score
     r_img, r_pix, ap = _heldout(e, lr, hbest, h_has & ~absent, primary, read_acts, rows)
     t["holdout"] = time.monotonic() - t0
+    # the pass's own counts give back pass 2's IoU (the same cache, thresholds and masks)
+    iou_all = stats.iou_from(inter, e.unit_area.sum(0), e.label_area.sum(0), primary)
+    iou_check = float(np.abs(iou_all - lr.iou.astype(np.float64)).max()) if iou_all.size else 0.0
     det_iou = lr.units["iou"] > lr.iou_threshold
     det_fdr = det_iou & (q_label < cfg["fdr"]) if cfg["fdr"] < 1 else det_iou.copy()
     units = {"p": p_label, "q": q_label, "detector_iou": det_iou, "stability": same, "iou_lo": lo, "iou_hi": hi,
@@ -149,6 +156,7 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
         "mean_r_image": mean_of(r_img, h_has), "mean_r_pixel": mean_of(r_pix, h_has), "mean_auprc": mean_of(ap, h_has),
         "mean_r_image_detectors": mean_of(r_img, det_fdr), "mean_r_pixel_detectors": mean_of(r_pix, det_fdr),
         "bootstrap": {"resamples": cfg["resamples"], "candidates": int(e.cand.shape[1])},
+        "iou_check_max_diff": round(iou_check, 7),
         "timing_s": {k: round(v, 3) for k, v in t.items()},
     }
     return {"units": units, "summary": summary, "matrices": {"p": p.astype(np.float32), "q": q.astype(np.float32)}}

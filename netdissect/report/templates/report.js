@@ -155,6 +155,17 @@
     });
   }, { rootMargin: "600px 0px" }) : null;
 
+  // One line of the label's scorecard (docs/label-trust.md), when the run has one.
+  function trustHTML(t) {
+    if (!t) return "";
+    var f = function (v, pct) { return v === null || v === undefined ? "\u2013" : pct ? Math.round(100 * v) + "%" : String(v); };
+    return '<div class="trust" style="font-size:11px;color:#555;margin-top:2px" title="BH q-value of the label ' +
+      "(image-permutation null); share of bootstrap resamples giving the same label; 95% IoU interval; held-out " +
+      'Pearson r of peak activation vs concept area (image) and of the upsampled map vs the mask (pixel)">' +
+      "q " + f(t.q) + " \u00b7 stable " + f(t.stab, true) + " \u00b7 IoU " + f(t.ci[0]) + "\u2013" + f(t.ci[1]) +
+      " \u00b7 held-out r " + f(t.r_img) + " / " + f(t.r_pix) + "</div>";
+  }
+
   function cardHTML(u) {
     var L = data.layers[u.layer], wh = stripSize(L);
     var none = u.dead ? "dead unit" : "no concept";
@@ -177,6 +188,7 @@
       '<canvas class="act" role="img" width="' + wh[0] + '" height="' + wh[1] + '" aria-label="' + esc(alt) + '"></canvas>' +
       '<canvas class="gt" width="' + wh[0] + '" height="' + wh[1] + '"></canvas></div>' +
       (alts ? '<div class="alts"><span>runners-up</span>' + alts + "</div>" : '<div class="alts"><span>no runner-up concept</span></div>') +
+      trustHTML(u.trust) +
       "</article>";
   }
 
