@@ -6,7 +6,8 @@ Writes the demo's probe set (the world, seed 2017, never used in training), diss
 stage of zoo:scene-cnn-wide trained and untrained (--weights none, seed 0) with the scorecard, and
 prints per layer: detectors by the IoU rule and by IoU + q < 0.05, unique object/part concepts by
 each rule, the median bootstrap stability of the detectors, and the mean held-out correlations
-(image-level, pixel-level) and AUPRC over the labelled units.  The JSON goes to OUT/trust.json.
+(image-level, pixel-level) and AUPRC over the labelled units; then (``--noise``) the share of each
+run's detector labels that flip under Gaussian input noise.  The JSON goes to OUT/trust.json.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--layers", default="conv1,conv2,conv3,conv4,conv5")
     ap.add_argument("--figure", default=None, help="write the figure here (PNG)")
+    ap.add_argument("--noise", type=float, default=0.02, help="the robustness experiment's sigma (0: skip it)")
     args = ap.parse_args(argv)
     from netdissect import dissect
     from netdissect.data.synth.export import write_world
@@ -91,6 +93,15 @@ def main(argv=None):
         report[tag] = {"timing_s": r.summary["timing_s"], "layers": {n: layer_row(lr) for n, lr in r.items()}}
         print(tag, json.dumps(report[tag], indent=1))
         done.write_text(json.dumps(report, indent=2))
+    if args.noise > 0:
+        from netdissect.trust.robustness import robustness
+
+        for tag in ("trained", "untrained"):
+            key = f"robustness_{tag}"
+            if key not in report:
+                report[key] = robustness(out / tag, args.noise, out / tag / "robustness")["layers"]
+                print(key, json.dumps(report[key], indent=1))
+                done.write_text(json.dumps(report, indent=2))
     if args.figure:
         figure(report, Path(args.figure))
 

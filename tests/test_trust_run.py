@@ -83,6 +83,7 @@ def test_units_csv_and_summary_carry_the_scorecard(run):
             assert float(row["q"]) == pytest.approx(lr.scorecard["q"][k], rel=1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scorecard"]["computed"] and summary["scorecard"]["holdout"] == 0.2
+    assert summary["method"] == "broden" and summary["layers"]["tap"]["method"] == "broden"
     s = summary["layers"]["tap"]["scorecard"]
     assert s["detectors_fdr_rule"] == summary["layers"]["tap"]["n_detectors"]
     assert s["detectors_iou_rule"] >= s["detectors_fdr_rule"]

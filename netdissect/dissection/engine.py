@@ -610,6 +610,10 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if inputs.mode == "pnas":  # (a part of "activations")
         summary["timing_s"]["pnas_thresholds"] = round(t_thr, 3)
     summary["scorecard"] = card_info
+    # the labelling method (one result format for every method: docs/run-format.md)
+    summary["method"] = inputs.mode
+    for info in summary["layers"].values():
+        info["method"] = inputs.mode
     if card_info.get("computed"):
         summary["timing_s"]["scorecard"] = round(t_card - t2, 3)
     image_paths = None

@@ -19,6 +19,7 @@ import numpy as np
 
 from netdissect.errors import NetDissectError
 from netdissect.trust import stats
+from netdissect.dissection.masks import _axis
 from netdissect.trust.collect import collect, upsample_matrix
 
 CANDIDATES = 5       # concepts per unit whose per-image counts the bootstrap resamples
@@ -193,8 +194,8 @@ def _heldout(e, lr, label, ok, primary, read_acts, rows):
             key = (A.shape[1], A.shape[2], sh, sw)
             if key not in ups:
                 Uy, Ux = upsample_matrix(A.shape[1], sh), upsample_matrix(A.shape[2], sw)
-                ups[key] = (Uy, Ux, Uy.sum(0), Ux.sum(0), Uy.T @ Uy, Ux.T @ Ux)
-            Uy, Ux, cy, cx, Yg, Xg = ups[key]
+                ups[key] = (Uy.sum(0), Ux.sum(0), Uy.T @ Uy, Ux.T @ Ux, _axis(A.shape[1], sh), _axis(A.shape[2], sw))
+            cy, cx, Yg, Xg, ay, ax = ups[key]
             areas = e.held_area[r]
             maps = e.pulled[r]
             u_area = np.array([areas.get(int(c), 0.0) for c in uniq])
@@ -204,14 +205,18 @@ def _heldout(e, lr, label, ok, primary, read_acts, rows):
                 continue
             D = np.stack([maps.get(int(c), np.zeros(A.shape[1:], np.float32)) for c in uniq])[inv]  # (K, h, w)
             w = sel.astype(np.float64)
-            sS += w * np.einsum("h,khw,w->k", cy, A, cx)
-            sSS += w * np.einsum("khw,khw->k", np.einsum("gh,khw->kgw", Yg, A) @ Xg, A)
-            sSL += w * np.einsum("khw,khw->k", A, D)
+            sS += w * ((cy @ A) @ cx)
+            sSS += w * (np.matmul(np.matmul(Yg, A), Xg) * A).sum((1, 2))
+            sSL += w * (A * D).sum((1, 2))
             sL += w * u_area[inv]
             npx += w * (sh * sw)
             py, px = pix // sw, pix % sw
             n = len(pix)
-            vals[x, :, :n] = np.einsum("sh,khw,sw->ks", Uy[py], A, Ux[px])
+            # bilinear values at the sampled pixels: four cells each (PyTorch's weights)
+            y0, y1, wy0, wy1 = (t[py] for t in ay)
+            x0, x1, wx0, wx1 = (t[px] for t in ax)
+            vals[x, :, :n] = ((wy0 * wx0) * A[:, y0, x0] + (wy0 * wx1) * A[:, y0, x1]
+                              + (wy1 * wx0) * A[:, y1, x0] + (wy1 * wx1) * A[:, y1, x1])
             wset = set(whole.tolist())
             pos = np.stack([np.ones(n, bool) if int(c) in wset else
                             ((cols == c).any(0) if cols.shape[0] else np.zeros(n, bool)) for c in uniq])
