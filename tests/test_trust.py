@@ -243,3 +243,35 @@ def test_torch_path_gives_the_kernel_counts(world, monkeypatch):
     ev_t = run(acts, world["thr"], src, part, world["iou"])
     for f in ("inter", "unit_area", "area", "cand_inter", "m1", "m2", "gram_m", "gram_l"):
         np.testing.assert_allclose(getattr(ev_t, f), getattr(ev_k, f), rtol=1e-6, atol=1e-6, err_msg=f)
+
+
+def test_a_label_absent_from_the_held_out_images_gets_empty_held_out_columns(world):
+    """A concept that only images of the choosing part hold: units labelled with it on that part get
+    no held-out scores, and the layer summary counts them."""
+    from netdissect.dissection.result import LayerResult
+    from netdissect.trust.scorecard import _score_layer, scorecard_config
+
+    ds, acts, thr, iou, L = world["ds"], world["acts"], world["thr"], world["iou"], world["L"]
+    # the concept most units are labelled with; hold out only images without it
+    iou_full = iou.copy()
+    c = np.bincount(iou_full.argmax(1), minlength=iou.shape[1]).argmax()
+    without = np.flatnonzero(~L[:, c].any(1))
+    part = np.zeros(len(ds), np.int8)
+    part[without[:40]] = 1
+    ev = run(acts, thr, world["src"], part, iou)
+    cons = ds.concepts
+    lr = LayerResult(name="l", iou=iou.astype(np.float32), thresholds=thr.astype(np.float32),
+                     concept_names=np.asarray(cons.names), concept_categories=np.asarray(cons.primary_names),
+                     concept_numbers=cons.numbers, categories=list(cons.categories), iou_threshold=0.04,
+                     shape=acts.shape[1:])
+    card = _score_layer(lr, ev, world["primary"], lambda name, a, b: acts[a:b], (0, len(acts)), scorecard_config())
+    u = card["units"]
+    hit = u["holdout_label"] == cons.names[c]
+    assert hit.any()
+    assert np.isnan(u["holdout_iou"][hit]).all() and np.isnan(u["r_image"][hit]).all()
+    assert np.isnan(u["r_pixel"][hit]).all() and np.isnan(u["auprc"][hit]).all()
+    names = list(cons.names)
+    absent = [bool(lab) and ev.label_area[1][names.index(lab)] == 0 for lab in u["holdout_label"]]
+    assert card["summary"]["holdout"]["labels_absent_from_held_out"] == sum(absent) >= int(hit.sum())
+    assert (np.isnan(u["holdout_iou"]) == (np.asarray(absent) | (u["holdout_label"] == ""))).all()
+    assert np.isfinite(u["q"][hit]).all()  # significance and stability do not depend on the split
