@@ -174,3 +174,24 @@ def test_robustness_experiment_counts_label_flips_under_noise(broden_big, tmp_pa
     strong = json.loads((big / "robustness.json").read_text())["layers"]["units"]
     assert strong["mean_iou_detectors_noisy"] < 0.8 * strong["mean_iou_detectors"]
     assert r["mean_iou_detectors_noisy"] > strong["mean_iou_detectors_noisy"]
+
+
+def test_merged_chunks_give_the_scorecard_of_one_process(run, broden_big, tmp_path):
+    from netdissect.dissection.chunks import merge_chunks
+
+    _, one = run
+    chunks = []
+    for i in range(2):
+        d = tmp_path / f"c{i}"
+        torch.manual_seed(0)  # the same (unused) random head in both chunks: one model identity
+        dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+                out=d, chunk=f"{i}/2")
+        chunks.append(d)
+    merged = merge_chunks(chunks, tmp_path / "merged", num_workers=0, progress=False)
+    assert merged.summary["scorecard"]["computed"]
+    a, b = one["tap"].scorecard, merged["tap"].scorecard
+    for col in ("p", "q", "stability", "iou_lo", "iou_hi", "holdout_iou", "r_image", "r_pixel", "auprc"):
+        np.testing.assert_allclose(np.asarray(b[col], float), np.asarray(a[col], float), rtol=1e-6, atol=1e-9,
+                                   err_msg=col)
+    assert list(b["holdout_label"]) == list(a["holdout_label"])
+    assert (merged["tap"].units["detector"] == one["tap"].units["detector"]).all()
