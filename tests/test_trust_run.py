@@ -195,3 +195,13 @@ def test_merged_chunks_give_the_scorecard_of_one_process(run, broden_big, tmp_pa
                                    err_msg=col)
     assert list(b["holdout_label"]) == list(a["holdout_label"])
     assert (merged["tap"].units["detector"] == one["tap"].units["detector"]).all()
+
+
+def test_robustness_bad_inputs_are_one_line(run, capsys):
+    out, _ = run
+    assert main(["experiment", "robustness", str(out), "--noise", "0"]) == 1
+    assert "--noise must be a positive standard deviation" in capsys.readouterr().err
+    # a run of a module object (no spec to rebuild it from)
+    assert main(["experiment", "robustness", str(out), "--noise", "0.02"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be rebuilt from its summary.json" in err and err.count("\n") == 1

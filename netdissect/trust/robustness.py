@@ -52,7 +52,8 @@ def robustness(run_dir, noise: float, out, *, seed: int = 0, num_workers=None, p
     ident = run.summary.get("identity", {})
     model_id, cfg, ds = ident.get("model", {}), ident.get("config", {}), ident.get("dataset", {})
     spec = model_id.get("spec")
-    if ds.get("kind") is not None or "path" not in ds or not isinstance(spec, str) or model_id.get("generator"):
+    if (ds.get("kind") is not None or "path" not in ds or not isinstance(spec, str) or spec.startswith("python:")
+            or model_id.get("generator")):  # python:NAME: a module object, which summary.json cannot rebuild
         raise NetDissectError(f"{run_dir}: the robustness experiment re-dissects runs of a model spec on a Broden "
                               "dataset; this run's model or probe cannot be rebuilt from its summary.json")
     model, prep = load_model(spec, weights=model_id.get("weights"), normalize=model_id.get("normalize"),
