@@ -205,3 +205,40 @@ def test_robustness_bad_inputs_are_one_line(run, capsys):
     assert main(["experiment", "robustness", str(out), "--noise", "0.02"]) == 1
     err = capsys.readouterr().err
     assert "cannot be rebuilt from its summary.json" in err and err.count("\n") == 1
+
+
+def test_torchrun_two_gloo_ranks_give_the_scorecard_of_one_process(broden_big, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nets import ElementwiseNet
+
+    tests = Path(__file__).parent
+    kw = dict(quantile=0.05, batch_size=8, num_workers=0, topk=3)
+    one = dissect(ElementwiseNet(), ["units"], broden_big, progress=False, **kw)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "netdissect", "dissect",
+           "--model", f"{tests}/nets.py:elementwise_net", "--layer", "units", "--dataset", str(broden_big),
+           "--out", str(out), "--quantile", "0.05", "--batch-size", "8", "--workers", "0", "--topk", "3",
+           "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = load(out)
+    assert ranks.summary["config"]["world_size"] == 2 and ranks.summary["scorecard"]["computed"]
+    a, b = one["units"].scorecard, ranks["units"].scorecard
+    for col in ("p", "q", "stability", "iou_lo", "iou_hi", "holdout_iou", "r_image", "r_pixel", "auprc"):
+        np.testing.assert_allclose(np.asarray(b[col], float), np.asarray(a[col], float), rtol=1e-5, atol=1e-7,
+                                   err_msg=col)
+    assert (ranks["units"].units["detector"] == one["units"].units["detector"]).all()
+    # every unit x concept test, not only the (here all strong) labels
+    pa, pb = one["units"].scorecard_matrices["p"], ranks["units"].scorecard_matrices["p"]
+    np.testing.assert_allclose(pb, pa, rtol=1e-4, atol=1e-7)
+    assert ((pa > 0.01) & (pa < 0.9)).sum() >= 5

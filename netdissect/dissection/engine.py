@@ -402,7 +402,7 @@ def _scorecard(st, layer_results: dict, card_cfg, group: Group, progress: bool) 
     if card_cfg is None:
         return {"computed": False, "why": "not asked (--no-scorecard)"}
     if group.distributed:
-        return {"computed": False, "why": "not computed under torchrun yet: dissect in one process to get it"}
+        return _scorecard_ranks(st, layer_results, card_cfg, group, progress)
     from netdissect.trust import TooFewImages, score_layers
 
     card_cfg = dict(card_cfg)
@@ -418,6 +418,59 @@ def _scorecard(st, layer_results: dict, card_cfg, group: Group, progress: bool) 
     for name, card in cards.items():
         layer_results[name].with_scorecard(card, card_cfg["fdr"])
     return {"computed": True, **card_cfg}
+
+
+def _scorecard_ranks(st, layer_results: dict, card_cfg, group: Group, progress: bool) -> dict:
+    """Under torchrun: rank 0 computes the scorecard over every rank's cache (RUN/.work/rank<r>, in
+    row order, as one process would) and the ranks take its result."""
+    from netdissect.trust import TooFewImages, score_layers
+    from netdissect.trust.shards import read_across
+
+    cfg = dict(card_cfg)
+    required = cfg.pop("required", True)
+    group.barrier()  # every rank's cache is whole (flushed when pass 2 started)
+    cards, err, why = None, None, None
+    if group.rank == 0:
+        top = st.work.parent
+        if top.name != ".work":
+            why = "not computed under torchrun without --out (the ranks' caches are in temporary folders)"
+        else:
+            parts = []
+            try:
+                for r in range(group.world):
+                    lo, hi = shard_rows(len(st.probe), r, group.world)
+                    caches = {}
+                    for name in st.layers:
+                        path = top / f"rank{r}" / st.cache_path(name).name
+                        if path.exists():
+                            from netdissect.dissection.cache import ActivationCache
+
+                            caches[name] = ActivationCache(path, hi - lo, st.shapes[name], st.cfg.cache_dtype,
+                                                           existing=True)
+                    parts.append((lo, hi, caches))
+                cards = score_layers(layer_results, read_across(parts, layer_results), st.source, (0, len(st.probe)),
+                                     st.all_skipped, len(st.probe), cfg, batch_size=st.cfg.batch_size,
+                                     num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+            except TooFewImages as exc:
+                if required:
+                    err = str(exc)
+                else:
+                    why = str(exc)
+            except NetDissectError as exc:
+                err = str(exc)
+            finally:
+                for _, _, caches in parts:
+                    for c in caches.values():
+                        c.close()
+    group.agree(err)
+    cards, why = group.broadcast((cards, why))
+    if cards is None:
+        if progress:
+            print(f"netdissect: no label scorecard: {why}", file=sys.stderr)
+        return {"computed": False, "why": why}
+    for name, card in cards.items():
+        layer_results[name].with_scorecard(card, cfg["fdr"])
+    return {"computed": True, **cfg}
 
 
 def _score(st, layer_results, card_cfg, progress, score_layers):

@@ -38,6 +38,22 @@ class ChunkedLabels(ConceptSource):
         return sorted(sizes)
 
 
+def read_across(parts: list, layer_results: dict):
+    """``read_acts(name, a, b)`` over several caches of consecutive rows: ``parts`` (lo, hi, {layer:
+    ActivationCache}) in row order; a part without a layer's cache (no usable row) reads zeros."""
+    def read_acts(name, a, b):
+        out = []
+        for lo_p, hi_p, caches in parts:
+            lo, hi = max(a, lo_p), min(b, hi_p)
+            if lo < hi:
+                if name in caches:
+                    out.append(caches[name].read(lo - lo_p, hi - lo_p))
+                else:
+                    out.append(np.zeros((hi - lo, *layer_results[name].shape), np.float32))
+        return np.concatenate(out)
+    return read_acts
+
+
 def chunk_scorecard(layer_results: dict, states: list, sources: dict, n_rows: int, skipped, *, num_workers=0,
                     progress=False, batch_size=64) -> dict:
     """The scorecard over every chunk (``states``: their open :class:`RunState` in row order;
@@ -47,17 +63,7 @@ def chunk_scorecard(layer_results: dict, states: list, sources: dict, n_rows: in
     cfg = scorecard_config()
     labels = ChunkedLabels([((st.lo, st.hi), sources[id(st)]) for st in states])
 
-    def read_acts(name, a, b):
-        out = []
-        for st in states:
-            lo, hi = max(a, st.lo), min(b, st.hi)
-            if lo < hi:
-                if name in st.caches:
-                    out.append(st.caches[name].read(lo - st.lo, hi - st.lo))
-                else:  # a chunk without a usable row: zeros, its rows are all skipped
-                    out.append(np.zeros((hi - lo, *layer_results[name].shape), np.float32))
-        return np.concatenate(out)
-
+    read_acts = read_across([(st.lo, st.hi, st.caches) for st in states], layer_results)
     try:
         cards = score_layers(layer_results, read_acts, labels, (0, n_rows), skipped, n_rows, cfg,
                              batch_size=batch_size, num_workers=num_workers, progress=progress)
