@@ -172,7 +172,8 @@
     var label = u.label ? esc(u.label) : "<i>" + none + "</i>";
     var chip = u.cat ? '<span class="chip">' + esc(u.cat) + "</span>" : "";
     var pct = Math.max(0, Math.min(100, 100 * u.iou / data.max_iou));
-    var title = u.det ? "detector" : "not a detector (IoU \u2264 threshold)";
+    var title = u.det ? "detector" : u.trust ? "not a detector (IoU \u2264 threshold, or the label's q-value \u2265 --fdr)"
+      : "not a detector (IoU \u2264 threshold)";
     var alts = u.alt.map(function (a) {
       return '<span class="alt" style="--c:' + color(a[1]) + '" title="' + esc(a[1]) + '"><b>' +
         esc(a[0]) + "</b> " + fmt(a[2]) + "</span>";
