@@ -110,6 +110,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "the forward pass then also reads each row's masks, so a skipped row enters no statistic")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS")
+    from netdissect.cli.score import add_scorecard_options
+
+    add_scorecard_options(p)
+    p.add_argument("--no-scorecard", action="store_true",
+                   help="skip the label scorecard (significance, stability, held-out prediction; docs/label-trust.md)")
+    p.add_argument("--keep-cache", action="store_true",
+                   help="keep the activation cache in OUT/cache (for `netdissect score OUT`; it takes disk)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -148,6 +155,8 @@ def _run(args) -> int:
         checkpoint_every=args.checkpoint_every, chunk=args.chunk, quantile_memory=args.quantile_memory,
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
         prefix_tokens=args.prefix_tokens, layouts=dict(args.layout or []),
+        scorecard=False if args.no_scorecard else None, fdr=args.fdr, holdout=args.holdout, scorecard_seed=args.scorecard_seed,
+        keep_cache=args.keep_cache,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
@@ -158,6 +167,14 @@ def _run(args) -> int:
     print(result.table())
     if cls:
         _run_cls(args, cls)
+    if result.summary.get("scorecard", {}).get("computed"):
+        from netdissect.trust.rescore import absent_note
+        from netdissect.trust.scorecard import layer_summary_line
+
+        for name, lr in result.items():
+            print(f"{name} scorecard: {layer_summary_line(lr.scorecard_summary)}")
+        for line in absent_note(result):
+            print(f"netdissect dissect: {line}")
     skipped = result.summary["dataset"]["skipped"]
     if skipped:
         print(f"skipped {len(skipped)} bad row(s); see {args.out}/summary.json")

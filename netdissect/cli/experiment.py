@@ -3,6 +3,7 @@
     netdissect experiment rotation --model zoo:scene-cnn --layer conv5 --dataset D --alphas 0,0.5,1 --seed 1,2,3 --out runs/rot
     netdissect experiment basis    --model zoo:scene-cnn --layer conv5 --dataset D --basis pca --out runs/pca
     netdissect experiment probe    --models zoo:scene-cnn,zoo:scene-cnn-bn --layer conv5 --dataset D --task object --out runs/probe
+    netdissect experiment robustness RUN --noise 0.02
     netdissect experiment training --models zoo:scene-cnn@none,zoo:scene-cnn-step50,zoo:scene-cnn --layer conv5 --dataset D --out runs/train
 """
 from __future__ import annotations
@@ -56,6 +57,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
     t = s.add_parser("training", help="unique detectors over training snapshots and variants (Sec. 3.3-3.5)")
     _common(t, models=True)
+    n = s.add_parser("robustness", help="share of a run's detector labels that flip under Gaussian input noise "
+                     "(docs/label-trust.md)")
+    n.add_argument("run_dir", metavar="RUN", help="a finished run (of a model spec on a Broden dataset)")
+    n.add_argument("--noise", type=float, default=0.02, help="standard deviation of the noise, images in [0, 1] "
+                   "(default 0.02, as published)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    n.add_argument("--out", default=None, help="folder for robustness.json/.csv (default: RUN/robustness)")
+    n.add_argument("--workers", type=int, default=None)
+    n.add_argument("--device", default="cpu")
+    n.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -65,7 +76,21 @@ def _kw(args) -> dict:
 
 
 def run(args) -> int:
-    return {"rotation": _rotation, "basis": _basis, "probe": _probe, "training": _training}[args.experiment](args)
+    return {"rotation": _rotation, "basis": _basis, "probe": _probe, "training": _training,
+            "robustness": _robustness}[args.experiment](args)
+
+
+def _robustness(args) -> int:
+    from pathlib import Path
+
+    from netdissect.trust.robustness import robustness, table
+
+    out = args.out or str(Path(args.run_dir) / "robustness")
+    report = robustness(args.run_dir, args.noise, out, seed=args.seed, num_workers=args.workers,
+                        progress=not args.quiet, device=args.device)
+    print(table(report))
+    print(f"results: {out}/robustness.json, {out}/robustness.csv")
+    return 0
 
 
 def _claim(args, marker: str):

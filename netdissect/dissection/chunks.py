@@ -302,6 +302,20 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
     lead.all_skipped = skipped
     layer_results = lead.results()
+    # the label scorecard over every chunk's cache, as one process computes it (docs/label-trust.md)
+    from netdissect.trust.shards import chunk_scorecard
+
+    t_card = time.monotonic()
+    states = []
+    try:
+        for d, info in found:
+            states.append(open_run(d, info))
+        card_info = chunk_scorecard(layer_results, states, {id(st): sources[d] for st, (d, _) in zip(states, found)},
+                                    len(probe), skipped, num_workers=cfg.num_workers, progress=progress)
+    finally:
+        for st in states:
+            st.close()
+    t_card = time.monotonic() - t_card
     where = ds.root if ds is not None else getattr(probe, "root", probe.describe())
     note = check_unknown_labels(unknown, positions, str(where))
     if note and progress:
@@ -313,6 +327,12 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         extra["lossy_cache"] = {"tied_positions": tied}
     summary = build_summary(identity, probe, source, cfg.device, skipped, unknown, timing, layer_results,
                             chunks=len(found), extra=extra)
+    summary["scorecard"] = card_info
+    if card_info.get("computed"):
+        summary["timing_s"]["scorecard"] = round(t_card, 3)
+    summary["method"] = mode
+    for info in summary["layers"].values():
+        info["method"] = mode
     run_dir = Path(out)
     image_paths = None
     if isinstance(probe, LatentSamples):  # the units' top images, from the chunks that generated them

@@ -146,6 +146,11 @@ def dissect(
     z_dim: int | None = None,
     prefix_tokens: int | None = None,
     layouts: dict | None = None,
+    scorecard: bool | None = None,
+    fdr: float = 0.05,
+    holdout: float = 0.2,
+    scorecard_seed: int = 0,
+    keep_cache: bool = False,
 ) -> DissectionResult | None:
     """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``, a folder of ``images``, or
     (a generator) ``samples`` latent vectors.
@@ -209,6 +214,15 @@ def dissect(
         tokens of the model's token layers, where the model does not say (``docs/transformers.md``).
     layouts : ``{layer: "nchw" | "nhwc" | "tokens" | "tokens-seq"}``, a layer's layout where its
         shape alone leaves it open (:mod:`netdissect.hooks.tokens`).
+    scorecard : compute the label scorecard (significance, stability, held-out prediction;
+        docs/label-trust.md) from the activation cache before it is removed.  None (default):
+        when the probe has enough images for it (50 with ``holdout=0.2``), else skipped with a
+        note in summary.json; True: required (too few images is an error); False: never.
+    fdr : with the scorecard, a detector also needs its label's BH q-value below ``fdr``
+        (1 keeps the IoU rule alone).
+    holdout, scorecard_seed : the share of probe images held out to score labels chosen on the
+        others, and the seed of that split and of the bootstrap (recorded in summary.json).
+    keep_cache : keep the activation cache in ``out/cache`` (``netdissect score RUN`` reads it).
 
     Under ``torchrun`` every rank calls this; each dissects a slice of the rows, the statistics
     merge exactly, rank 0 writes ``out``, and every rank returns the same result.
@@ -228,6 +242,11 @@ def dissect(
                         cache_dtype=cache_dtype, device=device, skip_bad=skip_bad, split=split, limit=limit,
                         precision=precision, quantile_memory=quantile_memory, seed=seed)
     cfg.check()
+    card_cfg = None
+    if scorecard or scorecard is None:
+        from netdissect.trust import scorecard_config
+
+        card_cfg = {**scorecard_config(holdout=holdout, seed=scorecard_seed, fdr=fdr), "required": bool(scorecard)}
     part = parse_chunk(chunk)
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
@@ -252,7 +271,8 @@ def dissect(
             lock = _claim_out(out, group)  # before the model loads: fail fast
         return _dissect(model, layers, inputs, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
-                        model_spec=model_spec, z_dim=z_dim, prefix_tokens=prefix_tokens, layouts=layouts)
+                        model_spec=model_spec, z_dim=z_dim, prefix_tokens=prefix_tokens, layouts=layouts,
+                        card_cfg=card_cfg, keep_cache=keep_cache)
     finally:
         if lock is not None:
             lock.release()
@@ -427,13 +447,116 @@ def _check_resources(shapes: dict, rows: int, total: int, cfg, work: Path, progr
               "it is removed when the run finishes", file=sys.stderr)
 
 
+def _scorecard(st, layer_results: dict, card_cfg, group: Group, progress: bool) -> dict:
+    """The label scorecard from the run's activation cache (docs/label-trust.md); what summary.json
+    records under ``scorecard``."""
+    if card_cfg is None:
+        return {"computed": False, "why": "not asked (--no-scorecard)"}
+    if group.distributed:
+        return _scorecard_ranks(st, layer_results, card_cfg, group, progress)
+    from netdissect.trust import TooFewImages, score_layers
+
+    card_cfg = dict(card_cfg)
+    required = card_cfg.pop("required", True)
+    try:
+        cards = _score(st, layer_results, card_cfg, progress, score_layers)
+    except TooFewImages as exc:
+        if required:
+            raise
+        if progress:
+            print(f"netdissect: no label scorecard: {exc}", file=sys.stderr)
+        return {"computed": False, "why": str(exc)}
+    for name, card in cards.items():
+        layer_results[name].with_scorecard(card, card_cfg["fdr"])
+    return {"computed": True, **card_cfg}
+
+
+def _scorecard_ranks(st, layer_results: dict, card_cfg, group: Group, progress: bool) -> dict:
+    """Under torchrun: rank 0 computes the scorecard over every rank's cache (RUN/.work/rank<r>, in
+    row order, as one process would) and the ranks take its result."""
+    from netdissect.trust import TooFewImages, score_layers
+    from netdissect.trust.shards import read_across
+
+    cfg = dict(card_cfg)
+    required = cfg.pop("required", True)
+    group.barrier()  # every rank's cache is whole (flushed when pass 2 started)
+    cards, err, why = None, None, None
+    if group.rank == 0:
+        top = st.work.parent
+        if top.name != ".work":
+            why = "not computed under torchrun without --out (the ranks' caches are in temporary folders)"
+        else:
+            parts = []
+            try:
+                for r in range(group.world):
+                    lo, hi = shard_rows(len(st.probe), r, group.world)
+                    caches = {}
+                    for name in st.layers:
+                        path = top / f"rank{r}" / st.cache_path(name).name
+                        if path.exists():
+                            from netdissect.dissection.cache import ActivationCache
+
+                            caches[name] = ActivationCache(path, hi - lo, st.shapes[name], st.cfg.cache_dtype,
+                                                           existing=True)
+                    parts.append((lo, hi, caches))
+                cards = score_layers(layer_results, read_across(parts, layer_results), st.source, (0, len(st.probe)),
+                                     st.all_skipped, len(st.probe), cfg, batch_size=st.cfg.batch_size,
+                                     num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+            except TooFewImages as exc:
+                if required:
+                    err = str(exc)
+                else:
+                    why = str(exc)
+            except NetDissectError as exc:
+                err = str(exc)
+            finally:
+                for _, _, caches in parts:
+                    for c in caches.values():
+                        c.close()
+    group.agree(err)
+    cards, why = group.broadcast((cards, why))
+    if cards is None:
+        if progress:
+            print(f"netdissect: no label scorecard: {why}", file=sys.stderr)
+        return {"computed": False, "why": why}
+    for name, card in cards.items():
+        layer_results[name].with_scorecard(card, cfg["fdr"])
+    return {"computed": True, **cfg}
+
+
+def _score(st, layer_results, card_cfg, progress, score_layers):
+    return score_layers(layer_results, lambda name, a, b: st.caches[name].read(a, b), st.source, (st.lo, st.hi),
+                         st.all_skipped, len(st.probe), card_cfg, batch_size=st.cfg.batch_size,
+                         num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+
+
+CACHE_DIR = "cache"  # --keep-cache: RUN/cache/<layer>.acts and cache.json
+
+
+def _keep_cache(st, run_dir: Path) -> None:
+    """Move the activation caches out of the work folder into ``run_dir/cache`` (before the work
+    folder is removed), with what reading them back needs."""
+    dest = Path(run_dir) / CACHE_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    info = {"rows": [st.lo, st.hi], "dtype": st.cfg.cache_dtype, "skipped": sorted(int(i) for i in st.all_skipped),
+            "layers": {}}
+    for name in st.layers:
+        if name not in st.caches:
+            continue
+        target = dest / st.cache_path(name).name
+        os.replace(st.cache_path(name), target)
+        info["layers"][name] = {"file": target.name, "shape": list(st.shapes[name])}
+    atomic_write_bytes(dest / "cache.json", json.dumps(info, indent=2).encode())
+
+
 def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw):
     with preserved(model):  # a user's module is left as it was found, however this ends
         return _run(model, layers, inputs, cfg, group, part, **kw)
 
 
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
-         resume, progress, checkpoint_every, model_spec, z_dim=None, prefix_tokens=None, layouts=None):
+         resume, progress, checkpoint_every, model_spec, z_dim=None, prefix_tokens=None, layouts=None,
+         card_cfg=None, keep_cache=False):
     given = model
     gen = inputs.generator
     if torch.device(cfg.device).type == "cpu" and (gen or not cfg.num_workers):
@@ -587,6 +710,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         merge_pass2(st, group)
         t2 = time.monotonic()
         layer_results = st.results()
+        card_info = _scorecard(st, layer_results, card_cfg, group, progress)
+        t_card = time.monotonic()
+        if keep_cache and run_dir is not None and group.rank == 0 and not group.distributed:
+            st.close()
+            _keep_cache(st, run_dir)
     finally:
         if scan_worker is not None:
             scan_worker.close()
@@ -608,6 +736,13 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
                             {"activations": t1 - t0, "iou": t2 - t1}, layer_results, group.world, extra=extra)
     if inputs.mode == "pnas":  # (a part of "activations")
         summary["timing_s"]["pnas_thresholds"] = round(t_thr, 3)
+    summary["scorecard"] = card_info
+    # the labelling method (one result format for every method: docs/run-format.md)
+    summary["method"] = inputs.mode
+    for info in summary["layers"].values():
+        info["method"] = inputs.mode
+    if card_info.get("computed"):
+        summary["timing_s"]["scorecard"] = round(t_card - t2, 3)
     image_paths = None
     if gen:  # no image files: the units' top images are regenerated into the run (docs/gan.md)
         image_paths = generated_image_paths(probe)

@@ -29,6 +29,21 @@ from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.errors import NetDissectError
 
 FORMAT_VERSION = 1
+# units.csv columns of the label scorecard (netdissect.trust; docs/run-format.md), after the per-category ones
+SCORECARD_COLUMNS = ["p", "q", "detector_iou", "stability", "iou_lo", "iou_hi", "holdout_label", "holdout_iou",
+                     "r_image", "r_pixel", "auprc"]
+
+
+def _cell(v) -> str:
+    """A scorecard value as units.csv writes it: empty for NaN, 0/1 for booleans."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(int(v))
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    v = float(v)
+    return "" if np.isnan(v) else f"{v:.6g}"
+
+
 def unit_dtype(names, categories) -> list:
     """The units table's fields; label and category wide enough for the longest name (never cut)."""
     w = max([1] + [len(str(n)) for n in names])
@@ -73,6 +88,12 @@ class LayerResult:
     dead: np.ndarray | None = None        # bool (C,) mask empty on every image
     image_paths: np.ndarray | None = None  # str (N,) every row's image path (topk.npz), when read back
     folder: Path | None = None            # the layer's folder, when read back from a run
+    # the label scorecard (netdissect.trust, docs/label-trust.md): unit columns, layer summary, p/q matrices;
+    # with it a detector also needs the label's q-value below ``fdr``
+    scorecard: dict | None = None
+    fdr: float = 1.0
+    scorecard_summary: dict | None = None
+    scorecard_matrices: dict | None = None
     units: np.ndarray = field(init=False)
     category_best: dict = field(init=False)
 
@@ -88,6 +109,9 @@ class LayerResult:
         units["iou"] = best_iou
         units["threshold"] = self.thresholds
         units["detector"] = best_iou > self.iou_threshold
+        if self.scorecard is not None and "q" in self.scorecard and self.fdr < 1:  # fdr 1: the IoU rule alone
+            with np.errstate(invalid="ignore"):
+                units["detector"] &= np.asarray(self.scorecard["q"], np.float64) < self.fdr
         self.units = units
         self.category_best = {}
         for g in self.categories:
@@ -131,7 +155,16 @@ class LayerResult:
             "n_unique_detectors": int(sum(self.unique_detectors.values())),
             "unique_detectors": self.unique_detectors, "detector_units": self.detector_units,
             "dead_units": int(self.dead.sum()) if self.dead is not None else 0,
+            **({"scorecard": self.scorecard_summary} if self.scorecard_summary is not None else {}),
         }
+
+    def with_scorecard(self, card: dict, fdr: float) -> "LayerResult":
+        """This layer with ``card`` (:func:`netdissect.trust.score_layers`'s entry) attached: the
+        detector rule then also asks q < ``fdr``."""
+        self.scorecard, self.fdr = card["units"], float(fdr)
+        self.scorecard_summary, self.scorecard_matrices = card["summary"], card.get("matrices")
+        self.__post_init__()
+        return self
 
     # ------------------------------------------------------------ files
     def units_csv(self) -> str:
@@ -140,6 +173,9 @@ class LayerResult:
         header = ["unit", "label", "category", "iou", "threshold", "detector"]
         for g in self.categories:
             header += [f"{g}_label", f"{g}_iou"]
+        card = self.scorecard or {}
+        extra = [c for c in SCORECARD_COLUMNS if c in card]
+        header += extra
         w.writerow(header)
         for k, u in enumerate(self.units):
             row = [int(u["unit"]), u["label"], u["category"], f"{u['iou']:.6f}", f"{u['threshold']:.6g}",
@@ -147,6 +183,8 @@ class LayerResult:
             for g in self.categories:
                 names, vals = self.category_best[g]
                 row += [names[k], f"{vals[k]:.6f}"]
+            for c in extra:
+                row.append(_cell(card[c][k]))
             w.writerow(row)
         return buf.getvalue()
 
@@ -165,6 +203,10 @@ class LayerResult:
         if self.top_images is not None:
             atomic_savez(folder / "topk.npz", images=self.top_images, values=self.top_values,
                          maps=self.top_maps, image_paths=np.asarray(image_paths or [], dtype=str))
+        if self.scorecard is not None:
+            arrays = {f"unit/{k}": np.asarray(v) for k, v in self.scorecard.items()}
+            arrays.update({f"pair/{k}": np.asarray(v) for k, v in (self.scorecard_matrices or {}).items()})
+            atomic_savez(folder / "scorecard.npz", **arrays)
         atomic_write_bytes(folder / "units.csv", self.units_csv().encode())
 
     @classmethod
@@ -174,13 +216,20 @@ class LayerResult:
         z = _load_npz(folder / "iou.npz")
         top = _load_npz(folder / "topk.npz") if (folder / "topk.npz").exists() else {}
         info = info or {}
+        card = _load_npz(folder / "scorecard.npz") if (folder / "scorecard.npz").exists() else None
+        sc_summary = info.get("scorecard")
         return cls(name=name, iou=z["iou"], thresholds=z["thresholds"], concept_names=z["concept_names"],
                    concept_categories=z["concept_categories"], concept_numbers=z["concept_numbers"],
                    categories=categories, iou_threshold=iou_threshold,
                    shape=tuple(info.get("shape", ())), mask_size=tuple(info.get("mask_size", ())),
                    mask_sizes=[tuple(s) for s in info.get("mask_sizes", [])],
                    top_images=top.get("images"), top_values=top.get("values"), top_maps=top.get("maps"),
-                   dead=z.get("dead"), image_paths=top.get("image_paths"), folder=folder)
+                   dead=z.get("dead"), image_paths=top.get("image_paths"), folder=folder,
+                   scorecard=None if card is None else {k[5:]: v for k, v in card.items() if k.startswith("unit/")},
+                   scorecard_matrices=None if card is None else {k[5:]: v for k, v in card.items()
+                                                                 if k.startswith("pair/")},
+                   scorecard_summary=sc_summary,
+                   fdr=float(sc_summary["fdr"]) if card is not None and sc_summary else 1.0)
 
 
 class DissectionResult(dict):
@@ -200,8 +249,10 @@ class DissectionResult(dict):
             s = layer.summary()
             lines.append(f"{name:<{width}}  {s['n_units']:>5}  {s['n_detectors']:>9}  "
                          + "  ".join(f"{s['unique_detectors'][c]:>8}" for c in cats))
+        card = self.summary.get("scorecard") or {}
+        fdr = f" and label q-value < {card['fdr']:g}" if card.get("computed") and card.get("fdr", 1) < 1 else ""
         lines.append("(columns per category: unique detectors = distinct concepts labelling a unit with IoU > "
-                     f"{self.summary['config']['iou_threshold']})")
+                     f"{self.summary['config']['iou_threshold']}{fdr})")
         return "\n".join(lines)
 
 

@@ -54,10 +54,26 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
             "thr": None if not np.isfinite(thr) else float(f"{thr:.4g}"),
             "concept": k,
             "alt": [[names[j], cats[j], round(float(layer.iou[u, j]), 4)] for j in alts],
+            **({"trust": trust_record(layer.scorecard, u)} if getattr(layer, "scorecard", None) else {}),
         })
         if formulas is not None and formulas["formula"][u]:
             out[-1]["formula"] = [str(formulas["formula"][u]), round(float(formulas["iou"][u]), 4)]
     return out
+
+
+def trust_record(card: dict, u: int) -> dict | None:
+    """The unit's label scorecard (docs/label-trust.md) as the card shows it: q-value, bootstrap
+    stability, the IoU's 95% interval, held-out correlations; None for a unit without a label."""
+    def num(key, digits=3):
+        if key not in card:
+            return None
+        v = float(card[key][u])
+        return None if not np.isfinite(v) else float(f"{v:.{digits}g}")
+
+    if num("q") is None:
+        return None
+    return {"q": num("q", 2), "stab": num("stability"), "ci": [num("iou_lo", 2), num("iou_hi", 2)],
+            "r_img": num("r_image", 2), "r_pix": num("r_pixel", 2), "auprc": num("auprc", 2)}
 
 
 def layer_stats(layer, categories: list[str], records: list[dict]) -> dict:

@@ -155,13 +155,25 @@
     });
   }, { rootMargin: "600px 0px" }) : null;
 
+  // One line of the label's scorecard (docs/label-trust.md), when the run has one.
+  function trustHTML(t) {
+    if (!t) return "";
+    var f = function (v, pct) { return v === null || v === undefined ? "\u2013" : pct ? Math.round(100 * v) + "%" : String(v); };
+    return '<div class="trust" style="font-size:11px;color:#555;margin-top:2px" title="BH q-value of the label ' +
+      "(image-permutation null); share of bootstrap resamples giving the same label; 95% IoU interval; held-out " +
+      'Pearson r of peak activation vs concept area (image) and of the upsampled map vs the mask (pixel)">' +
+      "q " + f(t.q) + " \u00b7 stable " + f(t.stab, true) + " \u00b7 IoU " + f(t.ci[0]) + "\u2013" + f(t.ci[1]) +
+      " \u00b7 held-out r " + f(t.r_img) + " / " + f(t.r_pix) + "</div>";
+  }
+
   function cardHTML(u) {
     var L = data.layers[u.layer], wh = stripSize(L);
     var none = u.dead ? "dead unit" : "no concept";
     var label = u.label ? esc(u.label) : "<i>" + none + "</i>";
     var chip = u.cat ? '<span class="chip">' + esc(u.cat) + "</span>" : "";
     var pct = Math.max(0, Math.min(100, 100 * u.iou / data.max_iou));
-    var title = u.det ? "detector" : "not a detector (IoU \u2264 threshold)";
+    var title = u.det ? "detector" : u.trust ? "not a detector (IoU \u2264 threshold, or the label's q-value \u2265 --fdr)"
+      : "not a detector (IoU \u2264 threshold)";
     var alts = u.alt.map(function (a) {
       return '<span class="alt" style="--c:' + color(a[1]) + '" title="' + esc(a[1]) + '"><b>' +
         esc(a[0]) + "</b> " + fmt(a[2]) + "</span>";
@@ -179,6 +191,7 @@
       (alts ? '<div class="alts"><span>runners-up</span>' + alts + "</div>" : '<div class="alts"><span>no runner-up concept</span></div>') +
       (u.formula ? '<div class="alts formula"><span>formula</span><span class="alt"><b>' + esc(u.formula[0]) +
         "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
+      trustHTML(u.trust) +
       "</article>";
   }
 
