@@ -50,7 +50,7 @@ def ablation_report(out: Path, summary: dict, removal, order, uc, final: Path | 
     for y, u, t, tr, va in uc:
         best.setdefault(y, (u, t, tr, va))
     base = summary["baseline_val"]
-    home = story_link(out)
+    home = story_link(final if final is not None else out)  # staged: link from where it lands
     back = f' · <a href="{esc(home)}">&larr; back to the demo story</a>' if home else ""
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              "<meta name='viewport' content='width=device-width, initial-scale=1'>"
