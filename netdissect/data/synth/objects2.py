@@ -177,7 +177,7 @@ def draw_painting(cv: Canvas, cx, top, height, board=False, night=False):
     fill2(cv, inner, jitter(rng, pick(rng, [(120, 170, 220), (230, 210, 160), (90, 140, 90)]), 25), obj=O2["painting"])
     for _ in range(int(rng.integers(1, 4))):  # a few blobs of colour: the picture
         r = height * rng.uniform(0.08, 0.2)
-        fill2(cv, ellipse(cv, rng.uniform(top + fw + r, top + height - fw - r + 1e-3),
+        fill2(cv, ellipse(cv, rng.uniform(top + fw + r, max(top + height - fw - r + 1e-3, top + fw + r)),
                           rng.uniform(x0 + fw + r, max(x1 - fw - r, x0 + fw + r + 1e-3)), r, r * 1.3),
               jitter(rng, pick(rng, CLOTH), 30), obj=O2["painting"])
 

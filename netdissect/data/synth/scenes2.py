@@ -132,11 +132,11 @@ def _coast(cv, kind):
         ground(cv, "road", quay)
         lay.add_many("boat", _n(rng, 0, 2), (0.25, 0.4), 0.1, lay.band(quay))
         for _ in range(_n(rng, 1, 3)):
-            lay.add("lamp", rng.uniform(quay + 2, s), rng.uniform(0.35, 0.5) * s)
+            lay.add("lamp", rng.uniform(quay + 2 * s / 112, s), rng.uniform(0.35, 0.5) * s)
         for _ in range(_n(rng, 1, 3)):
-            lay.add("person", rng.uniform(quay + 4, s), rng.uniform(0.25, 0.35) * s)
+            lay.add("person", rng.uniform(quay + 4 * s / 112, s), rng.uniform(0.25, 0.35) * s)
         if _p(rng, 0.3):
-            lay.add("bench", rng.uniform(quay + 4, s), rng.uniform(0.12, 0.16) * s)
+            lay.add("bench", rng.uniform(quay + 4 * s / 112, s), rng.uniform(0.12, 0.16) * s)
     lay.draw()
 
 

@@ -166,6 +166,18 @@ def read_meta(path: Path) -> dict:
     return json.loads(raw)
 
 
+def file_record(path) -> dict | None:
+    """The training record in a zoo-format weights file (a ``.safetensors`` with the zoo's metadata), else None."""
+    import os
+
+    if path is None or not str(path).endswith(".safetensors") or not os.path.isfile(path):
+        return None
+    try:
+        return read_meta(Path(path))
+    except (ModelError, ValueError):
+        return None
+
+
 def record_world(record: dict) -> int:
     """The synthetic-world version a zoo training record was trained on (records before versions: 1)."""
     return int(record.get("world", (record.get("train") or {}).get("world", 1)))
