@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Render a grid of every scene class of a world version (docs/world.md's figure).
 
-    python scripts/world_grid.py --world 2 --out docs/figures/world2-grid.png --per-class 4
+    python scripts/world_grid.py --world 2 --out docs/img/world2-grid.jpg --per-class 4
 
 One row per class group pair (classes of a confusable group side by side),
 ``per-class`` examples of each class, drawn from seed 2017 in index order
@@ -58,7 +58,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     img = grid(args.world, args.per_class, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_with(args.out, lambda tmp: img.save(tmp, format="PNG", optimize=True))
+    if args.out.suffix.lower() in (".jpg", ".jpeg"):
+        write_with(args.out, lambda tmp: img.save(tmp, format="JPEG", quality=85))
+    else:
+        write_with(args.out, lambda tmp: img.save(tmp, format="PNG", optimize=True))
     print(f"wrote {args.out} ({img.width}x{img.height})")
     return 0
 
