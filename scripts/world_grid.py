@@ -13,7 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from netdissect.atomic import write_with

@@ -22,7 +22,7 @@ from netdissect.data.synth.catalogue import O, P
 from netdissect.data.synth.catalogue2 import M2, O2, P2
 from netdissect.data.synth.draw import Canvas, ellipse, polygon, rect, union
 from netdissect.data.synth.materials import TEXTURES, _noise, _shade
-from netdissect.data.synth.objects import CLOTH, DRAWERS, GLASS, LIT, PAINT, SKIN, WOOD, draw_tree, jitter, pick
+from netdissect.data.synth.objects import CLOTH, DRAWERS, WOOD, draw_tree, jitter, pick
 
 
 def snow(rng, yy, xx, color, size):
@@ -249,5 +249,3 @@ def draw_fruit_tree(cv: Canvas, cx, base, height, night=False):
 DRAWERS2 = {**DRAWERS, "umbrella": draw_umbrella, "bench": draw_bench, "chair": draw_chair, "sofa": draw_sofa,
             "bed": draw_bed, "monitor": draw_monitor, "shelf": draw_shelf, "cow": draw_cow, "crop": draw_crop,
             "tent": draw_tent, "bush": draw_bush, "fruit_tree": draw_fruit_tree}
-
-__all__ = ["DRAWERS2", "TEXTURES2", "fill2", "draw_painting", "GLASS", "LIT", "PAINT", "SKIN"]

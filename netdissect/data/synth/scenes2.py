@@ -19,8 +19,6 @@ genuinely ambiguous.  Backgrounds, placement and occlusion follow world v1
 """
 from __future__ import annotations
 
-import numpy as np
-
 from netdissect.data.synth.catalogue2 import O2, P2, SCENES2
 from netdissect.data.synth.draw import Canvas, ellipse, rect
 from netdissect.data.synth.objects import draw_fence, jitter, pick
