@@ -134,7 +134,7 @@ synthetic world of `netdissect.data.synth` (world v{t.get('world', 1)}, {len(r['
 
 ## Reproduce
 
-    {entry.train_command}
+    {r.get('command') or entry.train_command}
 
 Training is deterministic given the recipe up to floating-point differences between machines and
 thread counts; expect the held-out accuracy within a few points.
@@ -193,7 +193,7 @@ def _dataset(t: dict, seed_key: str, n_key: str, out_dir: Path, cache: dict, pro
 
 def train(name: str, steps: int | None, out_dir: Path, cache: dict, progress: bool = True,
           overrides: dict | None = None, max_minutes: float | None = None,
-          checkpoint_every: float = 300.0) -> list[dict]:
+          checkpoint_every: float = 300.0, command: str | None = None) -> list[dict]:
     """Train zoo model ``name`` (and save its snapshots); returns one record per file saved.
 
     Resumes from ``out_dir/<name>.train-state.pt`` when that holds a run of the same recipe; writes it
@@ -253,6 +253,8 @@ def train(name: str, steps: int | None, out_dir: Path, cache: dict, progress: bo
     base = {"classes": classes, "world": world, "normalize": NORMALIZE, "input_size": t["size"], "train": t,
             "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "machine": platform.machine(), "layers": LAYERS}
+    if command:
+        base["command"] = command
 
     def elapsed():
         return elapsed0 + time.time() - t_start
@@ -351,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cache: dict = {}
     for n in args.names:
+        command = None
+        if overrides or args.steps is not None:   # not the registry recipe: the card names the options
+            opts = [f"--world {args.world}" if args.world is not None else "",
+                    f"--n-train {args.n_train}" if args.n_train is not None else "",
+                    f"--steps {args.steps}" if args.steps is not None else "", f"--out {args.out}"]
+            command = " ".join(["python scripts/train_zoo.py", ZOO[n].trainer] + [o for o in opts if o])
         train(ZOO[n].trainer, args.steps, args.out, cache, overrides=overrides, max_minutes=args.max_minutes,
-              checkpoint_every=args.checkpoint_every)
+              checkpoint_every=args.checkpoint_every, command=command)
     return 0
 
 
