@@ -154,3 +154,16 @@ def test_cli_synth_world_2(tmp_path, capsys):
     assert dataset_world(tmp_path / "d") == 2
     names = set(Broden(tmp_path / "d").concepts.names)
     assert set(SCENES2) <= names
+
+
+def test_train_zoo_refuses_to_put_a_world2_model_among_the_bundled_world1_weights(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_zoo.py"
+    spec = importlib.util.spec_from_file_location("train_zoo_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["scene-cnn-wide", "--world", "2"]) == 2      # returns before rendering or training
+    err = capsys.readouterr().err
+    assert "world-1 models" in err and "--out" in err

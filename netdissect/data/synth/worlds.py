@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from netdissect.data.writer import MARKER
 from netdissect.errors import DatasetError
 
 DEFAULT_WORLD = 1
@@ -53,8 +54,6 @@ def get_world(version: int = DEFAULT_WORLD) -> World:
     raise ValueError(f"unknown world version {version!r}; the synthetic world has versions "
                      f"{', '.join(map(str, VERSIONS))}")
 
-
-MARKER = ".netdissect-writer.json"
 
 
 def dataset_world(root: str | os.PathLike) -> int | None:
