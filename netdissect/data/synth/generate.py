@@ -20,10 +20,9 @@ from typing import Iterator
 
 import numpy as np
 
-from netdissect.data.synth.catalogue import CATALOGUE, SCENES, TEXTURES
+from netdissect.data.synth.catalogue import CATALOGUE
 from netdissect.data.synth.colors import name_colors
 from netdissect.data.synth.draw import Canvas
-from netdissect.data.synth.scenes import render_scene
 from netdissect.data.synth.textures import render_texture
 from netdissect.data.synth.worlds import get_world
 
@@ -89,47 +88,11 @@ def make_sample(seed: int, index: int, size: int = DEFAULT_SIZE, kind: str | Non
     (for training, which needs only the image and its scene).
     """
     _check_size(size)
-    if world != 1:
-        return _make_sample_v(seed, index, size, kind, labels, get_world(world))
-    rng = np.random.default_rng([int(seed), int(index)])
-    is_texture = rng.random() < TEXTURE_FRACTION
-    scene_pick = int(rng.integers(len(SCENES)))
-    texture_pick = int(rng.integers(len(TEXTURES)))
-    if kind is not None:
-        if kind not in ("scene", "texture"):
-            raise ValueError(f"kind must be 'scene', 'texture' or None, got {kind!r}")
-        is_texture = kind == "texture"
-    ms = mask_size(size)
-    if is_texture:
-        name = TEXTURES[texture_pick]
-        image = _finish(rng, render_texture(rng, name, size))
-        sample = Sample(index, image, texture=texture_pick)
-        sample.labels["texture"] = [CATALOGUE.number("texture", name)]
-        if labels:
-            sample.masks["color"] = [_down_colors(image, ms)]
-        return sample
-    name = SCENES[scene_pick]
-    cv = Canvas(size, rng)
-    render_scene(cv, name)
-    image = _finish(rng, cv.rgb)
-    sample = Sample(index, image, scene=scene_pick)
-    sample.labels["scene"] = [CATALOGUE.number("scene", name)]
-    if labels:
-        sample.masks["color"] = [_down_colors(image, ms)]
-        sample.masks["object"] = [_down_labels(cv.obj, ms)]
-        parts = [_down_labels(cv.part, ms)]
-        part2 = _down_labels(cv.part2, ms)
-        if part2.any():
-            parts.append(part2)
-        sample.masks["part"] = parts
-        mat = _down_labels(cv.mat, ms)
-        if mat.any():
-            sample.masks["material"] = [mat]
-    return sample
+    return _make_sample_v(seed, index, size, kind, labels, get_world(world))
 
 
 def _make_sample_v(seed, index, size, kind, labels, w) -> Sample:
-    """:func:`make_sample` for a world version other than 1 (its catalogue, scenes and renderer)."""
+    """:func:`make_sample` in world ``w`` (its catalogue, scenes and renderer)."""
     rng = np.random.default_rng([int(seed), int(index)])
     is_texture = rng.random() < TEXTURE_FRACTION
     scene_pick = int(rng.integers(len(w.scenes)))
