@@ -12,6 +12,12 @@ probe with another seed (the demo uses 2017).
 ``--split`` writes one whole split of its own seed (train 3001, val 3002
 unless ``--seed`` is given): splits drawn independently, as `netdissect
 ablate` needs (--val-every is then unused).
+
+    netdissect synth --world 2 --out data/world2 --n 2000
+
+``--world`` picks the world version (1, the default, 8 scenes; 2: 32 scene
+classes in 8 confusable groups, docs/world.md); the dataset records it, and
+a zoo model trained on the other version refuses it.
 """
 from __future__ import annotations
 
@@ -37,6 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="every k-th image goes to split 'val' (default 10; 0: none; not with --split)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out dataset written by netdissect (any other folder is refused)")
+    p.add_argument("--world", type=int, choices=[1, 2], default=1,
+                   help="world version: 1 (default; 8 scenes) or 2 (32 confusable scene classes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -68,9 +76,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     root = write_world(Path(args.out), args.n, seed, args.size, val_every=val_every,
                        overwrite=args.overwrite, image_format=args.format, progress=not args.quiet,
-                       split=split)
+                       split=split, world=getattr(args, "world", 1))
     dt = time.perf_counter() - t0
     what = f"split {split!r}, " if split else ""
-    print(f"wrote {args.n} images ({what}{args.size} px, seed {args.seed}) to {root} "
+    print(f"wrote {args.n} images of world v{getattr(args, 'world', 1)} ({what}{args.size} px, seed {args.seed}) to {root} "
           f"in {dt:.1f} s ({args.n / dt:.0f} images/s)")
     return 0

@@ -84,7 +84,8 @@ class BrodenWriter:
 
     def __init__(self, root: str | os.PathLike, categories: dict[str, list[str]], numbers: dict[str, int],
                  image_level=IMAGE_LEVEL_DEFAULT, image_format: str = "jpg", overwrite: bool = False,
-                 jpeg_quality: int = 95):
+                 jpeg_quality: int = 95, meta: dict | None = None):
+        self.meta = dict(meta or {})  # recorded in the marker (e.g. the synthetic world's version)
         if not str(root).strip() or Path(root).name in ("", ".", ".."):
             raise DatasetError(f"the dataset folder must be a named folder to create, got {str(root)!r}")
         self.root = Path(root)
@@ -233,7 +234,8 @@ class BrodenWriter:
         self._write_csv("category.csv", ["name", "first", "last", "count", "frequency"], cat_rows)
         (self.tmp / MARKER).write_text(json.dumps(
             {"written_by": "netdissect.data.writer.BrodenWriter", "format": "broden", "version": 1,
-             "n_images": len(self.rows), "categories": cats}, indent=1) + "\n", encoding="utf-8")
+             "n_images": len(self.rows), "categories": cats, **({"meta": self.meta} if self.meta else {})},
+            indent=1) + "\n", encoding="utf-8")
         old = None
         if self.root.exists():
             if not self.overwrite:

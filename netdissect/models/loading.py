@@ -326,16 +326,17 @@ def _weights_enum(name: str, w: str):
 
 
 def _zoo(name: str, weights: str | None, seed: int) -> tuple[nn.Module, Preprocess]:
-    from netdissect.models.zoo import build, load_zoo_model, read_meta, weights_path
+    from netdissect.models.zoo import build, file_record, load_zoo_model, read_meta, record_world, weights_path
 
     w = (weights or "DEFAULT").strip()
     if w.upper() == "DEFAULT":
         model, meta = load_zoo_model(name)
     else:
+        rec = file_record(w) if w.lower() != "none" else None  # a zoo-format file: its world's classes
         with seeded(seed):
-            model = build(name)  # the same architecture: untrained, or for the file's weights
+            model = build(name, record_world(rec) if rec else None)  # untrained, or for the file's weights
         path = weights_path(name)
-        meta = read_meta(path) if path.exists() else {}
+        meta = rec or (read_meta(path) if path.exists() else {})
         if w.lower() != "none":
             if not os.path.isfile(w):
                 raise ModelError(f"zoo:{name} --weights {w!r}: no such file (zoo models take no --weights "

@@ -50,13 +50,20 @@ def _resize(img: np.ndarray, size: int | None) -> np.ndarray:
 
 
 def load_labelled(root, classes: list[str], size: int | None = None, split: str | None = None,
-                  limit: int | None = None, progress: bool = True):
-    """``(uint8 images (N, size, size, 3), int64 labels (N,), image paths, skipped count)``."""
+                  limit: int | None = None, progress: bool = True, world: int | None = None,
+                  model: str = "the model"):
+    """``(uint8 images (N, size, size, 3), int64 labels (N,), image paths, skipped count)``.
+
+    ``world``: the synthetic-world version the model was trained on; a synthetic dataset written from
+    another version is refused (its class names may coincide but mean other scenes).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     lookup = class_index(classes)
     if (root / "index.csv").exists():
+        from netdissect.data.synth.worlds import check_world
+        check_world(root, world, model)
         return _from_broden(root, lookup, classes, size, split, limit, progress)
     return _from_folders(root, lookup, classes, size, limit, progress)
 

@@ -43,6 +43,24 @@ def model_classes(spec, meta_classes=None, classes_arg: str | None = None) -> li
                           "one class name per line in the order of the model's outputs)")
 
 
+def _zoo_meta(spec, weights=None) -> dict | None:
+    """The training record of a zoo classifier spec: its --weights file's when that is a zoo-format file."""
+    if not (isinstance(spec, str) and spec.startswith("zoo:")):
+        return None
+    from netdissect.models.zoo import file_record, load_zoo_model
+    rec = file_record(weights)
+    if rec is not None:
+        return rec
+    return load_zoo_model(spec[4:])[1]
+
+
+def classifier_world(spec, weights=None) -> int | None:
+    """The synthetic-world version a zoo classifier was trained on (None for other models)."""
+    from netdissect.models.zoo import record_world
+    meta = _zoo_meta(spec, weights)
+    return None if meta is None else record_world(meta)
+
+
 def load_classifier(spec: str, weights=None, normalize=None, classes=None):
     from netdissect.models import load_model
     if isinstance(spec, str) and spec.startswith(("zoo:", "proggan:")):
@@ -54,8 +72,7 @@ def load_classifier(spec: str, weights=None, normalize=None, classes=None):
     model, prep = load_model(spec, weights=weights, normalize=normalize)
     meta_classes, size = None, None
     if isinstance(spec, str) and spec.startswith("zoo:"):
-        from netdissect.models.zoo import load_zoo_model
-        _, meta = load_zoo_model(spec[4:])
+        meta = _zoo_meta(spec, weights)
         meta_classes, size = meta.get("classes"), meta.get("input_size")
         if isinstance(size, (list, tuple)):
             size = int(size[-1])
@@ -84,8 +101,11 @@ def _parse_sizes(sizes, C: int) -> list[int]:
 def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, weights=None, normalize=None,
                  classes=None, size=None, sizes=DEFAULT_SIZES, batch_size: int = 64, device: str = "cpu",
                  limit: int | None = None, fast: bool = True, progress: bool = True, figures: bool = True,
-                 model=None, prep=None, prefix_tokens=None, layout=None) -> dict:
+                 model=None, prep=None, prefix_tokens=None, layout=None, world: int | None = None) -> dict:
     """Run the experiment; returns the summary written to ``roles.json``.
+
+    ``world``: the synthetic-world version the model was trained on (read from a zoo model's record when
+    None); a synthetic dataset of another version is refused.
 
     ``out`` is claimed first (:func:`netdissect.runout.claim_output`: locked, apart from the inputs,
     empty or an ``ablate`` run) and the results land there whole, ``roles.json`` last."""
@@ -97,7 +117,7 @@ def run_ablation(model_spec, layer: str, train, val, out, *, dissection=None, we
         summary = _run_ablation(model_spec, layer, train, val, o.path, o.stage, dissection=dissection, weights=weights,
                                 normalize=normalize, classes=classes, size=size, sizes=sizes, batch_size=batch_size,
                                 device=device, limit=limit, fast=fast, progress=progress, figures=figures,
-                                model=model, prep=prep, prefix_tokens=prefix_tokens, layout=layout)
+                                model=model, prep=prep, prefix_tokens=prefix_tokens, layout=layout, world=world)
         o.commit()
     return summary
 
@@ -175,7 +195,7 @@ def _digest(*arrays) -> str:
 
 def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weights, normalize, classes, size, sizes,
                   batch_size, device, limit, fast, progress, figures, model, prep, prefix_tokens=None,
-                  layout=None) -> dict:
+                  layout=None, world=None) -> dict:
     t0 = time.perf_counter()
     out, dest = Path(out), Path(dest)
     if model is None:
@@ -184,6 +204,8 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
         class_names, zsize = model_classes(model_spec, None, classes), None
     size = size or zsize
     K = len(class_names)
+    if world is None:
+        world = classifier_world(model_spec, weights)
     model.to(device)
     # the dissection is checked before any work: its model and layer here, its width once known
     dissected = None if dissection is None else _dissected_units(dissection, layer, model, model_spec)
@@ -191,7 +213,8 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
                    prefix_tokens=prefix_tokens, layout=layout)
     splits = {}
     for name, root in (("train", train), ("val", val)):
-        imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress)
+        imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress,
+                                                world=world, model=str(model_spec))
         present = sorted(set(y.tolist()))
         if len(present) < 2:
             only = class_names[present[0]] if present else "none"

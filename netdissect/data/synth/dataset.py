@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from netdissect.data.synth.catalogue import SCENES
 from netdissect.data.synth.generate import DEFAULT_SIZE, make_sample
+from netdissect.data.synth.worlds import get_world
 
 # Per-channel mean/std applied to images in [0, 1] (the zoo models' preprocessing).
 NORMALIZE = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -36,17 +37,19 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class SceneDataset(Dataset):
-    """``n`` scene images of world ``seed`` at ``size`` px, held as uint8 in memory."""
+    """``n`` scene images of world ``seed`` (version ``world``) at ``size`` px, held as uint8 in memory."""
 
     classes = list(SCENES)
 
     def __init__(self, n: int, seed: int, size: int = DEFAULT_SIZE, flip: bool = False,
-                 progress: bool = False):
-        self.n, self.seed, self.size, self.flip = n, seed, size, flip
+                 progress: bool = False, world: int = 1):
+        self.n, self.seed, self.size, self.flip, self.world = n, seed, size, flip, world
+        if world != 1:
+            self.classes = list(get_world(world).scenes)
         self.images = np.empty((n, size, size, 3), np.uint8)
         self.targets = np.empty(n, np.int64)
         for i in tqdm(range(n), desc=f"rendering seed {seed}", disable=not progress, unit="img"):
-            s = make_sample(seed, i, size, kind="scene", labels=False)
+            s = make_sample(seed, i, size, kind="scene", labels=False, world=world)
             self.images[i], self.targets[i] = s.image, s.scene
 
     def __len__(self) -> int:

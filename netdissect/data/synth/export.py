@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from netdissect.data.synth.catalogue import CATALOGUE, IMAGE_CATEGORIES
+from netdissect.data.synth.catalogue import IMAGE_CATEGORIES
 from netdissect.data.synth.generate import DEFAULT_SIZE, generate
+from netdissect.data.synth.worlds import get_world
 from netdissect.data.writer import BrodenWriter
 
 SPLIT_SEEDS = {"train": 3001, "val": 3002}
@@ -28,20 +29,24 @@ SPLIT_SEEDS = {"train": 3001, "val": 3002}
 
 def write_world(root: str | os.PathLike, n: int, seed: int = 2017, size: int = DEFAULT_SIZE,
                 val_every: int = 10, overwrite: bool = False, image_format: str = "jpg",
-                progress: bool = True, split: str | None = None) -> Path:
+                progress: bool = True, split: str | None = None, world: int = 1) -> Path:
     """Generate ``n`` samples of world ``seed`` at ``size`` px into ``root`` (atomically).
 
     ``split`` (``"train"`` or ``"val"``): every row gets that split and
     ``val_every`` is not used (a whole split of its own seed, for experiments
     that need splits drawn independently, such as unit importance).
+    ``world``: the world version (1 or 2), recorded in the dataset's writer
+    marker (``meta.world``, read back by :func:`.worlds.dataset_world`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if split is not None and split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    with BrodenWriter(root, CATALOGUE.lists, CATALOGUE.numbers, image_level=IMAGE_CATEGORIES,
-                      image_format=image_format, overwrite=overwrite) as w:
-        for s in tqdm(generate(n, seed, size), total=n, desc=f"synth seed {seed}", unit="img",
+    cat = get_world(world).catalogue
+    with BrodenWriter(root, cat.lists, cat.numbers, image_level=IMAGE_CATEGORIES,
+                      image_format=image_format, overwrite=overwrite,
+                      meta={"world": int(world), "seed": int(seed), "size": int(size)}) as w:
+        for s in tqdm(generate(n, seed, size, world=world), total=n, desc=f"synth seed {seed}", unit="img",
                       disable=not progress):
             if split is not None:
                 row_split = split

@@ -20,11 +20,11 @@ from typing import Iterator
 
 import numpy as np
 
-from netdissect.data.synth.catalogue import CATALOGUE, SCENES, TEXTURES
+from netdissect.data.synth.catalogue import CATALOGUE
 from netdissect.data.synth.colors import name_colors
 from netdissect.data.synth.draw import Canvas
-from netdissect.data.synth.scenes import render_scene
 from netdissect.data.synth.textures import render_texture
+from netdissect.data.synth.worlds import get_world
 
 TEXTURE_FRACTION = 0.1
 DEFAULT_SIZE = 112
@@ -80,37 +80,43 @@ def _finish(rng, rgb: np.ndarray) -> np.ndarray:
 
 
 def make_sample(seed: int, index: int, size: int = DEFAULT_SIZE, kind: str | None = None,
-                labels: bool = True) -> Sample:
-    """Sample ``index`` of world ``seed``.
+                labels: bool = True, world: int = 1) -> Sample:
+    """Sample ``index`` of world ``seed`` (of world version ``world``, 1 or 2).
 
     ``kind``: None (drawn: texture with probability TEXTURE_FRACTION), or
     ``"scene"`` / ``"texture"`` to force one; ``labels=False`` skips the masks
     (for training, which needs only the image and its scene).
     """
     _check_size(size)
+    return _make_sample_v(seed, index, size, kind, labels, get_world(world))
+
+
+def _make_sample_v(seed, index, size, kind, labels, w) -> Sample:
+    """:func:`make_sample` in world ``w`` (its catalogue, scenes and renderer)."""
     rng = np.random.default_rng([int(seed), int(index)])
     is_texture = rng.random() < TEXTURE_FRACTION
-    scene_pick = int(rng.integers(len(SCENES)))
-    texture_pick = int(rng.integers(len(TEXTURES)))
+    scene_pick = int(rng.integers(len(w.scenes)))
+    texture_pick = int(rng.integers(len(w.textures)))
     if kind is not None:
         if kind not in ("scene", "texture"):
             raise ValueError(f"kind must be 'scene', 'texture' or None, got {kind!r}")
         is_texture = kind == "texture"
     ms = mask_size(size)
+    cat = w.catalogue
     if is_texture:
-        name = TEXTURES[texture_pick]
+        name = w.textures[texture_pick]
         image = _finish(rng, render_texture(rng, name, size))
         sample = Sample(index, image, texture=texture_pick)
-        sample.labels["texture"] = [CATALOGUE.number("texture", name)]
+        sample.labels["texture"] = [cat.number("texture", name)]
         if labels:
             sample.masks["color"] = [_down_colors(image, ms)]
         return sample
-    name = SCENES[scene_pick]
+    name = w.scenes[scene_pick]
     cv = Canvas(size, rng)
-    render_scene(cv, name)
+    w.render(cv, name)
     image = _finish(rng, cv.rgb)
     sample = Sample(index, image, scene=scene_pick)
-    sample.labels["scene"] = [CATALOGUE.number("scene", name)]
+    sample.labels["scene"] = [cat.number("scene", name)]
     if labels:
         sample.masks["color"] = [_down_colors(image, ms)]
         sample.masks["object"] = [_down_labels(cv.obj, ms)]
@@ -125,10 +131,11 @@ def make_sample(seed: int, index: int, size: int = DEFAULT_SIZE, kind: str | Non
     return sample
 
 
-def generate(n: int, seed: int = 0, size: int = DEFAULT_SIZE, start: int = 0) -> Iterator[Sample]:
-    """Samples ``start .. start + n - 1`` of world ``seed`` (each independent of ``n``)."""
+def generate(n: int, seed: int = 0, size: int = DEFAULT_SIZE, start: int = 0, world: int = 1) -> Iterator[Sample]:
+    """Samples ``start .. start + n - 1`` of world ``seed`` (each independent of ``n``) of version ``world``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     _check_size(size)
+    get_world(world)
     for i in range(start, start + n):
-        yield make_sample(seed, i, size)
+        yield make_sample(seed, i, size, world=world)

@@ -138,12 +138,15 @@ def card_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.md"
 
 
-def build(name: str) -> SceneCNN:
-    """An untrained model with the architecture of zoo entry ``name``."""
-    from netdissect.data.synth import SCENES
+def build(name: str, world: int | None = None) -> SceneCNN:
+    """An untrained model with the architecture of zoo entry ``name``, with one output per scene class of
+    synthetic world version ``world`` (default: the recipe's, world 1 unless it says otherwise)."""
+    from netdissect.data.synth.worlds import get_world
 
-    arch = _entry(name).arch
-    return SceneCNN(num_classes=len(SCENES), widths=tuple(arch["widths"]), batchnorm=arch["batchnorm"],
+    entry = _entry(name)
+    arch = entry.arch
+    scenes = get_world(world if world is not None else entry.train.get("world", 1)).scenes
+    return SceneCNN(num_classes=len(scenes), widths=tuple(arch["widths"]), batchnorm=arch["batchnorm"],
                     dropout=arch["dropout"], head=arch["head"], hidden=arch["hidden"])
 
 
@@ -163,6 +166,23 @@ def read_meta(path: Path) -> dict:
     return json.loads(raw)
 
 
+def file_record(path) -> dict | None:
+    """The training record in a zoo-format weights file (a ``.safetensors`` with the zoo's metadata), else None."""
+    import os
+
+    if path is None or not str(path).endswith(".safetensors") or not os.path.isfile(path):
+        return None
+    try:
+        return read_meta(Path(path))
+    except (ModelError, ValueError):
+        return None
+
+
+def record_world(record: dict) -> int:
+    """The synthetic-world version a zoo training record was trained on (records before versions: 1)."""
+    return int(record.get("world", (record.get("train") or {}).get("world", 1)))
+
+
 def load_zoo_model(name: str) -> tuple[torch.nn.Module, dict]:
     """``(model in eval mode, meta)`` for zoo model ``name``.
 
@@ -178,14 +198,14 @@ def load_zoo_model(name: str) -> tuple[torch.nn.Module, dict]:
         raise ModelError(f"zoo model {name!r} has no bundled weights ({path}); "
                          f"rebuild them with `{entry.train_command}`")
     record = read_meta(path)
-    model = build(name)
+    model = build(name, record_world(record))
     try:
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
         model.load_state_dict(state)
     except Exception as exc:
         raise ModelError(f"{path}: weights do not fit zoo model {name!r} ({exc})") from None
     model.eval()
-    meta = {**record, "name": name, "layers": list(LAYERS), "card": str(card_path(name)), "weights": str(path)}
+    meta = {**record, "world": record_world(record), "name": name, "layers": list(LAYERS), "card": str(card_path(name)), "weights": str(path)}
     return model, meta
 
 
