@@ -146,7 +146,8 @@ def browser():
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing (run `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a declared test dependency: a broken install fails, not skips
+
     yield from launch_chromium(sync_api)
 
 

@@ -20,9 +20,10 @@ from netdissect.models import load_model
 
 from broden_fixture import make_broden
 
-timm = pytest.importorskip("timm")
-transformers = pytest.importorskip("transformers")
-open_clip = pytest.importorskip("open_clip")
+# declared test dependencies (pyproject's `test` extra): a broken install fails here, it is not skipped
+import open_clip  # noqa: E402
+import timm  # noqa: E402
+import transformers  # noqa: E402
 
 TINY_VIT = dict(depth=1, embed_dim=32, num_heads=2)
 
