@@ -11,13 +11,14 @@ tuned until it passes.  tests/test_heldout_seeds.py checks the record against th
 PROBE_SEED = 7001        # world probe sets: test_emergence, test_experiments_world, test_segment_science
 ROLES_TRAIN_SEED = 7002  # test_roles_science: the train split (`synth --split train --seed`)
 ROLES_VAL_SEED = 7003    # ... and the val split
+TRUST_PROBE_SEED = 7004  # test_trust_science: the probe set of the scorecard check
 GAN_DISSECT_SEED = 7011  # test_gan_science: latent samples of the dissection that picks the concept
 GAN_REMOVE_SEED = 7012   # ... of the removal
 GAN_INSERT_SEED = 7013   # ... of the insertion
 GAN_CONTROL_SEED = 7014  # ... the draw of the 20 random control units
 ROTATION_SEEDS = [7021, 7022]  # test_experiments_world: the seeds of the random rotations Q
 
-HELDOUT = {PROBE_SEED, ROLES_TRAIN_SEED, ROLES_VAL_SEED, GAN_DISSECT_SEED, GAN_REMOVE_SEED, GAN_INSERT_SEED,
+HELDOUT = {PROBE_SEED, ROLES_TRAIN_SEED, ROLES_VAL_SEED, TRUST_PROBE_SEED, GAN_DISSECT_SEED, GAN_REMOVE_SEED, GAN_INSERT_SEED,
            GAN_CONTROL_SEED, *ROTATION_SEEDS}
 
 # seeds that trained, evaluated during development or chose a model, besides the recipes' own (read from

@@ -14,7 +14,7 @@ from netdissect.models.zoo import ZOO
 ROOT = Path(__file__).parent.parent
 PKG = Path(netdissect.__file__).parent
 SCIENCE = ["test_emergence.py", "test_experiments_world.py", "test_segment_science.py", "test_gan_science.py",
-           "test_roles_science.py"]
+           "test_roles_science.py", "test_trust_science.py"]
 
 
 def _recipe_seeds() -> set[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from heldout import TRUST_PROBE_SEED
 from netdissect import dissect
 
 
@@ -14,7 +15,7 @@ def probe(tmp_path_factory):
     from netdissect.data.synth.export import write_world
 
     root = tmp_path_factory.mktemp("trustworld") / "probe"
-    write_world(root, n=160, seed=2017, size=112, overwrite=True, progress=False)
+    write_world(root, n=160, seed=TRUST_PROBE_SEED, size=112, overwrite=True, progress=False)
     return root
 
 

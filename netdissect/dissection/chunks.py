@@ -165,7 +165,7 @@ def _probe(identity: dict, dataset, cfg):
         probe, ds = ImageFolder(path, size=size, crop=recorded.get("crop", False), limit=cfg.limit), None
     elif recorded.get("kind") is None:
         ds = Broden(path, split=cfg.split, limit=cfg.limit)
-        probe = BrodenImages(ds)
+        probe = BrodenImages(ds, size=recorded.get("resize"))  # --size recorded by the chunks
     else:
         raise NetDissectError(f"chunks of {recorded.get('kind')} rows cannot be merged (this netdissect merges "
                               "chunks of a dataset, an image folder or latent samples)")

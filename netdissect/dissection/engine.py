@@ -712,9 +712,6 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         layer_results = st.results()
         card_info = _scorecard(st, layer_results, card_cfg, group, progress)
         t_card = time.monotonic()
-        if keep_cache and run_dir is not None and group.rank == 0 and not group.distributed:
-            st.close()
-            _keep_cache(st, run_dir)
     finally:
         if scan_worker is not None:
             scan_worker.close()
@@ -777,5 +774,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             shutil.rmtree(work, ignore_errors=True)  # (on other machines, rank 0 cannot reach it)
         group.barrier()
         if group.rank == 0:
+            if keep_cache and not group.distributed:
+                # only now that the run is written: a kill before this point still resumes from .work
+                _keep_cache(st, run_dir)
             shutil.rmtree(run_dir / ".work", ignore_errors=True)
     return result

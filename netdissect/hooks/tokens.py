@@ -91,6 +91,8 @@ class Layout:
         """The prefix tokens of output ``x`` as (N, P, C) (a view; None for a map or no prefix)."""
         if not self.is_tokens or not self.prefix:
             return None
+        if self.item and isinstance(x, (tuple, list)) and len(x) == 1:  # as to_map: a layer's 1-tuple
+            x = x[0]
         return x[:, :self.prefix] if self.kind == "tokens" else x[:self.prefix].permute(1, 0, 2)
 
     def describe(self) -> str:

@@ -78,6 +78,8 @@ def peaks_at(model, layer, prep, x: torch.Tensor, maps: bool = False, prefix_tok
             if not isinstance(exc, StopForward):
                 raise
         a = tr[layer].output
+        if isinstance(a, (tuple, list)) and len(a) == 1:  # a layer's 1-tuple (older Hugging Face layers)
+            a = a[0]
         if isinstance(a, torch.Tensor) and a.dim() != 2:
             a = find_layout(layer, a, v.shape[0], tuple(v.shape[-2:]), model_tokens(model), prefix_tokens).to_map(a)
         a = a.float()

@@ -243,7 +243,7 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
         # pixels and labels, the layer, the classes and the evaluation path
         key = hashlib.sha256(json.dumps([str(model_spec), digest, str(normalize), _describe(prep), layer, s["root"],
                                          s["paths"], _digest(s["images"], s["y"]), class_names, size,
-                                         ev.mode]).encode()).hexdigest()
+                                         ev.mode, prefix_tokens, layout]).encode()).hexdigest()
         ck = Checkpoint(out / "cache" / f"single_{name}.npz", key)
         tables[name] = importance_table(ev, s["acts"], s["y"], K, s["images"], checkpoint=ck,
                                         desc=f"single-unit ablation ({name})")
