@@ -186,7 +186,7 @@ def _heldout(e, lr, label, ok, primary, read_acts, rows):
     for s in range(0, nh, 64):
         chunk = held[s:s + 64]
         a0, a1 = int(chunk[0]) - lo, int(chunk[-1]) - lo + 1
-        acts = np.asarray(read_acts(e.name, a0, a1), np.float64)[chunk - lo - a0]
+        acts = np.asarray(read_acts(e.name, a0, a1))[chunk - lo - a0].astype(np.float64)  # held-out rows only
         for i, r in enumerate(chunk):
             x = s + i
             A = acts[i]  # (K, h, w)
