@@ -15,6 +15,7 @@ from nets import Tap, TappedColorUnits
 from netdissect import dissect, load
 from netdissect.cli import main
 from netdissect.dissection.result import SCORECARD_COLUMNS
+from netdissect.errors import NetDissectError
 from netdissect.trust import ScorecardError
 
 
@@ -195,6 +196,15 @@ def test_merged_chunks_give_the_scorecard_of_one_process(run, broden_big, tmp_pa
                                    err_msg=col)
     assert list(b["holdout_label"]) == list(a["holdout_label"])
     assert (merged["tap"].units["detector"] == one["tap"].units["detector"]).all()
+
+
+@pytest.mark.parametrize("option", [dict(fdr=0.01), dict(holdout=0.3), dict(scorecard=False), dict(keep_cache=True)])
+def test_scorecard_options_a_chunk_would_ignore_are_refused(broden_big, tmp_path, option):
+    # the merge scores the whole run with the defaults: a chunk's own settings would be silently dropped
+    with pytest.raises(NetDissectError, match="do not apply to a chunk"):
+        dissect(PlantedUnits(), "tap", broden_big, num_workers=0, progress=False, normalize="none",
+                out=tmp_path / "c0", chunk="0/2", **option)
+    assert not (tmp_path / "c0").exists()
 
 
 def test_robustness_bad_inputs_are_one_line(run, capsys):

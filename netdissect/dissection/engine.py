@@ -248,6 +248,10 @@ def dissect(
 
         card_cfg = {**scorecard_config(holdout=holdout, seed=scorecard_seed, fdr=fdr), "required": bool(scorecard)}
     part = parse_chunk(chunk)
+    if part is not None and (scorecard is False or fdr != 0.05 or holdout != 0.2 or scorecard_seed != 0 or keep_cache):
+        raise NetDissectError("--fdr, --holdout, --scorecard-seed, --no-scorecard and --keep-cache do not apply to "
+                              "a chunk: `netdissect merge` computes the whole run's scorecard with the default "
+                              "settings; leave them out with --chunk")
     if part is not None and out is None:
         raise NetDissectError("a chunk needs out= (--out): the folder that keeps the chunk for `netdissect merge`")
     if isinstance(dataset, Broden) and (split is not None or limit is not None):
