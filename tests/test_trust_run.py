@@ -252,3 +252,51 @@ def test_torchrun_two_gloo_ranks_give_the_scorecard_of_one_process(broden_big, t
     pa, pb = one["units"].scorecard_matrices["p"], ranks["units"].scorecard_matrices["p"]
     np.testing.assert_allclose(pb, pa, rtol=1e-4, atol=1e-7)
     assert ((pa > 0.01) & (pa < 0.9)).sum() >= 5
+
+
+def test_compare_draws_the_scorecard_summaries_of_every_run(run, broden_big, tmp_path):
+    """`compare` draws each layer's detectors with and without the FDR rule, median stability and
+    mean held-out correlation: the figure's marks and compare.csv hold the runs' summary.json values;
+    a run without a scorecard gets empty columns and a "none" mark."""
+    import matplotlib
+
+    from netdissect.report import compare
+    from netdissect.report.charts import scorecard_summaries
+
+    out, _ = run
+    other = tmp_path / "other"
+    dissect(PlantedUnits(), "tap", broden_big, quantile=0.2, num_workers=0, progress=False, normalize="none",
+            out=other)
+    plain = tmp_path / "plain"
+    dissect(PlantedUnits(), "tap", broden_big, quantile=0.08, num_workers=0, progress=False, normalize="none",
+            out=plain, scorecard=False)
+    files = compare([out, other, plain], tmp_path / "cmp", labels=["A", "B", "C"])
+    assert files["scorecard.png"].stat().st_size > 1000 and files["scorecard.svg"].is_file()
+    cards = [json.loads((d / "summary.json").read_text())["layers"]["tap"].get("scorecard") for d in (out, other)]
+    assert cards[0]["detectors_fdr_rule"] != cards[1]["detectors_fdr_rule"] or \
+        cards[0]["mean_r_image"] != cards[1]["mean_r_image"]  # two different runs
+    with open(files["compare.csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, card in zip(rows, cards):
+        assert int(row["detectors_iou_rule"]) == card["detectors_iou_rule"]
+        assert int(row["detectors_fdr_rule"]) == card["detectors_fdr_rule"]
+        assert float(row["median_stability"]) == card["median_stability_detectors"]
+        assert float(row["mean_r_image"]) == card["mean_r_image"]
+        assert float(row["mean_r_pixel"]) == card["mean_r_pixel"]
+    assert rows[2]["detectors_fdr_rule"] == "" and rows[2]["mean_r_image"] == ""
+    # the marks drawn: bar heights (light: IoU rule, dark: FDR rule), stability bars, the r lines
+    fig = scorecard_summaries([("A", "A", cards[0]), ("B", "B", cards[1]), ("C", "C", None)])
+    try:
+        det, stab, corr = fig.axes[:3]
+        heights = [p.get_height() for p in det.patches if isinstance(p, matplotlib.patches.Rectangle)]
+        assert heights == [cards[0]["detectors_iou_rule"], cards[0]["detectors_fdr_rule"],
+                           cards[1]["detectors_iou_rule"], cards[1]["detectors_fdr_rule"]]
+        assert [p.get_height() for p in stab.patches] == [c["median_stability_detectors"] for c in cards]
+        lines = {ln.get_label(): ln.get_ydata() for ln in corr.lines}
+        for tag, key in (("image-level r", "mean_r_image"), ("pixel-level r", "mean_r_pixel")):
+            assert [lines[f"{r}: {tag}"][0] for r in "AB"] == [c[key] for c in cards]
+            assert np.isnan(lines[f"C: {tag}"][0])
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

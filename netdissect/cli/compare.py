@@ -11,6 +11,9 @@ run (``dissect --samples``) ``detector_units`` is the PNAS 2020 figure of object
 part and material units per generator layer (where each category peaks):
 
     $ netdissect compare runs/gan --out runs/gan-compare     # layers in the order dissected
+
+Runs with the label scorecard also get scorecard.png/.svg: per layer, detectors with and without
+the FDR rule, the detectors' median stability and the mean held-out correlation (docs/label-trust.md).
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Draw the CVPR 2017 comparison plots (unique detectors and detector units per "
                     "category) for the layers of one run or for several runs, as PNG and SVG; for a "
                     "generator run, detector_units is the PNAS 2020 figure of object/part/material "
-                    "units per layer.",
+                    "units per layer; runs with the label scorecard also get scorecard.png (detectors with and "
+                    "without the FDR rule, median stability, mean held-out correlation per layer).",
     )
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories to compare")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the plots and compare.csv")

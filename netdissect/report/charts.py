@@ -145,3 +145,80 @@ def category_bars(bars: list[tuple[str, dict]], categories, ylabel: str = "uniqu
         ax.legend(handles[::-1], labels[::-1], frameon=False, fontsize=7.5,
                   loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
+
+
+RUN_COLORS = ("#2f6db3", "#c0622b", "#4f8f3a", "#8a5aa8", "#b8962e", "#3c8f8f", "#a6476b", "#6b6f76")
+
+
+def scorecard_summaries(bars: list[tuple[str, str, dict | None]], fdr: float | None = None):
+    """The label scorecard's layer summaries (docs/label-trust.md), one group of marks per
+    (bar label, run label, ``summary.json`` layer ``scorecard`` dict or None): detectors by the IoU
+    rule (light) and with the FDR rule (dark), the detectors' median stability, and the mean
+    held-out correlation (image- and pixel-level).  A layer without a scorecard is marked "none";
+    ``fdr``: the runs' common ``--fdr`` (None: they differ)."""
+    runs = list(dict.fromkeys(r for _, r, _ in bars))
+    color = {r: RUN_COLORS[i % len(RUN_COLORS)] for i, r in enumerate(runs)}
+    n = len(bars)
+    x = np.arange(n)
+    multiline = any("\n" in b[0] for b in bars)
+    rotate = n > 3 and not multiline
+
+    def none_mark(ax, xi):
+        ax.annotate("none", (xi, 0), ha="center", va="bottom", fontsize=7, color="#9aa1ab",
+                    xytext=(0, 2), textcoords="offset points")
+
+    with _style():
+        fig, axes = plt.subplots(1, 3, figsize=(max(9.6, 3 * ((0.95 if multiline else 0.7) * n + 1.3)), 3.3))
+        ax = axes[0]
+        for xi, (_, run, s) in zip(x, bars):
+            if s is None:
+                none_mark(ax, xi)
+                continue
+            n_iou, n_fdr = s["detectors_iou_rule"], s["detectors_fdr_rule"]
+            ax.bar(xi, n_iou, 0.66, color=color[run], alpha=0.32, edgecolor="white", linewidth=0.4)
+            ax.bar(xi, n_fdr, 0.66, color=color[run], edgecolor="white", linewidth=0.4)
+            ax.annotate(f"{n_fdr}/{n_iou}", (xi, n_iou), ha="center", va="bottom", fontsize=7, color="#30353c",
+                        xytext=(0, 2), textcoords="offset points")
+        top = max([1] + [s["detectors_iou_rule"] for _, _, s in bars if s is not None])
+        ax.set_ylim(0, top * 1.45)
+        ax.set_ylabel("detector units")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_title("Detectors")
+        rules = [plt.Rectangle((0, 0), 1, 1, color="#6b6f76", alpha=0.32), plt.Rectangle((0, 0), 1, 1, color="#6b6f76")]
+        ax.legend(rules, ["IoU rule", f"and q < {fdr:g}" if fdr is not None else "and q < --fdr"], frameon=False, fontsize=7,
+                  loc="upper left", ncol=2, handlelength=1.0, columnspacing=1.0)
+        ax = axes[1]
+        for xi, (_, run, s) in zip(x, bars):
+            v = None if s is None else s.get("median_stability_detectors")
+            if v is None:
+                none_mark(ax, xi)
+                continue
+            ax.bar(xi, v, 0.66, color=color[run], edgecolor="white", linewidth=0.4)
+            ax.annotate(f"{v:.2f}", (xi, v), ha="center", va="bottom", fontsize=7, color="#30353c",
+                        xytext=(0, 2), textcoords="offset points")
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("median stability of detectors")
+        ax.set_title("Stability (bootstrap)")
+        ax = axes[2]
+        for key, marker, dash, tag in (("mean_r_image", "o", "-", "image-level r"),
+                                       ("mean_r_pixel", "s", "--", "pixel-level r")):
+            for run in runs:
+                idx = [i for i, (_, r, _) in enumerate(bars) if r == run]
+                ys = [np.nan if bars[i][2] is None or bars[i][2].get(key) is None else bars[i][2][key] for i in idx]
+                ax.plot(x[idx], ys, marker=marker, linestyle=dash, color=color[run], markersize=4,
+                        label=tag if len(runs) == 1 else f"{run}: {tag}")
+        ax.axhspan(0.12, 0.20, color="#9aa1ab", alpha=0.22, lw=0)
+        ax.annotate("published NetDissect 0.12-0.20", (0.01, 0.20), xycoords=("axes fraction", "data"),
+                    xytext=(0, 2), textcoords="offset points", fontsize=6.5, color="#4a5059")
+        vals = [s[k] for _, _, s in bars if s is not None for k in ("mean_r_image", "mean_r_pixel")
+                if s.get(k) is not None]
+        ax.set_ylim(min([0.0] + vals) - 0.02, max([0.4] + vals) * 1.12)
+        ax.set_ylabel("mean held-out Pearson r")
+        ax.set_title("Held-out prediction")
+        ax.legend(frameon=False, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        for ax in axes:
+            ax.set_xticks(x, [b[0] for b in bars], rotation=30 if rotate else 0, ha="right" if rotate else "center",
+                          fontsize=7 if multiline else None)
+            ax.set_xlim(-0.6, n - 0.4)
+        fig.subplots_adjust(wspace=0.34)
+    return fig

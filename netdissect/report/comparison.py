@@ -7,7 +7,9 @@
 
 One stacked bar per (run, layer): unique detectors per category (CVPR 2017
 Fig. 5 for the layers of one model, Fig. 7 for the last layer of several
-models) and detector units per category.  Only ``summary.json`` of each run
+models) and detector units per category.  Runs with the label scorecard (docs/label-trust.md)
+also get ``scorecard.png``/``.svg``: each layer's detectors with and without the FDR rule,
+median stability and mean held-out correlation, and these figures as columns of ``compare.csv``.  Only ``summary.json`` of each run
 is used (runs are read through :func:`netdissect.load`), so this works for runs
 whose dataset is gone.
 """
@@ -22,6 +24,12 @@ from netdissect.atomic import write_text
 from netdissect.report.palette import ordered_categories
 from netdissect.report.assets import check_out_dir
 from netdissect.report.run import RunError, load_summary
+
+
+# compare.csv columns from each layer's scorecard summary (empty for a layer without one)
+SCORECARD_CSV = {"fdr": "fdr", "detectors_iou_rule": "detectors_iou_rule", "detectors_fdr_rule": "detectors_fdr_rule",
+                 "median_stability": "median_stability_detectors", "mean_r_image": "mean_r_image",
+                 "mean_r_pixel": "mean_r_pixel", "mean_auprc": "mean_auprc"}
 
 
 def _bar_label(run_label: str, layer: str, n_runs: int, n_layers: int) -> str:
@@ -73,13 +81,21 @@ def compare(run_dirs, out, labels=None, layers=None) -> dict[str, Path]:
                                    f"{ylabel.capitalize()} per category, by {by}")
         png, svg = charts.save(fig, [out / f"{stem}.png", out / f"{stem}.svg"])
         files[f"{stem}.png"], files[f"{stem}.svg"] = png, svg
+    cards = [(b, label, s.get("scorecard")) for (b, _), (label, _, s) in zip(bars, rows)]
+    if any(c is not None for _, _, c in cards):  # the label scorecard's layer summaries (docs/label-trust.md)
+        fdrs = {c["fdr"] for _, _, c in cards if c is not None}
+        fig = charts.scorecard_summaries(cards, fdrs.pop() if len(fdrs) == 1 else None)
+        png, svg = charts.save(fig, [out / "scorecard.png", out / "scorecard.svg"])
+        files["scorecard.png"], files["scorecard.svg"] = png, svg
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "layer", "n_units", "n_detectors"]
-               + [f"unique_{c}" for c in categories] + [f"units_{c}" for c in categories])
+               + [f"unique_{c}" for c in categories] + [f"units_{c}" for c in categories] + list(SCORECARD_CSV))
     for label, name, s in rows:
+        card = s.get("scorecard") or {}
         w.writerow([label, name, s.get("n_units", ""), s.get("n_detectors", "")]
                    + [s["unique_detectors"].get(c, 0) for c in categories]
-                   + [s["detector_units"].get(c, 0) for c in categories])
+                   + [s["detector_units"].get(c, 0) for c in categories]
+                   + ["" if card.get(k) is None else card[k] for k in SCORECARD_CSV.values()])
     files["compare.csv"] = write_text(out / "compare.csv", buf.getvalue())
     return files
