@@ -47,13 +47,20 @@ def world(tmp_path_factory):
     src = BrodenMasks(ds)
     ev = run(acts, thr, src, part, iou)
     M, L, has = masks_and_labels(acts, thr, ds)
-    return dict(ds=ds, acts=acts, thr=thr, iou=iou, part=part, src=src, ev=ev, M=M, L=L, has=has,
-                primary=np.asarray(ds.concepts.primary))
+    yield dict(ds=ds, acts=acts, thr=thr, iou=iou, part=part, src=src, ev=ev, M=M, L=L, has=has,
+               primary=np.asarray(ds.concepts.primary))
+    for e in OPENED:
+        e.close()
+
+
+OPENED = []  # evidence whose held-out records' files the module removes at the end
 
 
 def run(acts, thr, src, part, iou, J=4):
-    return collect({"l": acts.shape[1:]}, lambda name, a, b: acts[a:b], {"l": thr}, src, (0, len(acts)), set(),
-                   part, {"l": candidates(iou, J)}, batch_size=48)["l"]
+    ev = collect({"l": acts.shape[1:]}, lambda name, a, b: acts[a:b], {"l": thr}, src, (0, len(acts)), set(),
+                 part, {"l": candidates(iou, J)}, batch_size=48)["l"]
+    OPENED.append(ev)
+    return ev
 
 
 def test_counts_reproduce_the_reference_iou_in_both_parts(world):
@@ -154,10 +161,15 @@ def test_bh_matches_the_step_up_rule():
 
 
 def test_bootstrap_iou_is_the_weighted_reference(world):
+    """The resampled IoU accumulated in the pass (each row x counted w[r, x] ~ Poisson(1) times, a
+    function of the seed and the row) against the weighted reference over full-resolution masks."""
+    from netdissect.trust.collect import poisson_weights
+
     ev, prim, M, L, has = world["ev"], world["primary"], world["M"], world["L"], world["has"]
-    w = np.random.default_rng(2).poisson(1.0, size=(3, len(M))).astype(float)
-    got = stats.bootstrap_iou(ev, prim, w)  # (R, K, J)
-    for r in range(3):
+    got = stats.bootstrap_iou(ev, prim)  # (R, K, J)
+    w = poisson_weights(ev.seed, np.arange(len(M)), ev.resamples).T  # (R, N)
+    assert got.shape[0] == ev.resamples == 100
+    for r in (0, 1, 57):
         for k in range(0, M.shape[1], 5):
             for j, c in enumerate(ev.cand[k]):
                 S = has[:, prim[c]]
@@ -165,12 +177,46 @@ def test_bootstrap_iou_is_the_weighted_reference(world):
                 u = (M[:, k] | L[:, c]).sum(1) * S
                 ref = (w[r] * i).sum() / (w[r] * u).sum() if (w[r] * u).sum() else 0.0
                 assert got[r, k, j] == pytest.approx(ref, abs=1e-6)
-    # all weights 1: the full IoU of the label, and the label comes back
-    same, lo, hi = stats.bootstrap(ev, prim, 50, seed=0)
-    ones = stats.bootstrap_iou(ev, prim, np.ones((1, len(M))))
-    np.testing.assert_allclose(ones[0, :, 0], world["iou"].max(1), atol=1e-6)
+    # the weights depend on the row alone (not on which rows come together), and vary
+    rows = np.array([5, 1023, 1024, 3000])
+    np.testing.assert_array_equal(poisson_weights(0, rows, 100)[1:3], poisson_weights(0, rows[1:3], 100))
+    assert w.std() > 0.5 and abs(w.mean() - 1) < 0.1
+    same, lo, hi = stats.bootstrap(ev, prim)
     assert ((lo <= world["iou"].max(1) + 1e-9) & (world["iou"].max(1) <= hi + 1e-9)).mean() > 0.9
     assert ((same >= 0) & (same <= 1)).all()
+
+
+def test_held_out_records_and_pixel_scores_round_trip(world, tmp_path):
+    """The spill files give back what was written (the held-out metrics read them once)."""
+    from netdissect.trust.collect import HeldOutStore
+    from netdissect.trust.scorecard import PixelScores
+
+    store = HeldOutStore(tmp_path)
+    rng = np.random.default_rng(0)
+    written = []
+    for row in (3, 9):
+        rec = (row, 64.0, (8, 8), rng.random(6) > 0.5, np.array([2, 7]), np.array([5.0, 9.0]),
+               rng.random((2, 4, 4)).astype(np.float32), np.arange(5), rng.integers(0, 9, (2, 5)), np.array([7]))
+        store.add(rec[0], 64, 8, 8, *rec[3:])
+        written.append(rec)
+    for a, b in zip(store.records(), written):
+        assert a[:3] == b[:3]
+        for x, y in zip(a[3:], b[3:]):
+            np.testing.assert_array_equal(x, y)
+    store.close()
+    assert not list(tmp_path.iterdir())
+    ps = PixelScores(3, 4, tmp_path, block_bytes=100)  # blocks of 1 or 2 images
+    counted = [np.array([1, 0, 1], bool), np.array([1, 1, 0], bool), np.array([0, 1, 1], bool)]
+    vals = [rng.random((3, 4)).astype(np.float32) for _ in counted]
+    truth = [rng.random((3, 4)) > 0.5 for _ in counted]
+    for c, v, t in zip(counted, vals, truth):
+        ps.add(c, v, t)
+    for k in range(3):
+        sc, tr = ps.unit(k)
+        np.testing.assert_array_equal(sc, np.concatenate([v[k] for c, v in zip(counted, vals) if c[k]]))
+        np.testing.assert_array_equal(tr, np.concatenate([t[k] for c, t in zip(counted, truth) if c[k]]))
+    ps.close()
+    assert not list(tmp_path.iterdir())
 
 
 def test_heldout_metrics_match_slow_references(world):
@@ -181,6 +227,7 @@ def test_heldout_metrics_match_slow_references(world):
     label = iou_train.argmax(1)
     ok = iou_train.max(1) > 0
     r_img, r_pix, ap = _heldout(ev, None, label, ok, prim, lambda name, a, b: acts[a:b], (0, len(acts)))
+    sampled = {rec[0]: rec[7] for rec in ev.heldout.records()}
     L, has = world["L"], world["has"]
     held = np.flatnonzero(world["part"] == 1)
     sh = ds.rows[0].sh
@@ -199,7 +246,7 @@ def test_heldout_metrics_match_slow_references(world):
         # AUPRC on the sampled pixels: average precision by a plain loop
         sc, tr = [], []
         for x in rows:
-            pix = ev.sampled[x][0]
+            pix = sampled[x]
             sc.append(S[rows.index(x)][pix])
             tr.append(Lc[rows.index(x)][pix] > 0)
         sc, tr = np.concatenate(sc), np.concatenate(tr)
@@ -241,7 +288,7 @@ def test_torch_path_gives_the_kernel_counts(world, monkeypatch):
     ev_k = run(acts, world["thr"], src, part, world["iou"])
     monkeypatch.setattr(masks.kernel, "available", lambda: False)
     ev_t = run(acts, world["thr"], src, part, world["iou"])
-    for f in ("inter", "unit_area", "area", "cand_inter", "m1", "m2", "gram_m", "gram_l"):
+    for f in ("inter", "unit_area", "boot_inter", "boot_area", "boot_label", "m1", "m2", "gram_m", "gram_l"):
         np.testing.assert_allclose(getattr(ev_t, f), getattr(ev_k, f), rtol=1e-6, atol=1e-6, err_msg=f)
 
 

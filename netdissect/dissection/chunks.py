@@ -176,18 +176,28 @@ def _probe(identity: dict, dataset, cfg):
     return probe, ds
 
 
-def _labels(identity: dict, info: dict, probe, ds, folder: Path):
+def recorded_source(identity: dict, info: dict, labels_dir: Path, dataset=None):
+    """``(probe, labels)`` of a finished run from its recorded identity: the same rows, and the
+    dataset's masks or the segmenter labels kept in ``labels_dir`` (``info["segmenter"]`` the
+    segmenter's catalogue as kept beside them; no segmenter runs).  ``netdissect score`` uses it."""
+    cfg = DissectConfig(**identity["config"])
+    probe, ds = _probe(identity, dataset, cfg)
+    return probe, _labels(identity, info, probe, ds, labels_dir.parent, labels_dir=labels_dir)
+
+
+def _labels(identity: dict, info: dict, probe, ds, folder: Path, labels_dir: Path | None = None):
     """The concept source of one chunk: the dataset's masks, or the segmenter labels the chunk kept
     in its folder (no segmenter runs); pooled for ``--iou pnas``."""
+    labels_dir = folder / CHUNK_LABELS if labels_dir is None else labels_dir
     labels = identity.get("labels", {"kind": "broden"})
     if labels.get("kind") == "broden":
         source = BrodenMasks(ds)
     elif labels.get("kind") == "segmenter" and "segmenter" in info:
         source = SegmenterLabels(_RecordedSegmenter(labels, info["segmenter"]), probe, seg_size=labels["seg_size"],
-                                 cache_dir=folder / CHUNK_LABELS)
+                                 cache_dir=labels_dir)
     elif labels.get("kind") == "generated" and "segmenter" in info:
         source = GeneratedLabels(_RecordedSegmenter(labels, info["segmenter"]), probe, labels["generator"],
-                                 seg_size=labels["seg_size"], cache_dir=folder / CHUNK_LABELS)
+                                 seg_size=labels["seg_size"], cache_dir=labels_dir)
     else:
         raise NetDissectError(f"{folder / CHUNK_FILE}: labels of kind {labels.get('kind')!r} that this netdissect "
                               "cannot merge (a chunk of another version?): rerun the chunks with this version")
@@ -305,16 +315,14 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     # the label scorecard over every chunk's cache, as one process computes it (docs/label-trust.md)
     from netdissect.trust.shards import chunk_scorecard
 
+    # (only the chunks' cache files, one chunk's open at a time: no checkpoint is loaded)
     t_card = time.monotonic()
-    states = []
-    try:
-        for d, info in found:
-            states.append(open_run(d, info))
-        card_info = chunk_scorecard(layer_results, states, {id(st): sources[d] for st, (d, _) in zip(states, found)},
-                                    len(probe), skipped, num_workers=cfg.num_workers, progress=progress)
-    finally:
-        for st in states:
-            st.close()
+    parts = []
+    for d, info in found:
+        cache_of = RunState(layers, probe, sources[d], cfg, d / ".work", tuple(info["rows"])).cache_path
+        parts.append((*info["rows"], {name: cache_of(name) for name in layers}, sources[d]))
+    card_info = chunk_scorecard(layer_results, parts, len(probe), skipped, dtype=cfg.cache_dtype,
+                                num_workers=cfg.num_workers, progress=progress, spill_dir=found[0][0] / ".work")
     t_card = time.monotonic() - t_card
     where = ds.root if ds is not None else getattr(probe, "root", probe.describe())
     note = check_unknown_labels(unknown, positions, str(where))

@@ -505,7 +505,8 @@ def _scorecard_ranks(st, layer_results: dict, card_cfg, group: Group, progress: 
                     parts.append((lo, hi, caches))
                 cards = score_layers(layer_results, read_across(parts, layer_results), st.source, (0, len(st.probe)),
                                      st.all_skipped, len(st.probe), cfg, batch_size=st.cfg.batch_size,
-                                     num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+                                     num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad,
+                                     spill_dir=top)
             except TooFewImages as exc:
                 if required:
                     err = str(exc)
@@ -531,7 +532,8 @@ def _scorecard_ranks(st, layer_results: dict, card_cfg, group: Group, progress: 
 def _score(st, layer_results, card_cfg, progress, score_layers):
     return score_layers(layer_results, lambda name, a, b: st.caches[name].read(a, b), st.source, (st.lo, st.hi),
                          st.all_skipped, len(st.probe), card_cfg, batch_size=st.cfg.batch_size,
-                         num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad)
+                         num_workers=st.cfg.num_workers, progress=progress, skip_bad=st.cfg.skip_bad,
+                         spill_dir=st.work)
 
 
 CACHE_DIR = "cache"  # --keep-cache: RUN/cache/<layer>.acts and cache.json
@@ -550,6 +552,11 @@ def _keep_cache(st, run_dir: Path) -> None:
         target = dest / st.cache_path(name).name
         os.replace(st.cache_path(name), target)
         info["layers"][name] = {"file": target.name, "shape": list(st.shapes[name])}
+    labels = getattr(st.source, "inner", st.source)
+    if hasattr(labels, "export"):  # segmenter labels: `netdissect score` reads them back here (runs no segmenter)
+        labels.export([i for i in range(st.lo, st.hi) if i not in st.all_skipped], dest / "labels")
+        info["segmenter"] = {"concepts": list(labels.concepts.names),
+                             "categories": [labels.concepts.categories[g] for g in labels.concepts.primary]}
     atomic_write_bytes(dest / "cache.json", json.dumps(info, indent=2).encode())
 
 

@@ -185,7 +185,8 @@ def scorecard_summaries(bars: list[tuple[str, str, dict | None]], fdr: float | N
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_title("Detectors")
         rules = [plt.Rectangle((0, 0), 1, 1, color="#6b6f76", alpha=0.32), plt.Rectangle((0, 0), 1, 1, color="#6b6f76")]
-        ax.legend(rules, ["IoU rule", f"and q < {fdr:g}" if fdr is not None else "and q < --fdr"], frameon=False, fontsize=7,
+        rule = f"and q < {fdr:g}" if fdr is not None else "and q < --fdr"
+        ax.legend(rules, ["IoU rule", rule], frameon=False, fontsize=7,
                   loc="upper left", ncol=2, handlelength=1.0, columnspacing=1.0)
         ax = axes[1]
         for xi, (_, run, s) in zip(x, bars):

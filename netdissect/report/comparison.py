@@ -9,9 +9,9 @@ One stacked bar per (run, layer): unique detectors per category (CVPR 2017
 Fig. 5 for the layers of one model, Fig. 7 for the last layer of several
 models) and detector units per category.  Runs with the label scorecard (docs/label-trust.md)
 also get ``scorecard.png``/``.svg``: each layer's detectors with and without the FDR rule,
-median stability and mean held-out correlation, and these figures as columns of ``compare.csv``.  Only ``summary.json`` of each run
-is used (runs are read through :func:`netdissect.load`), so this works for runs
-whose dataset is gone.
+median stability and mean held-out correlation, and these figures as columns of ``compare.csv``.
+Only ``summary.json`` of each run is used (runs are read through :func:`netdissect.load`), so
+this works for runs whose dataset is gone.
 """
 from __future__ import annotations
 

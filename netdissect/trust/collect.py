@@ -5,21 +5,28 @@ For every layer it gathers, from the same exact unit masks as pass 2
 
 - the exact intersections and areas of every unit with every concept, split into the
   probe's two parts (labels chosen on one, scored on the other: ``--holdout``);
-- per image, the intersections of each unit with its J best concepts, its mask area and
-  its peak activation (what the bootstrap resamples);
+- the bootstrap's resampled counts, accumulated as the rows pass: each image x is counted
+  w[r, x] ~ Poisson(1) times in resample r (:func:`poisson_weights`, a function of the seed and
+  the row alone), so every resample's intersections of each unit with its J best concepts and
+  its areas are weighted sums;
 - coarse-grid coverage sums and Gram matrices of the unit masks and of the concept masks
   (what the image-permutation null's mean and variance are computed from,
   :mod:`netdissect.trust.stats`);
 - for the held-out images: each present concept's mask pulled back through the bilinear
   upsampling (``U^T L``, so that sum_p S_k(x)[p] L_c(x)[p] = <A_k(x), U^T L_c(x)> exactly) and
-  the concept columns of a seeded sample of pixels (the pixel-level AUPRC).
+  the concept columns of a seeded sample of pixels (the pixel-level AUPRC), written to a spill
+  file (:class:`HeldOutStore`) that the held-out metrics read back once.
 
-Everything here is a sum over images or an array indexed by image, so it does not depend on
-the order in which rows come.
+Everything here is a sum over images or a record per held-out image, so it does not depend on
+the order in which rows come.  Memory does not grow with the probe: the sums are of fixed size,
+and the per-image data of the held-out images is on disk (2 bytes per row stay in memory: the
+split and which rows were counted).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +39,83 @@ from netdissect.errors import DatasetError
 GRID_MEAN = 28  # cells per side for the null's mean (first-order sums)
 GRID_VAR = 8    # cells per side for the null's variance (Gram matrices)
 AP_PIXELS = 128  # sampled pixels per held-out image for the pixel-level AUPRC
+RESAMPLES = 100  # bootstrap resamples
+WEIGHT_BLOCK = 1024  # rows per block of Poisson weights (one seeded generator per block)
+
+
+def poisson_weights(seed: int, rows: np.ndarray, resamples: int, cache: dict | None = None) -> np.ndarray:
+    """(len(rows), resamples) float64: how many times each row counts in each bootstrap resample,
+    Poisson(1), a function of (seed, row) alone (rows are drawn in blocks of ``WEIGHT_BLOCK``, one
+    generator per block), so one process, chunks and ranks give the same resamples."""
+    rows = np.asarray(rows, np.int64)
+    cache = {} if cache is None else cache
+    out = np.empty((len(rows), resamples))
+    blocks = rows // WEIGHT_BLOCK
+    for b in np.unique(blocks):
+        key = (int(seed), int(b), int(resamples))
+        if key not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[key] = np.random.default_rng([seed, 4711, int(b)]).poisson(1.0, size=(WEIGHT_BLOCK, resamples))
+        sel = blocks == b
+        out[sel] = cache[key][rows[sel] - b * WEIGHT_BLOCK]
+    return out
+
+
+class HeldOutStore:
+    """Per held-out image of one layer, what the held-out metrics need (its categories, its
+    concepts' label areas and masks pulled back to the layer's grid, the sampled pixels and their
+    concept columns), appended to a file as the pass goes and read back in the same order."""
+
+    HEAD = 11
+
+    def __init__(self, folder):
+        fd, path = tempfile.mkstemp(prefix="heldout-", suffix=".bin", dir=folder)
+        self.path = path
+        self._f = os.fdopen(fd, "w+b")
+        self.count = 0
+
+    def add(self, row, pixels, sh, sw, has, concepts, areas, maps, pix, cols, whole):
+        concepts = np.asarray(concepts, np.int64)
+        maps = np.ascontiguousarray(maps, np.float32)
+        h, w = maps.shape[1:] if maps.ndim == 3 else (0, 0)
+        cols = np.ascontiguousarray(cols, np.int64)
+        whole = np.asarray(whole, np.int64)
+        head = np.asarray([row, pixels, sh, sw, len(has), len(concepts), h, w, len(pix), cols.shape[0], len(whole)],
+                          np.int64)
+        for a in (head, np.asarray(has, np.uint8), concepts, np.asarray(areas, np.float64), maps,
+                  np.asarray(pix, np.int64), cols, whole):
+            self._f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
+        self.count += 1
+
+    def records(self):
+        """Yield every record in the order written: (row, pixels, (sh, sw), has (G,) bool,
+        concepts (n,), areas (n,), maps (n, h, w) float32, pix (S,), cols (Pl, S), whole (W,))."""
+        self._f.flush()
+        with open(self.path, "rb") as f:
+            for _ in range(self.count):
+                head = np.frombuffer(f.read(8 * self.HEAD), np.int64)
+                row, pixels, sh, sw, G, n, h, w, S, Pl, W = (int(v) for v in head)
+
+                def take(dtype, count, shape=None):
+                    a = np.frombuffer(f.read(np.dtype(dtype).itemsize * count), dtype)
+                    return a if shape is None else a.reshape(shape)
+                has = take(np.uint8, G).astype(bool)
+                concepts = take(np.int64, n)
+                areas = take(np.float64, n)
+                maps = take(np.float32, n * h * w, (n, h, w))
+                pix = take(np.int64, S)
+                cols = take(np.int64, Pl * S, (Pl, S))
+                whole = take(np.int64, W)
+                yield row, float(pixels), (sh, sw), has, concepts, areas, maps, pix, cols, whole
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -72,13 +156,11 @@ class LayerEvidence:
     unit_area: np.ndarray = None  # float64 (2, K, G): mask area over the images holding g
     label_area: np.ndarray = None  # float64 (2, C)
     images_holding: np.ndarray = None  # float64 (2, G)
-    has: np.ndarray = None        # bool (rows, G)
-    peak: np.ndarray = None       # float32 (rows, K)
-    area: np.ndarray = None       # float32 (rows, K) mask area
-    cand_inter: np.ndarray = None  # float32 (rows, K, J)
     cand_concepts: np.ndarray = None  # int64 (Cc,) the distinct candidate concepts
-    cand_label_area: np.ndarray = None  # float32 (rows, Cc)
-    pixels: np.ndarray = None     # float64 (rows,) label pixels of each image
+    # the bootstrap, accumulated with each row's Poisson weights (R resamples)
+    boot_inter: np.ndarray = None  # float64 (R, K, J) intersections with the J candidate concepts
+    boot_area: np.ndarray = None   # float64 (R, K, G) mask area over the images holding g
+    boot_label: np.ndarray = None  # float64 (R, Cc) label area of the candidate concepts
     # the null (fractions of each grid cell covered)
     m1: np.ndarray = None         # float64 (G, K, g1*g1) unit coverage summed over images holding g
     l1: np.ndarray = None         # float64 (C, g1*g1)
@@ -88,32 +170,34 @@ class LayerEvidence:
     l2: np.ndarray = None         # float64 (C, g2*g2)
     a1: np.ndarray = None         # float64 (g1*g1,) pixels per cell (first mask size)
     a2: np.ndarray = None
-    # held-out images: row -> {concept: U^T L_c (h, w) float32}, sampled pixels and their columns
-    pulled: dict = field(default_factory=dict)
-    held_area: dict = field(default_factory=dict)  # row -> {concept: label pixels}
-    sampled: dict = field(default_factory=dict)  # row -> (pix (S,) int64, cols (P, S) int64, whole (W,) int64, (sh, sw))
+    heldout: HeldOutStore = None  # the held-out images' records (on disk)
+    resamples: int = RESAMPLES
+    seed: int = 0
 
-    def allocate(self, G1: int, G2: int):
-        K, C, G, n, J = self.units, self.concepts, self.categories, self.rows, self.cand.shape[1]
+    def allocate(self, G1: int, G2: int, folder=None):
+        K, C, G, n, J, R = self.units, self.concepts, self.categories, self.rows, self.cand.shape[1], self.resamples
         f8 = np.float64
         self.used = np.zeros(n, bool)
         self.inter = np.zeros((2, K, C), f8)
         self.unit_area = np.zeros((2, K, G), f8)
         self.label_area = np.zeros((2, C), f8)
         self.images_holding = np.zeros((2, G), f8)
-        self.has = np.zeros((n, G), bool)
-        self.peak = np.zeros((n, K), np.float32)
-        self.area = np.zeros((n, K), np.float32)
-        self.cand_inter = np.zeros((n, K, J), np.float32)
         self.cand_concepts = np.unique(self.cand)
-        self.cand_label_area = np.zeros((n, len(self.cand_concepts)), np.float32)
-        self.pixels = np.zeros(n, f8)
+        self.boot_inter = np.zeros((R, K, J), f8)
+        self.boot_area = np.zeros((R, K, G), f8)
+        self.boot_label = np.zeros((R, len(self.cand_concepts)), f8)
         self.m1 = np.zeros((G, K, G1 * G1), f8)
         self.l1 = np.zeros((C, G1 * G1), f8)
         self.gram_m = np.zeros((G, K, G2 * G2, G2 * G2), f8)
         self.gram_l = np.zeros((C, G2 * G2, G2 * G2), f8)
         self.m2 = np.zeros((G, K, G2 * G2), f8)
         self.l2 = np.zeros((C, G2 * G2), f8)
+        self.heldout = HeldOutStore(folder)
+
+    def close(self):
+        """Remove the held-out records' file."""
+        if self.heldout is not None:
+            self.heldout.close()
 
 
 class _Sizes:
@@ -136,12 +220,15 @@ class _Sizes:
 def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, int], skipped, part: np.ndarray,
             cands: dict, *, batch_size: int = 64, num_workers: int = 0, progress: bool = False,
             seed: int = 0, grid_mean: int = GRID_MEAN, grid_var: int = GRID_VAR,
-            ap_pixels: int = AP_PIXELS, skip_bad: bool = False) -> dict[str, LayerEvidence]:
+            ap_pixels: int = AP_PIXELS, skip_bad: bool = False, resamples: int = RESAMPLES,
+            spill_dir=None) -> dict[str, LayerEvidence]:
     """One pass over rows ``[lo, hi)`` of every layer in ``layers`` (name -> (C, h, w)).
 
     ``read_acts(name, start, stop)`` returns the cached activations of rows start..stop-1
     (numpy (B, C, h, w)); ``thresholds[name]`` float64 (C,); ``part`` int8 (rows of the whole
     probe,): 1 for held-out rows; ``cands[name]`` int64 (C, J) each unit's candidate concepts.
+    The held-out images' records go to a file in ``spill_dir`` (default: the system's temporary
+    folder) that :meth:`LayerEvidence.close` removes.
     """
     cons = source.concepts
     K = len(cons)
@@ -151,10 +238,27 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
     smallest = min(min(s) for s in source.mask_sizes()) if source.mask_sizes() else grid_mean
     grid_mean, grid_var = min(grid_mean, smallest), min(grid_var, smallest)  # no empty cell
     ev = {}
-    for name, shape in layers.items():
-        e = LayerEvidence(name, shape[0], K, G, n, part, np.asarray(cands[name], np.int64), tuple(shape))
-        e.allocate(grid_mean, grid_var)
-        ev[name] = e
+    try:
+        for name, shape in layers.items():
+            e = LayerEvidence(name, shape[0], K, G, n, part, np.asarray(cands[name], np.int64), tuple(shape),
+                              resamples=resamples, seed=seed)
+            ev[name] = e
+            e.allocate(grid_mean, grid_var, spill_dir)
+        _collect(ev, read_acts, thresholds, source, rows, skipped, part, batch_size, num_workers, progress, seed,
+                 grid_mean, grid_var, ap_pixels, skip_bad)
+    except BaseException:
+        for e in ev.values():
+            e.close()
+        raise
+    return ev
+
+
+def _collect(ev, read_acts, thresholds, source, rows, skipped, part, batch_size, num_workers, progress, seed,
+             grid_mean, grid_var, ap_pixels, skip_bad):
+    cons = source.concepts
+    K = len(cons)
+    G = len(cons.categories)
+    lo, hi = rows
     sizes = _Sizes(grid_mean, grid_var)
     masks: dict = {}
     lookups = {}
@@ -164,8 +268,8 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
         for j in range(J):
             lk[np.arange(e.units), e.cand[:, j]] = j
         lookups[name] = torch.from_numpy(lk)
-        e.cc_index = {int(c): i for i, c in enumerate(e.cand_concepts)}
     ups: dict = {}
+    wcache: dict = {}
     thr = {name: np.asarray(t, np.float64) for name, t in thresholds.items()}
     collate = LabelCollate(cons, skipped)
     workers = 0 if getattr(source, "loads_from_memory", False) else num_workers
@@ -183,13 +287,14 @@ def collect(layers: dict, read_acts, thresholds: dict, source, rows: tuple[int, 
             if not pos:
                 continue
             rows_b = np.asarray([start + p for p in pos], np.int64)
-            _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels)
+            _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels,
+                   wcache)
         bar.update(stop - start)
     bar.close()
-    return ev
 
 
-def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels):
+def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, thr, part, ups, seed, ap_pixels,
+           wcache):
     """One batch of images of one mask size, every layer (numpy throughout: on a busy machine each
     small torch op paid for waking its thread pool)."""
     B = len(rows_b)
@@ -225,13 +330,14 @@ def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, t
     gram_l = np.matmul(x2.transpose(0, 2, 1), x2)
     sum2 = f2.sum(0)
     pb = la > 0
+    weights = {}  # resamples -> (R, B) Poisson weights of these rows
     for name, e in ev.items():
         if e.a1 is None:
             e.a1, e.a2 = a1.copy(), a2.copy()
+        if e.resamples not in weights:
+            weights[e.resamples] = poisson_weights(seed, rows_b, e.resamples, wcache).T
         e.used[rows_b] = True
-        e.has[rows_b] = hb
-        e.pixels[rows_b] = P
-        e.cand_label_area[rows_b] = la[:, e.cand_concepts]
+        e.boot_label += weights[e.resamples] @ la[:, e.cand_concepts]
         for p in (0, 1):
             sel = held == p
             e.label_area[p] += la[sel].sum(0)
@@ -249,7 +355,6 @@ def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, t
         key = (name, sh, sw)
         if key not in masks:
             masks[key] = UnitMasks(h, w, sh, sw)
-        e.peak[rows_b] = acts.max((2, 3))
         if masks[key].use_kernel:
             area, inter, cand_i, m1g, m2 = _counts_kernel(masks[key], acts, thr[name], planes, P, sw, K, c1, c2,
                                                           g1c, g2c, e.cand, hb, held)
@@ -264,9 +369,12 @@ def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, t
             for j in range(J):
                 hit = e.cand[:, j] == c
                 cand_i[b, hit, j] += area[b, hit]
-        e.area[rows_b] = area
         e.inter += inter
-        e.cand_inter[rows_b] = cand_i
+        W = weights[e.resamples]  # (R, B)
+        e.boot_inter += (W @ cand_i.reshape(B, -1)).reshape(e.boot_inter.shape)
+        hbf = hb.astype(np.float64)
+        for g in range(G):
+            e.boot_area[:, :, g] += (W * hbf[:, g]) @ area
         for p in (0, 1):
             sel = held == p
             e.unit_area[p] += area[sel].T @ hb[sel].astype(np.float64)
@@ -288,10 +396,8 @@ def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, t
         for b in np.flatnonzero(held == 1):
             r = int(rows_b[b])
             cs = np.flatnonzero(pb[b])
-            e.held_area[r] = {int(c): float(la[b, c]) for c in cs}
             whole_b = wc[wi == b]
-            if r not in e.sampled:
-                e.sampled[r] = _sample_pixels(r, seed, flat[:, b], whole_b, sh, sw, ap_pixels, K)
+            pix, cols, whole, _ = _sample_pixels(r, seed, flat[:, b], whole_b, sh, sw, ap_pixels, K)
             # every present concept's mask (one-hot over the planes), then U_y^T L U_x for all at once
             cb = np.full(K + 1, len(cs), np.int64)
             cb[cs] = np.arange(len(cs))
@@ -302,7 +408,7 @@ def _batch(ev, acts_all, pos, rows_b, lb, sh, sw, K, G, sizes, masks, lookups, t
             onehot[cb[whole_b]] = 1.0
             L = onehot.reshape(len(cs), sh, sw)
             D = np.matmul(np.matmul(Uy.T[None], L), Ux[None])  # (c, h, w)
-            e.pulled[r] = {int(c): D[i] for i, c in enumerate(cs)}
+            e.heldout.add(r, P, sh, sw, hb[b], cs, la[b, cs], D, pix, cols, whole)
 
 
 def _counts_kernel(um, acts, thr, planes, P, sw, K, c1, c2, g1c, g2c, cand, has, held):

@@ -37,8 +37,9 @@ def rerun_command(summary: dict, run_dir: Path) -> str:
     return " ".join(shlex.quote(p) if p != "..." else p for p in parts)
 
 
-def _source(summary: dict):
-    """The run's probe and concept source, rebuilt from summary.json (Broden-dataset labels only)."""
+def _source(summary: dict, run_dir: Path, info: dict):
+    """The run's concept source, rebuilt from summary.json: the Broden dataset's masks, or the
+    segmenter labels that ``--keep-cache`` kept in ``RUN/cache/labels`` (no segmenter runs)."""
     from netdissect.concepts import BrodenMasks
     from netdissect.concepts.segmenter import PooledLabels
     from netdissect.data import Broden
@@ -46,6 +47,15 @@ def _source(summary: dict):
 
     ident = summary["identity"]
     recorded, labels, cfg = ident["dataset"], ident.get("labels", {"kind": "broden"}), ident["config"]
+    if labels.get("kind") in ("segmenter", "generated"):
+        if "segmenter" not in info or not (run_dir / CACHE_DIR / "labels").is_dir():
+            raise ScorecardError(
+                f"{run_dir}: its kept cache has no copy of the segmenter's labels (kept by an older netdissect), so "
+                f"`netdissect score` cannot rebuild them without the segmenter: rerun the dissection, which computes "
+                f"the scorecard: {rerun_command(summary, run_dir)}")
+        from netdissect.dissection.chunks import recorded_source
+
+        return recorded_source(ident, info, run_dir / CACHE_DIR / "labels")[1]
     if recorded.get("kind") is not None or labels.get("kind") != "broden":
         return None
     ds = Broden(recorded["path"], split=cfg.get("split"), limit=cfg.get("limit"))
@@ -82,10 +92,10 @@ def score_run(run_dir, *, fdr: float = 0.05, holdout: float = 0.2, seed: int = 0
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ScorecardError(f"{info_path}: unreadable ({exc}); rerun the dissection: "
                              f"{rerun_command(summary, run_dir)}") from None
-    source = _source(summary)
+    source = _source(summary, run_dir, info)
     if source is None:
-        raise ScorecardError(f"{run_dir}: `netdissect score` rebuilds the labels of runs on a Broden dataset; this "
-                             f"run's labels came from a segmenter: rerun the dissection, which computes the "
+        raise ScorecardError(f"{run_dir}: `netdissect score` rebuilds the labels of runs on a Broden dataset or of "
+                             f"a segmenter; this run's labels are neither: rerun the dissection, which computes the "
                              f"scorecard: {rerun_command(summary, run_dir)}")
     caches = {}
     try:
@@ -99,7 +109,7 @@ def score_run(run_dir, *, fdr: float = 0.05, holdout: float = 0.2, seed: int = 0
         skipped = {int(i) for i in info.get("skipped", [])}
         with RunLock(run_dir):
             cards = score_layers(dict(result), lambda name, a, b: caches[name].read(a, b), source, (lo, hi), skipped,
-                                 hi, cfg, num_workers=num_workers, progress=progress)
+                                 hi, cfg, num_workers=num_workers, progress=progress, spill_dir=run_dir / CACHE_DIR)
             for name, card in cards.items():
                 lr = result[name].with_scorecard(card, cfg["fdr"])
                 names = [str(p) for p in lr.image_paths] if lr.image_paths is not None else None

@@ -13,6 +13,8 @@ with ``--keep-cache``).  It returns, per layer, the unit columns that
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -25,6 +27,7 @@ from netdissect.trust.collect import collect, upsample_matrix
 CANDIDATES = 5       # concepts per unit whose per-image counts the bootstrap resamples
 RESAMPLES = 100
 MIN_IMAGES = 10      # images each part of the holdout split, and the bootstrap, need at least
+READ_BYTES = 16 << 20  # cached activations read at a time for the held-out metrics
 
 UNIT_COLUMNS = ["p", "q", "detector_iou", "stability", "iou_lo", "iou_hi", "holdout_label", "holdout_iou",
                 "r_image", "r_pixel", "auprc"]
@@ -72,8 +75,11 @@ def candidates(iou: np.ndarray, J: int) -> np.ndarray:
 
 
 def score_layers(layer_results: dict, read_acts, source, rows, skipped, n_rows: int, cfg: dict, *,
-                 batch_size=64, num_workers=0, progress=False, skip_bad=False) -> dict:
-    """Per layer ``{"units": {column: array}, "summary": {...}, "matrices": {...}}``."""
+                 batch_size=64, num_workers=0, progress=False, skip_bad=False, spill_dir=None) -> dict:
+    """Per layer ``{"units": {column: array}, "summary": {...}, "matrices": {...}}``.
+
+    The held-out images' records and sampled pixel scores go to temporary files in ``spill_dir``
+    (default: the system's temporary folder), removed before this returns."""
     t0 = time.monotonic()
     used = np.ones(n_rows, bool)
     used[list(skipped)] = False
@@ -82,19 +88,25 @@ def score_layers(layer_results: dict, read_acts, source, rows, skipped, n_rows: 
     cands = {name: candidates(lr.iou.astype(np.float64), cfg["candidates"]) for name, lr in layer_results.items()}
     thresholds = {name: lr.thresholds.astype(np.float64) for name, lr in layer_results.items()}
     ev = collect(shapes, read_acts, thresholds, source, rows, skipped, part, cands, batch_size=batch_size,
-                 num_workers=num_workers, progress=progress, seed=cfg["seed"], skip_bad=skip_bad)
+                 num_workers=num_workers, progress=progress, seed=cfg["seed"], skip_bad=skip_bad,
+                 resamples=cfg["resamples"], spill_dir=spill_dir)
     t1 = time.monotonic()
     primary = np.asarray(source.concepts.primary, np.int64)
     out = {}
-    for name, lr in layer_results.items():
-        t_l = time.monotonic()
-        out[name] = _score_layer(lr, ev[name], primary, read_acts, rows, cfg)
-        out[name]["summary"]["timing_s"]["statistics"] = round(time.monotonic() - t_l, 3)
-        out[name]["summary"]["timing_s"]["pass"] = round((t1 - t0) / len(layer_results), 3)
+    try:
+        for name, lr in layer_results.items():
+            t_l = time.monotonic()
+            out[name] = _score_layer(lr, ev[name], primary, read_acts, rows, cfg, spill_dir)
+            out[name]["summary"]["timing_s"]["statistics"] = round(time.monotonic() - t_l, 3)
+            out[name]["summary"]["timing_s"]["pass"] = round((t1 - t0) / len(layer_results), 3)
+            ev[name].close()
+    finally:
+        for e in ev.values():
+            e.close()
     return out
 
 
-def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
+def _score_layer(lr, e, primary, read_acts, rows, cfg, spill_dir=None) -> dict:
     K, C = e.units, e.concepts
     t = {}
     t0 = time.monotonic()
@@ -113,7 +125,7 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
     t["significance"] = time.monotonic() - t0
     # ---- stability
     t0 = time.monotonic()
-    same, lo, hi = stats.bootstrap(e, primary, cfg["resamples"], cfg["seed"])
+    same, lo, hi = stats.bootstrap(e, primary)
     same = np.where(has_label, same, np.nan)
     lo, hi = np.where(has_label, lo, np.nan), np.where(has_label, hi, np.nan)
     t["stability"] = time.monotonic() - t0
@@ -127,7 +139,7 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
     h_iou = np.where(h_has, iou_held[np.arange(K), hbest], np.nan)
     absent = h_has & (e.label_area[1][hbest] == 0)
     h_iou = np.where(absent, np.nan, h_iou)  # no held-out image holds the concept: nothing to score
-    r_img, r_pix, ap = _heldout(e, lr, hbest, h_has & ~absent, primary, read_acts, rows)
+    r_img, r_pix, ap = _heldout(e, lr, hbest, h_has & ~absent, primary, read_acts, rows, spill_dir)
     t["holdout"] = time.monotonic() - t0
     # the pass's own counts give back pass 2's IoU (the same cache, thresholds and masks)
     iou_all = stats.iou_from(inter, e.unit_area.sum(0), e.label_area.sum(0), primary)
@@ -163,78 +175,169 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg) -> dict:
     return {"units": units, "summary": summary, "matrices": {"p": p.astype(np.float32), "q": q.astype(np.float32)}}
 
 
-def _heldout(e, lr, label, ok, primary, read_acts, rows):
+class PixelScores:
+    """Per held-out image, each unit's upsampled activation at the sampled pixels and whether the
+    label's concept is there, written to a file in blocks (unit-major within a block) and read
+    back one unit at a time: the pixel-level AUPRC sorts one unit's pixels, never all of them."""
+
+    def __init__(self, units: int, samples: int, folder=None, block_bytes: int = 16 << 20):
+        self.K, self.S = units, samples
+        self.nb = max(1, block_bytes // max(1, units * samples * 5))
+        fd, self.path = tempfile.mkstemp(prefix="pixels-", suffix=".bin", dir=folder)
+        self._f = os.fdopen(fd, "w+b")
+        self.blocks = []  # (offset, images)
+        self._buf = []
+
+    def add(self, counted: np.ndarray, vals: np.ndarray, truth: np.ndarray):
+        """``counted`` (K,) bool: the units this image counts for; ``vals`` float32 and ``truth``
+        bool (K, S)."""
+        self._buf.append((counted, vals, truth))
+        if len(self._buf) == self.nb:
+            self._flush()
+
+    def _flush(self):
+        if not self._buf:
+            return
+        n = len(self._buf)
+        counted = np.stack([b[0] for b in self._buf], 1).astype(np.uint8)    # (K, n)
+        vals = np.stack([b[1] for b in self._buf], 1).astype(np.float32)     # (K, n, S)
+        truth = np.stack([b[2] for b in self._buf], 1).astype(np.uint8)      # (K, n, S)
+        self._f.seek(0, os.SEEK_END)
+        self.blocks.append((self._f.tell(), n))
+        for a in (counted, vals, truth):
+            self._f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
+        self._buf = []
+
+    def unit(self, k: int):
+        """(scores, truth) of unit k over the images it counts for."""
+        self._flush()
+        self._f.flush()
+        f, K, S = self._f, self.K, self.S
+
+        def read(offset, count, dtype):
+            f.seek(offset)
+            return np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype)
+        sc, tr = [], []
+        for off, n in self.blocks:
+            keep = read(off + k * n, n, np.uint8).astype(bool)
+            if not keep.any():
+                continue
+            base = off + K * n
+            v = read(base + 4 * k * n * S, n * S, np.float32).reshape(n, S)
+            base += 4 * K * n * S
+            t = read(base + k * n * S, n * S, np.uint8).reshape(n, S)
+            sc.append(v[keep].ravel())
+            tr.append(t[keep].ravel().astype(bool))
+        if not sc:
+            return np.zeros(0, np.float32), np.zeros(0, bool)
+        return np.concatenate(sc), np.concatenate(tr)
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _heldout(e, lr, label, ok, primary, read_acts, rows, spill_dir=None):
     """Image-level Pearson (peak activation vs the concept's area share), pixel-level Pearson
     (upsampled activation vs the mask, exact from U^T L) and pixel AUPRC (sampled pixels) over
-    the held-out images holding the label's category."""
+    the held-out images holding the label's category, streamed over the held-out records
+    (:class:`netdissect.trust.collect.HeldOutStore`) and their cached activations."""
     K = e.units
     lo, hi = rows
     cat = primary[label]  # (K,)
-    held = np.asarray([r for r in sorted(e.pulled) if e.used[r]], np.int64)
     nan = np.full(K, np.nan)
-    if not len(held):
+    if not e.heldout.count:
         return nan, nan.copy(), nan.copy()
     uniq, inv = np.unique(label, return_inverse=True)
-    nh = len(held)
-    has_cat = e.has[held][:, cat] & ok[None, :]  # (n_h, K)
-    share = np.zeros((nh, K))
     sS, sSS, sSL, sL, npx = (np.zeros(K) for _ in range(5))
-    S = max(len(e.sampled[r][0]) for r in held)
-    vals = np.zeros((nh, K, S), np.float32)
-    truth = np.zeros((nh, K, S), bool)
+    iP, iPP, iA, iAA, iPA, iN = (np.zeros(K) for _ in range(6))  # image level: peak and area share
     ups = {}
-    for s in range(0, nh, 64):
-        chunk = held[s:s + 64]
-        a0, a1 = int(chunk[0]) - lo, int(chunk[-1]) - lo + 1
-        acts = np.asarray(read_acts(e.name, a0, a1))[chunk - lo - a0].astype(np.float64)  # held-out rows only
-        for i, r in enumerate(chunk):
-            x = s + i
-            A = acts[i]  # (K, h, w)
-            pix, cols, whole, (sh, sw) = e.sampled[r]
-            key = (A.shape[1], A.shape[2], sh, sw)
-            if key not in ups:
-                Uy, Ux = upsample_matrix(A.shape[1], sh), upsample_matrix(A.shape[2], sw)
-                ups[key] = (Uy.sum(0), Ux.sum(0), Uy.T @ Uy, Ux.T @ Ux, _axis(A.shape[1], sh), _axis(A.shape[2], sw))
-            cy, cx, Yg, Xg, ay, ax = ups[key]
-            areas = e.held_area[r]
-            maps = e.pulled[r]
-            u_area = np.array([areas.get(int(c), 0.0) for c in uniq])
-            share[x] = u_area[inv] / e.pixels[r]
-            sel = has_cat[x]
-            if not sel.any():
-                continue
-            D = np.stack([maps.get(int(c), np.zeros(A.shape[1:], np.float32)) for c in uniq])[inv]  # (K, h, w)
-            w = sel.astype(np.float64)
-            sS += w * ((cy @ A) @ cx)
-            sSS += w * (np.matmul(np.matmul(Yg, A), Xg) * A).sum((1, 2))
-            sSL += w * (A * D).sum((1, 2))
-            sL += w * u_area[inv]
-            npx += w * (sh * sw)
-            py, px = pix // sw, pix % sw
-            n = len(pix)
-            # bilinear values at the sampled pixels: four cells each (PyTorch's weights)
-            y0, y1, wy0, wy1 = (t[py] for t in ay)
-            x0, x1, wx0, wx1 = (t[px] for t in ax)
-            vals[x, :, :n] = ((wy0 * wx0) * A[:, y0, x0] + (wy0 * wx1) * A[:, y0, x1]
-                              + (wy1 * wx0) * A[:, y1, x0] + (wy1 * wx1) * A[:, y1, x1])
-            wset = set(whole.tolist())
-            pos = np.stack([np.ones(n, bool) if int(c) in wset else
-                            ((cols == c).any(0) if cols.shape[0] else np.zeros(n, bool)) for c in uniq])
-            truth[x, :, :n] = pos[inv]
-    # image level: over the held-out images holding the label's category
-    pk = e.peak[held].astype(np.float64)
-    wts = has_cat.astype(np.float64)
-    r_img = stats.pearson((pk * wts).sum(0), (share * wts).sum(0), (pk * pk * wts).sum(0),
-                          (share * share * wts).sum(0), (pk * share * wts).sum(0), wts.sum(0))
-    r_pix = stats.pearson(sS, sL, sSS, sL, sSL, npx)
-    ap = np.full(K, np.nan)
-    for k in np.flatnonzero(ok):
-        m = has_cat[:, k]
-        if m.any():
-            ap[k] = stats.average_precision(vals[m, k].ravel(), truth[m, k].ravel())
+    scores = None
+    record_bytes = int(np.prod(e.shape)) * 4 if e.shape else 1
+    try:
+        records = e.heldout.records()
+        pending = []
+        for rec in records:
+            pending.append(rec)
+            if len(pending) > 1 and (pending[-1][0] - pending[0][0] + 1) * record_bytes > READ_BYTES:
+                last = pending.pop()
+                scores = _heldout_rows(pending, e, read_acts, lo, cat, ok, uniq, inv, ups, scores, spill_dir,
+                                       (sS, sSS, sSL, sL, npx), (iP, iPP, iA, iAA, iPA, iN))
+                pending = [last]
+        if pending:
+            scores = _heldout_rows(pending, e, read_acts, lo, cat, ok, uniq, inv, ups, scores, spill_dir,
+                                   (sS, sSS, sSL, sL, npx), (iP, iPP, iA, iAA, iPA, iN))
+        r_img = stats.pearson(iP, iA, iPP, iAA, iPA, iN)
+        r_pix = stats.pearson(sS, sL, sSS, sL, sSL, npx)
+        ap = np.full(K, np.nan)
+        if scores is not None:
+            for k in np.flatnonzero(ok):
+                sc, tr = scores.unit(k)
+                if len(sc):
+                    ap[k] = stats.average_precision(sc, tr)
+    finally:
+        if scores is not None:
+            scores.close()
     r_img = np.where(ok, r_img, np.nan)
     r_pix = np.where(ok, r_pix, np.nan)
     return r_img, r_pix, ap
+
+
+def _heldout_rows(recs, e, read_acts, lo, cat, ok, uniq, inv, ups, scores, spill_dir, pix_sums, img_sums):
+    """Add the held-out records ``recs`` (consecutive in row order, one read of the cache) to the
+    sums and the pixel scores."""
+    sS, sSS, sSL, sL, npx = pix_sums
+    iP, iPP, iA, iAA, iPA, iN = img_sums
+    a0, a1 = recs[0][0] - lo, recs[-1][0] - lo + 1
+    block = np.asarray(read_acts(e.name, a0, a1))
+    for row, pixels, (sh, sw), has, concepts, areas, maps, pix, cols, whole in recs:
+        sel = has[cat] & ok  # (K,) the units whose label's category this image holds
+        if not sel.any():
+            continue
+        A = block[row - lo - a0].astype(np.float64)  # (K, h, w)
+        key = (A.shape[1], A.shape[2], sh, sw)
+        if key not in ups:
+            Uy, Ux = upsample_matrix(A.shape[1], sh), upsample_matrix(A.shape[2], sw)
+            ups[key] = (Uy.sum(0), Ux.sum(0), Uy.T @ Uy, Ux.T @ Ux, _axis(A.shape[1], sh), _axis(A.shape[2], sw))
+        cy, cx, Yg, Xg, ay, ax = ups[key]
+        where = {int(c): i for i, c in enumerate(concepts)}
+        u_area = np.array([areas[where[int(c)]] if int(c) in where else 0.0 for c in uniq])
+        w = sel.astype(np.float64)
+        # image level: the unit's peak activation against the label's share of the image
+        peak = A.max((1, 2))
+        share = u_area[inv] / pixels
+        iP += w * peak
+        iPP += w * peak * peak
+        iA += w * share
+        iAA += w * share * share
+        iPA += w * peak * share
+        iN += w
+        # pixel level, exact: sums of S, S^2 and S L over every pixel from the activation grid
+        zero = np.zeros(A.shape[1:], np.float32)
+        D = np.stack([maps[where[int(c)]] if int(c) in where else zero for c in uniq])[inv]  # (K, h, w)
+        sS += w * ((cy @ A) @ cx)
+        sSS += w * (np.matmul(np.matmul(Yg, A), Xg) * A).sum((1, 2))
+        sSL += w * (A * D).sum((1, 2))
+        sL += w * u_area[inv]
+        npx += w * (sh * sw)
+        # bilinear values at the sampled pixels: four cells each (PyTorch's weights)
+        py, px = pix // sw, pix % sw
+        n = len(pix)
+        y0, y1, wy0, wy1 = (t[py] for t in ay)
+        x0, x1, wx0, wx1 = (t[px] for t in ax)
+        vals = ((wy0 * wx0) * A[:, y0, x0] + (wy0 * wx1) * A[:, y0, x1]
+                + (wy1 * wx0) * A[:, y1, x0] + (wy1 * wx1) * A[:, y1, x1]).astype(np.float32)
+        wset = set(whole.tolist())
+        pos = np.stack([np.ones(n, bool) if int(c) in wset else
+                        ((cols == c).any(0) if cols.shape[0] else np.zeros(n, bool)) for c in uniq])
+        if scores is None:
+            scores = PixelScores(e.units, n, spill_dir)
+        scores.add(sel, vals, pos[inv])
+    return scores
 
 
 def layer_summary_line(s: dict) -> str:

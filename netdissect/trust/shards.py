@@ -54,21 +54,61 @@ def read_across(parts: list, layer_results: dict):
     return read_acts
 
 
-def chunk_scorecard(layer_results: dict, states: list, sources: dict, n_rows: int, skipped, *, num_workers=0,
-                    progress=False, batch_size=64) -> dict:
-    """The scorecard over every chunk (``states``: their open :class:`RunState` in row order;
-    ``sources``: RunState -> its labels); what summary.json records under ``scorecard``."""
+class ChunkCaches:
+    """``read_acts(name, a, b)`` over the chunks' activation caches (``parts``: (lo, hi, {layer: cache
+    file}) in row order), opening only the cache files of the chunk being read, one chunk at a
+    time (no chunk's checkpoint is loaded: the scorecard needs only the cached activations)."""
+
+    def __init__(self, parts: list, layer_results: dict, dtype: str):
+        self.parts, self.results, self.dtype = parts, layer_results, dtype
+        self._open = (None, {})
+
+    def _caches(self, i: int) -> dict:
+        from netdissect.dissection.cache import ActivationCache
+
+        if self._open[0] != i:
+            self.close()
+            lo, hi, files = self.parts[i]
+            self._open = (i, {name: ActivationCache(path, hi - lo, tuple(self.results[name].shape), self.dtype,
+                                                    existing=True)
+                              for name, path in files.items() if path.exists()})
+        return self._open[1]
+
+    def __call__(self, name, a, b):
+        out = []
+        for i, (lo_p, hi_p, _) in enumerate(self.parts):
+            lo, hi = max(a, lo_p), min(b, hi_p)
+            if lo < hi:
+                caches = self._caches(i)
+                if name in caches:
+                    out.append(caches[name].read(lo - lo_p, hi - lo_p))
+                else:
+                    out.append(np.zeros((hi - lo, *self.results[name].shape), np.float32))
+        return np.concatenate(out)
+
+    def close(self):
+        for c in self._open[1].values():
+            c.close()
+        self._open = (None, {})
+
+
+def chunk_scorecard(layer_results: dict, parts: list, n_rows: int, skipped, *, dtype="float32", num_workers=0,
+                    progress=False, batch_size=64, spill_dir=None) -> dict:
+    """The scorecard over every chunk (``parts``: (lo, hi, {layer: cache file}, labels) in row order);
+    what summary.json records under ``scorecard``."""
     from netdissect.trust import TooFewImages, score_layers, scorecard_config
 
     cfg = scorecard_config()
-    labels = ChunkedLabels([((st.lo, st.hi), sources[id(st)]) for st in states])
-
-    read_acts = read_across([(st.lo, st.hi, st.caches) for st in states], layer_results)
+    parts = sorted(parts, key=lambda p: p[0])
+    labels = ChunkedLabels([((lo, hi), src) for lo, hi, _, src in parts])
+    read_acts = ChunkCaches([(lo, hi, files) for lo, hi, files, _ in parts], layer_results, dtype)
     try:
         cards = score_layers(layer_results, read_acts, labels, (0, n_rows), skipped, n_rows, cfg,
-                             batch_size=batch_size, num_workers=num_workers, progress=progress)
+                             batch_size=batch_size, num_workers=num_workers, progress=progress, spill_dir=spill_dir)
     except TooFewImages as exc:
         return {"computed": False, "why": str(exc)}
+    finally:
+        read_acts.close()
     for name, card in cards.items():
         layer_results[name].with_scorecard(card, cfg["fdr"])
     return {"computed": True, **cfg, "by": "netdissect merge"}

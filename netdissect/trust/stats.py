@@ -49,7 +49,7 @@ def permutation_moments(ev, concepts_primary: np.ndarray):
         cols = np.flatnonzero(prim == g)
         if not len(cols):
             continue
-        n = float(ev.has[ev.used, g].sum())
+        n = float(ev.images_holding[:, g].sum())
         nS[:, cols] = n
         if n < 2:
             continue
@@ -133,36 +133,29 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((prec * drec).sum())
 
 
-def bootstrap_iou(ev, primary: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(R, K, J) IoU of every unit with its J candidate concepts, each image x counted w[r, x] times
-    (``w`` (R, rows used))."""
-    rows = np.flatnonzero(ev.used)
-    n = len(rows)
-    R = w.shape[0]
+def bootstrap_iou(ev, primary: np.ndarray) -> np.ndarray:
+    """(R, K, J) IoU of every unit with its J candidate concepts in each bootstrap resample, from the
+    weighted sums the pass accumulated (image x counted w[r, x] times,
+    :func:`netdissect.trust.collect.poisson_weights`)."""
+    R = ev.boot_inter.shape[0]
     K, J = ev.cand.shape
     prim = np.asarray(primary, np.int64)
-    num = (w @ ev.cand_inter[rows].reshape(n, K * J).astype(np.float64)).reshape(R, K, J)
-    area = ev.area[rows].astype(np.float64)
-    has = ev.has[rows].astype(np.float64)
-    ua = np.stack([(w * has[:, g]) @ area for g in range(has.shape[1])], -1)  # (R, K, G)
-    la = w @ ev.cand_label_area[rows].astype(np.float64)                      # (R, Cc)
-    lidx = np.searchsorted(ev.cand_concepts, ev.cand)                         # (K, J)
-    den = np.take_along_axis(ua, np.broadcast_to(prim[ev.cand], (R, K, J)), 2) + la[:, lidx] - num
+    num = ev.boot_inter
+    lidx = np.searchsorted(ev.cand_concepts, ev.cand)                                    # (K, J)
+    den = np.take_along_axis(ev.boot_area, np.broadcast_to(prim[ev.cand], (R, K, J)), 2) + ev.boot_label[:, lidx] - num
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def bootstrap(ev, primary: np.ndarray, resamples: int, seed: int):
-    """Poisson-weight bootstrap (each image counted Poisson(1) times) of each unit's IoU with its J
-    candidate concepts (its J best on the whole probe; a concept beyond them is taken never to
-    overtake the label in a resample).
+def bootstrap(ev, primary: np.ndarray):
+    """Poisson-weight bootstrap (each image counted Poisson(1) times, the weights accumulated in
+    the pass) of each unit's IoU with its J candidate concepts (its J best on the whole probe; a
+    concept beyond them is taken never to overtake the label in a resample).
 
     Returns (same_label (K,), iou_lo (K,), iou_hi (K,)): the share of resamples whose best
     candidate is the full probe's label (candidate 0), and the 2.5% / 97.5% percentiles of the
     label's IoU over the resamples."""
-    rng = np.random.default_rng([seed, 4711])
-    w = rng.poisson(1.0, size=(resamples, int(ev.used.sum()))).astype(np.float64)
-    iou = bootstrap_iou(ev, primary, w)
+    iou = bootstrap_iou(ev, primary)
     best = iou.argmax(2)
     same = ((best == 0) & (iou[..., 0] > 0)).mean(0)
     lo, hi = np.percentile(iou[..., 0], [2.5, 97.5], axis=0)
