@@ -222,3 +222,34 @@ def test_a_run_without_a_loadable_model_or_its_dataset_says_what_to_rerun(broden
     assert main(["explain", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert str(ds) in err and "put the dataset back" in err
+
+
+def test_seventy_categories_do_not_overflow_the_category_bits():
+    """Category sets are bit masks; `1 << g` overflows int64 at g >= 63.  (a) a dataset of 70
+    categories whose concepts use categories 60..69; (b) 70 concepts of 70 distinct categories
+    (more than an int64 mask can hold: Python-int masks).  Both against brute force."""
+    rng = np.random.default_rng(70)
+    concepts, image, has, primary, units = random_world(5, K=6, G=70)
+    primary = rng.integers(60, 70, len(primary))
+    primary[-1] = primary[3]
+    has = rng.random((has.shape[0], 70)) < 0.75
+    concepts = concepts & has[image][:, primary].T
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    assert problem.bits is np.int64
+    for k in range(len(units)):
+        found = search_exact(problem, H[k], 3)
+        assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
+    K, images, px = 70, 10, 16
+    image = np.repeat(np.arange(images), px)
+    has = rng.random((images, K)) < 0.6
+    primary = np.arange(K)
+    concepts = (rng.random((K, images * px)) < 0.2) & has[image][:, primary].T
+    unit = concepts[64] | concepts[3] | (rng.random(images * px) < 0.05)
+    problem, H = problem_from_pixels(concepts, image, has, primary, unit[None])
+    assert problem.bits is object
+    found = search_exact(problem, H[0], 2)
+    assert found.certified
+    assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, unit, 2), abs=1e-12)
+    assert reference_iou(found.formula, concepts, image, has, primary, unit) == pytest.approx(found.iou, abs=1e-12)
+    beam = search_beam(problem, H[0], 2, width=3)
+    assert beam.iou <= found.iou + 1e-12

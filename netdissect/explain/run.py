@@ -32,7 +32,7 @@ from netdissect.explain.search import Problem, search_beam, search_exact
 
 WORK = ".explain"
 COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method"]
-COUNTS_VERSION = 2  # 2: masks from the exact float64 thresholds
+COUNTS_VERSION = 3  # 2: masks from the exact float64 thresholds; 3: categories held as a bool matrix (any number)
 
 
 class ExplainError(NetDissectError):
@@ -191,7 +191,7 @@ def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_
                                      batch_size=batch_size, workers=workers, progress=progress)
     finally:
         st.close()
-    member, n, pattern = sigs.member_matrix(), sigs.n, np.asarray(sigs.patterns, np.int64)
+    member, n, pattern = sigs.member_matrix(), sigs.n, sigs.pattern_matrix()
     atomic_savez(path, key=np.asarray(key), member=member, n=n, pattern=pattern, H=H, seconds=np.float64(seconds))
     return member, n, pattern, H, seconds
 

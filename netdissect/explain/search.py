@@ -58,10 +58,28 @@ class Problem:
         self.TT = np.ascontiguousarray(self.T.T)
         self.K, self.S = self.T.shape
         self.n = np.asarray(n, np.float64)
-        pattern = np.asarray(pattern, np.int64)
-        self.patterns, self.pattern_of = np.unique(pattern, return_inverse=True)
-        self.cat_bits = np.left_shift(np.int64(1), np.asarray(primary, np.int64))
-        self.cat_used, self.cat_slot = np.unique(self.cat_bits, return_inverse=True)  # concept -> slot
+        # Category sets as bit masks over the categories the concepts use (compact: bit j is the j-th
+        # used category), int64 while there are at most 62 of them, Python ints (object arrays) beyond:
+        # `1 << g` overflows int64 at g >= 63.
+        primary = np.asarray(primary, np.int64).reshape(-1)
+        used, slot = np.unique(primary, return_inverse=True)
+        self.bits = np.int64 if len(used) <= 62 else object
+        pattern = np.asarray(pattern)
+        if pattern.ndim == 2:   # (S, G) bool: the categories each signature's images hold
+            held = pattern.astype(bool)[:, used] if len(used) else np.zeros((len(pattern), 0), bool)
+        else:                   # (S,) int bit masks over the dataset's categories (G < 63)
+            pattern = pattern.astype(np.int64)
+            held = np.stack([(pattern >> int(g)) & 1 for g in used], 1).astype(bool) if len(used) else \
+                np.zeros((len(pattern), 0), bool)
+        from netdissect.explain.data import pattern_ints
+
+        compact = np.array(pattern_ints(held), dtype=object) if held.shape[0] else np.zeros(0, object)
+        compact = compact.astype(self.bits)
+        self.patterns, self.pattern_of = np.unique(compact, return_inverse=True)
+        self.pattern_of = np.asarray(self.pattern_of).reshape(-1)
+        one = np.array([1 << int(j) for j in range(len(used))], dtype=object).astype(self.bits)
+        self.cat_bits = one[slot] if len(slot) else np.zeros(0, self.bits)
+        self.cat_used, self.cat_slot = one, slot       # concept -> slot of its category
         self.A1 = self.T @ self.n                      # pixels of each concept
         from scipy import sparse
 
@@ -134,7 +152,7 @@ class Unit:
 
     def m(self, masks) -> np.ndarray:
         """Mask area over the images holding any category in each bit mask of ``masks``."""
-        masks = np.asarray(masks, np.int64)
+        masks = np.asarray(masks, self.p.bits)
         uniq, inv = np.unique(masks, return_inverse=True)
         vals = np.empty(len(uniq))
         for i, u in enumerate(uniq):
@@ -146,7 +164,7 @@ class Unit:
 
     def m_by_category(self, cms) -> np.ndarray:
         """(n, G') m(cm | g) for each mask of ``cms`` (n,) and each category g of the concepts."""
-        ucm, inv = np.unique(np.asarray(cms, np.int64), return_inverse=True)
+        ucm, inv = np.unique(np.asarray(cms, self.p.bits), return_inverse=True)
         return self.m(ucm[:, None] | self.p.cat_used[None])[inv.ravel()]
 
     def m_children(self, cms) -> np.ndarray:
@@ -367,7 +385,7 @@ def search_beam(problem: Problem, h: np.ndarray, length: int = 3, width: int = 1
         N = p.per_concept(G * p.n[:, None])
         I = np.stack([X, Ig[:, None] + u.I1[None] - X, Ig[:, None] - X], 1)
         A = np.stack([N, Ag[:, None] + p.A1[None] - N, Ag[:, None] - N], 1)
-        cm = np.array([t[4] for t in beam], np.int64)[:, None] | p.cat_bits[None]
+        cm = np.array([t[4] for t in beam], p.bits)[:, None] | p.cat_bits[None]
         iou = u.iou(I, A, u.m(cm)[:, None, :].repeat(3, 1))
         nodes += iou.size
         n = len(beam)
