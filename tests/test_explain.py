@@ -253,3 +253,45 @@ def test_seventy_categories_do_not_overflow_the_category_bits():
     assert reference_iou(found.formula, concepts, image, has, primary, unit) == pytest.approx(found.iou, abs=1e-12)
     beam = search_beam(problem, H[0], 2, width=3)
     assert beam.iou <= found.iou + 1e-12
+
+
+def test_explain_reads_the_cache_that_dissect_kept_instead_of_running_the_model(broden, run, tmp_path, monkeypatch):
+    import netdissect
+    from netdissect import dissect
+    from netdissect.explain import run as xr
+
+    out = tmp_path / "kept"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False, keep_cache=True)
+    assert (out / "cache" / "cache.json").exists()
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("explain ran the model again although the run kept its activations")
+
+    monkeypatch.setattr(netdissect, "dissect", no_second_pass)
+    rows = xr.explain(out, length=2, progress=False)["features"]
+    assert not (out / ".explain" / "acts-features").exists()
+    monkeypatch.undo()
+    same = xr.explain(run, length=2, progress=False)["features"]  # the same model and data, via pass 1 again
+    assert [(r["formula"], r["iou"]) for r in rows] == [(r["formula"], r["iou"]) for r in same]
+
+
+def test_formulas_of_an_earlier_dissection_are_refused_and_explain_recomputes(broden, tmp_path, capsys):
+    from netdissect import dissect, load
+    from netdissect.explain import run as xr
+    from netdissect.report.records import unit_records
+
+    out = tmp_path / "again"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False)
+    xr.explain(out, length=2, progress=False)
+    assert load(out)["features"].formulas is not None
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False, quantile=0.02)
+    lr = load(out)["features"]
+    with pytest.raises(xr.StaleFormulas, match="dissected again.*netdissect explain"):
+        lr.formulas
+    assert all("formula" not in r for r in unit_records(lr))  # the report does not show them
+    capsys.readouterr()
+    rows = xr.explain(out, length=2, progress=False)["features"]
+    assert "dissected again since" in capsys.readouterr().err  # pass 1's activations were recomputed
+    f = load(out)["features"].formulas
+    assert f["formula"].tolist() == [r["formula"] for r in rows]
+    assert np.allclose(f["iou_single_best"], load(out)["features"].units["iou"], atol=1e-6)
