@@ -295,3 +295,66 @@ def test_formulas_of_an_earlier_dissection_are_refused_and_explain_recomputes(br
     f = load(out)["features"].formulas
     assert f["formula"].tolist() == [r["formula"] for r in rows]
     assert np.allclose(f["iou_single_best"], load(out)["features"].units["iou"], atol=1e-6)
+
+
+def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path):
+    """The unit card carries the formula and, per top image, a magenta outline tile of the formula's
+    mask, evaluated on the image's ground-truth masks (checked against Formula.evaluate)."""
+    import json
+
+    from PIL import Image
+
+    from netdissect import load
+    from netdissect.explain import run as xr
+    from netdissect.report import write_report
+    from netdissect.report.assets import FORMULA_OUTLINE, SHEET, SHEET_COLS, _resize_bool, formula_mask
+    from netdissect.report.images import open_source
+
+    xr.explain(run, length=2, progress=False)
+    lr = load(run)["features"]
+    out = tmp_path / "report"
+    write_report(run, out, workers=0)
+    html = (out / "index.html").read_text()
+    import re
+
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+                      .group(1).replace("<\\/", "</"))
+    units = {u["unit"]: u for u in data["units"]}
+    source = open_source(load(run).summary, run)
+    names = [str(n) for n in lr.concept_names]
+    checked = 0
+    for k, text in enumerate(lr.formulas["formula"]):
+        if not text:
+            assert "f" not in units[k]
+            continue
+        assert units[k]["formula"][0] == text
+        f = Formula.parse(text, names)
+        nums = [int(lr.concept_numbers[c]) for c in f.concepts]
+        terms = (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))
+        for j, i in enumerate(lr.top_images[k]):
+            if i < 0:
+                continue
+            path = lr.image_paths[i]
+            masks = {}
+            for c, n in zip(f.concepts, nums):
+                m = source.concept_mask(path, n)
+                masks[c] = m
+            shape = next((m.shape for m in masks.values() if m is not None), None)
+            want = None if shape is None else f.evaluate({c: (np.zeros(shape, bool) if m is None else m)
+                                                           for c, m in masks.items()})
+            got = formula_mask(source, path, terms)
+            if want is None or not want.any():
+                assert got is None and units[k]["f"][j] == -1
+                continue
+            assert np.array_equal(got, want)
+            tid = units[k]["f"][j]
+            assert tid >= 0
+            sheet = Image.open(out / data["sheets"]["f"][tid // SHEET])
+            assert tuple(sheet.getpalette()[6:9]) == FORMULA_OUTLINE
+            c = tid % SHEET
+            T = sheet.size[0] // SHEET_COLS
+            tile = np.asarray(sheet)[(c // SHEET_COLS) * T:(c // SHEET_COLS + 1) * T, (c % SHEET_COLS) * T:(c % SHEET_COLS + 1) * T]
+            line = tile == 2
+            assert line.any() and not (line & ~_resize_bool(want, T)).any()  # the line lies inside the mask
+            checked += 1
+    assert checked > 0
