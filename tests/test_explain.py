@@ -358,3 +358,22 @@ def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path)
             assert line.any() and not (line & ~_resize_bool(want, T)).any()  # the line lies inside the mask
             checked += 1
     assert checked > 0
+
+
+def test_sparse_concept_columns_give_the_same_answers(monkeypatch):
+    """At Broden scale the (signatures x concepts) matrix is not kept dense: columns are gathered
+    from the sparse matrix.  Both paths, exact and beam, agree with brute force."""
+    from netdissect.explain.search import Problem
+
+    concepts, image, has, primary, units = random_world(2)
+    monkeypatch.setattr(Problem, "DENSE_LIMIT", 0)
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    assert problem.BT is None
+    monkeypatch.undo()
+    dense, _ = problem_from_pixels(concepts, image, has, primary, units)
+    assert dense.BT is not None
+    for k in range(len(units)):
+        found = search_exact(problem, H[k], 3)
+        assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
+        assert found == search_exact(dense, H[k], 3)
+        assert search_beam(problem, H[k], 3, 2) == search_beam(dense, H[k], 3, 2)

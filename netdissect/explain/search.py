@@ -52,11 +52,18 @@ class Problem:
     primary category (as dissection counts them), so ``member[k, s]`` implies bit primary[k].
     """
 
-    def __init__(self, member: np.ndarray, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
-        self.T = np.ascontiguousarray(member, np.float64)
-        self.BT = np.ascontiguousarray(self.T.T > 0)     # (S, K) bool
-        self.TT = np.ascontiguousarray(self.T.T)
-        self.K, self.S = self.T.shape
+    DENSE_LIMIT = 1 << 26  # K * S above this: concept columns are gathered from the sparse matrix
+
+    def __init__(self, member, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
+        from scipy import sparse
+
+        # few concepts per signature: the products cost nnz, not K S; (K, S) member may be sparse (Broden scale)
+        self.Tsp = sparse.csr_matrix(member, dtype=np.float64)
+        self.Tsp.eliminate_zeros()
+        self.Tsp.data[:] = 1.0
+        self.K, self.S = self.Tsp.shape
+        self._cols = sparse.csc_matrix(self.Tsp.T.astype(bool))     # (S, K): concept columns on demand
+        self.BT = self._cols.toarray() if self.K * self.S <= self.DENSE_LIMIT else None  # (S, K) bool
         self.n = np.asarray(n, np.float64)
         # Category sets as bit masks over the categories the concepts use (compact: bit j is the j-th
         # used category), int64 while there are at most 62 of them, Python ints (object arrays) beyond:
@@ -80,28 +87,32 @@ class Problem:
         one = np.array([1 << int(j) for j in range(len(used))], dtype=object).astype(self.bits)
         self.cat_bits = one[slot] if len(slot) else np.zeros(0, self.bits)
         self.cat_used, self.cat_slot = one, slot       # concept -> slot of its category
-        self.A1 = self.T @ self.n                      # pixels of each concept
-        from scipy import sparse
-
-        self.Tsp = sparse.csr_matrix(self.T)           # few concepts per signature: products cost nnz, not K S
+        self.A1 = self.Tsp @ self.n                     # pixels of each concept
         self.Tsp32 = self.Tsp.astype(np.float32)       # integer sums below 2**24 are exact in float32
-        self._Tn = self.T * self.n
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
         self._memo_bytes = 0
         self.max_memo = 1 << 30
 
+    def columns(self, cols) -> np.ndarray:
+        """bool (S, len(cols)): the signatures of each concept of ``cols``."""
+        cols = np.asarray(cols, np.int64)
+        if self.BT is not None:
+            return self.BT[:, cols]
+        return self._cols[:, cols].toarray()
+
     def truth(self, f: Formula) -> np.ndarray:
         """0/1 (S,) the signatures where ``f`` holds."""
-        g = self.T[f.first].copy()
-        for op, c in f.rest:
+        c = self.columns(list(f.concepts))
+        g = c[:, 0].copy()
+        for j, (op, _) in enumerate(f.rest):
             if op == "AND":
-                g *= self.T[c]
+                g &= c[:, j + 1]
             elif op == "OR":
-                np.maximum(g, self.T[c], out=g)
+                g |= c[:, j + 1]
             else:
-                g *= 1.0 - self.T[c]
-        return g
+                g &= ~c[:, j + 1]
+        return g.astype(np.float64)
 
     def per_concept(self, Vt: np.ndarray) -> np.ndarray:
         """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures."""
@@ -110,7 +121,7 @@ class Problem:
     def pair_counts(self) -> np.ndarray:
         """(K, K) pixels of (a AND b): the same for every unit, computed once."""
         if self._pairs is None:
-            self._pairs = self.per_concept(self._Tn.T)
+            self._pairs = np.asarray((self.Tsp.multiply(self.n[None]).tocsr() @ self.Tsp.T).toarray())
         return self._pairs
 
     def and_counts_of(self, c: np.ndarray, o: np.ndarray, Gt: np.ndarray) -> np.ndarray:
@@ -146,7 +157,7 @@ class Unit:
         self.h = np.asarray(h, np.float64)
         self.hp = np.bincount(problem.pattern_of, weights=self.h, minlength=len(problem.patterns))
         self._m: dict = {}
-        self.I1 = problem.T @ self.h
+        self.I1 = problem.Tsp @ self.h
         self.exact32 = self.h.sum() < 2 ** 24
         self.h32 = self.h.astype(np.float32)
 
@@ -212,11 +223,11 @@ class _Nodes:
         return f
 
 
-def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds; ``BT`` (S, K) bool."""
-    G = BT[:, c[:, 0]]
+def _truths(p: Problem, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds."""
+    G = p.columns(c[:, 0])
     for j in range(o.shape[1]):
-        Tc = BT[:, c[:, j + 1]]
+        Tc = p.columns(c[:, j + 1])
         op = o[:, j]
         for code, fn in ((_AND, lambda a, b: a & b), (_OR, lambda a, b: a | b), (_NOT, lambda a, b: a & ~b)):
             cols = np.flatnonzero(op == code)
@@ -238,7 +249,7 @@ class _Exact:
         p, u = self.p, self.u
         phi = u.h - self.lam * (p.n - u.h)
         self.w, self.v = np.maximum(0.0, phi), np.maximum(0.0, -phi)
-        self.W1, self.V1 = p.T @ self.w, p.T @ self.v
+        self.W1, self.V1 = p.Tsp @ self.w, p.Tsp @ self.v
         self.top = _top_sums(self.W1, self.length - 1)
         G = len(p.cat_used)
         Wmax, Pmax = np.full(G, -np.inf), np.full(G, -np.inf)
@@ -308,14 +319,14 @@ class _Exact:
         K, n = p.K, len(g.I)
         d = g.c.shape[1]
         if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
-            G = p.TT[:, g.c[:, 0]]
+            G = p.columns(g.c[:, 0]).astype(np.float64)
             N = p.pair_counts()[g.c[:, 0]]
         elif r <= 0 and u.exact32:  # the last level needs only integer overlaps: float32 is exact, half the bytes
-            G32 = _truths(p.BT, g.c, g.o, np.float32)
+            G32 = _truths(p, g.c, g.o, np.float32)
             N = p.and_counts_of(g.c, g.o, G32)
             G = None
         else:
-            G = _truths(p.BT, g.c, g.o)
+            G = _truths(p, g.c, g.o)
             N = p.and_counts_of(g.c, g.o, G)
         if G is None:
             X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
