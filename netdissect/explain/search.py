@@ -53,6 +53,7 @@ class Problem:
     """
 
     DENSE_LIMIT = 1 << 26  # K * S above this: concept columns are gathered from the sparse matrix
+    TRIPLES_ALL = 1 << 23  # K**3 up to this: every triple count N(a AND b AND x) in one table (64 MB)
 
     def __init__(self, member, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
         from scipy import sparse
@@ -63,7 +64,7 @@ class Problem:
         self.Tsp.data[:] = 1.0
         self.K, self.S = self.Tsp.shape
         self._cols = sparse.csc_matrix(self.Tsp.T.astype(bool))     # (S, K): concept columns on demand
-        self.BT = self._cols.toarray() if self.K * self.S <= self.DENSE_LIMIT else None  # (S, K) bool
+        self.BT = np.ascontiguousarray(self._cols.toarray()) if self.K * self.S <= self.DENSE_LIMIT else None  # (S, K)
         self.n = np.asarray(n, np.float64)
         # Category sets as bit masks over the categories the concepts use (compact: bit j is the j-th
         # used category), int64 while there are at most 62 of them, Python ints (object arrays) beyond:
@@ -87,10 +88,18 @@ class Problem:
         one = np.array([1 << int(j) for j in range(len(used))], dtype=object).astype(self.bits)
         self.cat_bits = one[slot] if len(slot) else np.zeros(0, self.bits)
         self.cat_used, self.cat_slot = one, slot       # concept -> slot of its category
+        # hits[x, q]: pattern q holds a category of the set x (every x < 2^G' when G' <= 12)
+        self.hits = None
+        if len(used) <= 12:
+            sets = np.arange(1 << len(used), dtype=np.int64)
+            self.hits = ((sets[:, None] & self.patterns.astype(np.int64)[None]) != 0).astype(np.float64)
         self.A1 = self.Tsp @ self.n                     # pixels of each concept
         self.Tsp32 = self.Tsp.astype(np.float32)       # integer sums below 2**24 are exact in float32
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
+        self._triples: dict = {}
+        self._all_triples = None
+        self._pair_ind = None
         self._memo_bytes = 0
         self.max_memo = 1 << 30
 
@@ -124,9 +133,63 @@ class Problem:
             self._pairs = np.asarray((self.Tsp.multiply(self.n[None]).tocsr() @ self.Tsp.T).toarray())
         return self._pairs
 
+    @property
+    def triples_fit(self) -> bool:
+        return self.K ** 3 <= self.TRIPLES_ALL
+
+    def triples(self, weights: np.ndarray) -> np.ndarray:
+        """(K*K, K): sum of ``weights`` over the signatures of (a AND b AND x), row a*K + b, column x
+        (K**3 <= TRIPLES_ALL).  One sparse product: the pair indicator (K*K, S) weighted, times T^T."""
+        if self._pair_ind is None:
+            from scipy import sparse
+
+            Tb = self._cols.tocsr()   # (S, K): each signature's concepts
+            lens = np.diff(Tb.indptr)
+            rows, cols = [], []
+            for sg in np.flatnonzero(lens):  # signature s holds the pair (a, b) for a, b among its concepts
+                cs = Tb.indices[Tb.indptr[sg]:Tb.indptr[sg + 1]].astype(np.int64)
+                cols.append(np.full(len(cs) ** 2, sg))
+                rows.append((cs[:, None] * self.K + cs[None]).ravel())
+            r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+            c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+            self._pair_ind = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(self.K * self.K, self.S))
+            self._TtT = np.ascontiguousarray(self.Tsp.T.toarray())            # (S, K) dense: K**3 is small
+        return np.asarray(self._pair_ind @ (self._TtT * np.asarray(weights, np.float64)[:, None]))
+
+    def triple_counts(self, a: int) -> np.ndarray:
+        """(K, K) pixels of (a AND b AND x) for every b, x: the same for every unit, kept (up to ``max_memo``)."""
+        row = self._triples.get(a)
+        if row is None:
+            ta = self.Tsp.multiply(self.Tsp[a].multiply(self.n[None])).tocsr()    # (K, S): b AND a, weighted by n
+            row = np.asarray((ta @ self.Tsp.T).toarray())
+            if self._memo_bytes < self.max_memo:
+                self._triples[a] = row
+                self._memo_bytes += row.nbytes
+        return row
+
     def and_counts_of(self, c: np.ndarray, o: np.ndarray, Gt: np.ndarray) -> np.ndarray:
         """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``Gt`` (S, n)) and every
-        concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes)."""
+        concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes).
+
+        Formulas of two concepts (a op b) read them off the triple counts N(a AND b AND x) by
+        inclusion-exclusion: (a OR b) AND x = N(a x) + N(b x) - N(a b x), (a AND NOT b) AND x =
+        N(a x) - N(a b x) (integers in float64: exact)."""
+        if o.shape[1] == 1:
+            a, b, op = c[:, 0], c[:, 1], o[:, 0]
+            if self.triples_fit:   # every (a, b) at once: one product, one gather
+                if self._all_triples is None:
+                    self._all_triples = self.triples(self.n)
+                out = self._all_triples[a * self.K + b]
+            else:
+                out = np.empty((len(a), self.K))
+                for x in np.unique(a):
+                    rows = np.flatnonzero(a == x)
+                    out[rows] = self.triple_counts(int(x))[b[rows]]
+            P = self.pair_counts()
+            orr, nott = op == _OR, op == _NOT
+            out[orr] = P[a[orr]] + P[b[orr]] - out[orr]
+            out[nott] = P[a[nott]] - out[nott]
+            return out
         keys = [(row_c.tobytes(), row_o.tobytes()) for row_c, row_o in zip(c, o)]
         out = np.empty((len(keys), self.K))
         miss = []
@@ -157,12 +220,16 @@ class Unit:
         self.h = np.asarray(h, np.float64)
         self.hp = np.bincount(problem.pattern_of, weights=self.h, minlength=len(problem.patterns))
         self._m: dict = {}
+        # few categories (<= 12): m of every category set at once, a table indexed by the bit mask
+        self.mtab = problem.hits @ self.hp if problem.hits is not None else None
         self.I1 = problem.Tsp @ self.h
         self.exact32 = self.h.sum() < 2 ** 24
         self.h32 = self.h.astype(np.float32)
 
     def m(self, masks) -> np.ndarray:
         """Mask area over the images holding any category in each bit mask of ``masks``."""
+        if self.mtab is not None:
+            return self.mtab[np.asarray(masks, np.int64)]
         masks = np.asarray(masks, self.p.bits)
         uniq, inv = np.unique(masks, return_inverse=True)
         vals = np.empty(len(uniq))
@@ -175,6 +242,8 @@ class Unit:
 
     def m_by_category(self, cms) -> np.ndarray:
         """(n, G') m(cm | g) for each mask of ``cms`` (n,) and each category g of the concepts."""
+        if self.mtab is not None:
+            return self.mtab[np.asarray(cms, np.int64)[:, None] | self.p.cat_used[None]]
         ucm, inv = np.unique(np.asarray(cms, self.p.bits), return_inverse=True)
         return self.m(ucm[:, None] | self.p.cat_used[None])[inv.ravel()]
 
@@ -244,6 +313,9 @@ class _Exact:
         self.length, self.chunk, self.max_nodes = length, chunk, max_nodes
         self.nodes = 0
         self.open = False  # a branch left unexplored by max_nodes
+        # length 3 over few concepts: the unit's triple overlaps I(a AND b AND x), one sparse product,
+        # replace every product of the search's last level and the unit's pair overlaps
+        self.I3 = problem.triples(self.u.h) if length == 3 and problem.triples_fit else None
 
     def weights(self):
         p, u = self.p, self.u
@@ -318,9 +390,20 @@ class _Exact:
         p, u = self.p, self.u
         K, n = p.K, len(g.I)
         d = g.c.shape[1]
-        if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
+        X = None
+        if d == 2 and r <= 0 and self.I3 is not None:  # the last level of length 3: no product at all
+            a, b, op = g.c[:, 0], g.c[:, 1], g.o[:, 0]
+            X = self.I3[a * K + b]                      # I(a AND b AND x), by inclusion-exclusion below
+            orr, nott = op == _OR, op == _NOT
+            X[orr] = self.I3[a[orr] * (K + 1)] + self.I3[b[orr] * (K + 1)] - X[orr]
+            X[nott] = self.I3[a[nott] * (K + 1)] - X[nott]
+            N = p.and_counts_of(g.c, g.o, None)
+            G = None
+        elif d == 1:  # the pairs: counts of (a AND b) are shared by every unit
             G = p.columns(g.c[:, 0]).astype(np.float64)
             N = p.pair_counts()[g.c[:, 0]]
+            if self.I3 is not None:
+                X = self.I3[g.c[:, 0] * (K + 1)]         # I(a AND x) = I(a AND a AND x)
         elif r <= 0 and u.exact32:  # the last level needs only integer overlaps: float32 is exact, half the bytes
             G32 = _truths(p, g.c, g.o, np.float32)
             N = p.and_counts_of(g.c, g.o, G32)
@@ -328,7 +411,9 @@ class _Exact:
         else:
             G = _truths(p, g.c, g.o)
             N = p.and_counts_of(g.c, g.o, G)
-        if G is None:
+        if X is not None:
+            pass
+        elif G is None:
             X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
         else:
             X = p.per_concept(G * u.h[:, None])
