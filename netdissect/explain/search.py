@@ -292,6 +292,16 @@ class _Nodes:
         return f
 
 
+def _children(X: np.ndarray, g: np.ndarray, one: np.ndarray) -> np.ndarray:
+    """(n, 3, K) a sum over the children (AND, OR, AND NOT) of n formulas by every concept, from the
+    AND children's ``X`` (n, K), the parents' ``g`` (n,) and the concepts' ``one`` (K,) (inclusion-exclusion)."""
+    out = np.empty((X.shape[0], 3, X.shape[1]))
+    out[:, 0] = X
+    np.subtract(g[:, None], X, out=out[:, 2])
+    np.add(out[:, 2], one[None], out=out[:, 1])
+    return out
+
+
 def _truths(p: Problem, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
     """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds."""
     G = p.columns(c[:, 0])
@@ -417,9 +427,7 @@ class _Exact:
             X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
         else:
             X = p.per_concept(G * u.h[:, None])
-        I = np.stack([X, g.I[:, None] + u.I1[None] - X, g.I[:, None] - X], 1)
-        A = np.stack([N, g.A[:, None] + p.A1[None] - N, g.A[:, None] - N], 1)
-        cm = g.cm[:, None] | p.cat_bits[None]
+        I, A = _children(X, g.I, u.I1), _children(N, g.A, p.A1)
         m = u.m_children(g.cm)[:, None, :]
         valid = (A > 0) & (A != g.A[:, None, None])  # an empty set, or the parent's own set: dominated
         if d == 1:  # (a AND b) is (b AND a), (a OR b) is (b OR a): keep one of each
@@ -427,7 +435,8 @@ class _Exact:
             valid[:, _AND] &= ~lower
             valid[:, _OR] &= ~lower
         self.nodes += int(valid.sum())
-        iou = np.where(valid, u.iou(I, A, m), -1.0)
+        iou = np.full(I.shape, -1.0)
+        np.divide(I, (m + A) - I, out=iou, where=valid)  # valid: A > 0, so m + A - I >= A > 0
         j = np.unravel_index(int(np.argmax(iou)), iou.shape)
         if iou[j] > self.lam:
             self.lam = float(iou[j])
@@ -439,8 +448,8 @@ class _Exact:
         Y = p.per_concept(G * self.w[:, None])
         Z = p.per_concept(G * self.v[:, None])
         Wg, Vg = self.w @ G, self.v @ G
-        W = np.stack([Y, Wg[:, None] + self.W1[None] - Y, Wg[:, None] - Y], 1)
-        V = np.stack([Z, Vg[:, None] + self.V1[None] - Z, Vg[:, None] - Z], 1)
+        W, V = _children(Y, Wg, self.W1), _children(Z, Vg, self.V1)
+        cm = g.cm[:, None] | p.cat_bits[None]
         i, o, c = np.nonzero(valid)
         kids = _Nodes(np.concatenate([g.c[i], c[:, None]], 1), np.concatenate([g.o[i], o[:, None]], 1),
                       I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c])
