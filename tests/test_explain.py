@@ -377,3 +377,17 @@ def test_sparse_concept_columns_give_the_same_answers(monkeypatch):
         assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
         assert found == search_exact(dense, H[k], 3)
         assert search_beam(problem, H[k], 3, 2) == search_beam(dense, H[k], 3, 2)
+
+
+def test_the_torch_path_finds_the_same_formulas():
+    """``Problem(device=...)`` runs the products over signatures with torch sparse matrices (the path
+    a GPU takes; here on the CPU): the same optimum as scipy (tested against brute force above)."""
+    concepts, image, has, primary, units = random_world(1)
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    on_torch, H2 = problem_from_pixels(concepts, image, has, primary, units, device="cpu")
+    assert on_torch.device is not None and np.array_equal(H, H2)
+    for k in range(len(units)):
+        for length in (2, 3, 4):
+            a, b = search_exact(problem, H[k], length), search_exact(on_torch, H[k], length)
+            assert b.certified and b.iou == pytest.approx(a.iou, abs=1e-12) and len(b.formula) <= length
+        assert search_beam(on_torch, H[k], 3, 2).iou == pytest.approx(search_beam(problem, H[k], 3, 2).iou, abs=1e-12)

@@ -100,7 +100,7 @@ class Signatures:
 
 
 def problem_from_pixels(concepts: np.ndarray, image: np.ndarray, has_category: np.ndarray, primary: np.ndarray,
-                        units: np.ndarray | None = None):
+                        units: np.ndarray | None = None, device=None):
     """(Problem, H) from plain arrays: ``concepts`` bool (K, N) label of every pixel (already empty where
     the image lacks the concept's primary category), ``image`` (N,) image of each pixel,
     ``has_category`` bool (images, G), ``primary`` (K,), ``units`` bool (U, N) unit masks."""
@@ -117,7 +117,7 @@ def problem_from_pixels(concepts: np.ndarray, image: np.ndarray, has_category: n
     sig = sig.ravel()
     member = concepts[:, first]
     n = np.bincount(sig, minlength=len(uniq))
-    problem = Problem(member, n, pat[first], primary)  # pattern as a (S, G) bool matrix
+    problem = Problem(member, n, pat[first], primary, device=device)  # pattern as a (S, G) bool matrix
     H = None
     if units is not None:
         units = np.asarray(units, bool)

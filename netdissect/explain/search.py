@@ -55,7 +55,9 @@ class Problem:
     DENSE_LIMIT = 1 << 26  # K * S above this: concept columns are gathered from the sparse matrix
     TRIPLES_ALL = 1 << 23  # K**3 up to this: every triple count N(a AND b AND x) in one table (64 MB)
 
-    def __init__(self, member, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
+    def __init__(self, member, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray, device=None):
+        """``device`` (a torch device, e.g. "cuda"): the search's products over signatures run there with
+        torch sparse matrices (the rest stays in numpy on the host); None: scipy on the CPU."""
         from scipy import sparse
 
         # few concepts per signature: the products cost nnz, not K S; (K, S) member may be sparse (Broden scale)
@@ -95,6 +97,19 @@ class Problem:
             self.hits = ((sets[:, None] & self.patterns.astype(np.int64)[None]) != 0).astype(np.float64)
         self.A1 = self.Tsp @ self.n                     # pixels of each concept
         self.Tsp32 = self.Tsp.astype(np.float32)       # integer sums below 2**24 are exact in float32
+        self.device = None
+        if device is not None:
+            import warnings
+
+            import torch
+
+            self.device = torch.device(device)
+            coo = self.Tsp.tocoo()
+            idx = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+            with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self._Tt = {dt: torch.sparse_coo_tensor(idx, torch.ones(coo.nnz, dtype=dt), (self.K, self.S))
+                            .coalesce().to_sparse_csr().to(self.device) for dt in (torch.float64, torch.float32)}
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
         self._triples: dict = {}
@@ -124,8 +139,16 @@ class Problem:
         return g.astype(np.float64)
 
     def per_concept(self, Vt: np.ndarray) -> np.ndarray:
-        """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures."""
-        return np.asarray(self.Tsp @ np.ascontiguousarray(Vt)).T
+        """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures (float64, or
+        float32 for float32 weights: integer sums below 2**24 are exact there)."""
+        Vt = np.ascontiguousarray(Vt)
+        if self.device is not None:
+            import torch
+
+            V = torch.from_numpy(Vt).to(self.device)
+            return (self._Tt[V.dtype] @ V).cpu().numpy().T.astype(np.float64)
+        T = self.Tsp32 if Vt.dtype == np.float32 else self.Tsp
+        return np.asarray(T @ Vt).T.astype(np.float64)
 
     def pair_counts(self) -> np.ndarray:
         """(K, K) pixels of (a AND b): the same for every unit, computed once."""
@@ -136,6 +159,13 @@ class Problem:
     @property
     def triples_fit(self) -> bool:
         return self.K ** 3 <= self.TRIPLES_ALL
+
+    def pair_sums(self, weights: np.ndarray) -> np.ndarray:
+        """(K, K) sum of ``weights`` over the signatures of (a AND x) (K**3 <= TRIPLES_ALL): one
+        matrix-vector product with the pair indicator."""
+        if self._pair_ind is None:
+            self.triples(np.zeros(self.S))
+        return np.asarray(self._pair_ind @ np.asarray(weights, np.float64)).reshape(self.K, self.K)
 
     def triples(self, weights: np.ndarray) -> np.ndarray:
         """(K*K, K): sum of ``weights`` over the signatures of (a AND b AND x), row a*K + b, column x
@@ -410,10 +440,12 @@ class _Exact:
             N = p.and_counts_of(g.c, g.o, None)
             G = None
         elif d == 1:  # the pairs: counts of (a AND b) are shared by every unit
-            G = p.columns(g.c[:, 0]).astype(np.float64)
             N = p.pair_counts()[g.c[:, 0]]
             if self.I3 is not None:
                 X = self.I3[g.c[:, 0] * (K + 1)]         # I(a AND x) = I(a AND a AND x)
+                G = None
+            else:
+                G = p.columns(g.c[:, 0]).astype(np.float64)
         elif r <= 0 and u.exact32:  # the last level needs only integer overlaps: float32 is exact, half the bytes
             G32 = _truths(p, g.c, g.o, np.float32)
             N = p.and_counts_of(g.c, g.o, G32)
@@ -424,7 +456,7 @@ class _Exact:
         if X is not None:
             pass
         elif G is None:
-            X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
+            X = p.per_concept(G32 * u.h32[:, None])
         else:
             X = p.per_concept(G * u.h[:, None])
         I, A = _children(X, g.I, u.I1), _children(N, g.A, p.A1)
@@ -445,9 +477,13 @@ class _Exact:
             return
         if self.w_lam < self.lam:
             self.weights()
-        Y = p.per_concept(G * self.w[:, None])
-        Z = p.per_concept(G * self.v[:, None])
-        Wg, Vg = self.w @ G, self.v @ G
+        if d == 1 and self.I3 is not None:  # W, V of the pairs (a AND x): two products with the pair indicator
+            Y, Z = p.pair_sums(self.w)[g.c[:, 0]], p.pair_sums(self.v)[g.c[:, 0]]
+            Wg, Vg = self.W1[g.c[:, 0]], self.V1[g.c[:, 0]]
+        else:
+            Y = p.per_concept(G * self.w[:, None])
+            Z = p.per_concept(G * self.v[:, None])
+            Wg, Vg = self.w @ G, self.v @ G
         W, V = _children(Y, Wg, self.W1), _children(Z, Vg, self.V1)
         cm = g.cm[:, None] | p.cat_bits[None]
         i, o, c = np.nonzero(valid)
