@@ -167,11 +167,15 @@ def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64
             key = size
             if key not in masks:
                 masks[key] = UnitMasks(h, w, *size, device=device)
-            a = acts[sel].float()
+            a = acts[sel].float().to(device)
             planes = torch.from_numpy(ids.astype(np.int32)).view(1, -1)
+            if masks[key].use_kernel:
+                planes = planes.cpu()
+            else:  # torch ops on the device: signature ids as int64 columns there
+                planes = planes.long().to(device)
             labels = SimpleNamespace(planes=planes, pixels=pixels, label_area=torch.zeros(S, dtype=torch.float64))
             _, inter = masks[key].count(a, thr, labels)
-            H += inter.numpy()
+            H += inter.cpu().numpy()
         bar.update(stop - start)
     bar.close()
     return sigs, H, time.monotonic() - t0

@@ -247,7 +247,8 @@ def _thresholds_of(st, layer: str, pnas: bool, run_dir: Path, folder: Path) -> n
     return thr
 
 
-def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_size: int, workers: int):
+def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_size: int, workers: int,
+            device=None):
     """(member bool (K, S), n, pattern, H (C, S)) of the layer: from the counts file, or one sweep."""
     path = run_dir / WORK / f"{layer.replace('/', '_')}.counts.npz"
     key = json.dumps({"v": COUNTS_VERSION, "identity": summary.get("identity"),
@@ -266,7 +267,8 @@ def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_
     skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
     try:
         sigs, H, seconds = count_run(source, st.caches[layer], st.shapes[layer], thresholds, skipped,
-                                     batch_size=batch_size, workers=workers, progress=progress)
+                                     batch_size=batch_size, workers=workers, progress=progress,
+                                     device=device or "cpu")
     finally:
         st.close()
     member, n, pattern = sigs.member_matrix(), sigs.n, sigs.pattern_matrix()
@@ -338,12 +340,14 @@ def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------ the command
 def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int = 10, categories=None,
             out=None, progress: bool = True, batch_size: int | None = None, workers: int = 0,
-            checkpoint_every: float = 30.0, max_nodes: int | None = None, _stop_after: int | None = None) -> dict:
+            checkpoint_every: float = 30.0, max_nodes: int | None = None, device: str | None = None,
+            _stop_after: int | None = None) -> dict:
     """Label every unit of ``layers`` of the run with its best formula; returns layer -> rows (dicts).
 
     ``search``: ``"exact"`` (branch and bound, certified) or ``"beam"`` (Mu & Andreas, width ``beam``);
     ``categories``: consider only concepts whose primary category is one of these (default: all);
-    ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder)."""
+    ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder); ``device`` (e.g. ``"cuda"``):
+    count the masks and run the search's products there (torch), the same results as on the CPU."""
     from netdissect.dissection import load
     from netdissect.runfolder import RunLock, check_out
 
@@ -354,6 +358,10 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
         raise ExplainError(f"--length must be a whole number >= 1, got {length!r}")
     if search == "beam" and beam < 1:
         raise ExplainError(f"--beam must be >= 1, got {beam}")
+    if device is not None:
+        from netdissect.dissection.distributed import resolve_device
+
+        device = resolve_device(device)
     res = load(run_dir)
     summary = res.summary
     names = [layers] if isinstance(layers, str) or layers is None else list(layers)
@@ -365,7 +373,7 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
             layer = _layer_of(res, run_dir, name)
             results[layer] = _explain_layer(run_dir, out_dir, summary, layer, res[layer], length, search, beam,
                                             categories, progress, batch_size or int(summary["config"].get("batch_size", 64)),
-                                            workers, checkpoint_every, max_nodes, _stop_after)
+                                            workers, checkpoint_every, max_nodes, _stop_after, device)
     return results
 
 
@@ -381,7 +389,7 @@ def _candidates(lr, categories) -> np.ndarray:
 
 
 def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, categories, progress, batch_size,
-                   workers, checkpoint_every, max_nodes, stop_after):
+                   workers, checkpoint_every, max_nodes, stop_after, device=None):
     from tqdm.auto import tqdm
 
     cols = _candidates(lr, categories)
@@ -392,11 +400,11 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
               f"grows 3K = {3 * K}-fold per term: expect it to take far longer than --length 3 (the projection "
               "after the first units says how long)", file=sys.stderr)
     t0 = time.monotonic()
-    member, n, pattern, H, count_s = _counts(run_dir, summary, layer, lr, progress, batch_size, workers)
+    member, n, pattern, H, count_s = _counts(run_dir, summary, layer, lr, progress, batch_size, workers, device)
     t_counts = time.monotonic() - t0
     prim_index = {g: i for i, g in enumerate(lr.categories)}
     primary = np.array([prim_index[str(c)] for c in lr.concept_categories], np.int64)
-    problem = Problem(member[cols], n, pattern, primary[cols])
+    problem = Problem(member[cols], n, pattern, primary[cols], device=None if device in (None, "cpu") else device)
     cname = np.asarray(lr.concept_names).astype(str)[cols]
     method = "exact" if search == "exact" else f"beam{beam}"
     C = H.shape[0]
