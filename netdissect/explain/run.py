@@ -68,8 +68,10 @@ def _source(summary: dict, run_dir: Path):
     data = summary.get("dataset") or {}
     if labels.get("kind") not in (None, "broden"):
         raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}); "
-                           "explain reads the label planes of a Broden-format dataset's masks only: dissect "
-                           "with --dataset DIR (no --segmenter) to explain a layer")
+                           "explain sweeps every pixel's labels again, and rebuilding a segmenter's or generator's "
+                           "labels from a finished run is not implemented (as for `netdissect score`): explain "
+                           "reads the label planes of a Broden-format dataset only; dissect with --dataset DIR "
+                           "(--iou pnas for the PNAS paper's pooled IoU, which explain supports) to explain a layer")
     path = data.get("path")
     if not path or not Path(path).is_dir():
         raise ExplainError(f"{run_dir}: the run's label planes come from the dataset {path}, which is not there: "
