@@ -336,6 +336,9 @@ def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path)
         f = Formula.parse(text, names)
         nums = [int(lr.concept_numbers[c]) for c in f.concepts]
         terms = (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))
+        if len(f) == 1 and names[f.first] == str(lr.units["label"][k]):
+            assert "f" not in units[k]  # the formula is the label: its cyan outline shows it already
+            continue
         for j, i in enumerate(lr.top_images[k]):
             if i < 0:
                 continue

@@ -185,7 +185,10 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         stats = layer_stats(layer, categories, records)
         for r in records:
             number = int(layer.concept_numbers[r["concept"]]) if r["concept"] >= 0 else 0
-            r["_plan"] = writer.plan_unit(layer, r["unit"], number, _formula_terms(layer, r.get("formula")))
+            terms = _formula_terms(layer, r.get("formula"))
+            if terms is not None and len(terms) == 1 and terms[0][1] == number:
+                terms = None  # the formula is the label itself: its cyan outline already shows it
+            r["_plan"] = writer.plan_unit(layer, r["unit"], number, terms)
             r["m"], _ = _maps_b64(layer.top_maps[r["unit"]])
             thr = float(layer.thresholds[r["unit"]])
             r["th"] = thr if np.isfinite(thr) else None  # exact: the page compares with it
