@@ -112,7 +112,6 @@ class Problem:
                             .coalesce().to_sparse_csr().to(self.device) for dt in (torch.float64, torch.float32)}
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
-        self._triples: dict = {}
         self._all_triples = None
         self._pair_ind = None
         self._memo_bytes = 0
@@ -186,17 +185,6 @@ class Problem:
             self._TtT = np.ascontiguousarray(self.Tsp.T.toarray())            # (S, K) dense: K**3 is small
         return np.asarray(self._pair_ind @ (self._TtT * np.asarray(weights, np.float64)[:, None]))
 
-    def triple_counts(self, a: int) -> np.ndarray:
-        """(K, K) pixels of (a AND b AND x) for every b, x: the same for every unit, kept (up to ``max_memo``)."""
-        row = self._triples.get(a)
-        if row is None:
-            ta = self.Tsp.multiply(self.Tsp[a].multiply(self.n[None])).tocsr()    # (K, S): b AND a, weighted by n
-            row = np.asarray((ta @ self.Tsp.T).toarray())
-            if self._memo_bytes < self.max_memo:
-                self._triples[a] = row
-                self._memo_bytes += row.nbytes
-        return row
-
     def and_counts_of(self, c: np.ndarray, o: np.ndarray, Gt: np.ndarray) -> np.ndarray:
         """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``Gt`` (S, n)) and every
         concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes).
@@ -204,17 +192,11 @@ class Problem:
         Formulas of two concepts (a op b) read them off the triple counts N(a AND b AND x) by
         inclusion-exclusion: (a OR b) AND x = N(a x) + N(b x) - N(a b x), (a AND NOT b) AND x =
         N(a x) - N(a b x) (integers in float64: exact)."""
-        if o.shape[1] == 1:
+        if o.shape[1] == 1 and self.triples_fit:  # every (a, b) at once: one product (per layer), one gather
             a, b, op = c[:, 0], c[:, 1], o[:, 0]
-            if self.triples_fit:   # every (a, b) at once: one product, one gather
-                if self._all_triples is None:
-                    self._all_triples = self.triples(self.n)
-                out = self._all_triples[a * self.K + b]
-            else:
-                out = np.empty((len(a), self.K))
-                for x in np.unique(a):
-                    rows = np.flatnonzero(a == x)
-                    out[rows] = self.triple_counts(int(x))[b[rows]]
+            if self._all_triples is None:
+                self._all_triples = self.triples(self.n)
+            out = self._all_triples[a * self.K + b]
             P = self.pair_counts()
             orr, nott = op == _OR, op == _NOT
             out[orr] = P[a[orr]] + P[b[orr]] - out[orr]
