@@ -469,9 +469,11 @@ class _Exact:
         W, V = _children(Y, Wg, self.W1), _children(Z, Vg, self.V1)
         cm = g.cm[:, None] | p.cat_bits[None]
         i, o, c = np.nonzero(valid)
+        Wk, Vk, cmk, mk = W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c]
+        ok = self.keep(_Nodes(None, None, None, None, Wk, Vk, cmk, mk), r)  # the bound first: few children pass
+        i, o, c = i[ok], o[ok], c[ok]
         kids = _Nodes(np.concatenate([g.c[i], c[:, None]], 1), np.concatenate([g.o[i], o[:, None]], 1),
-                      I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c])
-        kids = kids.take(self.keep(kids, r))
+                      I[i, o, c], A[i, o, c], Wk[ok], Vk[ok], cmk[ok], mk[ok])
         if len(kids.I):
             self.descend(kids)
 
