@@ -369,21 +369,24 @@ def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path)
 
 
 def test_sparse_concept_columns_give_the_same_answers(monkeypatch):
-    """At Broden scale the (signatures x concepts) matrix is not kept dense: columns are gathered
-    from the sparse matrix.  Both paths, exact and beam, agree with brute force."""
+    """At Broden scale the (signatures x concepts) matrix is not kept dense (columns are gathered
+    from the sparse matrix) and the length-3 triple tables do not fit: that general path and the
+    small one agree with each other and with brute force, exact and beam."""
     from netdissect.explain.search import Problem
 
     concepts, image, has, primary, units = random_world(2)
     monkeypatch.setattr(Problem, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(Problem, "TRIPLES_ALL", 0)  # and the general path of many concepts (no triple tables)
     problem, H = problem_from_pixels(concepts, image, has, primary, units)
-    assert problem.BT is None
+    assert problem.BT is None and not problem.triples_fit
     monkeypatch.undo()
     dense, _ = problem_from_pixels(concepts, image, has, primary, units)
-    assert dense.BT is not None
+    assert dense.BT is not None and dense.triples_fit
     for k in range(len(units)):
         found = search_exact(problem, H[k], 3)
         assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
-        assert found == search_exact(dense, H[k], 3)
+        other = search_exact(dense, H[k], 3)
+        assert other.iou == pytest.approx(found.iou, abs=1e-12) and other.formula == found.formula
         assert search_beam(problem, H[k], 3, 2) == search_beam(dense, H[k], 3, 2)
 
 

@@ -157,7 +157,8 @@ class Problem:
 
     @property
     def triples_fit(self) -> bool:
-        return self.K ** 3 <= self.TRIPLES_ALL
+        """Few concepts: the (K*K, K) triple tables and a dense (S, K) copy of the concepts fit."""
+        return self.K ** 3 <= self.TRIPLES_ALL and self.K * self.S <= self.TRIPLES_ALL * 2
 
     def pair_sums(self, weights: np.ndarray) -> np.ndarray:
         """(K, K) sum of ``weights`` over the signatures of (a AND x) (K**3 <= TRIPLES_ALL): one
