@@ -222,3 +222,200 @@ def test_a_run_without_a_loadable_model_or_its_dataset_says_what_to_rerun(broden
     assert main(["explain", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert str(ds) in err and "put the dataset back" in err
+
+
+def test_seventy_categories_do_not_overflow_the_category_bits():
+    """Category sets are bit masks; `1 << g` overflows int64 at g >= 63.  (a) a dataset of 70
+    categories whose concepts use categories 60..69; (b) 70 concepts of 70 distinct categories
+    (more than an int64 mask can hold: Python-int masks).  Both against brute force."""
+    rng = np.random.default_rng(70)
+    concepts, image, has, primary, units = random_world(5, K=6, G=70)
+    primary = rng.integers(60, 70, len(primary))
+    primary[-1] = primary[3]
+    has = rng.random((has.shape[0], 70)) < 0.75
+    concepts = concepts & has[image][:, primary].T
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    assert problem.bits is np.int64
+    for k in range(len(units)):
+        found = search_exact(problem, H[k], 3)
+        assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
+    K, images, px = 70, 10, 16
+    image = np.repeat(np.arange(images), px)
+    has = rng.random((images, K)) < 0.6
+    primary = np.arange(K)
+    concepts = (rng.random((K, images * px)) < 0.2) & has[image][:, primary].T
+    unit = concepts[64] | concepts[3] | (rng.random(images * px) < 0.05)
+    problem, H = problem_from_pixels(concepts, image, has, primary, unit[None])
+    assert problem.bits is object
+    found = search_exact(problem, H[0], 2)
+    assert found.certified
+    assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, unit, 2), abs=1e-12)
+    assert reference_iou(found.formula, concepts, image, has, primary, unit) == pytest.approx(found.iou, abs=1e-12)
+    beam = search_beam(problem, H[0], 2, width=3)
+    assert beam.iou <= found.iou + 1e-12
+
+
+def test_explain_reads_the_cache_that_dissect_kept_instead_of_running_the_model(broden, run, tmp_path, monkeypatch):
+    """No second pass over the model when the run kept its activations; counted here with the torch
+    mask ops (the GPU's path, on the CPU), the formulas equal those of the compiled kernel's counts."""
+    import netdissect
+    from netdissect import dissect
+    from netdissect.explain import run as xr
+
+    out = tmp_path / "kept"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False, keep_cache=True)
+    assert (out / "cache" / "cache.json").exists()
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("explain ran the model again although the run kept its activations")
+
+    monkeypatch.setattr(netdissect, "dissect", no_second_pass)
+    from netdissect.dissection import kernel
+
+    monkeypatch.setattr(kernel, "available", lambda: False)  # count with torch ops, the path a GPU takes
+    rows = xr.explain(out, length=2, progress=False)["features"]
+    assert not (out / ".explain" / "acts-features").exists()
+    monkeypatch.undo()
+    same = xr.explain(run, length=2, progress=False)["features"]  # the same model and data, via pass 1 again
+    assert [(r["formula"], r["iou"]) for r in rows] == [(r["formula"], r["iou"]) for r in same]
+
+
+def test_formulas_of_an_earlier_dissection_are_refused_and_explain_recomputes(broden, tmp_path, capsys):
+    from netdissect import dissect, load
+    from netdissect.explain import run as xr
+    from netdissect.report.records import unit_records
+
+    out = tmp_path / "again"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False)
+    xr.explain(out, length=2, progress=False)
+    assert load(out)["features"].formulas is not None
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False, quantile=0.02)
+    lr = load(out)["features"]
+    with pytest.raises(xr.StaleFormulas, match="dissected again.*netdissect explain"):
+        lr.formulas
+    assert all("formula" not in r for r in unit_records(lr))  # the report does not show them
+    capsys.readouterr()
+    rows = xr.explain(out, length=2, progress=False)["features"]
+    assert "dissected again since" in capsys.readouterr().err  # pass 1's activations were recomputed
+    f = load(out)["features"].formulas
+    assert f["formula"].tolist() == [r["formula"] for r in rows]
+    assert np.allclose(f["iou_single_best"], load(out)["features"].units["iou"], atol=1e-6)
+
+
+def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path):
+    """The unit card carries the formula and, per top image, a magenta outline tile of the formula's
+    mask, evaluated on the image's ground-truth masks (checked against Formula.evaluate)."""
+    import json
+
+    from PIL import Image
+
+    from netdissect import load
+    from netdissect.explain import run as xr
+    from netdissect.report import write_report
+    from netdissect.report.assets import FORMULA_OUTLINE, SHEET, SHEET_COLS, _resize_bool, formula_mask
+    from netdissect.report.images import open_source
+
+    xr.explain(run, length=2, progress=False)
+    lr = load(run)["features"]
+    out = tmp_path / "report"
+    write_report(run, out, workers=0)
+    html = (out / "index.html").read_text()
+    import re
+
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+                      .group(1).replace("<\\/", "</"))
+    units = {u["unit"]: u for u in data["units"]}
+    source = open_source(load(run).summary, run)
+    names = [str(n) for n in lr.concept_names]
+    checked = 0
+    for k, text in enumerate(lr.formulas["formula"]):
+        if not text:
+            assert "f" not in units[k]
+            continue
+        assert units[k]["formula"][0] == text
+        f = Formula.parse(text, names)
+        nums = [int(lr.concept_numbers[c]) for c in f.concepts]
+        terms = (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))
+        if len(f) == 1 and names[f.first] == str(lr.units["label"][k]):
+            assert "f" not in units[k]  # the formula is the label: its cyan outline shows it already
+            continue
+        for j, i in enumerate(lr.top_images[k]):
+            if i < 0:
+                continue
+            path = lr.image_paths[i]
+            masks = {}
+            for c, n in zip(f.concepts, nums):
+                m = source.concept_mask(path, n)
+                masks[c] = m
+            shape = next((m.shape for m in masks.values() if m is not None), None)
+            want = None if shape is None else f.evaluate({c: (np.zeros(shape, bool) if m is None else m)
+                                                           for c, m in masks.items()})
+            got = formula_mask(source, path, terms)
+            if want is None or not want.any():
+                assert got is None and units[k]["f"][j] == -1
+                continue
+            assert np.array_equal(got, want)
+            tid = units[k]["f"][j]
+            assert tid >= 0
+            sheet = Image.open(out / data["sheets"]["f"][tid // SHEET])
+            assert tuple(sheet.getpalette()[6:9]) == FORMULA_OUTLINE
+            c = tid % SHEET
+            T = sheet.size[0] // SHEET_COLS
+            tile = np.asarray(sheet)[(c // SHEET_COLS) * T:(c // SHEET_COLS + 1) * T, (c % SHEET_COLS) * T:(c % SHEET_COLS + 1) * T]
+            line = tile == 2
+            assert line.any() and not (line & ~_resize_bool(want, T)).any()  # the line lies inside the mask
+            checked += 1
+    assert checked > 0
+
+
+def test_sparse_concept_columns_give_the_same_answers(monkeypatch):
+    """At Broden scale the (signatures x concepts) matrix is not kept dense (columns are gathered
+    from the sparse matrix) and the length-3 triple tables do not fit: that general path and the
+    small one agree with each other and with brute force, exact and beam."""
+    from netdissect.explain.search import Problem
+
+    concepts, image, has, primary, units = random_world(2)
+    monkeypatch.setattr(Problem, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(Problem, "TRIPLES_ALL", 0)  # and the general path of many concepts (no triple tables)
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    assert problem.BT is None and not problem.triples_fit
+    monkeypatch.undo()
+    dense, _ = problem_from_pixels(concepts, image, has, primary, units)
+    assert dense.BT is not None and dense.triples_fit
+    for k in range(len(units)):
+        found = search_exact(problem, H[k], 3)
+        assert found.iou == pytest.approx(brute_force(concepts, image, has, primary, units[k], 3), abs=1e-12)
+        other = search_exact(dense, H[k], 3)
+        assert other.iou == pytest.approx(found.iou, abs=1e-12) and other.formula == found.formula
+        assert search_beam(problem, H[k], 3, 2) == search_beam(dense, H[k], 3, 2)
+
+
+def test_the_torch_path_finds_the_same_formulas():
+    """``Problem(device=...)`` runs the products over signatures with torch sparse matrices (the path
+    a GPU takes; here on the CPU): the same optimum as scipy (tested against brute force above)."""
+    concepts, image, has, primary, units = random_world(1)
+    problem, H = problem_from_pixels(concepts, image, has, primary, units)
+    on_torch, H2 = problem_from_pixels(concepts, image, has, primary, units, device="cpu")
+    assert on_torch.device is not None and np.array_equal(H, H2)
+    for k in range(len(units)):
+        for length in (2, 3, 4):
+            a, b = search_exact(problem, H[k], length), search_exact(on_torch, H[k], length)
+            assert b.certified and b.iou == pytest.approx(a.iou, abs=1e-12) and len(b.formula) <= length
+        assert search_beam(on_torch, H[k], 3, 2).iou == pytest.approx(search_beam(problem, H[k], 3, 2).iou, abs=1e-12)
+
+
+def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_is_refused_with_the_reason(broden, tmp_path):
+    """--iou pnas (every image holds every category: one pooled count) reproduces the run's single
+    IoUs, from the cache the run kept; a segmenter run's labels cannot be swept again: one line why."""
+    from netdissect import dissect, load
+    from netdissect.explain import run as xr
+
+    out = tmp_path / "pnas"
+    dissect(f"{TESTS}/nets.py:color_units", ["features"], broden, out=out, progress=False, iou="pnas", keep_cache=True)
+    xr.explain(out, length=2, progress=False)
+    lr = load(out)["features"]
+    f = lr.formulas
+    assert np.allclose(f["iou_single_best"], lr.units["iou"], atol=1e-6) and (f["iou"] >= f["iou_single_best"]).all()
+    assert f["certified"].all() and (f["iou"] > 0).any()
+    with pytest.raises(xr.ExplainError, match="its labels come from a segmenter.*not implemented.*--iou pnas"):
+        xr._source({"labels": {"kind": "segmenter", "spec": "color"}}, tmp_path)

@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop a unit's exact search after this many formulas (then certified=0 where the bound "
                         "had not closed it)")
     p.add_argument("--workers", type=int, default=0, help="label loader processes (default 0)")
+    p.add_argument("--device", default=None,
+                   help="torch device (e.g. cuda) for counting the masks and the search's products (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -47,7 +49,7 @@ def run(args) -> int:
         raise NetDissectError(f"--workers {args.workers}: give 0 or more")
     out = explain(args.run_dir, layers=args.layer, length=args.length, search=args.search, beam=args.beam,
                   categories=args.categories, out=args.out, progress=not args.quiet, workers=args.workers,
-                  max_nodes=args.max_nodes)
+                  max_nodes=args.max_nodes, device=args.device)
     for layer, rows in out.items():
         better = sum(r["iou"] > r["iou_single_best"] for r in rows)
         cert = sum(r["certified"] for r in rows)

@@ -127,12 +127,14 @@ class LayerResult:
     @property
     def formulas(self):
         """``LAYER/formulas.csv`` of ``netdissect explain`` (structured array: unit, formula, iou,
-        iou_single_best, length, certified, nodes_searched, method), None when not explained."""
+        iou_single_best, length, certified, nodes_searched, method), None when not explained;
+        :class:`netdissect.explain.run.StaleFormulas` when they were made before the layer was
+        dissected again (formulas.json records a digest of its thresholds and labels)."""
         if self.folder is None:
             return None
-        from netdissect.explain.run import read_formulas
+        from netdissect.explain.run import layer_digest, read_formulas
 
-        return read_formulas(Path(self.folder) / "formulas.csv")
+        return read_formulas(Path(self.folder) / "formulas.csv", layer_digest(self))
 
     # ------------------------------------------------------------ summaries
     @property

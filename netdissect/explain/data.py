@@ -19,6 +19,15 @@ import numpy as np
 from netdissect.explain.search import Problem
 
 
+def pattern_ints(has_category: np.ndarray) -> list:
+    """Each row of bool (B, G) as a Python int with bit g set when column g is (no limit on G)."""
+    has = np.asarray(has_category, bool)
+    if has.ndim != 2:
+        raise ValueError("has_category must be (images, categories)")
+    packed = np.packbits(has, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
 class Signatures:
     """Signature ids assigned batch by batch (a key -> id table), with each one's concepts and categories."""
 
@@ -49,9 +58,9 @@ class Signatures:
         whole: list[list[int]] = [[] for _ in range(B)]
         for b, c in zip(np.asarray(whole_image).tolist(), np.asarray(whole_concept).tolist()):
             whole[b].append(c)
-        bits = 1 << np.arange(has_category.shape[1], dtype=np.int64)
-        pats = (np.asarray(has_category, bool) * bits).sum(1)
-        cls = np.array([self._class(int(pats[b]), tuple(sorted(set(whole[b])))) for b in range(B)], np.int32)
+        self.G = has_category.shape[1]
+        pats = pattern_ints(has_category)  # Python ints: any number of categories (1 << 64 overflows int64)
+        cls = np.array([self._class(pats[b], tuple(sorted(set(whole[b])))) for b in range(B)], np.int32)
         planes = np.sort(np.asarray(planes, np.int32), axis=0)  # a set of concepts, whatever plane holds them
         keys = np.empty((B * pixels, planes.shape[0] + 1), np.int32)
         keys[:, 0] = np.repeat(cls, pixels)
@@ -78,6 +87,11 @@ class Signatures:
         self.n += np.bincount(ids, minlength=len(self.members))
         return ids
 
+    def pattern_matrix(self) -> np.ndarray:
+        """bool (S, G): the categories held by each signature's images."""
+        G = getattr(self, "G", 0)
+        return np.array([[(p >> g) & 1 for g in range(G)] for p in self.patterns], bool).reshape(len(self.patterns), G)
+
     def member_matrix(self) -> np.ndarray:
         T = np.zeros((self.K, len(self.members)), bool)
         for s, cols in enumerate(self.members):
@@ -86,23 +100,24 @@ class Signatures:
 
 
 def problem_from_pixels(concepts: np.ndarray, image: np.ndarray, has_category: np.ndarray, primary: np.ndarray,
-                        units: np.ndarray | None = None):
+                        units: np.ndarray | None = None, device=None):
     """(Problem, H) from plain arrays: ``concepts`` bool (K, N) label of every pixel (already empty where
     the image lacks the concept's primary category), ``image`` (N,) image of each pixel,
     ``has_category`` bool (images, G), ``primary`` (K,), ``units`` bool (U, N) unit masks."""
     concepts = np.asarray(concepts, bool)
     K, N = concepts.shape
     G = has_category.shape[1]
-    pat = (np.asarray(has_category, bool) * (1 << np.arange(G, dtype=np.int64))).sum(1)[np.asarray(image)]
+    has_category = np.asarray(has_category, bool)
+    pat = has_category[np.asarray(image)]                    # (N, G) bool: any number of categories
     from netdissect.explain.formula import pack
 
-    keys = np.concatenate([pack(concepts.T), pat[:, None].astype(np.uint64)], 1)
+    keys = np.concatenate([pack(concepts.T), pack(pat)], 1)
     view = np.ascontiguousarray(keys).view(np.dtype((np.void, 8 * keys.shape[1]))).ravel()
     uniq, first, sig = np.unique(view, return_index=True, return_inverse=True)
     sig = sig.ravel()
     member = concepts[:, first]
     n = np.bincount(sig, minlength=len(uniq))
-    problem = Problem(member, n, pat[first], primary)
+    problem = Problem(member, n, pat[first], primary, device=device)  # pattern as a (S, G) bool matrix
     H = None
     if units is not None:
         units = np.asarray(units, bool)
@@ -152,11 +167,15 @@ def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64
             key = size
             if key not in masks:
                 masks[key] = UnitMasks(h, w, *size, device=device)
-            a = acts[sel].float()
+            a = acts[sel].float().to(device)
             planes = torch.from_numpy(ids.astype(np.int32)).view(1, -1)
+            if masks[key].use_kernel:
+                planes = planes.cpu()
+            else:  # torch ops on the device: signature ids as int64 columns there
+                planes = planes.long().to(device)
             labels = SimpleNamespace(planes=planes, pixels=pixels, label_area=torch.zeros(S, dtype=torch.float64))
             _, inter = masks[key].count(a, thr, labels)
-            H += inter.numpy()
+            H += inter.cpu().numpy()
         bar.update(stop - start)
     bar.close()
     return sigs, H, time.monotonic() - t0

@@ -32,7 +32,7 @@ from netdissect.explain.search import Problem, search_beam, search_exact
 
 WORK = ".explain"
 COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method"]
-COUNTS_VERSION = 2  # 2: masks from the exact float64 thresholds
+COUNTS_VERSION = 3  # 2: masks from the exact float64 thresholds; 3: categories held as a bool matrix (any number)
 
 
 class ExplainError(NetDissectError):
@@ -68,8 +68,10 @@ def _source(summary: dict, run_dir: Path):
     data = summary.get("dataset") or {}
     if labels.get("kind") not in (None, "broden"):
         raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}); "
-                           "explain reads the label planes of a Broden-format dataset's masks only: dissect "
-                           "with --dataset DIR (no --segmenter) to explain a layer")
+                           "explain sweeps every pixel's labels again, and rebuilding a segmenter's or generator's "
+                           "labels from a finished run is not implemented (as for `netdissect score`): explain "
+                           "reads the label planes of a Broden-format dataset only; dissect with --dataset DIR "
+                           "(--iou pnas for the PNAS paper's pooled IoU, which explain supports) to explain a layer")
     path = data.get("path")
     if not path or not Path(path).is_dir():
         raise ExplainError(f"{run_dir}: the run's label planes come from the dataset {path}, which is not there: "
@@ -85,12 +87,83 @@ def _source(summary: dict, run_dir: Path):
     return ds, source
 
 
+def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
+    """(RunState over ``RUN/cache`` that ``dissect --keep-cache`` kept, exact float64 thresholds), or
+    None when the run kept no cache of ``layer``.  The thresholds are computed again from these
+    activations and must round to the run's ``thresholds.npy`` (a cache left from another dissection
+    into the same folder does not)."""
+    from netdissect.dissection.config import DissectConfig
+    from netdissect.dissection.engine import CACHE_DIR
+    from netdissect.dissection.state import RunState
+    from netdissect.probe import BrodenImages
+
+    info_path = run_dir / CACHE_DIR / "cache.json"
+    if not info_path.exists():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+        lo, hi = (int(v) for v in info["rows"])
+        li = info["layers"].get(layer)
+        shape = tuple(int(v) for v in li["shape"]) if li else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ExplainError(f"{info_path}: unreadable ({exc}): remove {run_dir / CACHE_DIR} (explain then runs the "
+                           "model again) or dissect the run again with --keep-cache") from None
+    if li is None or not (run_dir / CACHE_DIR / li["file"]).exists():
+        return None
+    ds, source = _source(summary, run_dir)
+    ident = summary.get("identity") or {}
+    conf = dict(ident.get("config") or {})
+    conf["cache_dtype"] = info.get("dtype", conf.get("cache_dtype", "float32"))
+    cfg = DissectConfig(**conf, device="cpu", num_workers=0)
+    pnas = (ident.get("labels") or summary.get("labels") or {}).get("iou") == "pnas"
+    probe = BrodenImages(ds)
+    if (lo, hi) != (0, len(probe)):
+        raise ExplainError(f"{info_path}: the kept cache holds rows {lo}..{hi} of a dataset of {len(probe)} images "
+                           f"(the dataset changed since the run): remove {run_dir / CACHE_DIR} and run explain again")
+    st = RunState([layer], probe, source, cfg, run_dir / CACHE_DIR, (lo, hi), layer_thresholds=not pnas)
+    if st.cache_path(layer).name != li["file"]:
+        return None
+    if progress:
+        print(f"netdissect explain: reading the activations of {layer!r} that `dissect --keep-cache` kept in "
+              f"{run_dir / CACHE_DIR} (no second pass over the model)", file=sys.stderr)
+    try:
+        st.allocate(layer, shape, existing=True)
+        st.skipped = {int(i): "skipped by the run" for i in info.get("skipped", [])}
+        if not pnas:
+            st.feed_cache(layer, st.quantiles[layer])
+    except (NetDissectError, OSError, ValueError) as exc:
+        st.close()
+        raise ExplainError(f"{run_dir / CACHE_DIR}: the kept activation cache cannot be read ({exc}): remove that "
+                           "folder (explain then runs the model again) or dissect the run again") from None
+    return st, _thresholds_of(st, layer, pnas, run_dir, run_dir / CACHE_DIR)
+
+
 def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
-    """(RunState holding the layer's activation cache, exact float64 thresholds): the cache is
-    ``RUN/.explain/acts-LAYER``, made by running the run's model once more when missing."""
+    """(RunState holding the layer's activation cache, exact float64 thresholds): the cache that
+    ``dissect --keep-cache`` kept in ``RUN/cache`` when there, else ``RUN/.explain/acts-LAYER``,
+    made by running the run's model once more when missing."""
     from netdissect.runfolder import read_chunk_info
 
+    kept = _kept_cache(run_dir, summary, layer, progress)
+    if kept is not None:
+        return kept
     folder = run_dir / WORK / f"acts-{layer.replace('/', '_')}"
+    want = (summary.get("identity") or {})
+    if (folder / "chunk.json").exists():
+        try:
+            ident = read_chunk_info(folder)["identity"]
+        except (NetDissectError, KeyError, TypeError):
+            ident = None
+        stale = [p for p in ("model", "dataset") if p in want and (ident is None or ident.get(p) != want[p])]
+        q = (want.get("config") or {}).get("quantile")
+        if ident is not None and q is not None and (ident.get("config") or {}).get("quantile") != q:
+            stale.append("quantile")
+        if stale:  # the run was dissected again since: these activations are another model's or dataset's
+            import shutil
+
+            print(f"netdissect explain: {folder} holds activations of another {' and '.join(stale)} than the run's "
+                  "(it was dissected again since): removing them and computing them again", file=sys.stderr)
+            shutil.rmtree(folder)
     model = summary.get("model") or {}
     cfg = summary.get("config") or {}
     data = summary.get("dataset") or {}
@@ -119,7 +192,6 @@ def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
         except NetDissectError as exc:
             raise ExplainError(f"{run_dir}: {rerun}, which failed: {exc}") from None
     info = read_chunk_info(folder)
-    want = (summary.get("identity") or {})
     for part in ("model", "dataset"):
         if part in want and info["identity"].get(part) != want[part]:
             raise ExplainError(f"{folder}: its activations come from another {part} than the run's (the model's "
@@ -135,7 +207,6 @@ def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_d
     between two activation values that may round onto one of them), so the thresholds are computed
     again from the activations, exactly as dissection does, and checked against the file."""
     from netdissect.dissection.config import DissectConfig
-    from netdissect.dissection.distributed import Group
     from netdissect.dissection.state import RunState
     from netdissect.probe import BrodenImages
 
@@ -149,6 +220,14 @@ def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_d
         st.load_checkpoint()
     except NetDissectError as exc:
         raise ExplainError(f"{exc} (explain: remove {folder} and run explain again to rebuild it)") from None
+    return st, _thresholds_of(st, layer, pnas, run_dir, folder)
+
+
+def _thresholds_of(st, layer: str, pnas: bool, run_dir: Path, folder: Path) -> np.ndarray:
+    """The layer's float64 thresholds from the activations of ``st`` (its quantile statistic fed with
+    the first pass), checked against the run's thresholds.npy (closes ``st`` when they differ)."""
+    from netdissect.dissection.distributed import Group
+
     if pnas:
         from netdissect.dissection.pnas import pnas_thresholds
 
@@ -164,12 +243,14 @@ def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_d
     if not np.array_equal(thr.astype(np.float32), saved):
         st.close()
         raise ExplainError(f"{folder}: the activations computed again give other thresholds than the run's "
-                           f"{run_dir / layer / 'thresholds.npy'} (another machine or library version computes "
-                           "them differently): dissect the run again here, then explain")
-    return st, thr
+                           f"{run_dir / layer / 'thresholds.npy'} (the activations come from another dissection, or "
+                           "another machine or library version computes them differently): remove that folder "
+                           "and run explain again, or dissect the run again here, then explain")
+    return thr
 
 
-def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_size: int, workers: int):
+def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_size: int, workers: int,
+            device=None):
     """(member bool (K, S), n, pattern, H (C, S)) of the layer: from the counts file, or one sweep."""
     path = run_dir / WORK / f"{layer.replace('/', '_')}.counts.npz"
     key = json.dumps({"v": COUNTS_VERSION, "identity": summary.get("identity"),
@@ -188,10 +269,11 @@ def _counts(run_dir: Path, summary: dict, layer: str, lr, progress: bool, batch_
     skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
     try:
         sigs, H, seconds = count_run(source, st.caches[layer], st.shapes[layer], thresholds, skipped,
-                                     batch_size=batch_size, workers=workers, progress=progress)
+                                     batch_size=batch_size, workers=workers, progress=progress,
+                                     device=device or "cpu")
     finally:
         st.close()
-    member, n, pattern = sigs.member_matrix(), sigs.n, np.asarray(sigs.patterns, np.int64)
+    member, n, pattern = sigs.member_matrix(), sigs.n, sigs.pattern_matrix()
     atomic_savez(path, key=np.asarray(key), member=member, n=n, pattern=pattern, H=H, seconds=np.float64(seconds))
     return member, n, pattern, H, seconds
 
@@ -207,11 +289,40 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def read_formulas(path) -> np.ndarray | None:
-    """``LAYER/formulas.csv`` as a structured array (fields :data:`COLUMNS`), None when absent."""
+class StaleFormulas(NetDissectError):
+    """formulas.csv made from another dissection of the run than the one in its folder now."""
+
+
+def layer_digest(lr) -> str:
+    """What a layer's formulas depend on, as a digest: the run's thresholds and its labels (concept
+    names and categories).  Recorded in formulas.json; a re-dissection changes it."""
+    return hash_rows(np.asarray(lr.thresholds, np.float32), np.asarray(lr.concept_names).astype(str),
+                     np.asarray(lr.concept_categories).astype(str))
+
+
+def check_fresh(path, digest: str) -> None:
+    """Raise :class:`StaleFormulas` unless ``formulas.json`` beside the formulas file ``path`` records
+    ``digest`` for it (the layer's thresholds and labels when the formulas were made)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path.parent / "formulas.json").read_text()).get(path.name) or {}
+    except (OSError, ValueError, AttributeError):
+        meta = {}
+    if meta.get("run_digest") != digest:
+        why = ("records no digest of the run it was made from" if not meta.get("run_digest")
+               else "was made before the run was dissected again (its thresholds or labels differ now)")
+        raise StaleFormulas(f"{path} {why}: its formulas may not describe these units; run `netdissect explain "
+                            f"{path.parent.parent} --layer {path.parent.name}` again")
+
+
+def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
+    """``LAYER/formulas.csv`` as a structured array (fields :data:`COLUMNS`), None when absent.
+    ``digest`` (:func:`layer_digest` of the layer now): refuse formulas made from another dissection."""
     path = Path(path)
     if not path.exists():
         return None
+    if digest is not None:
+        check_fresh(path, digest)
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -231,12 +342,14 @@ def read_formulas(path) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------ the command
 def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int = 10, categories=None,
             out=None, progress: bool = True, batch_size: int | None = None, workers: int = 0,
-            checkpoint_every: float = 30.0, max_nodes: int | None = None, _stop_after: int | None = None) -> dict:
+            checkpoint_every: float = 30.0, max_nodes: int | None = None, device: str | None = None,
+            _stop_after: int | None = None) -> dict:
     """Label every unit of ``layers`` of the run with its best formula; returns layer -> rows (dicts).
 
     ``search``: ``"exact"`` (branch and bound, certified) or ``"beam"`` (Mu & Andreas, width ``beam``);
     ``categories``: consider only concepts whose primary category is one of these (default: all);
-    ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder)."""
+    ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder); ``device`` (e.g. ``"cuda"``):
+    count the masks and run the search's products there (torch), the same results as on the CPU."""
     from netdissect.dissection import load
     from netdissect.runfolder import RunLock, check_out
 
@@ -247,6 +360,10 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
         raise ExplainError(f"--length must be a whole number >= 1, got {length!r}")
     if search == "beam" and beam < 1:
         raise ExplainError(f"--beam must be >= 1, got {beam}")
+    if device is not None:
+        from netdissect.dissection.distributed import resolve_device
+
+        device = resolve_device(device)
     res = load(run_dir)
     summary = res.summary
     names = [layers] if isinstance(layers, str) or layers is None else list(layers)
@@ -258,7 +375,7 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
             layer = _layer_of(res, run_dir, name)
             results[layer] = _explain_layer(run_dir, out_dir, summary, layer, res[layer], length, search, beam,
                                             categories, progress, batch_size or int(summary["config"].get("batch_size", 64)),
-                                            workers, checkpoint_every, max_nodes, _stop_after)
+                                            workers, checkpoint_every, max_nodes, _stop_after, device)
     return results
 
 
@@ -274,7 +391,7 @@ def _candidates(lr, categories) -> np.ndarray:
 
 
 def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, categories, progress, batch_size,
-                   workers, checkpoint_every, max_nodes, stop_after):
+                   workers, checkpoint_every, max_nodes, stop_after, device=None):
     from tqdm.auto import tqdm
 
     cols = _candidates(lr, categories)
@@ -285,11 +402,11 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
               f"grows 3K = {3 * K}-fold per term: expect it to take far longer than --length 3 (the projection "
               "after the first units says how long)", file=sys.stderr)
     t0 = time.monotonic()
-    member, n, pattern, H, count_s = _counts(run_dir, summary, layer, lr, progress, batch_size, workers)
+    member, n, pattern, H, count_s = _counts(run_dir, summary, layer, lr, progress, batch_size, workers, device)
     t_counts = time.monotonic() - t0
     prim_index = {g: i for i, g in enumerate(lr.categories)}
     primary = np.array([prim_index[str(c)] for c in lr.concept_categories], np.int64)
-    problem = Problem(member[cols], n, pattern, primary[cols])
+    problem = Problem(member[cols], n, pattern, primary[cols], device=None if device in (None, "cpu") else device)
     cname = np.asarray(lr.concept_names).astype(str)[cols]
     method = "exact" if search == "exact" else f"beam{beam}"
     C = H.shape[0]
@@ -360,7 +477,8 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
             "signatures": int(member.shape[1]), "units": C, "certified_units": int(state["certified"].sum()),
             "seconds": {"counts": round(float(count_s), 3), "counts_this_call": round(t_counts, 3),
                         "search_total_unit_seconds": round(float(state["seconds"].sum()), 3)},
-            "union_rule": "images holding a category of any concept of the formula (docs/compositional.md)"}
+            "union_rule": "images holding a category of any concept of the formula (docs/compositional.md)",
+            "run_digest": layer_digest(lr)}
     mpath = folder / "formulas.json"
     try:
         old = json.loads(mpath.read_text()) if mpath.exists() else {}
@@ -387,4 +505,5 @@ def parse_formula(text: str, names) -> Formula | None:
     return Formula.parse(text, names) if text else None
 
 
-__all__ = ["explain", "read_formulas", "parse_formula", "csv_name", "formula_count", "ExplainError"]
+__all__ = ["explain", "read_formulas", "parse_formula", "csv_name", "formula_count", "layer_digest", "ExplainError",
+           "StaleFormulas"]

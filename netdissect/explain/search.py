@@ -52,52 +52,157 @@ class Problem:
     primary category (as dissection counts them), so ``member[k, s]`` implies bit primary[k].
     """
 
-    def __init__(self, member: np.ndarray, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray):
-        self.T = np.ascontiguousarray(member, np.float64)
-        self.BT = np.ascontiguousarray(self.T.T > 0)     # (S, K) bool
-        self.TT = np.ascontiguousarray(self.T.T)
-        self.K, self.S = self.T.shape
-        self.n = np.asarray(n, np.float64)
-        pattern = np.asarray(pattern, np.int64)
-        self.patterns, self.pattern_of = np.unique(pattern, return_inverse=True)
-        self.cat_bits = np.left_shift(np.int64(1), np.asarray(primary, np.int64))
-        self.cat_used, self.cat_slot = np.unique(self.cat_bits, return_inverse=True)  # concept -> slot
-        self.A1 = self.T @ self.n                      # pixels of each concept
+    DENSE_LIMIT = 1 << 26  # K * S above this: concept columns are gathered from the sparse matrix
+    TRIPLES_ALL = 1 << 23  # K**3 up to this: every triple count N(a AND b AND x) in one table (64 MB)
+
+    def __init__(self, member, n: np.ndarray, pattern: np.ndarray, primary: np.ndarray, device=None):
+        """``device`` (a torch device, e.g. "cuda"): the search's products over signatures run there with
+        torch sparse matrices (the rest stays in numpy on the host); None: scipy on the CPU."""
         from scipy import sparse
 
-        self.Tsp = sparse.csr_matrix(self.T)           # few concepts per signature: products cost nnz, not K S
+        # few concepts per signature: the products cost nnz, not K S; (K, S) member may be sparse (Broden scale)
+        self.Tsp = sparse.csr_matrix(member, dtype=np.float64)
+        self.Tsp.eliminate_zeros()
+        self.Tsp.data[:] = 1.0
+        self.K, self.S = self.Tsp.shape
+        self._cols = sparse.csc_matrix(self.Tsp.T.astype(bool))     # (S, K): concept columns on demand
+        self.BT = np.ascontiguousarray(self._cols.toarray()) if self.K * self.S <= self.DENSE_LIMIT else None  # (S, K)
+        self.n = np.asarray(n, np.float64)
+        # Category sets as bit masks over the categories the concepts use (compact: bit j is the j-th
+        # used category), int64 while there are at most 62 of them, Python ints (object arrays) beyond:
+        # `1 << g` overflows int64 at g >= 63.
+        primary = np.asarray(primary, np.int64).reshape(-1)
+        used, slot = np.unique(primary, return_inverse=True)
+        self.bits = np.int64 if len(used) <= 62 else object
+        pattern = np.asarray(pattern)
+        if pattern.ndim == 2:   # (S, G) bool: the categories each signature's images hold
+            held = pattern.astype(bool)[:, used] if len(used) else np.zeros((len(pattern), 0), bool)
+        else:                   # (S,) int bit masks over the dataset's categories (G < 63)
+            pattern = pattern.astype(np.int64)
+            held = np.stack([(pattern >> int(g)) & 1 for g in used], 1).astype(bool) if len(used) else \
+                np.zeros((len(pattern), 0), bool)
+        from netdissect.explain.data import pattern_ints
+
+        compact = np.array(pattern_ints(held), dtype=object) if held.shape[0] else np.zeros(0, object)
+        compact = compact.astype(self.bits)
+        self.patterns, self.pattern_of = np.unique(compact, return_inverse=True)
+        self.pattern_of = np.asarray(self.pattern_of).reshape(-1)
+        one = np.array([1 << int(j) for j in range(len(used))], dtype=object).astype(self.bits)
+        self.cat_bits = one[slot] if len(slot) else np.zeros(0, self.bits)
+        self.cat_used, self.cat_slot = one, slot       # concept -> slot of its category
+        # hits[x, q]: pattern q holds a category of the set x (every x < 2^G' when G' <= 12)
+        self.hits = None
+        if len(used) <= 12:
+            sets = np.arange(1 << len(used), dtype=np.int64)
+            self.hits = ((sets[:, None] & self.patterns.astype(np.int64)[None]) != 0).astype(np.float64)
+        self.A1 = self.Tsp @ self.n                     # pixels of each concept
         self.Tsp32 = self.Tsp.astype(np.float32)       # integer sums below 2**24 are exact in float32
-        self._Tn = self.T * self.n
+        self.device = None
+        if device is not None:
+            import warnings
+
+            import torch
+
+            self.device = torch.device(device)
+            coo = self.Tsp.tocoo()
+            idx = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+            with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self._Tt = {dt: torch.sparse_coo_tensor(idx, torch.ones(coo.nnz, dtype=dt), (self.K, self.S))
+                            .coalesce().to_sparse_csr().to(self.device) for dt in (torch.float64, torch.float32)}
         self._nrows: dict = {}                           # formula -> N(g AND c) for every c (shared by units)
         self._pairs = None
+        self._all_triples = None
+        self._pair_ind = None
         self._memo_bytes = 0
         self.max_memo = 1 << 30
 
+    def columns(self, cols) -> np.ndarray:
+        """bool (S, len(cols)): the signatures of each concept of ``cols``."""
+        cols = np.asarray(cols, np.int64)
+        if self.BT is not None:
+            return self.BT[:, cols]
+        return self._cols[:, cols].toarray()
+
     def truth(self, f: Formula) -> np.ndarray:
         """0/1 (S,) the signatures where ``f`` holds."""
-        g = self.T[f.first].copy()
-        for op, c in f.rest:
+        c = self.columns(list(f.concepts))
+        g = c[:, 0].copy()
+        for j, (op, _) in enumerate(f.rest):
             if op == "AND":
-                g *= self.T[c]
+                g &= c[:, j + 1]
             elif op == "OR":
-                np.maximum(g, self.T[c], out=g)
+                g |= c[:, j + 1]
             else:
-                g *= 1.0 - self.T[c]
-        return g
+                g &= ~c[:, j + 1]
+        return g.astype(np.float64)
 
     def per_concept(self, Vt: np.ndarray) -> np.ndarray:
-        """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures."""
-        return np.asarray(self.Tsp @ np.ascontiguousarray(Vt)).T
+        """(n, K): for weights Vt (S, n), each column's sum over every concept's signatures (float64, or
+        float32 for float32 weights: integer sums below 2**24 are exact there)."""
+        Vt = np.ascontiguousarray(Vt)
+        if self.device is not None:
+            import torch
+
+            V = torch.from_numpy(Vt).to(self.device)
+            return (self._Tt[V.dtype] @ V).cpu().numpy().T.astype(np.float64)
+        T = self.Tsp32 if Vt.dtype == np.float32 else self.Tsp
+        return np.asarray(T @ Vt).T.astype(np.float64)
 
     def pair_counts(self) -> np.ndarray:
         """(K, K) pixels of (a AND b): the same for every unit, computed once."""
         if self._pairs is None:
-            self._pairs = self.per_concept(self._Tn.T)
+            self._pairs = np.asarray((self.Tsp.multiply(self.n[None]).tocsr() @ self.Tsp.T).toarray())
         return self._pairs
+
+    @property
+    def triples_fit(self) -> bool:
+        """Few concepts: the (K*K, K) triple tables and a dense (S, K) copy of the concepts fit."""
+        return self.K ** 3 <= self.TRIPLES_ALL and self.K * self.S <= self.TRIPLES_ALL * 2
+
+    def pair_sums(self, weights: np.ndarray) -> np.ndarray:
+        """(K, K) sum of ``weights`` over the signatures of (a AND x) (K**3 <= TRIPLES_ALL): one
+        matrix-vector product with the pair indicator."""
+        if self._pair_ind is None:
+            self.triples(np.zeros(self.S))
+        return np.asarray(self._pair_ind @ np.asarray(weights, np.float64)).reshape(self.K, self.K)
+
+    def triples(self, weights: np.ndarray) -> np.ndarray:
+        """(K*K, K): sum of ``weights`` over the signatures of (a AND b AND x), row a*K + b, column x
+        (K**3 <= TRIPLES_ALL).  One sparse product: the pair indicator (K*K, S) weighted, times T^T."""
+        if self._pair_ind is None:
+            from scipy import sparse
+
+            Tb = self._cols.tocsr()   # (S, K): each signature's concepts
+            lens = np.diff(Tb.indptr)
+            rows, cols = [], []
+            for sg in np.flatnonzero(lens):  # signature s holds the pair (a, b) for a, b among its concepts
+                cs = Tb.indices[Tb.indptr[sg]:Tb.indptr[sg + 1]].astype(np.int64)
+                cols.append(np.full(len(cs) ** 2, sg))
+                rows.append((cs[:, None] * self.K + cs[None]).ravel())
+            r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+            c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+            self._pair_ind = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(self.K * self.K, self.S))
+            self._TtT = np.ascontiguousarray(self.Tsp.T.toarray())            # (S, K) dense: K**3 is small
+        return np.asarray(self._pair_ind @ (self._TtT * np.asarray(weights, np.float64)[:, None]))
 
     def and_counts_of(self, c: np.ndarray, o: np.ndarray, Gt: np.ndarray) -> np.ndarray:
         """(n, K) pixels of (g AND x) for formulas g (concepts ``c``, ops ``o``, truths ``Gt`` (S, n)) and every
-        concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes)."""
+        concept x; the same for every unit, so kept between units (up to ``max_memo`` bytes).
+
+        Formulas of two concepts (a op b) read them off the triple counts N(a AND b AND x) by
+        inclusion-exclusion: (a OR b) AND x = N(a x) + N(b x) - N(a b x), (a AND NOT b) AND x =
+        N(a x) - N(a b x) (integers in float64: exact)."""
+        if o.shape[1] == 1 and self.triples_fit:  # every (a, b) at once: one product (per layer), one gather
+            a, b, op = c[:, 0], c[:, 1], o[:, 0]
+            if self._all_triples is None:
+                self._all_triples = self.triples(self.n)
+            out = self._all_triples[a * self.K + b]
+            P = self.pair_counts()
+            orr, nott = op == _OR, op == _NOT
+            out[orr] = P[a[orr]] + P[b[orr]] - out[orr]
+            out[nott] = P[a[nott]] - out[nott]
+            return out
         keys = [(row_c.tobytes(), row_o.tobytes()) for row_c, row_o in zip(c, o)]
         out = np.empty((len(keys), self.K))
         miss = []
@@ -128,13 +233,17 @@ class Unit:
         self.h = np.asarray(h, np.float64)
         self.hp = np.bincount(problem.pattern_of, weights=self.h, minlength=len(problem.patterns))
         self._m: dict = {}
-        self.I1 = problem.T @ self.h
+        # few categories (<= 12): m of every category set at once, a table indexed by the bit mask
+        self.mtab = problem.hits @ self.hp if problem.hits is not None else None
+        self.I1 = problem.Tsp @ self.h
         self.exact32 = self.h.sum() < 2 ** 24
         self.h32 = self.h.astype(np.float32)
 
     def m(self, masks) -> np.ndarray:
         """Mask area over the images holding any category in each bit mask of ``masks``."""
-        masks = np.asarray(masks, np.int64)
+        if self.mtab is not None:
+            return self.mtab[np.asarray(masks, np.int64)]
+        masks = np.asarray(masks, self.p.bits)
         uniq, inv = np.unique(masks, return_inverse=True)
         vals = np.empty(len(uniq))
         for i, u in enumerate(uniq):
@@ -146,7 +255,9 @@ class Unit:
 
     def m_by_category(self, cms) -> np.ndarray:
         """(n, G') m(cm | g) for each mask of ``cms`` (n,) and each category g of the concepts."""
-        ucm, inv = np.unique(np.asarray(cms, np.int64), return_inverse=True)
+        if self.mtab is not None:
+            return self.mtab[np.asarray(cms, np.int64)[:, None] | self.p.cat_used[None]]
+        ucm, inv = np.unique(np.asarray(cms, self.p.bits), return_inverse=True)
         return self.m(ucm[:, None] | self.p.cat_used[None])[inv.ravel()]
 
     def m_children(self, cms) -> np.ndarray:
@@ -194,11 +305,21 @@ class _Nodes:
         return f
 
 
-def _truths(BT: np.ndarray, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds; ``BT`` (S, K) bool."""
-    G = BT[:, c[:, 0]]
+def _children(X: np.ndarray, g: np.ndarray, one: np.ndarray) -> np.ndarray:
+    """(n, 3, K) a sum over the children (AND, OR, AND NOT) of n formulas by every concept, from the
+    AND children's ``X`` (n, K), the parents' ``g`` (n,) and the concepts' ``one`` (K,) (inclusion-exclusion)."""
+    out = np.empty((X.shape[0], 3, X.shape[1]))
+    out[:, 0] = X
+    np.subtract(g[:, None], X, out=out[:, 2])
+    np.add(out[:, 2], one[None], out=out[:, 1])
+    return out
+
+
+def _truths(p: Problem, c: np.ndarray, o: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """0/1 (S, n): the signatures where each formula (concepts ``c``, ops ``o``) holds."""
+    G = p.columns(c[:, 0])
     for j in range(o.shape[1]):
-        Tc = BT[:, c[:, j + 1]]
+        Tc = p.columns(c[:, j + 1])
         op = o[:, j]
         for code, fn in ((_AND, lambda a, b: a & b), (_OR, lambda a, b: a | b), (_NOT, lambda a, b: a & ~b)):
             cols = np.flatnonzero(op == code)
@@ -215,12 +336,15 @@ class _Exact:
         self.length, self.chunk, self.max_nodes = length, chunk, max_nodes
         self.nodes = 0
         self.open = False  # a branch left unexplored by max_nodes
+        # length 3 over few concepts: the unit's triple overlaps I(a AND b AND x), one sparse product,
+        # replace every product of the search's last level and the unit's pair overlaps
+        self.I3 = problem.triples(self.u.h) if length == 3 and problem.triples_fit else None
 
     def weights(self):
         p, u = self.p, self.u
         phi = u.h - self.lam * (p.n - u.h)
         self.w, self.v = np.maximum(0.0, phi), np.maximum(0.0, -phi)
-        self.W1, self.V1 = p.T @ self.w, p.T @ self.v
+        self.W1, self.V1 = p.Tsp @ self.w, p.Tsp @ self.v
         self.top = _top_sums(self.W1, self.length - 1)
         G = len(p.cat_used)
         Wmax, Pmax = np.full(G, -np.inf), np.full(G, -np.inf)
@@ -289,23 +413,36 @@ class _Exact:
         p, u = self.p, self.u
         K, n = p.K, len(g.I)
         d = g.c.shape[1]
-        if d == 1:  # the pairs: counts of (a AND b) are shared by every unit
-            G = p.TT[:, g.c[:, 0]]
+        X = None
+        if d == 2 and r <= 0 and self.I3 is not None:  # the last level of length 3: no product at all
+            a, b, op = g.c[:, 0], g.c[:, 1], g.o[:, 0]
+            X = self.I3[a * K + b]                      # I(a AND b AND x), by inclusion-exclusion below
+            orr, nott = op == _OR, op == _NOT
+            X[orr] = self.I3[a[orr] * (K + 1)] + self.I3[b[orr] * (K + 1)] - X[orr]
+            X[nott] = self.I3[a[nott] * (K + 1)] - X[nott]
+            N = p.and_counts_of(g.c, g.o, None)
+            G = None
+        elif d == 1:  # the pairs: counts of (a AND b) are shared by every unit
             N = p.pair_counts()[g.c[:, 0]]
+            if self.I3 is not None:
+                X = self.I3[g.c[:, 0] * (K + 1)]         # I(a AND x) = I(a AND a AND x)
+                G = None
+            else:
+                G = p.columns(g.c[:, 0]).astype(np.float64)
         elif r <= 0 and u.exact32:  # the last level needs only integer overlaps: float32 is exact, half the bytes
-            G32 = _truths(p.BT, g.c, g.o, np.float32)
+            G32 = _truths(p, g.c, g.o, np.float32)
             N = p.and_counts_of(g.c, g.o, G32)
             G = None
         else:
-            G = _truths(p.BT, g.c, g.o)
+            G = _truths(p, g.c, g.o)
             N = p.and_counts_of(g.c, g.o, G)
-        if G is None:
-            X = np.asarray(p.Tsp32 @ (G32 * u.h32[:, None])).T.astype(np.float64)
+        if X is not None:
+            pass
+        elif G is None:
+            X = p.per_concept(G32 * u.h32[:, None])
         else:
             X = p.per_concept(G * u.h[:, None])
-        I = np.stack([X, g.I[:, None] + u.I1[None] - X, g.I[:, None] - X], 1)
-        A = np.stack([N, g.A[:, None] + p.A1[None] - N, g.A[:, None] - N], 1)
-        cm = g.cm[:, None] | p.cat_bits[None]
+        I, A = _children(X, g.I, u.I1), _children(N, g.A, p.A1)
         m = u.m_children(g.cm)[:, None, :]
         valid = (A > 0) & (A != g.A[:, None, None])  # an empty set, or the parent's own set: dominated
         if d == 1:  # (a AND b) is (b AND a), (a OR b) is (b OR a): keep one of each
@@ -313,7 +450,8 @@ class _Exact:
             valid[:, _AND] &= ~lower
             valid[:, _OR] &= ~lower
         self.nodes += int(valid.sum())
-        iou = np.where(valid, u.iou(I, A, m), -1.0)
+        iou = np.full(I.shape, -1.0)
+        np.divide(I, (m + A) - I, out=iou, where=valid)  # valid: A > 0, so m + A - I >= A > 0
         j = np.unravel_index(int(np.argmax(iou)), iou.shape)
         if iou[j] > self.lam:
             self.lam = float(iou[j])
@@ -322,15 +460,21 @@ class _Exact:
             return
         if self.w_lam < self.lam:
             self.weights()
-        Y = p.per_concept(G * self.w[:, None])
-        Z = p.per_concept(G * self.v[:, None])
-        Wg, Vg = self.w @ G, self.v @ G
-        W = np.stack([Y, Wg[:, None] + self.W1[None] - Y, Wg[:, None] - Y], 1)
-        V = np.stack([Z, Vg[:, None] + self.V1[None] - Z, Vg[:, None] - Z], 1)
+        if d == 1 and self.I3 is not None:  # W, V of the pairs (a AND x): two products with the pair indicator
+            Y, Z = p.pair_sums(self.w)[g.c[:, 0]], p.pair_sums(self.v)[g.c[:, 0]]
+            Wg, Vg = self.W1[g.c[:, 0]], self.V1[g.c[:, 0]]
+        else:
+            Y = p.per_concept(G * self.w[:, None])
+            Z = p.per_concept(G * self.v[:, None])
+            Wg, Vg = self.w @ G, self.v @ G
+        W, V = _children(Y, Wg, self.W1), _children(Z, Vg, self.V1)
+        cm = g.cm[:, None] | p.cat_bits[None]
         i, o, c = np.nonzero(valid)
+        Wk, Vk, cmk, mk = W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c]
+        ok = self.keep(_Nodes(None, None, None, None, Wk, Vk, cmk, mk), r)  # the bound first: few children pass
+        i, o, c = i[ok], o[ok], c[ok]
         kids = _Nodes(np.concatenate([g.c[i], c[:, None]], 1), np.concatenate([g.o[i], o[:, None]], 1),
-                      I[i, o, c], A[i, o, c], W[i, o, c], V[i, o, c], cm[i, c], m[i, 0, c])
-        kids = kids.take(self.keep(kids, r))
+                      I[i, o, c], A[i, o, c], Wk[ok], Vk[ok], cmk[ok], mk[ok])
         if len(kids.I):
             self.descend(kids)
 
@@ -367,7 +511,7 @@ def search_beam(problem: Problem, h: np.ndarray, length: int = 3, width: int = 1
         N = p.per_concept(G * p.n[:, None])
         I = np.stack([X, Ig[:, None] + u.I1[None] - X, Ig[:, None] - X], 1)
         A = np.stack([N, Ag[:, None] + p.A1[None] - N, Ag[:, None] - N], 1)
-        cm = np.array([t[4] for t in beam], np.int64)[:, None] | p.cat_bits[None]
+        cm = np.array([t[4] for t in beam], p.bits)[:, None] | p.cat_bits[None]
         iou = u.iou(I, A, u.m(cm)[:, None, :].repeat(3, 1))
         nodes += iou.size
         n = len(beam)

@@ -55,10 +55,11 @@ from netdissect.errors import NetDissectError
 from netdissect.report.images import ImageSource, thumbnail  # noqa: F401 - thumbnail: kept importable here
 from netdissect.workers import worker_init
 
-RENDER_VERSION = 5
+RENDER_VERSION = 6  # 6: formula outlines (kind "f")
 SHEET = 64      # tiles per sheet
 SHEET_COLS = 8
 OUTLINE = (0, 229, 255)
+FORMULA_OUTLINE = (255, 40, 200)  # `netdissect explain`'s formula: magenta, apart from the label's cyan
 HALO = (0, 0, 0)
 HALO_ALPHA = 150
 QUALITY = 85
@@ -92,23 +93,57 @@ def _resize_bool(mask: np.ndarray, tile: int) -> np.ndarray:
     return np.asarray(im) > 127
 
 
-def outline_image(mask: np.ndarray | None, tile: int) -> Image.Image:
-    """Palette PNG image (tile x tile): the mask's outline in cyan on a dark halo, transparent elsewhere.
+def formula_mask(source: ImageSource, path: str, terms: tuple) -> np.ndarray | None:
+    """bool mask of a formula of concepts in one image: ``terms`` ((op, number), ...), the first op
+    ``""``, then "AND", "OR", "AND NOT" applied left to right (netdissect.explain.Formula) on the
+    concepts' ground-truth masks (a concept the image lacks is empty; an image-level one covers it).
+    None when the formula is empty there or no mask can be read."""
+    masks = [source.concept_mask(path, int(n)) for _, n in terms]
+    shape = next((m.shape for m in masks if m is not None), None)
+    if shape is None:
+        return None
+    out = None
+    for (op, _), m in zip(terms, masks):
+        m = np.zeros(shape, bool) if m is None else (m if m.shape == shape else _resize_to(m, shape))
+        if out is None:
+            out = m.copy()
+        elif op == "AND":
+            out &= m
+        elif op == "OR":
+            out |= m
+        else:
+            out &= ~m
+    return out if out.any() else None
+
+
+def _resize_to(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    im = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def outline_image(mask: np.ndarray | None, tile: int, color=OUTLINE, inset: int = 0) -> Image.Image:
+    """Palette PNG image (tile x tile): the mask's outline in cyan (or ``color``) on a dark halo,
+    transparent elsewhere.  ``inset``: draw the line that many pixels inside the mask's edge (the
+    formula's outline, so that it stays visible beside the label's where the two masks agree).
 
     ``mask=None``: the frame of an image-level concept (the whole image).
     """
     m = np.ones((tile, tile), bool) if mask is None else _resize_bool(mask, tile)
     if m.all():  # the whole image: a frame 3 px wide (edge() does not count the image border)
-        line = np.ones_like(m)
-        line[3:-3, 3:-3] = False
+        line = np.zeros_like(m)
+        line[inset:tile - inset, inset:tile - inset] = True
+        line[3 + inset:tile - 3 - inset, 3 + inset:tile - 3 - inset] = False
     else:
-        line = edge(m, 2)
+        inner = m
+        for _ in range(inset):
+            inner = _erode(inner)
+        line = edge(inner if inner.any() else m, 2)
     halo = _dilate(line) & ~line
     idx = np.zeros((tile, tile), np.uint8)
     idx[halo] = 1
     idx[line] = 2
     im = Image.fromarray(idx, "P")
-    im.putpalette([0, 0, 0, *HALO, *OUTLINE])
+    im.putpalette([0, 0, 0, *HALO, *color])
     im.info["transparency"] = bytes([0, HALO_ALPHA, 255])
     return im
 
@@ -124,7 +159,7 @@ def _sheet_image(kind: str, n: int, tile: int) -> Image.Image:
     if kind == "t":
         return Image.new("RGB", (SHEET_COLS * tile, rows * tile), (238, 240, 243))
     im = Image.new("P", (SHEET_COLS * tile, rows * tile), 0)
-    im.putpalette([0, 0, 0, *HALO, *OUTLINE])
+    im.putpalette([0, 0, 0, *HALO, *(FORMULA_OUTLINE if kind == "f" else OUTLINE)])
     return im
 
 
@@ -142,6 +177,12 @@ def _draw_sheet(job: tuple, source: ImageSource, tile: int) -> list[str]:
                 empty.append(cell)
                 continue
             sheet.paste(im, xy)
+        elif kind == "f":
+            mask = formula_mask(source, *item)
+            if mask is None:
+                empty.append(cell)
+                continue
+            sheet.paste(outline_image(mask, tile, FORMULA_OUTLINE, inset=3), xy)
         else:
             mask = source.concept_mask(*item)
             if mask is None:
@@ -177,33 +218,37 @@ class AssetWriter:
         self.tile = tile
         self._thumbs: set[str] = set()
         self._outlines: set[tuple[str, int]] = set()
-        self._ids: dict = {}        # ('t', path) / ('g', path, number) -> tile id (sheet * SHEET + cell)
-        self._files: dict[str, list[str]] = {"t": [], "g": []}
+        self._formulas: set[tuple[str, tuple]] = set()  # (path, formula terms): `netdissect explain`'s formula
+        self._ids: dict = {}        # ('t', path) / ('g', path, number) / ('f', path, terms) -> tile id
+        self._files: dict[str, list[str]] = {"t": [], "g": [], "f": []}
         self._jobs: list[tuple] = []
         self.used: set[str] = set()
         self.drawn = 0
         self.reused = 0
 
-    def plan_unit(self, layer, unit: int, concept_number: int) -> list:
-        """What one unit's strip shows: per top image, its path (None: an empty slot) and the concept."""
+    def plan_unit(self, layer, unit: int, concept_number: int, formula: tuple | None = None) -> list:
+        """What one unit's strip shows: per top image, its path (None: an empty slot), the concept and
+        the unit's formula (``((op, number), ...)``, first op ``""``; None: not explained)."""
         plan = []
         for i in layer.top_images[unit]:
             if i < 0:
                 plan.append(None)
                 continue
             path = layer.image_paths[i]
-            plan.append((path, concept_number))
+            plan.append((path, concept_number, formula))
             if self.source.available:
                 self._thumbs.add(path)
                 if concept_number > 0 and self.source.masks and self.source.image_level(path, concept_number) is False:
                     self._outlines.add((path, concept_number))
+                if formula and self.source.masks:
+                    self._formulas.add((path, formula))
         return plan
 
     def _digest(self, *parts) -> str:
         return hashlib.sha256(repr((RENDER_VERSION, self.tile) + parts).encode()).hexdigest()[:16]
 
     def _plan_sheets(self) -> None:
-        for kind, items in (("t", sorted(self._thumbs)), ("g", sorted(self._outlines))):
+        for kind, items in (("t", sorted(self._thumbs)), ("g", sorted(self._outlines)), ("f", sorted(self._formulas))):
             for s in range(0, len(items), SHEET):
                 chunk = items[s: s + SHEET]
                 if kind == "t":
@@ -217,7 +262,7 @@ class AssetWriter:
                 self._files[kind].append(f"{self.img_dir.name}/{file.name}")
                 self.used.update((str(file), str(side)))
                 for cell, item in enumerate(chunk):
-                    key = ("t", item) if kind == "t" else ("g", *item)
+                    key = ("t", item) if kind == "t" else (kind, *item)
                     self._ids[key] = sheet * SHEET + cell
                 if file.exists() and side.exists():
                     self.reused += 1
@@ -283,14 +328,18 @@ class AssetWriter:
         -2 no image to show (dataset gone, or the image unreadable: the page draws the map alone).
         ``g``: the outline's tile id; -1 no outline (the image does not hold the concept);
         -3 an image-level concept the image holds (the page frames the whole tile).
+        ``f`` (only for a unit with a formula): the formula's outline tile id; -1 none (empty there).
         """
-        t, g = [], []
+        t, g, f = [], [], []
         for item in plan:
             if item is None:
                 t.append(-1)
                 g.append(-1)
+                f.append(-1)
                 continue
-            path, number = item
+            path, number, formula = item
+            j = self._ids.get(("f", path, formula), -1) if formula else -1
+            f.append(-1 if j < 0 or ("f", j) in self._empty else j)
             i = self._ids.get(("t", path), -2)
             t.append(-2 if i < 0 or ("t", i) in self._empty else i)
             if number <= 0 or not self.source.available or not self.source.masks:
@@ -300,11 +349,15 @@ class AssetWriter:
             else:
                 j = self._ids.get(("g", path, number), -1)
                 g.append(-1 if j < 0 or ("g", j) in self._empty else j)
-        return {"t": t, "g": g}
+        out = {"t": t, "g": g}
+        if any(item is not None and item[2] for item in plan):
+            out["f"] = f
+        return out
 
     def sheets(self) -> dict:
         """Sheet files (relative to the report folder) by kind, and the sheets' tile geometry."""
-        return {"t": list(self._files["t"]), "g": list(self._files["g"]), "per": SHEET, "cols": SHEET_COLS}
+        return {"t": list(self._files["t"]), "g": list(self._files["g"]), "f": list(self._files["f"]), "per": SHEET,
+                "cols": SHEET_COLS}
 
     def remove_unused(self) -> int:
         """Delete files under ``img_dir`` that no unit of this render uses; returns how many."""

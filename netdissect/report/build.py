@@ -63,6 +63,21 @@ def _chart(chart_dir: Path, stem: str, key, make) -> Path:
     return path
 
 
+def _formula_terms(layer, formula) -> tuple | None:
+    """A unit card's formula (`netdissect explain`) as ((op, label number), ...), first op "";
+    None when the unit has none or its text does not parse with the layer's concept names."""
+    if not formula:
+        return None
+    from netdissect.explain.formula import Formula
+
+    try:
+        f = Formula.parse(formula[0], [str(n) for n in layer.concept_names])
+    except NetDissectError:
+        return None
+    nums = [int(layer.concept_numbers[c]) for c in f.concepts]
+    return (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))
+
+
 def _template(name: str) -> str:
     return (files("netdissect.report") / "templates" / name).read_text(encoding="utf-8")
 
@@ -170,7 +185,10 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         stats = layer_stats(layer, categories, records)
         for r in records:
             number = int(layer.concept_numbers[r["concept"]]) if r["concept"] >= 0 else 0
-            r["_plan"] = writer.plan_unit(layer, r["unit"], number)
+            terms = _formula_terms(layer, r.get("formula"))
+            if terms is not None and len(terms) == 1 and terms[0][1] == number:
+                terms = None  # the formula is the label itself: its cyan outline already shows it
+            r["_plan"] = writer.plan_unit(layer, r["unit"], number, terms)
             r["m"], _ = _maps_b64(layer.top_maps[r["unit"]])
             thr = float(layer.thresholds[r["unit"]])
             r["th"] = thr if np.isfinite(thr) else None  # exact: the page compares with it

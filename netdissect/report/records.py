@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from netdissect.errors import NetDissectError
+
 
 def label_concept(layer, unit: int) -> int:
     """Column of the unit's label concept in ``iou.npz`` (-1 for a dead/unlabelled unit).
@@ -36,7 +38,10 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
     """One dict per unit: unit, label, cat, iou, det, thr, concept column, runner-ups."""
     out = []
     names, cats = [str(s) for s in layer.concept_names], [str(s) for s in layer.concept_categories]
-    formulas = getattr(layer, "formulas", None)  # `netdissect explain`'s LAYER/formulas.csv, when there
+    try:
+        formulas = getattr(layer, "formulas", None)  # `netdissect explain`'s LAYER/formulas.csv, when there
+    except NetDissectError:  # made before the run was dissected again: not shown (load() says why)
+        formulas = None
     if formulas is not None and len(formulas) != len(layer.units):
         formulas = None
     for u, row in enumerate(layer.units):

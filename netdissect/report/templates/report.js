@@ -92,7 +92,7 @@
     }
     return im;
   }
-  var SH = data.sheets, sheets = { t: {}, g: {} };  // kind -> sheet index -> Promise of an <img>
+  var SH = data.sheets, sheets = { t: {}, g: {}, f: {} };  // kind -> sheet index -> Promise of an <img>
   function sheet(kind, id) {
     var n = Math.floor(id / SH.per), cache = sheets[kind];
     if (!cache[n]) {
@@ -133,11 +133,19 @@
         sctx.putImageData(dimOverlay(sctx, up, thr), 0, 0);
         ctx.drawImage(scratch, x, y);
       }));
-      var gi = u.g[j];
+      var gi = u.g[j], gjob = Promise.resolve();
       if (gi === -3) frame(gctx, x, y);
       else if (gi >= 0) {
-        jobs.push(sheet("g", gi).then(function (im) {
+        gjob = sheet("g", gi).then(function (im) {
           var c = cell(gi);
+          gctx.drawImage(im, c[0], c[1], T, T, x, y, T, T);
+        });
+        jobs.push(gjob);
+      }
+      var fi = u.f ? u.f[j] : -1;  // the unit's formula (netdissect explain): magenta, inside and over the cyan
+      if (fi >= 0) {
+        jobs.push(gjob.then(function () { return sheet("f", fi); }).then(function (im) {
+          var c = cell(fi);
           gctx.drawImage(im, c[0], c[1], T, T, x, y, T, T);
         }));
       }
@@ -189,7 +197,9 @@
       '<canvas class="act" role="img" width="' + wh[0] + '" height="' + wh[1] + '" aria-label="' + esc(alt) + '"></canvas>' +
       '<canvas class="gt" width="' + wh[0] + '" height="' + wh[1] + '"></canvas></div>' +
       (alts ? '<div class="alts"><span>runners-up</span>' + alts + "</div>" : '<div class="alts"><span>no runner-up concept</span></div>') +
-      (u.formula ? '<div class="alts formula"><span>formula</span><span class="alt"><b>' + esc(u.formula[0]) +
+      (u.formula ? '<div class="alts formula" title="the best formula of concepts (netdissect explain); its mask ' +
+        'is outlined in magenta on the top images, the label\'s in cyan"><span>formula</span>' +
+        '<span class="alt" style="--c:rgb(255,40,200)"><b>' + esc(u.formula[0]) +
         "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
       trustHTML(u.trust) +
       "</article>";
