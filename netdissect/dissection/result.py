@@ -280,6 +280,10 @@ def load(run_dir: str | os.PathLike) -> DissectionResult:
     except (KeyError, TypeError, ValueError) as exc:
         raise NetDissectError(f"{path}: missing or malformed field {exc}; the run did not finish writing, or "
                               "the file was edited: rerun the dissection") from None
-    layers = {name: LayerResult.load(layer_folder(run_dir, name), name, cats, thr, info)
-              for name, info in infos.items()}
+    layers = {}
+    for name, info in infos.items():
+        reader = LayerResult
+        if isinstance(info, dict) and info.get("method") == "image-level":  # units without a spatial map
+            from netdissect.dissection.imagelevel import ImageLevelResult as reader
+        layers[name] = reader.load(layer_folder(run_dir, name), name, cats, thr, info)
     return DissectionResult(layers, summary, run_dir)
