@@ -257,4 +257,19 @@ def test_auroc_threshold_out_of_range(world):
 
 def test_image_level_layer_with_chunk_is_refused(world, tmp_path):
     with pytest.raises(LayerError, match="labelled image-level, which runs in one process"):
-        dissect(Planted(), ["fc"], str(world), out=tmp_path / "c0", chunk="0/2", **KW)
+        dissect(Planted(), ["fc"], str(world), out=tmp_path / "c0", chunk="0/2",
+                **{k: v for k, v in KW.items() if k != "scorecard"})
+
+
+def test_segmenter_labels_an_fc_layer_in_the_same_run(world, tmp_path):
+    """With ``--images DIR --segmenter`` (PNAS mode) presence comes from the segmenter's labels."""
+    img = tmp_path / "img"
+    img.mkdir()
+    for p in sorted((world / "images").glob("img0[0-3]*.jpg")):
+        shutil.copy(p, img / p.name)
+    r = dissect(Planted(), ["conv", "fc"], images=img, segmenter="color", label_cache=tmp_path / "cache", **KW)
+    assert r.summary["layers"]["fc"]["method"] == "image-level" and r.summary["method"] == "pnas"
+    fc = r["fc"]
+    red = list(fc.concept_names).index("red-c")
+    assert fc.units["label"][0] == "red-c" and fc.auroc[0, red] == 1.0 and fc.units["q"][0] < 0.01
+    assert fc.units["detector"][0] and not fc.units["detector"][1] and fc.units["label"][2] == ""

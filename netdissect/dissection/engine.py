@@ -267,9 +267,9 @@ def dissect(
     from netdissect.dissection.imagelevel import check_auroc_threshold, is_cls
 
     image_cfg = {"auroc_threshold": check_auroc_threshold(auroc_threshold), "fdr": float(fdr)}
-    if any(is_cls(n) for n in layers) and (part is not None or images is not None or samples is not None):
-        raise LayerError(f"--layer {next(n for n in layers if is_cls(n))} (the class token, labelled image-level) "
-                         "needs --dataset (a Broden folder), without --chunk, --images or --samples")
+    if any(is_cls(n) for n in layers) and samples is not None:
+        raise LayerError(f"--layer {next(n for n in layers if is_cls(n))}: a generator has no class token "
+                         "(NAME:cls is a token layer's prefix token 0, labelled image-level)")
     group = Group.from_env(device)
     lock = None
     try:
