@@ -273,3 +273,14 @@ def test_segmenter_labels_an_fc_layer_in_the_same_run(world, tmp_path):
     red = list(fc.concept_names).index("red-c")
     assert fc.units["label"][0] == "red-c" and fc.auroc[0, red] == 1.0 and fc.units["q"][0] < 0.01
     assert fc.units["detector"][0] and not fc.units["detector"][1] and fc.units["label"][2] == ""
+
+
+def test_score_rescores_the_map_layers_of_a_mixed_run(world, tmp_path):
+    """`netdissect score` on a run kept with --keep-cache: map layers rescored, the image-level layer kept."""
+    out = tmp_path / "run"
+    dissect(Planted(), ["conv", "fc"], str(world), out=out, keep_cache=True, **dict(KW, scorecard=None))
+    before = (out / "fc" / "units.csv").read_text()
+    assert main(["score", str(out), "--fdr", "0.01"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"]["conv"]["method"] == "broden" and summary["layers"]["fc"]["method"] == "image-level"
+    assert (out / "fc" / "units.csv").read_text() == before and load(out)["fc"].units["label"][0] == "square"
