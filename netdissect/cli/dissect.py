@@ -87,9 +87,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=None,
                    help="top quantile q of each unit's threshold (default 0.005; 0.01 with --iou pnas)")
     p.add_argument("--iou-threshold", type=float, default=0.04, help="detector when best IoU exceeds this (default 0.04)")
-    p.add_argument("--auroc-threshold", type=float, default=0.75,
+    p.add_argument("--auroc-threshold", type=float, default=0.9,
                    help="image-level layers (no spatial map: fc, pooled, NAME:cls): detector when the label's "
-                        "AUROC >= this and its q-value < --fdr (default 0.75; docs/label-trust.md)")
+                        "AUROC >= this and its q-value < --fdr (default 0.9; docs/label-trust.md)")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,

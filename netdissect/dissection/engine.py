@@ -151,7 +151,7 @@ def dissect(
     holdout: float = 0.2,
     scorecard_seed: int = 0,
     keep_cache: bool = False,
-    auroc_threshold: float = 0.75,
+    auroc_threshold: float = 0.9,
 ) -> DissectionResult | None:
     """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``, a folder of ``images``, or
     (a generator) ``samples`` latent vectors.
@@ -226,7 +226,7 @@ def dissect(
     keep_cache : keep the activation cache in ``out/cache`` (``netdissect score RUN`` reads it).
     auroc_threshold : layers without a spatial map ((N, C) outputs, (N, C, 1, 1) pooled features and
         ``NAME:cls`` class tokens) are labelled image-level (:mod:`netdissect.dissection.imagelevel`):
-        a unit is a detector when its label's AUROC >= this (0.75) and its q-value < ``fdr``.
+        a unit is a detector when its label's AUROC >= this (0.9) and its q-value < ``fdr``.
 
     Under ``torchrun`` every rank calls this; each dissects a slice of the rows, the statistics
     merge exactly, rank 0 writes ``out``, and every rank returns the same result.

@@ -16,7 +16,7 @@ every unit is scored against every concept (:mod:`netdissect.stats.ranks`):
   of the layer;
 - the unit's label is its concept of highest AUROC (as INVERT does), none when no AUROC exceeds
   0.5 (a constant unit scores exactly 0.5 everywhere);
-- a detector when that AUROC >= ``auroc_threshold`` (0.75, docs/label-trust.md "Image-level
+- a detector when that AUROC >= ``auroc_threshold`` (0.9, docs/label-trust.md "Image-level
   labels") and its q-value < ``fdr``.
 
 Memory: the presence bits (rows x concepts / 8 bytes) and, while scoring, one block of units'
@@ -39,7 +39,7 @@ from netdissect.errors import LayerError
 
 METHOD = "image-level"
 SUFFIX = ":cls"
-AUROC_THRESHOLD = 0.75
+AUROC_THRESHOLD = 0.9
 KINDS = ("vector", "pooled", "cls")  # (N, C); (N, C, 1, 1); a token layer's prefix token 0
 
 
