@@ -193,6 +193,9 @@
       (u.formula ? '<div class="alts formula"><span>formula</span><span class="alt"><b>' + esc(u.formula[0]) +
         "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
       trustHTML(u.trust) +
+      (u.sc && u.label ? '<div class="trust" style="font-size:11px;color:#555;margin-top:2px" title="BH q-value of the ' +
+        'label (one-sided Mann-Whitney U test of the activation on images holding the concept vs not)">q ' +
+        (u.q === null ? "\u2013" : String(u.q)) + " \u00b7 image-level (no region)</div>" : "") +
       "</article>";
   }
 
