@@ -51,6 +51,23 @@ def test_auroc_and_p_against_plain_pairs_and_scipy():
     assert (a0 == 0.5).all() and (p0 == 1).all()
 
 
+def test_blocks_of_units_and_concepts_give_the_same_numbers(world, monkeypatch):
+    """Scoring reads the cache in blocks of units and takes concepts in blocks: the result must not
+    depend on the block sizes (1 unit and 2 concepts at a time here)."""
+    import netdissect.stats.ranks as ranks
+
+    rng = np.random.default_rng(1)
+    acts = rng.integers(0, 6, (50, 4)).astype(np.float32)
+    present = rng.random((50, 7)) < 0.4
+    for a, b in zip(mann_whitney(acts, present), mann_whitney(acts, present, concept_block=2)):
+        np.testing.assert_array_equal(a, b)
+    whole = dissect(Planted(), ["fc"], str(world), **KW)["fc"]
+    monkeypatch.setattr(ranks, "unit_blocks", lambda n, C, budget=0: [(u, u + 1) for u in range(C)])
+    blocks = dissect(Planted(), ["fc"], str(world), **KW)["fc"]
+    np.testing.assert_array_equal(whole.auroc, blocks.auroc)
+    np.testing.assert_array_equal(whole.p, blocks.p)
+
+
 def test_tie_term_against_counting():
     x = np.array([[1, 2], [1, 2], [1, 3], [4, 3], [5, 3], [5, 3]], np.float32)
     # column 0: groups of 3 and 2 -> (27 - 3) + (8 - 2); column 1: 2 and 4 -> 6 + 60

@@ -183,15 +183,19 @@ def score_layer(acts: np.ndarray, presence: Presence, used: np.ndarray, primary:
     K = len(primary)
     auroc = np.full((C, K), np.nan)
     p = np.full((C, K), np.nan)
+    rows = np.flatnonzero(used)
+    groups = []
     for g in np.unique(primary):
-        cols = np.flatnonzero(primary == g)
-        idx = np.flatnonzero(used & presence.has[:, g])
-        if len(idx) < 2:
-            continue
-        pres = presence.present(idx, cols)
-        for u0, u1 in unit_blocks(len(idx), C):
-            x = np.asarray(acts[idx, u0:u1], dtype=np.float32)
-            a, pv = mann_whitney(x, pres)
+        keep = presence.has[rows, g]  # the used rows holding a label of category g
+        if keep.sum() >= 2:
+            groups.append((np.flatnonzero(primary == g), keep))
+    if not groups:
+        return auroc, p
+    # each block of units is read from the cache once (all used rows), then ranked per category
+    for u0, u1 in unit_blocks(len(rows), C):
+        x_all = np.asarray(acts[rows, u0:u1], dtype=np.float32)
+        for cols, keep in groups:
+            a, pv = mann_whitney(x_all[keep], presence.present(rows[keep], cols))
             auroc[u0:u1, cols] = a
             p[u0:u1, cols] = pv
     return auroc, p

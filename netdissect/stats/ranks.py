@@ -46,11 +46,12 @@ def tie_term(sorted_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def mann_whitney(acts: np.ndarray, present: np.ndarray, concept_block: int = 256):
+def mann_whitney(acts: np.ndarray, present: np.ndarray, concept_block: int | None = None):
     """``(auroc, p)``, each float64 (B, K): AUROC and one-sided Mann-Whitney p-value of each unit's
     activations ``acts`` (n, B) for each concept's presence ``present`` (n, K) bool, over all n rows
     (the caller passes only the rows counted for these concepts).  NaN where a concept has no
-    positive or no negative row (untestable)."""
+    positive or no negative row (untestable).  Concepts are taken ``concept_block`` at a time (by
+    default as many as keep their float64 presence matrix within 32 MB)."""
     acts = np.asarray(acts)
     n, B = acts.shape
     K = present.shape[1]
@@ -58,6 +59,8 @@ def mann_whitney(acts: np.ndarray, present: np.ndarray, concept_block: int = 256
     p = np.full((B, K), np.nan)
     if n < 2 or not K or not B:
         return auroc, p
+    if concept_block is None:
+        concept_block = int(max(1, min(256, (32 << 20) // (8 * n))))
     ranks = rankdata(acts, axis=0, method="average")  # (n, B) float64 mid-ranks
     ties = tie_term(np.sort(acts, axis=0))
     P_all = present.sum(0).astype(np.float64)
@@ -86,8 +89,9 @@ def mann_whitney(acts: np.ndarray, present: np.ndarray, concept_block: int = 256
 
 
 def unit_blocks(n_rows: int, n_units: int, budget: int = 64 << 20) -> list[tuple[int, int]]:
-    """Blocks of units whose ranks (n_rows x block float64, and their float32 values) fit ``budget``."""
-    step = max(1, min(n_units, budget // max(1, n_rows * 12)))
+    """Blocks of units whose values and ranks fit ``budget`` (per row and unit: the float32 values, a
+    float32 copy per category, the sorted copy, the float64 ranks and a tie mask: 24 bytes)."""
+    step = max(1, min(n_units, budget // max(1, n_rows * 24)))
     return [(u, min(n_units, u + step)) for u in range(0, n_units, step)]
 
 
