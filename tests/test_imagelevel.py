@@ -293,6 +293,33 @@ def test_killed_process_resumes_to_the_same_result(world, tmp_path):
     np.testing.assert_array_equal(back["conv"].iou, clean["conv"].iou)
 
 
+def test_torchrun_two_gloo_ranks_give_the_result_of_one_process(world, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "netdissect", "dissect",
+           "--model", f"{HERE}:planted", "--layer", "conv", "--layer", "fc", "--layer", "pool", "--dataset", str(world),
+           "--out", str(out), "--normalize", "none", "--batch-size", "16", "--workers", "0", "--no-scorecard",
+           "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(HERE.parent.parent)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = load(out)
+    assert ranks.summary["config"]["world_size"] == 2
+    one = dissect(Planted(), ["conv", "fc", "pool"], str(world), **KW)
+    for name in ("fc", "pool"):
+        for key in ("auroc", "p", "q", "top_images", "top_values", "dead", "positives"):
+            np.testing.assert_array_equal(getattr(ranks[name], key), getattr(one[name], key), err_msg=f"{name} {key}")
+    np.testing.assert_array_equal(ranks["conv"].iou, one["conv"].iou)
+
+
 # ---------------------------------------------------------------- bad inputs
 class FiveD(nn.Module):
     def forward(self, x):
@@ -313,7 +340,7 @@ def test_auroc_threshold_out_of_range(world):
 
 
 def test_image_level_layer_with_chunk_is_refused(world, tmp_path):
-    with pytest.raises(LayerError, match="labelled image-level, which runs in one process"):
+    with pytest.raises(LayerError, match="labelled image-level, which `netdissect merge` cannot do yet"):
         dissect(Planted(), ["fc"], str(world), out=tmp_path / "c0", chunk="0/2",
                 **{k: v for k, v in KW.items() if k != "scorecard"})
 

@@ -699,9 +699,10 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             found_layouts, shapes, image_level = _probe_layers(model, x0, layers, explain, prefix_tokens, layouts)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
-        if image_level and (part is not None or group.distributed):
+        if image_level and part is not None:
             raise LayerError(f"layer {next(iter(image_level))!r} has no spatial map and is labelled image-level, "
-                             "which runs in one process for now: dissect it without --chunk or torchrun")
+                             "which `netdissect merge` cannot do yet: dissect it without --chunk (one process or "
+                             "torchrun)")
         st.image_level = image_level  # layers without a spatial map: labelled image-level (imagelevel.py)
         if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
             sizes = source.mask_sizes()
@@ -749,8 +750,11 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         card_info = _scorecard(st, map_results, card_cfg, group, progress) if map_results else \
             {"computed": False, "why": "no layer with a spatial map (image-level layers have their own p and q)"}
         t_card = time.monotonic()
-        image_results = {name: imagelevel.layer_result(st, name, image_level[name][0], **image_cfg)
-                         for name in image_level}
+        if group.distributed and image_level:  # rank 0 scores over every rank's cache
+            image_results = imagelevel.layer_results_ranks(st, image_level, image_cfg, group)
+        else:
+            image_results = {name: imagelevel.layer_result(st, name, image_level[name][0], **image_cfg)
+                             for name in image_level}
         layer_results = {name: map_results.get(name) or image_results[name] for name in layers}
         t_img = time.monotonic() - t_card
     finally:

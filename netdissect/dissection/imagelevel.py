@@ -35,7 +35,7 @@ import numpy as np
 from netdissect.atomic import savez as atomic_savez
 from netdissect.atomic import write_bytes as atomic_write_bytes
 from netdissect.dissection.result import LayerResult, _load_npz
-from netdissect.errors import LayerError
+from netdissect.errors import LayerError, NetDissectError
 
 METHOD = "image-level"
 SUFFIX = ":cls"
@@ -370,9 +370,6 @@ def make(*, name, auroc, p, q, concept_names, concept_categories, concept_number
 
 def layer_result(st, name: str, kind: str, auroc_threshold: float, fdr: float) -> ImageLevelResult:
     """Score image-level layer ``name`` of the run state ``st`` (one process, after pass 2)."""
-    from netdissect.trust.stats import bh
-
-    cons = st.source.concepts
     st.caches[name].flush()
     C = st.shapes[name][0]
     acts = read_acts(st.cache_path(name), st.hi - st.lo, C, st.caches[name].dtype)
@@ -380,22 +377,96 @@ def layer_result(st, name: str, kind: str, auroc_threshold: float, fdr: float) -
     for i in st.all_skipped:
         if st.lo <= i < st.hi:
             used[i - st.lo] = False
+    return score(name, acts, st.presence, used, st.source.concepts, st.merged_tops[name], st.shapes[name], kind,
+                 auroc_threshold, fdr)
+
+
+def score(name, acts, presence: Presence, used, cons, top, shape, kind, auroc_threshold, fdr) -> ImageLevelResult:
+    """The :class:`ImageLevelResult` of activations ``acts`` (rows, C) and ``presence`` over the ``used`` rows."""
+    from netdissect.trust.stats import bh
+
+    C = acts.shape[1]
     primary = np.asarray(cons.primary, np.int64)
-    auroc, p = score_layer(acts, st.presence, used, primary)
+    auroc, p = score_layer(acts, presence, used, primary)
     q = bh(np.nan_to_num(p, nan=1.0), ~np.isnan(p))
     positives = np.zeros(len(primary), np.int64)
     for g in np.unique(primary):
         cols = np.flatnonzero(primary == g)
-        idx = np.flatnonzero(used & st.presence.has[:, g])
-        positives[cols] = st.presence.present(idx, cols).sum(0)
-    top = st.merged_tops[name]
+        idx = np.flatnonzero(used & presence.has[:, g])
+        positives[cols] = presence.present(idx, cols).sum(0)
     dead = dead_units(acts, used) if used.any() else np.ones(C, bool)
-    del acts
     return make(name=name, auroc=auroc, p=p, q=q, positives=positives,
                 concept_names=np.asarray(cons.names, dtype=str), concept_categories=np.asarray(cons.primary_names, str),
                 concept_numbers=cons.numbers, categories=list(cons.categories), auroc_threshold=auroc_threshold,
-                fdr=fdr, kind=kind, shape=st.shapes[name], top_images=top.images, top_values=top.values,
+                fdr=fdr, kind=kind, shape=shape, top_images=top.images, top_values=top.values,
                 top_maps=top.maps, dead=dead)
+
+
+class Stacked:
+    """Row blocks (each a (rows, C) array or memmap) read as one (sum of rows, C) array: ``x[idx, u0:u1]``
+    and ``x[idx]`` with sorted row indices ``idx`` (every rank's cache, in row order)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.starts[-1]), parts[0].shape[1] if parts else 0)
+
+    def __getitem__(self, key):
+        idx, cols = key if isinstance(key, tuple) else (key, slice(None))
+        idx = np.asarray(idx)
+        out = []
+        for r, part in enumerate(self.parts):
+            sel = idx[(idx >= self.starts[r]) & (idx < self.starts[r + 1])] - self.starts[r]
+            if len(sel):
+                out.append(np.asarray(part[sel, cols]))
+        if not out:
+            width = len(range(*cols.indices(self.shape[1])))
+            return np.zeros((0, width), np.float32)
+        return np.concatenate(out)
+
+
+def layer_results_ranks(st, image_level: dict, image_cfg: dict, group) -> dict:
+    """Under torchrun: rank 0 scores every image-level layer over every rank's cache (RUN/.work/rank<r>, a
+    file system the ranks share, as the scorecard needs) and presence bits (gathered); every rank returns it."""
+    for name in image_level:
+        st.caches[name].flush()
+    parts = group.gather((st.lo, st.hi, st.presence.bits, st.presence.has))
+    group.barrier()  # every rank's cache is on disk
+    results, err = None, None
+    if group.rank == 0:
+        try:
+            results = _score_ranks(st, image_level, image_cfg, group.world, parts)
+        except (NetDissectError, OSError, ValueError) as exc:
+            err = str(exc)
+    group.agree(err, LayerError)
+    return group.broadcast(results)
+
+
+def _score_ranks(st, image_level: dict, image_cfg: dict, world: int, parts: list) -> dict:
+    from netdissect.dissection.distributed import shard_rows
+
+    top = st.work.parent
+    if top.name != ".work":
+        raise NetDissectError(f"layer {next(iter(image_level))!r} is labelled image-level, which under torchrun "
+                              "needs --out (rank 0 reads every rank's activation cache from RUN/.work)")
+    parts = sorted(parts, key=lambda t: t[0])
+    cons = st.source.concepts
+    pres = Presence(0, len(cons), len(cons.categories))
+    pres.bits = np.concatenate([b for _, _, b, _ in parts])
+    pres.has = np.concatenate([h for _, _, _, h in parts])
+    n = len(st.probe)
+    used = np.ones(n, bool)
+    used[[i for i in st.all_skipped if i < n]] = False
+    results = {}
+    for name, (kind, _) in image_level.items():
+        C = st.shapes[name][0]
+        blocks = []
+        for r in range(world):
+            lo, hi = shard_rows(n, r, world)
+            blocks.append(read_acts(top / f"rank{r}" / st.cache_path(name).name, hi - lo, C, st.caches[name].dtype))
+        results[name] = score(name, Stacked(blocks), pres, used, cons, st.merged_tops[name], st.shapes[name], kind,
+                              **image_cfg)
+    return results
 
 
 def check_auroc_threshold(v) -> float:
