@@ -339,11 +339,33 @@ def test_auroc_threshold_out_of_range(world):
         dissect(Planted(), ["fc"], str(world), auroc_threshold=0.3, **KW)
 
 
-def test_image_level_layer_with_chunk_is_refused(world, tmp_path):
-    with pytest.raises(LayerError, match="labelled image-level, which `netdissect merge` cannot do yet"):
-        dissect(Planted(), ["fc"], str(world), out=tmp_path / "c0", chunk="0/2",
-                **{k: v for k, v in KW.items() if k != "scorecard"})
+def test_torchrun_without_out_is_refused_for_image_level_layers(tmp_path):
+    """Under torchrun without --out the ranks' caches are in temporary folders rank 0 cannot read."""
+    from types import SimpleNamespace
 
+    from netdissect.dissection import imagelevel
+    from netdissect.errors import NetDissectError
+
+    st = SimpleNamespace(work=tmp_path / "netdissect-tmp" / "rank0")
+    with pytest.raises(NetDissectError, match="'fc' is labelled image-level, which under torchrun needs --out"):
+        imagelevel._score_ranks(st, {"fc": ("vector", None)}, {}, 2, [])
+
+
+def test_merged_chunks_give_the_result_of_one_process(world, tmp_path):
+    kw = {k: v for k, v in KW.items() if k != "scorecard"}
+    layers = ["conv", "fc", "pool"]
+    for i in range(2):
+        assert dissect(Planted(), layers, str(world), out=tmp_path / f"c{i}", chunk=f"{i}/2", **kw) is None
+    assert main(["merge", str(tmp_path / "c0"), str(tmp_path / "c1"), "--out", str(tmp_path / "run"),
+                 "--workers", "0", "--quiet", "--no-report"]) == 0
+    merged = load(tmp_path / "run")
+    one = dissect(Planted(), layers, str(world), **kw)
+    assert merged.summary["layers"]["fc"]["method"] == "image-level" and merged.summary["method"] == "broden"
+    for name in ("fc", "pool"):
+        for key in ("auroc", "p", "q", "top_images", "top_values", "dead", "positives"):
+            np.testing.assert_array_equal(getattr(merged[name], key), getattr(one[name], key), err_msg=f"{name} {key}")
+    np.testing.assert_array_equal(merged["conv"].iou, one["conv"].iou)
+    assert merged["conv"].scorecard is not None  # the map layer's scorecard, over both chunks
 
 def test_segmenter_labels_an_fc_layer_in_the_same_run(world, tmp_path):
     """With ``--images DIR --segmenter`` (PNAS mode) presence comes from the segmenter's labels."""

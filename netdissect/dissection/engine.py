@@ -699,10 +699,6 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             found_layouts, shapes, image_level = _probe_layers(model, x0, layers, explain, prefix_tokens, layouts)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
-        if image_level and part is not None:
-            raise LayerError(f"layer {next(iter(image_level))!r} has no spatial map and is labelled image-level, "
-                             "which `netdissect merge` cannot do yet: dissect it without --chunk (one process or "
-                             "torchrun)")
         st.image_level = image_level  # layers without a spatial map: labelled image-level (imagelevel.py)
         if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
             sizes = source.mask_sizes()
@@ -719,6 +715,9 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             st.save_checkpoint()
             info = {"chunk": part[0], "of": part[1], "rows": list(rows), "identity": identity,
                     "timing_s": {"activations": round(time.monotonic() - t0, 3)}}
+            if image_level:  # layers without a spatial map, and their kind (the merge labels them image-level)
+                info["image_level"] = {name: kind for name, (kind, _) in image_level.items()}
+                info["image_level_cfg"] = image_cfg
             labels = getattr(source, "inner", source)
             if hasattr(labels, "export"):  # segmenter labels: the chunk keeps its rows' (the merge runs no model)
                 labels.export([i for i in range(*rows) if i not in st.skipped], run_dir / CHUNK_LABELS)

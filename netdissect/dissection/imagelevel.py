@@ -469,6 +469,28 @@ def _score_ranks(st, image_level: dict, image_cfg: dict, world: int, parts: list
     return results
 
 
+def score_chunks(states, presence: list, image_level: dict, tops: dict, shapes: dict, skipped, n_rows: int, cons,
+                 auroc_threshold: float = AUROC_THRESHOLD, fdr: float = 0.05) -> dict:
+    """`netdissect merge`: every image-level layer scored over every chunk's cache (``states``, open
+    :class:`RunState` of the chunks) and presence bits (``presence``: (first row, bits, has) per chunk)."""
+    states = sorted(states, key=lambda st: st.lo)
+    presence = sorted(presence, key=lambda t: t[0])
+    pres = Presence(0, len(cons), len(cons.categories))
+    pres.bits = np.concatenate([b for _, b, _ in presence])
+    pres.has = np.concatenate([h for _, _, h in presence])
+    used = np.ones(n_rows, bool)
+    used[[i for i in skipped if i < n_rows]] = False
+    out = {}
+    for name, (kind, _) in image_level.items():
+        C = shapes[name][0]
+        blocks = []
+        for st in states:
+            st.caches[name].flush()
+            blocks.append(read_acts(st.cache_path(name), st.hi - st.lo, C, st.caches[name].dtype))
+        out[name] = score(name, Stacked(blocks), pres, used, cons, tops[name], shapes[name], kind, auroc_threshold, fdr)
+    return out
+
+
 def check_auroc_threshold(v) -> float:
     from netdissect.errors import NetDissectError
 
