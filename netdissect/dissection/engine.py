@@ -634,7 +634,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int)
                                       or prefix_tokens < 0):
         raise LayerError(f"--prefix-tokens {prefix_tokens!r}: expected a whole number >= 0")
-    unknown = [k for k in (layouts or {}) if k not in layers]
+    unknown = [k for k in (layouts or {}) if k not in layers and k not in map(imagelevel.module_of, layers)]
     if unknown:
         raise LayerError(f"--layout names layer(s) {', '.join(map(repr, unknown))} that are not dissected "
                          f"(--layer {', '.join(layers)})")

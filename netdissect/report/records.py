@@ -44,7 +44,8 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
         k = label_concept(layer, u)
         score = float(np.nan_to_num(row["auroc"])) if image_level else float(row["iou"])
         order = np.argsort(-layer.iou[u], kind="stable")
-        alts = [int(j) for j in order[: runners_up + 1] if j != k and layer.iou[u, j] > 0][:runners_up]
+        floor = 0.5 if image_level else 0  # (an AUROC at or below chance is no runner-up)
+        alts = [int(j) for j in order[: runners_up + 1] if j != k and layer.iou[u, j] > floor][:runners_up]
         thr = float(layer.thresholds[u])
         out.append({
             "unit": u,
