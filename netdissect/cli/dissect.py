@@ -157,12 +157,6 @@ def _run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
-    for name, lr in result.items():
-        if getattr(lr, "method", None) == "image-level":
-            s = lr.summary()["image_level"]
-            print(f"{name}: labelled image-level (AUROC of each unit for each concept's presence; detector: AUROC >= "
-                  f"{s['auroc_threshold']:g} and q < {s['fdr']:g}): {int(lr.units['detector'].sum())} of "
-                  f"{len(lr.units)} units")
     if result.summary.get("scorecard", {}).get("computed"):
         from netdissect.trust.rescore import absent_note
         from netdissect.trust.scorecard import layer_summary_line

@@ -253,6 +253,11 @@ class DissectionResult(dict):
         fdr = f" and label q-value < {card['fdr']:g}" if card.get("computed") and card.get("fdr", 1) < 1 else ""
         lines.append("(columns per category: unique detectors = distinct concepts labelling a unit with IoU > "
                      f"{self.summary['config']['iou_threshold']}{fdr})")
+        image = [n for n, layer in self.items() if getattr(layer, "method", None) == "image-level"]
+        if image:  # layers without a spatial map (dissection.imagelevel)
+            il = self.summary["layers"][image[0]].get("image_level", {})
+            lines.append(f"(image-level layers {', '.join(image)}: a unit labelled with AUROC >= "
+                         f"{il.get('auroc_threshold')} and q < {il.get('fdr')})")
         return "\n".join(lines)
 
 
