@@ -137,9 +137,11 @@ def test_unknown_layer_names_close_matches(broden):
         dissect(SmallRandomCNN(), ["conv3"], broden, progress=False)
 
 
-def test_non_4d_layer_output_is_a_clear_error(broden):
-    with pytest.raises(LayerError, match=r"'fc' outputs \(.*\); dissection needs 4-D"):
-        dissect(SmallRandomCNN(), ["fc"], broden, num_workers=0, progress=False)
+def test_fc_layer_is_labelled_image_level(broden):
+    """An (N, C) output was refused before issue 29; now it is labelled image-level (AUROC, test_imagelevel.py).
+    An output that is neither a map, a token sequence nor a vector is still refused there."""
+    fc = dissect(SmallRandomCNN(), ["fc"], broden, num_workers=0, progress=False)["fc"]
+    assert fc.method == "image-level" and fc.auroc.shape == (len(fc.units), len(fc.concept_names))
 
 
 def test_nan_activations_are_a_clear_error(broden):

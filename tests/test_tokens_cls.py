@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from netdissect import load
 from netdissect.cli import main
 from netdissect.dissection.cls_units import auroc, class_token_units
 from netdissect.errors import LayerError
@@ -61,6 +63,25 @@ def test_class_token_units_find_the_red_square(broden, tmp_path):
     out = tmp_path / "run"
     assert main(["dissect", "--model", f"{factory}:make", "--layer", "block:cls", "--layer", "block",
                  "--dataset", str(broden), "--out", str(out), "--quiet", "--no-report"]) == 0
-    rows = list(csv.DictReader(open(out / "cls" / "block.csv")))
+    # one run: the class token is an image-level layer of it (its own folder, summary entry, load())
+    rows = list(csv.DictReader(open(out / "block:cls" / "units.csv")))
     assert len(rows) == 4 and rows[0]["label"] == red[1]
-    assert (out / "summary.json").exists()  # the map layer, dissected in the same command
+    assert float(rows[0]["auroc"]) == pytest.approx(red[3], abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"]["block:cls"]["method"] == "image-level"
+    assert summary["layers"]["block"]["method"] == summary["method"] == "broden"  # the map layer, same command
+    assert load(out)["block:cls"].units["label"][0] == red[1]
+
+
+def test_class_token_shares_the_forward_pass_of_the_map_layer(broden):
+    """``block:cls`` beside ``block`` costs no second forward pass (issue 29: one pass)."""
+    from netdissect import dissect
+
+    def calls(layers):
+        net, n = ColourTokens(), [0]
+        net.embed.register_forward_pre_hook(lambda *a: n.__setitem__(0, n[0] + 1))
+        dissect(net, layers, str(broden), normalize="none", progress=False, num_workers=0, batch_size=8,
+                scorecard=False)
+        return n[0]
+
+    assert calls(["block", "block:cls"]) == calls(["block"])

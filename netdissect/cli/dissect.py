@@ -87,6 +87,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=None,
                    help="top quantile q of each unit's threshold (default 0.005; 0.01 with --iou pnas)")
     p.add_argument("--iou-threshold", type=float, default=0.04, help="detector when best IoU exceeds this (default 0.04)")
+    p.add_argument("--auroc-threshold", type=float, default=0.9,
+                   help="image-level layers (no spatial map: fc, pooled, NAME:cls): detector when the label's "
+                        "AUROC >= this and its q-value < --fdr (default 0.9; docs/label-trust.md)")
     p.add_argument("--topk", type=int, default=10, help="top images kept per unit (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
@@ -133,18 +136,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from netdissect.dissection import dissect
-    from netdissect.dissection.cls_units import split_cls
 
-    maps, cls = split_cls(args.layer)
-    if cls:
-        from netdissect.errors import NetDissectError
-
-        if args.dataset is None or args.chunk is not None or args.segmenter is not None:
-            raise NetDissectError(f"--layer {cls[0]}:cls (the class token, labelled image-level) needs --dataset "
-                                  "(a Broden folder: concept presence per image), without --segmenter or --chunk")
-        if not maps:
-            return _run_cls(args, cls)
-        args.layer = maps
     result = dissect(
         args.model, args.layer, args.dataset, images=args.images, segmenter=args.segmenter, iou=args.iou,
         seg_size=args.seg_size, label_cache=args.label_cache, quad_parts=args.quad_parts, size=args.size,
@@ -156,7 +148,7 @@ def _run(args) -> int:
         seed=args.seed, samples=args.samples, latent_seed=args.latent_seed, z_dim=args.z_dim,
         prefix_tokens=args.prefix_tokens, layouts=dict(args.layout or []),
         scorecard=False if args.no_scorecard else None, fdr=args.fdr, holdout=args.holdout, scorecard_seed=args.scorecard_seed,
-        keep_cache=args.keep_cache,
+        keep_cache=args.keep_cache, auroc_threshold=args.auroc_threshold,
     )
     if args.chunk is not None:
         print(f"chunk {args.chunk}: pass 1 done in {args.out}; once every chunk is done: "
@@ -165,14 +157,13 @@ def _run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports and writes
     print(result.table())
-    if cls:
-        _run_cls(args, cls)
     if result.summary.get("scorecard", {}).get("computed"):
         from netdissect.trust.rescore import absent_note
         from netdissect.trust.scorecard import layer_summary_line
 
         for name, lr in result.items():
-            print(f"{name} scorecard: {layer_summary_line(lr.scorecard_summary)}")
+            if lr.scorecard_summary is not None:
+                print(f"{name} scorecard: {layer_summary_line(lr.scorecard_summary)}")
         for line in absent_note(result):
             print(f"netdissect dissect: {line}")
     skipped = result.summary["dataset"]["skipped"]
@@ -190,26 +181,4 @@ def _run(args) -> int:
                 path = write_report(args.out)
             print(f"report: {path}")
     print(f"results: {args.out}")
-    return 0
-
-
-def _run_cls(args, layers) -> int:
-    """``--layer NAME:cls``: each layer's class-token units labelled by image-level AUROC, written to
-    OUT/cls/NAME.csv (netdissect.dissection.cls_units)."""
-    from pathlib import Path
-
-    from netdissect.atomic import write_text
-    from netdissect.dissection.cls_units import class_token_units
-
-    for layer in layers:
-        res = class_token_units(args.model, layer, args.dataset, weights=args.weights, normalize=args.normalize,
-                                seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                prefix_tokens=args.prefix_tokens, limit=args.limit, split=args.split, size=args.size,
-                                progress=not args.quiet)
-        path = Path(args.out) / "cls" / f"{layer}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, res.csv())
-        best = sorted((u for u in res.units if u[3] is not None), key=lambda u: -u[3])[:5]
-        print(f"{layer}:cls: {len(res.units)} class-token units labelled by image-level AUROC; best: "
-              + ", ".join(f"unit {u} {lab} ({cat}) {a:.3f}" for u, lab, cat, a in best) + f"; wrote {path}")
     return 0

@@ -31,6 +31,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _dissectable(name, shape, tokens) -> str:
     """``dissectable``, or for a token layer / channels-last map its layout and why (hooks.tokens)."""
+    if isinstance(shape, tuple) and (len(shape) == 2 or (len(shape) == 4 and shape[2:] == (1, 1))):
+        return "dissectable: image-level (one vector per image)"
     if not isinstance(shape, tuple) or len(shape) not in (3, 4):
         return ""
     if tokens is None:

@@ -39,7 +39,8 @@ def run(args) -> int:
     result = score_run(args.run_dir, fdr=args.fdr, holdout=args.holdout, seed=args.scorecard_seed,
                        num_workers=args.workers, progress=not args.quiet)
     for name, lr in result.items():
-        print(f"{name}: {layer_summary_line(lr.scorecard_summary)}")
+        if lr.scorecard_summary is not None:  # (an image-level layer has its own p and q, not rescored)
+            print(f"{name}: {layer_summary_line(lr.scorecard_summary)}")
     for line in absent_note(result):
         print(f"netdissect score: {line}")
     print(f"results: {args.run_dir} (netdissect report {args.run_dir} shows them)")

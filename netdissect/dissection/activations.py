@@ -58,8 +58,11 @@ class ActivationPass:
         bar = tqdm(total=st.hi - st.lo, initial=st.done - st.lo, desc="pass 1/2: activations", unit="img",
                    disable=not self.progress, dynamic_ncols=True)
         # token layers and channels-last maps are traced as their (N, C, H, W) view (hooks.tokens)
-        views = {n: lay.to_map for n, lay in getattr(st, "layouts", {}).items()}
-        with TraceDict(self.model, st.layers, stop=not self.full, views=views) as traces, torch.inference_mode():
+        # (and image-level layers, e.g. NAME:cls, as (N, C, 1, 1) views of their module: dissection.imagelevel)
+        from netdissect.dissection.imagelevel import trace_plan
+
+        modules, views, self.split = trace_plan(st.layers, getattr(st, "layouts", {}), getattr(st, "image_level", {}))
+        with TraceDict(self.model, modules, stop=not self.full, views=views) as traces, torch.inference_mode():
             for batch in batches:
                 start = batch[0][0]
                 good = [(i, p) for i, p, err in batch if err is None]
@@ -101,6 +104,7 @@ class ActivationPass:
         try:
             with torch.autocast(st.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 outs, y = forward(self.model, traces, x, self.full)
+            outs = self.split(outs)
         except LayerError as exc:
             raise LayerError(f"{exc} (at {st.probe.where(int(idx[0]))}, batch of rows {int(idx[0])}.."
                              f"{int(idx[-1])})") from None

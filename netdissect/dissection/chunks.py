@@ -220,6 +220,8 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
         raise NetDissectError(f"{found[0][0] / CHUNK_FILE}: identity of another netdissect version ({exc}); "
                               "rerun the chunks with this version") from None
     mode = identity.get("labels", {}).get("iou", "broden")
+    # layers without a spatial map, labelled image-level (dissection.imagelevel): name -> (kind, None)
+    image_level = {name: (kind, None) for name, kind in (found[0][1].get("image_level") or {}).items()}
     probe, ds = _probe(identity, dataset, cfg)
     sources = {d: _labels(identity, info, probe, ds, d) for d, info in found}
     source = sources[found[0][0]]
@@ -227,6 +229,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     def open_run(d: Path, info: dict) -> RunState:
         st = RunState(layers, probe, sources[d], cfg, d / ".work", tuple(info["rows"]),
                       layer_thresholds=mode != "pnas")
+        st.image_level = image_level
         if not st.has_checkpoint():
             raise NetDissectError(f"{d}: chunk folder has no {st.ckpt_path.name} (was its .work removed?); "
                                   f"rerun the chunk")
@@ -263,6 +266,9 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
             for d, info in found:
                 states.append(open_run(d, info))
             for name in layers:
+                if name in image_level:  # no region, no threshold
+                    thresholds[name] = np.full(shapes[name][0], np.nan, np.float32)
+                    continue
                 lead = next(st for st in states if name in st.shapes)
                 thresholds[name] = pnas_thresholds(lead, name, Group(device=cfg.device), parts=states)
         finally:
@@ -283,6 +289,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     # pass 2, chunk by chunk (checkpointed into each chunk folder)
     t0 = time.monotonic()
     counts, skipped, unknown, positions, tied = {}, {}, 0, 0, {}
+    presence = []  # each chunk's (first row, presence bits, categories held), for the image-level layers
     lead = None
     for d, info in found:
         st = open_run(d, info)
@@ -303,6 +310,8 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
                 counts[name] = combine_counts([counts[name].state_dict(), c.state_dict()], *st.count_dims(name),
                                               device=st.device) if name in counts else c
                 tied[name] = tied.get(name, 0) + st.tied.get(name, 0)
+            if st.presence is not None:
+                presence.append((st.lo, st.presence.bits.copy(), st.presence.has.copy()))
             skipped.update(st.skipped)
             unknown += st.unknown_labels
             positions += st.label_positions
@@ -311,7 +320,7 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
             st.close()
     lead.thresholds, lead.merged_tops, lead.merged_counts = thresholds, tops, counts
     lead.all_skipped = skipped
-    layer_results = lead.results()
+    layer_results = lead.results()  # (the map layers)
     # the label scorecard over every chunk's cache, as one process computes it (docs/label-trust.md)
     from netdissect.trust.shards import chunk_scorecard
 
@@ -320,9 +329,24 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     parts = []
     for d, info in found:
         cache_of = RunState(layers, probe, sources[d], cfg, d / ".work", tuple(info["rows"])).cache_path
-        parts.append((*info["rows"], {name: cache_of(name) for name in layers}, sources[d]))
+        parts.append((*info["rows"], {name: cache_of(name) for name in layers if name not in image_level}, sources[d]))
     card_info = chunk_scorecard(layer_results, parts, len(probe), skipped, dtype=cfg.cache_dtype,
-                                num_workers=cfg.num_workers, progress=progress, spill_dir=found[0][0] / ".work")
+                                num_workers=cfg.num_workers, progress=progress, spill_dir=found[0][0] / ".work") \
+        if layer_results else {"computed": False, "why": "no layer with a spatial map"}
+    if image_level:  # scored over every chunk's cache, as one process scores them
+        from netdissect.dissection import imagelevel
+
+        states = []
+        try:
+            for d, info in found:
+                states.append(open_run(d, info))
+            image_results = imagelevel.score_chunks(states, presence, image_level, tops, shapes, skipped,
+                                                    len(probe), source.concepts,
+                                                    **(found[0][1].get("image_level_cfg") or {}))
+        finally:
+            for st in states:
+                st.close()
+        layer_results = {name: layer_results.get(name) or image_results[name] for name in layers}
     t_card = time.monotonic() - t_card
     where = ds.root if ds is not None else getattr(probe, "root", probe.describe())
     note = check_unknown_labels(unknown, positions, str(where))
@@ -338,9 +362,9 @@ def _merge(found, out, dataset, device, num_workers, progress, checkpoint_every,
     summary["scorecard"] = card_info
     if card_info.get("computed"):
         summary["timing_s"]["scorecard"] = round(t_card, 3)
-    summary["method"] = mode
-    for info in summary["layers"].values():
-        info["method"] = mode
+    summary["method"] = mode if len(image_level) < len(layers) else "image-level"
+    for name, info in summary["layers"].items():
+        info["method"] = "image-level" if name in image_level else mode
     run_dir = Path(out)
     image_paths = None
     if isinstance(probe, LatentSamples):  # the units' top images, from the chunks that generated them

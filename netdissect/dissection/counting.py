@@ -32,11 +32,15 @@ def run_iou_pass(state, checkpoint_every: float, progress: bool) -> None:
             st.skipped.setdefault(i, err)
         labels = {}
         for size, (lb, rows) in built.items():
+            if st.presence is not None:  # image-level layers: which concepts each row holds
+                st.presence.add(start - st.lo, rows, lb)
             st.unknown_labels += lb.unknown
             st.label_positions += int(lb.planes.numel())
             whole = rows == list(range(stop - start))  # every row of the batch: no copy of its activations
             labels[size] = (lb.to(st.device), None if whole else torch.tensor(rows, device=st.device))
         for name in st.layers:
+            if name in st.image_level:  # no region to count (dissection.imagelevel)
+                continue
             acts = torch.from_numpy(st.caches[name].read(start - st.lo, stop - st.lo)).to(st.device)
             for size, (lb, rows) in labels.items():
                 key = (name, size)

@@ -151,6 +151,7 @@ def dissect(
     holdout: float = 0.2,
     scorecard_seed: int = 0,
     keep_cache: bool = False,
+    auroc_threshold: float = 0.9,
 ) -> DissectionResult | None:
     """Dissect ``layers`` of ``model`` on a Broden-format ``dataset``, a folder of ``images``, or
     (a generator) ``samples`` latent vectors.
@@ -223,6 +224,9 @@ def dissect(
     holdout, scorecard_seed : the share of probe images held out to score labels chosen on the
         others, and the seed of that split and of the bootstrap (recorded in summary.json).
     keep_cache : keep the activation cache in ``out/cache`` (``netdissect score RUN`` reads it).
+    auroc_threshold : layers without a spatial map ((N, C) outputs, (N, C, 1, 1) pooled features and
+        ``NAME:cls`` class tokens) are labelled image-level (:mod:`netdissect.dissection.imagelevel`):
+        a unit is a detector when its label's AUROC >= this (0.9) and its q-value < ``fdr``.
 
     Under ``torchrun`` every rank calls this; each dissects a slice of the rows, the statistics
     merge exactly, rank 0 writes ``out``, and every rank returns the same result.
@@ -260,10 +264,12 @@ def dissect(
     layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not layers:
         raise LayerError("no layers given: name at least one layer to dissect")
-    cls = [n for n in layers if isinstance(n, str) and n.endswith(":cls")]
-    if cls:
-        raise LayerError(f"layer {cls[0]!r}: a class token is labelled image-level, not by masks: use "
-                         "netdissect.dissection.cls_units.class_token_units (the CLI does for --layer NAME:cls)")
+    from netdissect.dissection.imagelevel import check_auroc_threshold, is_cls
+
+    image_cfg = {"auroc_threshold": check_auroc_threshold(auroc_threshold), "fdr": float(fdr)}
+    if any(is_cls(n) for n in layers) and samples is not None:
+        raise LayerError(f"--layer {next(n for n in layers if is_cls(n))}: a generator has no class token "
+                         "(NAME:cls is a token layer's prefix token 0, labelled image-level)")
     group = Group.from_env(device)
     lock = None
     try:
@@ -276,7 +282,7 @@ def dissect(
         return _dissect(model, layers, inputs, cfg, group, part, out=out, weights=weights, normalize=normalize,
                         resume=resume, progress=progress and group.rank == 0, checkpoint_every=checkpoint_every,
                         model_spec=model_spec, z_dim=z_dim, prefix_tokens=prefix_tokens, layouts=layouts,
-                        card_cfg=card_cfg, keep_cache=keep_cache)
+                        card_cfg=card_cfg, keep_cache=keep_cache, image_cfg=image_cfg)
     finally:
         if lock is not None:
             lock.release()
@@ -359,26 +365,39 @@ def _find_layouts(model, x, layers, explain, prefix_tokens=None, force=None) -> 
     its patch grid); plain (N, C, H, W) maps are left out of the layouts."""
     from netdissect.hooks.tokens import find_layout, model_tokens
 
+    from netdissect.dissection import imagelevel
+
     if x is None:
-        return {}, {}
+        return {}, {}, {}
     try:
-        with TraceDict(model, layers, stop=True) as traces, torch.inference_mode():
+        modules = list(dict.fromkeys(imagelevel.module_of(n) for n in layers))
+        with TraceDict(model, modules, stop=True) as traces, torch.inference_mode():
             raw = run_to_layers(model, traces, x)
     except NetDissectError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model's own failure, explained
         raise explain(tuple(x.shape), exc) from None
     if x.dim() != 4:  # a generator's latent z: its layers are (N, C, H, W) maps, no input grid to lay tokens on
-        return {}, {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in raw.items()}
+        return {}, {n: tuple(o.shape[1:]) if isinstance(o, torch.Tensor) else None for n, o in raw.items()}, {}
     info = model_tokens(model)
-    out, shapes = {}, {}
+    out, shapes, image_level = {}, {}, {}
     for name in layers:
-        lay = find_layout(name, raw[name], x.shape[0], tuple(x.shape[-2:]), info, prefix_tokens,
+        r = raw[imagelevel.module_of(name)]
+        lay = None
+        if imagelevel.is_cls(name):
+            mod = imagelevel.module_of(name)
+            lay = find_layout(mod, r, x.shape[0], tuple(x.shape[-2:]), info, prefix_tokens, (force or {}).get(mod))
+        kind = imagelevel.kind_of(name, r, x.shape[0], lay)
+        if kind is not None:  # no spatial map: labelled image-level
+            image_level[name] = (kind, lay)
+            shapes[name] = tuple(imagelevel.as_units(kind, r, lay).shape[1:])
+            continue
+        lay = find_layout(name, r, x.shape[0], tuple(x.shape[-2:]), info, prefix_tokens,
                           (force or {}).get(name))
         if lay.kind != "nchw" or lay.why:
             out[name] = lay
-        shapes[name] = tuple(lay.to_map(raw[name], name).shape[1:])
-    return out, shapes
+        shapes[name] = tuple(lay.to_map(r, name).shape[1:])
+    return out, shapes, image_level
 
 
 def _probe_layers(model, x, layers, explain, prefix_tokens=None, force=None):
@@ -386,11 +405,13 @@ def _probe_layers(model, x, layers, explain, prefix_tokens=None, force=None):
     first readable row), before pass 1 (see :func:`_find_layouts`); a model that fails on the images,
     or a layer that runs more than once per forward pass (name its call, ``NAME#K``) or not at all, is
     refused here."""
-    layouts, shapes = _find_layouts(model, x, layers, explain, prefix_tokens, force)
+    from netdissect.dissection.imagelevel import module_of
+
+    layouts, shapes, image_level = _find_layouts(model, x, layers, explain, prefix_tokens, force)
     if x is not None:
         # one whole forward pass: a module that runs more than once, or a layer that never runs, is refused
-        check_layers(model, layers, x)
-    return layouts, (shapes or None)
+        check_layers(model, list(dict.fromkeys(module_of(n) for n in layers)), x)
+    return layouts, (shapes or None), image_level
 
 
 def _generator_output(model, prep, dim: int, device, explain) -> tuple[int, int]:
@@ -547,7 +568,7 @@ def _keep_cache(st, run_dir: Path) -> None:
     info = {"rows": [st.lo, st.hi], "dtype": st.cfg.cache_dtype, "skipped": sorted(int(i) for i in st.all_skipped),
             "layers": {}}
     for name in st.layers:
-        if name not in st.caches:
+        if name not in st.caches or name in st.image_level:  # (`score` rescores map layers only)
             continue
         target = dest / st.cache_path(name).name
         os.replace(st.cache_path(name), target)
@@ -567,7 +588,10 @@ def _dissect(model, layers, inputs, cfg: DissectConfig, group: Group, part, **kw
 
 def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, weights, normalize,
          resume, progress, checkpoint_every, model_spec, z_dim=None, prefix_tokens=None, layouts=None,
-         card_cfg=None, keep_cache=False):
+         card_cfg=None, keep_cache=False, image_cfg=None):
+    from netdissect.dissection import imagelevel
+
+    image_cfg = image_cfg or {"auroc_threshold": imagelevel.AUROC_THRESHOLD, "fdr": 0.05}
     given = model
     gen = inputs.generator
     if torch.device(cfg.device).type == "cpu" and (gen or not cfg.num_workers):
@@ -586,7 +610,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     model, prep = load_model(model, weights=weights, normalize=normalize, seed=cfg.seed, generator=gen,
                              z_dim=z_dim)
     for name in layers:
-        resolve_layer(model, name)
+        resolve_layer(model, imagelevel.module_of(name))
     if not gen:
         probe, source, ds = resolve_inputs(inputs, cfg.split, cfg.limit)
     precision, why = resolve_precision(cfg.precision, cfg.device)
@@ -617,7 +641,7 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int)
                                       or prefix_tokens < 0):
         raise LayerError(f"--prefix-tokens {prefix_tokens!r}: expected a whole number >= 0")
-    unknown = [k for k in (layouts or {}) if k not in layers]
+    unknown = [k for k in (layouts or {}) if k not in layers and k not in map(imagelevel.module_of, layers)]
     if unknown:
         raise LayerError(f"--layout names layer(s) {', '.join(map(repr, unknown))} that are not dissected "
                          f"(--layer {', '.join(layers)})")
@@ -677,16 +701,18 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         x0 = _first_input(probe, prep, st.device)
         if resuming:
             st.load_checkpoint()
-            found_layouts, _ = _find_layouts(model, x0, layers, explain, prefix_tokens, layouts)
+            found_layouts, _, image_level = _find_layouts(model, x0, layers, explain, prefix_tokens, layouts)
         else:
-            found_layouts, shapes = _probe_layers(model, x0, layers, explain, prefix_tokens, layouts)
+            found_layouts, shapes, image_level = _probe_layers(model, x0, layers, explain, prefix_tokens, layouts)
             if shapes:
                 _check_resources(shapes, rows[1] - rows[0], len(probe), run_cfg, work, progress)
+        st.image_level = image_level  # layers without a spatial map: labelled image-level (imagelevel.py)
         if inputs.mode == "pnas" and st.phase == 1 and st.done == st.lo and st.device.type == "cpu":
             sizes = source.mask_sizes()
             if len(sizes) == 1:  # the exact threshold scan runs beside pass 1 (pnas.ExactStream)
                 scan_worker = ScanWorker()
-                st.pnas_streams = {name: ExactStream(st, name, sizes[0], scan_worker) for name in layers}
+                st.pnas_streams = {name: ExactStream(st, name, sizes[0], scan_worker) for name in layers
+                                   if name not in image_level}
         st.layouts = found_layouts  # token layers and channels-last maps: traced as (N, C, H, W) views
         t0 = time.monotonic()
         p1 = ActivationPass(st, model, prep, progress, explain=explain, keep_images=run_dir is not None)
@@ -696,6 +722,9 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
             st.save_checkpoint()
             info = {"chunk": part[0], "of": part[1], "rows": list(rows), "identity": identity,
                     "timing_s": {"activations": round(time.monotonic() - t0, 3)}}
+            if image_level:  # layers without a spatial map, and their kind (the merge labels them image-level)
+                info["image_level"] = {name: kind for name, (kind, _) in image_level.items()}
+                info["image_level_cfg"] = image_cfg
             labels = getattr(source, "inner", source)
             if hasattr(labels, "export"):  # segmenter labels: the chunk keeps its rows' (the merge runs no model)
                 labels.export([i for i in range(*rows) if i not in st.skipped], run_dir / CHUNK_LABELS)
@@ -710,6 +739,9 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         t_thr = time.monotonic()
         if inputs.mode == "pnas":  # thresholds over the upsampled activations (algorithms.md section 2)
             for name in layers:
+                if name in image_level:  # no region, no threshold
+                    st.thresholds[name] = np.full(st.shapes[name][0], np.nan, np.float32)
+                    continue
                 st.thresholds[name] = pnas_thresholds(st, name, group)
         t_thr = time.monotonic() - t_thr
         if st.phase == 1:
@@ -720,9 +752,17 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         run_iou_pass(st, checkpoint_every, progress)
         merge_pass2(st, group)
         t2 = time.monotonic()
-        layer_results = st.results()
-        card_info = _scorecard(st, layer_results, card_cfg, group, progress)
+        map_results = st.results()
+        card_info = _scorecard(st, map_results, card_cfg, group, progress) if map_results else \
+            {"computed": False, "why": "no layer with a spatial map (image-level layers have their own p and q)"}
         t_card = time.monotonic()
+        if group.distributed and image_level:  # rank 0 scores over every rank's cache
+            image_results = imagelevel.layer_results_ranks(st, image_level, image_cfg, group)
+        else:
+            image_results = {name: imagelevel.layer_result(st, name, image_level[name][0], **image_cfg)
+                             for name in image_level}
+        layer_results = {name: map_results.get(name) or image_results[name] for name in layers}
+        t_img = time.monotonic() - t_card
     finally:
         if scan_worker is not None:
             scan_worker.close()
@@ -746,9 +786,12 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
         summary["timing_s"]["pnas_thresholds"] = round(t_thr, 3)
     summary["scorecard"] = card_info
     # the labelling method (one result format for every method: docs/run-format.md)
-    summary["method"] = inputs.mode
-    for info in summary["layers"].values():
-        info["method"] = inputs.mode
+    # a mixed run's top-level method is that of its map layers; "image-level" when it has no map layer
+    summary["method"] = inputs.mode if len(image_level) < len(layers) else imagelevel.METHOD
+    for name, info in summary["layers"].items():
+        info["method"] = imagelevel.METHOD if name in image_level else inputs.mode
+    if image_level:
+        summary["timing_s"]["image_level"] = round(t_img, 3)
     if card_info.get("computed"):
         summary["timing_s"]["scorecard"] = round(t_card - t2, 3)
     image_paths = None

@@ -255,6 +255,11 @@ class DissectionResult(dict):
         fdr = f" and label q-value < {card['fdr']:g}" if card.get("computed") and card.get("fdr", 1) < 1 else ""
         lines.append("(columns per category: unique detectors = distinct concepts labelling a unit with IoU > "
                      f"{self.summary['config']['iou_threshold']}{fdr})")
+        image = [n for n, layer in self.items() if getattr(layer, "method", None) == "image-level"]
+        if image:  # layers without a spatial map (dissection.imagelevel)
+            il = self.summary["layers"][image[0]].get("image_level", {})
+            lines.append(f"(image-level layers {', '.join(image)}: a unit labelled with AUROC >= "
+                         f"{il.get('auroc_threshold')} and q < {il.get('fdr')})")
         return "\n".join(lines)
 
 
@@ -282,6 +287,10 @@ def load(run_dir: str | os.PathLike) -> DissectionResult:
     except (KeyError, TypeError, ValueError) as exc:
         raise NetDissectError(f"{path}: missing or malformed field {exc}; the run did not finish writing, or "
                               "the file was edited: rerun the dissection") from None
-    layers = {name: LayerResult.load(layer_folder(run_dir, name), name, cats, thr, info)
-              for name, info in infos.items()}
+    layers = {}
+    for name, info in infos.items():
+        reader = LayerResult
+        if isinstance(info, dict) and info.get("method") == "image-level":  # units without a spatial map
+            from netdissect.dissection.imagelevel import ImageLevelResult as reader
+        layers[name] = reader.load(layer_folder(run_dir, name), name, cats, thr, info)
     return DissectionResult(layers, summary, run_dir)

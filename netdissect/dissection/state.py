@@ -51,6 +51,10 @@ class RunState:
         self.all_unknown = 0
         # layer -> pnas.ExactStream: the PNAS threshold scan fed by pass 1 (set by the engine)
         self.pnas_streams: dict = {}
+        # layer -> (kind, layout): layers without a spatial map, labelled image-level (set by the engine);
+        # pass 2 records which concepts each row holds for them (imagelevel.Presence)
+        self.image_level: dict = {}
+        self.presence = None
 
     # ---------------------------------------------------------- checkpoints
     @property
@@ -73,6 +77,8 @@ class RunState:
                   "skipped_rows": np.asarray(sorted(self.skipped), np.int64),
                   "skipped_why": np.asarray([self.skipped[i] for i in sorted(self.skipped)], dtype=str),
                   "files": np.asarray(self.processed_files())}
+        if self.presence is not None:
+            arrays.update(self.presence.state_dict())
         for name in self.layers:
             if name not in self.shapes:
                 continue
@@ -110,6 +116,11 @@ class RunState:
         self.unknown_labels = int(a.get("unknown_labels", 0))
         self.label_positions = int(a.get("label_positions", 0))
         self.skipped = {int(i): str(w) for i, w in zip(a["skipped_rows"], a["skipped_why"])}
+        if "presence/bits" in a:
+            from netdissect.dissection.imagelevel import Presence
+
+            cons = self.source.concepts
+            self.presence = Presence.from_state(a, len(cons), len(cons.categories))
         try:
             for name in self.layers:
                 if f"{name}/shape" not in a:
@@ -188,6 +199,11 @@ class RunState:
     def start_pass2(self) -> None:
         for name in self.layers:
             self.counts[name] = self.new_counts(name)
+        if self.image_level:
+            from netdissect.dissection.imagelevel import Presence
+
+            cons = self.source.concepts
+            self.presence = Presence(self.hi - self.lo, len(cons), len(cons.categories))
         self.tied = {}
         self.phase, self.done = 2, self.lo
 
@@ -204,6 +220,8 @@ class RunState:
         sizes = self.source.mask_sizes(used) if used else []
         out = {}
         for name in self.layers:
+            if name in self.image_level:  # scored by dissection.imagelevel, not by masks
+                continue
             counts = self.merged_counts[name]
             top = self.merged_tops[name]
             out[name] = LayerResult(

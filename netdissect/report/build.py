@@ -199,6 +199,8 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
         layers.append({
             "name": layer.name, "id": folder, "stats": stats, "k": k, "mh": h, "mw": w,
             "dtype": "f2" if layer.top_maps.dtype == np.float16 else "f4", "_records": records,
+            # image-level (no spatial map): top images drawn without a region outline
+            **({"img": 1, "_thr": layer.auroc_threshold} if getattr(layer, "method", None) == "image-level" else {}),
         })
 
     def draw_charts():  # matplotlib, in this process while the workers draw the image sheets
@@ -206,9 +208,10 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
             records, stats, folder = l.pop("_records"), l["stats"], l["id"]
             summary_svg = _chart(chart_dir, f"{folder}-summary", [stats, categories],
                                  lambda charts: charts.layer_summary(stats, categories))
-            hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, run.iou_threshold]
+            thr, metric = (l.pop("_thr"), ("AUROC", ">=")) if "_thr" in l else (run.iou_threshold, ("IoU", ">"))
+            hist_key = [[(r["iou"], r["det"], r["cat"]) for r in records], categories, thr, *metric]
             hist_svg = _chart(chart_dir, f"{folder}-iou", hist_key,
-                              lambda charts: charts.iou_histogram(records, categories, run.iou_threshold))
+                              lambda charts: charts.iou_histogram(records, categories, thr, *metric))
             chart_files.update([summary_svg, hist_svg])
             l["summary_chart"], l["iou_chart"] = f"charts/{summary_svg.name}", f"charts/{hist_svg.name}"
 
@@ -234,11 +237,11 @@ def write_report(run_dir, out=None, *, tile: int = 112, cols: int = 5, runners_u
                      "threshold in amber.")
     notes += source.warnings
     data = {
-        "layers": [{k: l[k] for k in ("name", "id", "k", "mh", "mw", "dtype")} for l in layers],
+        "layers": [{k: l[k] for k in ("name", "id", "k", "mh", "mw", "dtype", "img") if k in l} for l in layers],
         "tile": tile, "cols": cols, "gap": 2,
         "sheets": writer.sheets(),
         "categories": categories, "colors": colors,
-        "max_iou": max([u["iou"] for u in units] + [0.05]),
+        "max_iou": max([u["iou"] for u in units if "sc" not in u] + [0.05]),  # (AUROC bars: of 1)
         "units": units,
     }
     model = run.summary.get("model") or {}

@@ -81,8 +81,10 @@ def layer_summary(stats: dict, categories: list[str]):
     return fig
 
 
-def iou_histogram(records: list[dict], categories: list[str], iou_threshold: float):
-    """Histogram of each unit's best IoU, detectors stacked by category, the rest grey."""
+def iou_histogram(records: list[dict], categories: list[str], iou_threshold: float, metric: str = "IoU",
+                  rule: str = ">"):
+    """Histogram of each unit's best IoU (``metric``: "AUROC" for an image-level layer, whose
+    detectors need AUROC ``rule`` the threshold), detectors stacked by category, the rest grey."""
     colors = category_colors(categories)
     with _style():
         fig, ax = plt.subplots(figsize=(4.0, 2.5))
@@ -104,12 +106,12 @@ def iou_histogram(records: list[dict], categories: list[str], iou_threshold: flo
                    edgecolor="white", linewidth=0.4)
             bottom += n
         ax.axvline(iou_threshold, color="#30353c", linestyle="--", linewidth=0.9)
-        ax.annotate(f"detector: IoU > {iou_threshold:g}", (iou_threshold, 1), xycoords=("data", "axes fraction"),
+        ax.annotate(f"detector: {metric} {rule} {iou_threshold:g}", (iou_threshold, 1), xycoords=("data", "axes fraction"),
                     xytext=(4, -2), textcoords="offset points", fontsize=7, va="top", color="#30353c")
-        ax.set_xlabel("best IoU")
+        ax.set_xlabel(f"best {metric}")
         ax.set_ylabel("units")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set_title("Best IoU per unit")
+        ax.set_title(f"Best {metric} per unit")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
         ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=1.2)
     return fig

@@ -44,22 +44,27 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
         formulas = None
     if formulas is not None and len(formulas) != len(layer.units):
         formulas = None
+    image_level = getattr(layer, "method", None) == "image-level"  # scored by AUROC (dissection.imagelevel)
     for u, row in enumerate(layer.units):
         k = label_concept(layer, u)
+        score = float(np.nan_to_num(row["auroc"])) if image_level else float(row["iou"])
         order = np.argsort(-layer.iou[u], kind="stable")
-        alts = [int(j) for j in order[: runners_up + 1] if j != k and layer.iou[u, j] > 0][:runners_up]
+        floor = 0.5 if image_level else 0  # (an AUROC at or below chance is no runner-up)
+        alts = [int(j) for j in order[: runners_up + 1] if j != k and layer.iou[u, j] > floor][:runners_up]
         thr = float(layer.thresholds[u])
         out.append({
             "unit": u,
             "label": str(row["label"]),
             "cat": str(row["category"]),
-            "iou": round(float(row["iou"]), 4),
+            "iou": round(score, 4),
             "det": bool(row["detector"]),
             "dead": _is_dead(layer, u),
             "thr": None if not np.isfinite(thr) else float(f"{thr:.4g}"),
             "concept": k,
             "alt": [[names[j], cats[j], round(float(layer.iou[u, j]), 4)] for j in alts],
             **({"trust": trust_record(layer.scorecard, u)} if getattr(layer, "scorecard", None) else {}),
+            **({"sc": "AUROC", "q": None if not np.isfinite(row["q"]) else float(f"{row['q']:.2g}")}
+               if image_level else {}),
         })
         if formulas is not None and formulas["formula"][u]:
             out[-1]["formula"] = [str(formulas["formula"][u]), round(float(formulas["iou"][u]), 4)]

@@ -98,8 +98,10 @@ def score_run(run_dir, *, fdr: float = 0.05, holdout: float = 0.2, seed: int = 0
                              f"a segmenter; this run's labels are neither: rerun the dissection, which computes the "
                              f"scorecard: {rerun_command(summary, run_dir)}")
     caches = {}
+    # image-level layers (no spatial map) carry their own p and q (dissection.imagelevel): map layers only
+    maps = {name: lr for name, lr in result.items() if getattr(lr, "method", None) != "image-level"}
     try:
-        for name, lr in result.items():
+        for name, lr in maps.items():
             li = info["layers"].get(name)
             if li is None:
                 raise ScorecardError(f"{info_path}: no cache of layer {name!r}; rerun the dissection: "
@@ -108,13 +110,14 @@ def score_run(run_dir, *, fdr: float = 0.05, holdout: float = 0.2, seed: int = 0
                                            info.get("dtype", "float32"), existing=True)
         skipped = {int(i) for i in info.get("skipped", [])}
         with RunLock(run_dir):
-            cards = score_layers(dict(result), lambda name, a, b: caches[name].read(a, b), source, (lo, hi), skipped,
+            cards = score_layers(maps, lambda name, a, b: caches[name].read(a, b), source, (lo, hi), skipped,
                                  hi, cfg, num_workers=num_workers, progress=progress, spill_dir=run_dir / CACHE_DIR)
             for name, card in cards.items():
                 lr = result[name].with_scorecard(card, cfg["fdr"])
                 names = [str(p) for p in lr.image_paths] if lr.image_paths is not None else None
                 lr.save(layer_folder(run_dir, name), names)
-                summary["layers"][name] = lr.summary()
+                summary["layers"][name] = {**lr.summary(), **{k: v for k, v in summary["layers"][name].items()
+                                                              if k == "method"}}  # (the labelling method stays)
             summary["scorecard"] = {"computed": True, **cfg, "by": "netdissect score"}
             atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     finally:

@@ -130,6 +130,7 @@
       jobs.push(sheet("t", ti).then(function (im) {
         var c = cell(ti);
         ctx.drawImage(im, c[0], c[1], T, T, x, y, T, T);
+        if (L.img) return;  // an image-level layer: no spatial map, so no region to outline
         sctx.putImageData(dimOverlay(sctx, up, thr), 0, 0);
         ctx.drawImage(scratch, x, y);
       }));
@@ -179,8 +180,8 @@
     var none = u.dead ? "dead unit" : "no concept";
     var label = u.label ? esc(u.label) : "<i>" + none + "</i>";
     var chip = u.cat ? '<span class="chip">' + esc(u.cat) + "</span>" : "";
-    var pct = Math.max(0, Math.min(100, 100 * u.iou / data.max_iou));
-    var title = u.det ? "detector" : u.trust ? "not a detector (IoU \u2264 threshold, or the label's q-value \u2265 --fdr)"
+    var pct = Math.max(0, Math.min(100, 100 * u.iou / (u.sc ? 1 : data.max_iou)));
+    var title = u.det ? "detector" : u.sc ? "not a detector (AUROC below the threshold, or q-value \u2265 --fdr)" : u.trust ? "not a detector (IoU \u2264 threshold, or the label's q-value \u2265 --fdr)"
       : "not a detector (IoU \u2264 threshold)";
     var alts = u.alt.map(function (a) {
       return '<span class="alt" style="--c:' + color(a[1]) + '" title="' + esc(a[1]) + '"><b>' +
@@ -191,7 +192,7 @@
       '" style="--c:' + (u.cat ? color(u.cat) : "#c7cbd1") + '" title="' + title + '">' +
       '<div class="card-head"><span class="unit-no">#' + u.unit + "</span>" +
       '<span class="unit-label" title="' + esc(u.label || none) + '">' + label + "</span>" + chip +
-      '<span class="iou"><small>IoU </small>' + fmt(u.iou) + "</span></div>" +
+      '<span class="iou"><small>' + (u.sc || "IoU") + ' </small>' + fmt(u.iou) + "</span></div>" +
       '<div class="bar"><span style="width:' + pct.toFixed(1) + '%"></span></div>' +
       '<div class="strip" style="aspect-ratio:' + wh[0] + "/" + wh[1] + '">' +
       '<canvas class="act" role="img" width="' + wh[0] + '" height="' + wh[1] + '" aria-label="' + esc(alt) + '"></canvas>' +
@@ -202,6 +203,9 @@
         '<span class="alt" style="--c:rgb(255,40,200)"><b>' + esc(u.formula[0]) +
         "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
       trustHTML(u.trust) +
+      (u.sc && u.label ? '<div class="trust" style="font-size:11px;color:#555;margin-top:2px" title="BH q-value of the ' +
+        'label (one-sided Mann-Whitney U test of the activation on images holding the concept vs not)">q ' +
+        (u.q === null ? "\u2013" : String(u.q)) + " \u00b7 image-level (no region)</div>" : "") +
       "</article>";
   }
 
@@ -357,7 +361,7 @@
       box.appendChild(c);
     });
     box.dataset.scale = String(scale);
-    openZoom(L.name + " unit " + u.unit + (u.label ? " · " + u.label + " (IoU " + fmt(u.iou) + ")" : ""), box);
+    openZoom(L.name + " unit " + u.unit + (u.label ? " · " + u.label + " (" + (u.sc || "IoU") + " " + fmt(u.iou) + ")" : ""), box);
   }
   columns.addEventListener("click", function (e) {
     var strip = e.target.closest && e.target.closest(".strip");
