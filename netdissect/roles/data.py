@@ -67,11 +67,11 @@ def load_labelled(root, classes: list[str], size: int | None = None, split: str 
     if (root / "index.csv").exists():
         from netdissect.data.synth.worlds import check_world
         check_world(root, world, model)
-        return _from_broden(root, lookup, classes, size, split, limit, progress)
+        return _from_broden(root, lookup, classes, size, split, limit, progress, interpolation)
     return _from_folders(root, lookup, classes, size, limit, progress, interpolation)
 
 
-def _from_broden(root, lookup, classes, size, split, limit, progress):
+def _from_broden(root, lookup, classes, size, split, limit, progress, interpolation=None):
     from netdissect.data.broden import Broden
 
     ds = Broden(root, split=split)
