@@ -85,3 +85,22 @@ def test_dissect_resizes_with_the_specs_interpolation(broden, tmp_path):
                   scorecard=False)
     assert res.summary["identity"]["model"]["interpolation"] == "bicubic"
     assert res.summary["dataset"]["resize"] == 64 and res.summary["dataset"]["resample"] == "bicubic"
+
+
+def test_merge_rebuilds_the_rows_with_the_recorded_interpolation(broden, tmp_path):
+    """`netdissect merge` reads the chunks' rows again: resized as they were (dataset.resample)."""
+    from types import SimpleNamespace
+
+    from netdissect.dissection.chunks import _probe
+
+    ds = Broden(broden)
+    made = BrodenImages(ds, size=56, interpolation="bicubic")
+    probe, _ = _probe({"dataset": made.identity()}, None, SimpleNamespace(limit=None, split=None))
+    assert probe.identity() == made.identity()
+    assert np.array_equal(probe.load(1), made.load(1))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(ds.load_image(0)).save(folder / "a.png")
+    made = ImageFolder(folder, size=48, interpolation="bicubic")
+    probe, _ = _probe({"dataset": made.identity()}, None, SimpleNamespace(limit=None, split=None))
+    assert probe.identity() == made.identity() and np.array_equal(probe.load(0), made.load(0))
