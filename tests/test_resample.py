@@ -46,6 +46,7 @@ def test_broden_images_resample_as_the_model_records(broden):
     assert "resample" not in BrodenImages(ds, size=56).identity()
     assert BrodenImages(ds, size=56, interpolation="bilinear").identity() == BrodenImages(ds, size=56).identity()
     assert BrodenImages(ds, size=56, interpolation="bicubic").identity()["resample"] == "bicubic"
+    assert BrodenImages(ds, size=56, interpolation="InterpolationMode.NEAREST").identity()["resample"] == "nearest"
 
 
 def test_image_folder_and_labelled_images_resample_too(broden, tmp_path):

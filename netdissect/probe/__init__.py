@@ -74,10 +74,16 @@ def pil_resample(name: str | None):
     PIL image, which those libraries' own eval transforms use, resizes with this very filter."""
     from PIL import Image
 
+    return getattr(Image.Resampling, (resample_name(name) or "bilinear").upper())
+
+
+def resample_name(name: str | None) -> str | None:
+    """``name`` as one of :data:`RESAMPLE` (``InterpolationMode.BICUBIC`` -> ``bicubic``); None for
+    bilinear, the default (runs resized bilinear record nothing, as before interpolations were read)."""
     name = "bilinear" if name is None else str(name).lower().rsplit(".", 1)[-1]
     if name not in RESAMPLE:
         raise DatasetError(f"interpolation {name!r} is not one of {', '.join(RESAMPLE)}")
-    return getattr(Image.Resampling, name.upper())
+    return None if name == "bilinear" else name
 
 
 def resized(img: np.ndarray, size: tuple[int, int], interpolation: str | None = None) -> np.ndarray:
@@ -91,7 +97,8 @@ class BrodenImages(Probe):
     """The images of a Broden-format dataset: RGB uint8, one size per dataset.
 
     ``size``: every image resized (the whole image: no crop) to ``size`` x ``size`` before
-    the model sees it, with ``interpolation`` (the model's recorded one; None: bilinear), for models that need a fixed input size (a ViT at 224 px on broden1_227);
+    the model sees it, with ``interpolation`` (the model's recorded one; None: bilinear), for
+    models that need a fixed input size (a ViT at 224 px on broden1_227);
     the masks keep their size, and a unit's map is upsampled onto them as always: resizing keeps
     the field of view, so cell (r, c) of an h x w map still covers the fraction [r/h, (r+1)/h) x
     [c/w, (c+1)/w) of the image (docs/transformers.md, "alignment")."""
@@ -101,9 +108,7 @@ class BrodenImages(Probe):
             raise DatasetError(f"image size must be an integer >= 8, got {size!r}")
         self.ds = ds
         self.size = None if size is None else int(size)
-        pil_resample(interpolation)  # checks the name now
-        self.interpolation = None if interpolation is None or str(interpolation).lower() == "bilinear" else \
-            str(interpolation).lower()
+        self.interpolation = resample_name(interpolation)  # checked now; None: bilinear
 
     def __len__(self) -> int:
         return len(self.ds)

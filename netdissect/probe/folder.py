@@ -74,12 +74,11 @@ class ImageFolder(Probe):
 
     def __init__(self, root, size: int | None = None, crop: bool = False, limit: int | None = None,
                  interpolation: str | None = None):
-        from netdissect.probe import pil_resample
+        from netdissect.probe import pil_resample, resample_name
 
         self.root = Path(root)
         self._resample = pil_resample(interpolation)  # the model's recorded interpolation (None: bilinear)
-        self.interpolation = None if interpolation is None or str(interpolation).lower() == "bilinear" else \
-            str(interpolation).lower()
+        self.interpolation = resample_name(interpolation)
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8):
             raise DatasetError(f"image size must be an integer >= 8, got {size!r}")
         if crop and size is None:
