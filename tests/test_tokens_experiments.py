@@ -78,7 +78,7 @@ def test_activation_run_caches_the_patch_map_and_a_basis_rotates_the_token_featu
 
 def test_experiment_commands_on_a_vit_block(world, tmp_path):
     factory, data = world
-    common = ["--layer", "blocks.0", "--dataset", str(data), "--size", "64", "--workers", "0", "--quiet"]
+    common = ["--layer", "blocks.0", "--dataset", str(data), "--size", "64", "--workers", "0", "--quiet", "--limit", "20"]
     assert main(["experiment", "rotation", "--model", f"{factory}:make", *common, "--alphas", "0,0.5,1",
                  "--seed", "1", "--out", str(tmp_path / "rot")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "rot" / "rotation.csv")))
