@@ -11,8 +11,10 @@ benchmark run, so the ratios compare like with like:
   decoding included), fp32, no grad, channels_last, batch 64, the whole model.  Every
   measurement's clock starts before ``import torch`` (a command pays for it too).
 - ``command``: what a user waits for: ``netdissect dissect ... --out RUN`` as a command, end to
-  end (start-up, both passes, results and the HTML report); ``command_no_report`` the same with
-  ``--no-report``.  The headline ratio is ``command_over_forward``.
+  end (start-up, both passes, the label scorecard, results and the HTML report); ``command_no_report``
+  the same with ``--no-report``, ``command_no_scorecard`` with ``--no-scorecard``, and
+  ``command_bare`` with both.  The headline ratio is ``command_over_forward``.  ``--commands-only``
+  measures only the floor and these four (interleaved, ``--repeat`` rounds).
 - ``dissect``: ``netdissect.dissect`` end to end from Python (both passes, results written).
 - ``dissect@500``: the same on the first 500 images, for memory growth.
 - with ``--precision fp32,bf16``: ``forward_bf16`` and ``dissect_bf16`` (the forward pass
@@ -80,7 +82,8 @@ elif cfg["mode"] == "command":
     import subprocess
     args = [sys.executable, "-m", "netdissect", "dissect", "--model", cfg["model"], "--weights", "none",
             "--layer", cfg["layer"], "--dataset", cfg["dataset"], "--limit", str(cfg["n"]), "--out", cfg["out"],
-            "--quiet", "--precision", cfg.get("precision", "fp32")] + (["--no-report"] if cfg.get("no_report") else [])
+            "--quiet", "--precision", cfg.get("precision", "fp32")] + (["--no-report"] if cfg.get("no_report") else []) \
+        + (["--no-scorecard"] if cfg.get("no_scorecard") else [])
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     n = cfg["n"]
     wall = time.perf_counter() - t0
@@ -162,40 +165,52 @@ def main() -> None:
                     help="measure the forward floor and the fp32 dissection this many times, alternating, "
                          "and keep the fastest of each (the machine's speed drifts; default 2)")
     ap.add_argument("--json", default=str(HERE / "out" / "bench_dissect.json"))
+    ap.add_argument("--commands-only", action="store_true",
+                    help="measure only the floor and the four command variants (no Python dissect, no memory run)")
     args = ap.parse_args()
-    extra = [p for p in args.precision.split(",") if p and p != "fp32"]
+    extra = [p for p in args.precision.split(",") if p and p != "fp32"] if not args.commands_only else []
     root = make_dataset(args.n, args.size)
     base = {"model": args.model, "layer": args.layer, "dataset": str(root)}
     rows = {}
-    tries: dict[str, list] = {"forward": [], "command": [], "command_no_report": [], "dissect": []}
+    variants = {"command": {}, "command_no_report": {"no_report": True}, "command_no_scorecard": {"no_scorecard": True},
+                "command_bare": {"no_report": True, "no_scorecard": True}}
+    tries: dict[str, list] = {"forward": [], **{k: [] for k in variants}}
+    if not args.commands_only:
+        tries["dissect"] = []
     for _ in range(max(1, args.repeat)):
         tries["forward"].append(measure({**base, "mode": "forward", "n": args.n}))
-        tries["command"].append(measure({**base, "mode": "command", "n": args.n,
-                                         "out": str(HERE / "out" / "run_command")}))
-        tries["command_no_report"].append(measure({**base, "mode": "command", "n": args.n, "no_report": True,
-                                                   "out": str(HERE / "out" / "run_command_nr")}))
-        tries["dissect"].append(measure({**base, "mode": "dissect", "n": args.n,
-                                         "out": str(HERE / "out" / "run_full")}))
+        for key, flags in variants.items():
+            tries[key].append(measure({**base, "mode": "command", "n": args.n, **flags,
+                                       "out": str(HERE / "out" / f"run_{key}")}))
+        if not args.commands_only:
+            tries["dissect"].append(measure({**base, "mode": "dissect", "n": args.n,
+                                             "out": str(HERE / "out" / "run_full")}))
     for key, runs in tries.items():
         rows[key] = {**min(runs, key=lambda r: r["wall_s"]), "all_wall_s": [round(r["wall_s"], 2) for r in runs]}
-    rows[f"dissect@{args.n_small}"] = measure({**base, "mode": "dissect", "n": args.n_small,
-                                               "out": str(HERE / "out" / "run_small")})
+    # the ratio of each round (the forward floor and the commands measured one after another)
+    per_round = [{k: round(tries[k][i]["wall_s"] / tries["forward"][i]["wall_s"], 3) for k in variants}
+                 for i in range(len(tries["forward"]))]
+    if not args.commands_only:
+        rows[f"dissect@{args.n_small}"] = measure({**base, "mode": "dissect", "n": args.n_small,
+                                                   "out": str(HERE / "out" / "run_small")})
     for p in extra:
         rows[f"forward_{p}"] = measure({**base, "mode": "forward", "n": args.n, "precision": p})
         rows[f"dissect_{p}"] = measure({**base, "mode": "dissect", "n": args.n, "precision": p,
                                         "out": str(HERE / "out" / f"run_full_{p}")})
     f = rows["forward"]["wall_s"]
-    d = rows["dissect"]
     report = {
         "setup": {**base, "n": args.n, "size": args.size, "threads": os.cpu_count(),
-                  "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu()},
+                  "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu(), "loadavg_at_end": os.getloadavg()},
         "runs": rows,
-        "command_over_forward": round(rows["command"]["wall_s"] / f, 3),
-        "command_no_report_over_forward": round(rows["command_no_report"]["wall_s"] / f, 3),
-        "dissect_over_forward": round(d["wall_s"] / f, 3),
-        "rss_ratio_full_over_small": round(d["peak_rss_mb"] / rows[f"dissect@{args.n_small}"]["peak_rss_mb"], 3),
-        "per_image_ms": {"forward": round(1000 * f / args.n, 2), "dissect": round(1000 * d["wall_s"] / args.n, 2)},
+        **{f"{k}_over_forward": round(rows[k]["wall_s"] / f, 3) for k in variants},
+        "per_round_over_forward": per_round,
+        "per_image_ms": {"forward": round(1000 * f / args.n, 2)},
     }
+    if not args.commands_only:
+        d = rows["dissect"]
+        report["dissect_over_forward"] = round(d["wall_s"] / f, 3)
+        report["rss_ratio_full_over_small"] = round(d["peak_rss_mb"] / rows[f"dissect@{args.n_small}"]["peak_rss_mb"], 3)
+        report["per_image_ms"]["dissect"] = round(1000 * d["wall_s"] / args.n, 2)
     for p in extra:
         report[p] = {
             "forward_speedup": round(f / rows[f"forward_{p}"]["wall_s"], 3),

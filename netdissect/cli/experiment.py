@@ -30,6 +30,11 @@ def _common(p, models: bool = False) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--size", type=int, default=None, metavar="N",
+                   help="resize the images to N x N before the model (a ViT built for 224 px: --size 224), with "
+                   "the model's recorded interpolation; masks keep their size")
+    p.add_argument("--prefix-tokens", type=int, default=None, metavar="N",
+                   help="a token layer's prefix tokens (class, distillation, register) where the model does not say")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -72,7 +77,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _kw(args) -> dict:
     return {"quantile": args.quantile, "iou_threshold": args.iou_threshold, "batch_size": args.batch_size,
-            "num_workers": args.workers, "device": args.device, "limit": args.limit}
+            "num_workers": args.workers, "device": args.device, "limit": args.limit, "size": args.size,
+            "prefix_tokens": args.prefix_tokens}
 
 
 def run(args) -> int:

@@ -162,10 +162,12 @@ def _probe(identity: dict, dataset, cfg):
     path = dataset or recorded["path"]
     if recorded.get("kind") == "images":
         size = recorded["size"][0] if recorded.get("resize") else None
-        probe, ds = ImageFolder(path, size=size, crop=recorded.get("crop", False), limit=cfg.limit), None
+        probe, ds = ImageFolder(path, size=size, crop=recorded.get("crop", False), limit=cfg.limit,
+                                interpolation=recorded.get("resample")), None
     elif recorded.get("kind") is None:
         ds = Broden(path, split=cfg.split, limit=cfg.limit)
-        probe = BrodenImages(ds, size=recorded.get("resize"))  # --size recorded by the chunks
+        probe = BrodenImages(ds, size=recorded.get("resize"),  # --size recorded by the chunks
+                             interpolation=recorded.get("resample"))
     else:
         raise NetDissectError(f"chunks of {recorded.get('kind')} rows cannot be merged (this netdissect merges "
                               "chunks of a dataset, an image folder or latent samples)")

@@ -612,6 +612,8 @@ def _run(model, layers, inputs, cfg: DissectConfig, group: Group, part, *, out, 
     for name in layers:
         resolve_layer(model, imagelevel.module_of(name))
     if not gen:
+        if inputs.interpolation is None:  # --size resamples as the model's library does (timm: often bicubic)
+            inputs.interpolation = getattr(prep, "interpolation", None)
         probe, source, ds = resolve_inputs(inputs, cfg.split, cfg.limit)
     precision, why = resolve_precision(cfg.precision, cfg.device)
     model.eval()

@@ -28,6 +28,7 @@ class Inputs:
     label_cache: object = None
     quad_parts: bool = False
     size: int | None = None
+    interpolation: str | None = None  # how --size resamples: the model's recorded interpolation (None: bilinear)
     crop: bool = False
     samples: object = None  # a generator's probe: how many latent samples (or a LatentSamples)
     latent_seed: int | None = None
@@ -96,16 +97,16 @@ def resolve_inputs(inp: Inputs, split, limit):
     ds = None
     if inp.segmenter is None:
         ds = inp.dataset if isinstance(inp.dataset, Broden) else Broden(inp.dataset, split=split, limit=limit)
-        probe, source = BrodenImages(ds, size=inp.size), BrodenMasks(ds)
+        probe, source = BrodenImages(ds, size=inp.size, interpolation=inp.interpolation), BrodenMasks(ds)
     else:
         if isinstance(inp.dataset, Broden) or (inp.images is None and split is not None):
             ds = inp.dataset if isinstance(inp.dataset, Broden) else Broden(inp.dataset, split=split, limit=limit)
-            probe = BrodenImages(ds, size=inp.size)
+            probe = BrodenImages(ds, size=inp.size, interpolation=inp.interpolation)
         else:
             if split is not None:
                 raise NetDissectError("--split selects rows of a Broden dataset, not of an image folder")
             probe = ImageFolder(inp.images if inp.images is not None else inp.dataset, size=inp.size,
-                                crop=inp.crop, limit=limit)
+                                crop=inp.crop, limit=limit, interpolation=inp.interpolation)
         if ds is not None and len(ds):  # Broden: one image size per dataset (or --size)
             probe.shape = (inp.size, inp.size) if inp.size is not None else tuple(ds.load_image(0).shape[:2])
         seg = load_segmenter(inp.segmenter, quad_parts=inp.quad_parts)

@@ -111,12 +111,18 @@ class ActivationRun:
 
     Use as a context manager (the cache lives in a temporary folder, or in ``work``, and is
     removed on exit).  Arguments are those of :func:`netdissect.dissect`.
+
+    A token layer (a transformer block) is cached as its (N, C, h, w) patch map, as ``dissect`` does
+    (:mod:`netdissect.hooks.tokens`; ``prefix_tokens``, ``layout`` as ``--prefix-tokens``/``--layout``;
+    ``size`` resizes the images for a fixed-size ViT with the model's recorded interpolation), so a
+    basis of C directions rotates the feature dimension C of every patch token.
     """
 
     def __init__(self, model, layer: str, dataset, *, weights=None, normalize=None, seed: int = 0,
                  quantile: float = 0.005, iou_threshold: float = 0.04, topk: int = 10, batch_size: int = 64,
                  num_workers: int | None = None, device: str = "cpu", split=None, limit=None,
-                 quantile_memory: int = 256 << 20, progress: bool = False, work=None, model_spec=None):
+                 quantile_memory: int = 256 << 20, progress: bool = False, work=None, model_spec=None,
+                 size: int | None = None, prefix_tokens: int | None = None, layout: str | None = None):
         from netdissect.data import Broden
         from netdissect.dissection.config import DissectConfig, default_workers
 
@@ -131,6 +137,8 @@ class ActivationRun:
             raise NetDissectError("split= and limit= select rows when the dataset is a path; for a Broden object "
                                   "pass them to it")
         self.model_arg, self.layer, self.dataset_arg = model, layer, dataset
+        self.size, self.prefix_tokens, self.layout_force = size, prefix_tokens, layout
+        self.layout = None  # a token layer's or channels-last map's Layout, found on the first image
         self.weights, self.normalize, self.progress = weights, normalize, progress
         self.model_spec = model if isinstance(model, str) else (model_spec or type(model).__name__)
         self._work_given = work
@@ -176,15 +184,36 @@ class ActivationRun:
         resolve_layer(model, self.layer)
         ds = self.dataset_arg if isinstance(self.dataset_arg, Broden) else Broden(self.dataset_arg, split=cfg.split,
                                                                                     limit=cfg.limit)
-        self.ds, self.probe, self.source = ds, BrodenImages(ds), BrodenMasks(ds)
+        resample = getattr(prep, "interpolation", None) if self.size is not None else None
+        self.ds, self.probe, self.source = ds, BrodenImages(ds, size=self.size, interpolation=resample), BrodenMasks(ds)
         model.eval()
         model = model.to(cfg.device)
+        if len(ds):  # the layer's layout on the first image: a token layer is traced as its patch map
+            from netdissect.hooks.tokens import probe_layout
+
+            x0 = self.probe.batch([self.probe.load(0)], cfg.device)
+            with torch.no_grad():
+                try:
+                    lay = probe_layout(model, self.layer, prep(x0), self.prefix_tokens, self.layout_force)
+                except NetDissectError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the model fails on the images: say why, in one line
+                    err, want = forward_error(given, tuple(x0.shape), exc, normalize=prep.describe()), prep.size
+                    if want and tuple(x0.shape[-2:]) != tuple(want):  # a ViT built for 224 px, given 227 px
+                        from netdissect.errors import ModelError
+
+                        err = ModelError(f"{err} (the model is built for {want[0]}x{want[1]} images and these are "
+                                         f"{x0.shape[-2]}x{x0.shape[-1]}: pass --size {want[0]} to resize them)")
+                    raise err from None
+            if lay.kind != "nchw" or lay.item:
+                self.layout = lay
         self.identity = {
             "model": {"spec": self.model_spec, "weights": self.weights,
                       "weights_description": describe_weights(given, self.weights, cfg.seed), "seed": cfg.seed,
                       "normalize": prep.describe(), "sha256": model_identity(model)},
             "dataset": self.probe.identity(), "labels": self.source.identity(), "layers": [self.layer],
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("num_workers", "device")},
+            **({"layouts": {self.layer: self.layout.to_json()}} if self.layout is not None else {}),
         }
         if self._work_given is not None:
             self.work = Path(self._work_given)
@@ -193,6 +222,8 @@ class ActivationRun:
             self.work = Path(tempfile.mkdtemp(prefix="netdissect-basis-"))
         self.group = Group()
         st = RunState([self.layer], self.probe, self.source, cfg, self.work)
+        if self.layout is not None:
+            st.layouts = {self.layer: self.layout}  # traced as the (N, C, h, w) patch map (a view)
         self.state = st
 
         def explain(shape, exc):

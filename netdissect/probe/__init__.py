@@ -65,27 +65,59 @@ class Probe:
         return None
 
 
+RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def pil_resample(name: str | None):
+    """The PIL filter of an interpolation name a model records (timm, Hugging Face, open_clip,
+    torchvision ``InterpolationMode.value``); None means bilinear.  torchvision's ``Resize`` on a
+    PIL image, which those libraries' own eval transforms use, resizes with this very filter."""
+    from PIL import Image
+
+    return getattr(Image.Resampling, (resample_name(name) or "bilinear").upper())
+
+
+def resample_name(name: str | None) -> str | None:
+    """``name`` as one of :data:`RESAMPLE` (``InterpolationMode.BICUBIC`` -> ``bicubic``); None for
+    bilinear, the default (runs resized bilinear record nothing, as before interpolations were read)."""
+    name = "bilinear" if name is None else str(name).lower().rsplit(".", 1)[-1]
+    if name not in RESAMPLE:
+        raise DatasetError(f"interpolation {name!r} is not one of {', '.join(RESAMPLE)}")
+    return None if name == "bilinear" else name
+
+
+def resized(img: np.ndarray, size: tuple[int, int], interpolation: str | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) ``img`` resized to ``size`` (H, W) with the model's ``interpolation`` (PIL)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), pil_resample(interpolation)))
+
+
 class BrodenImages(Probe):
     """The images of a Broden-format dataset: RGB uint8, one size per dataset.
 
-    ``size``: every image resized (bilinear, the whole image: no crop) to ``size`` x ``size`` before
-    the model sees it, for models that need a fixed input size (a ViT at 224 px on broden1_227);
+    ``size``: every image resized (the whole image: no crop) to ``size`` x ``size`` before
+    the model sees it, with ``interpolation`` (the model's recorded one; None: bilinear), for
+    models that need a fixed input size (a ViT at 224 px on broden1_227);
     the masks keep their size, and a unit's map is upsampled onto them as always: resizing keeps
     the field of view, so cell (r, c) of an h x w map still covers the fraction [r/h, (r+1)/h) x
     [c/w, (c+1)/w) of the image (docs/transformers.md, "alignment")."""
 
-    def __init__(self, ds, size: int | None = None):
+    def __init__(self, ds, size: int | None = None, interpolation: str | None = None):
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8):
             raise DatasetError(f"image size must be an integer >= 8, got {size!r}")
         self.ds = ds
         self.size = None if size is None else int(size)
+        self.interpolation = resample_name(interpolation)  # checked now; None: bilinear
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def identity(self) -> dict:
         ident = self.ds.identity()
-        return ident if self.size is None else {**ident, "resize": self.size}
+        if self.size is None:
+            return ident
+        return {**ident, "resize": self.size, **({"resample": self.interpolation} if self.interpolation else {})}
 
     def where(self, i: int) -> str:
         return self.ds.where(i)
@@ -96,9 +128,7 @@ class BrodenImages(Probe):
     def load(self, i: int) -> np.ndarray:
         img = self.ds.load_image(i)
         if self.size is not None and img.shape[:2] != (self.size, self.size):
-            from PIL import Image
-
-            img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+            img = resized(img, (self.size, self.size), self.interpolation)
         return img
 
     def batch(self, payloads: list[np.ndarray], device) -> torch.Tensor:

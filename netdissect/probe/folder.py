@@ -18,8 +18,8 @@ torchvision's ``ImageFolder`` has them) that sub-folder is the row's class
 folder (``index.csv`` with ``images/``) gives its rows' images, and its
 masks are ignored.
 
-Sizes: with ``size`` an image is resized to ``size`` x ``size`` (bilinear;
-with ``crop``, its shorter side to ``size`` first, then the centre square is
+Sizes: with ``size`` an image is resized to ``size`` x ``size`` (with
+``interpolation``, the model's recorded one, bilinear by default; with ``crop``, its shorter side to ``size`` first, then the centre square is
 cut out).  Without ``size`` every image is resized to the size of the first
 image (none is resized when they all share it), so images of different sizes
 never break a batch.  Pixels are RGB in [0, 1] as every probe gives them.
@@ -72,8 +72,13 @@ def _scan(root: Path) -> list[str]:
 class ImageFolder(Probe):
     """The images under ``root`` (see the module's docstring); ``size``/``crop`` resize them."""
 
-    def __init__(self, root, size: int | None = None, crop: bool = False, limit: int | None = None):
+    def __init__(self, root, size: int | None = None, crop: bool = False, limit: int | None = None,
+                 interpolation: str | None = None):
+        from netdissect.probe import pil_resample, resample_name
+
         self.root = Path(root)
+        self._resample = pil_resample(interpolation)  # the model's recorded interpolation (None: bilinear)
+        self.interpolation = resample_name(interpolation)
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8):
             raise DatasetError(f"image size must be an integer >= 8, got {size!r}")
         if crop and size is None:
@@ -134,7 +139,8 @@ class ImageFolder(Probe):
         return {"kind": "images", "name": self.root.resolve().name, "path": str(self.root.resolve()),
                 "n_images": len(self.files),
                 "rows_sha256": h.hexdigest()[:16], "size": list(self.shape), "resize": self.size is not None,
-                "crop": self.crop, "classes": self.classes}
+                "crop": self.crop, "classes": self.classes,
+                **({"resample": self.interpolation} if self.interpolation else {})}
 
     def where(self, i: int) -> str:
         return str(self.path(i))
@@ -167,11 +173,11 @@ class ImageFolder(Probe):
             s = self.size / min(im.size)
             w, h = max(self.size, round(im.size[0] * s)), max(self.size, round(im.size[1] * s))
             if (w, h) != im.size:
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), self._resample)
             left, top = (w - self.size) // 2, (h - self.size) // 2
             im = im.crop((left, top, left + self.size, top + self.size))
         elif im.size != (W, H):
-            im = im.resize((W, H), Image.BILINEAR)
+            im = im.resize((W, H), self._resample)
         return np.asarray(im)
 
     def batch(self, payloads: list[np.ndarray], device) -> torch.Tensor:

@@ -339,7 +339,8 @@ class FolderImages(ImageSource):
             self.problem = f"summary.json dataset.size is {size!r}, not [height, width]: the image size the run used is unknown"
             return
         try:
-            probe = ImageFolder(self.root, size=shape[0] if resize and shape else None, crop=crop)
+            probe = ImageFolder(self.root, size=shape[0] if resize and shape else None, crop=crop,
+                                interpolation=dataset.get("resample"))  # as the run resized them
         except NetDissectError as exc:
             moved = "" if self.root.exists() else " (moved or deleted since the run read it there?)"
             self.problem = f"image folder not readable: {exc}{moved}"

@@ -177,7 +177,7 @@ def _run_adversarial(model_spec, layer: str, ablation, val, out, *, attack, targ
     from netdissect.roles.run import classifier_world
     world = classifier_world(model_spec, weights)
     images, y, paths, _ = load_labelled(val, class_names, size, progress=progress, world=world,
-                                        model=str(model_spec))
+                                        model=str(model_spec), interpolation=getattr(prep, "interpolation", None))
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
     def fn(v):

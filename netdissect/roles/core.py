@@ -26,11 +26,21 @@ pass with the ablation hooked in (:attr:`Evaluator.mode` says which).
 A token layer (a transformer block) is evaluated on its patch tokens laid out
 as (N, C, H, W) (:mod:`netdissect.hooks.tokens`): a unit is one feature
 dimension on every patch token, ablated there with the prefix tokens left as
-they were.  Its evaluations are always full forward passes: what follows a
-transformer block (more blocks, then class-token pooling or token averaging
-inside the model's ``forward``) is not a sequence of modules.
+they were.  What follows a transformer block (more blocks, then class-token
+pooling or token averaging inside the model's ``forward``) is not a sequence of
+modules, so the fast path knows two models whose rest it can cut off
+(:func:`token_head_after`): a timm ``VisionTransformer`` (or a subclass keeping
+its ``forward`` and ``forward_features``, e.g. distilled DeiT) at ``blocks.K``
+runs ``blocks[K+1:]``, ``norm`` and the model's own ``forward_head``; a
+torchvision ``VisionTransformer`` at ``encoder.layers.encoder_layer_K`` runs
+the encoder layers after K, ``encoder.ln``, the class token and ``heads``.
+The cached patch map is put back into the token sequence after the layer's own
+(cached, unablated) prefix tokens.  The same probe-batch check applies; any
+other token layer, and any channels-last map, is evaluated with full passes.
 """
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import torch
@@ -72,6 +82,66 @@ def head_after(model: nn.Module, layer: str) -> _Head | None:
     return _Head(steps)
 
 
+class _TokenHead(nn.Module):
+    """The network after a token layer, from the layer's (N, C, h, w) patch map and (N, P, C) prefix tokens."""
+
+    def __init__(self, rest, layout, what: str):
+        super().__init__()
+        self.rest, self.layout, self.what = rest, layout, what
+
+    def tokens(self, x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """The layer's token output again: prefix tokens, then the patch map's cells in row-major order."""
+        if self.layout.kind == "tokens":
+            return torch.cat([prefix.to(x.dtype), x.flatten(2).transpose(1, 2)], 1)
+        return torch.cat([prefix.to(x.dtype).transpose(0, 1), x.flatten(2).permute(2, 0, 1)], 0)
+
+    def forward(self, x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.tokens(x, prefix))
+
+
+def token_head_after(model: nn.Module, layer: str, layout) -> tuple[_TokenHead | None, str]:
+    """``(head, why)``: the network after token layer ``layer`` where it can be cut off (a timm or
+    torchvision ``VisionTransformer`` at one of its blocks), else ``(None, why not)``."""
+    parts = layer.split(".")
+    try:
+        from timm.models.vision_transformer import VisionTransformer as TimmViT
+    except ImportError:  # pragma: no cover - timm is an optional extra
+        TimmViT = None
+    if TimmViT is not None and isinstance(model, TimmViT):
+        cls = type(model)
+        if cls.forward is not TimmViT.forward or cls.forward_features is not TimmViT.forward_features:
+            return None, f"a token layer of {cls.__name__}, whose forward is not timm VisionTransformer's"
+        if (len(parts) != 2 or parts[0] != "blocks" or not parts[1].isdigit()
+                or not isinstance(model.blocks, nn.Sequential)):
+            return None, "a token layer of a timm VisionTransformer that is not one of its blocks (blocks.K)"
+        k = int(parts[1])
+        rest_blocks = model.blocks[k + 1:]
+
+        def rest(t):
+            return model.forward_head(model.norm(rest_blocks(t)))
+        return _TokenHead(rest, layout, f"timm {cls.__name__}: blocks[{k + 1}:], norm, forward_head"), ""
+    try:
+        from torchvision.models.vision_transformer import Encoder, VisionTransformer as TVViT
+    except ImportError:  # pragma: no cover
+        TVViT = None
+    if TVViT is not None and isinstance(model, TVViT):
+        if type(model).forward is not TVViT.forward or type(model.encoder).forward is not Encoder.forward:
+            return None, f"a token layer of {type(model).__name__}, whose forward is not torchvision VisionTransformer's"
+        names = [n for n, _ in model.encoder.layers.named_children()]
+        if len(parts) != 3 or parts[:2] != ["encoder", "layers"] or parts[2] not in names:
+            return None, ("a token layer of a torchvision VisionTransformer that is not one of its encoder layers "
+                          "(encoder.layers.encoder_layer_K)")
+        k = names.index(parts[2])
+        rest_layers = model.encoder.layers[k + 1:]
+
+        def rest(t):
+            return model.heads(model.encoder.ln(rest_layers(t))[:, 0])
+        return _TokenHead(rest, layout, f"torchvision VisionTransformer: encoder layers after {parts[2]}, "
+                          "encoder.ln, class token, heads"), ""
+    return None, (f"a token layer of {type(model).__name__}: the network after it is not a sequence of modules "
+                  "(only timm and torchvision VisionTransformer blocks are cut off)")
+
+
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray, n_classes: int):
     """Per class ``(balanced accuracy, recall, true-negative rate)`` of "y vs every other image", and top-1 accuracy.
 
@@ -107,6 +177,8 @@ class Evaluator:
                  device: str | torch.device = "cpu", fast: bool = True, progress: bool = True,
                  prefix_tokens: int | None = None, layout: str | None = None):
         self.model = model.eval()
+        self.fast = fast
+        self._prefixes = {}  # id(acts) -> (weakref to acts, their (N, P, C) prefix tokens): token heads only
         self.prefix_tokens, self.layout_force = prefix_tokens, layout
         self.layout = None  # found on the first images (hooks.tokens): a token layer's is not None
         self.layer = layer
@@ -129,13 +201,16 @@ class Evaluator:
         x = x.to(self.device)
         return self.prep(x) if self.prep is not None else x
 
-    def _check_head(self, x: torch.Tensor, act: torch.Tensor) -> None:
+    def _run_head(self, x: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
+        return self.head(x, prefix) if isinstance(self.head, _TokenHead) else self.head(x)
+
+    def _check_head(self, x: torch.Tensor, act: torch.Tensor, prefix: torch.Tensor | None = None) -> None:
         if self._checked or self.head is None:
             return
         self._checked = True
         full = self.model(x)
         try:
-            mine = self.head(act)
+            mine = self._run_head(act, prefix)
         except (RuntimeError, ValueError, TypeError, IndexError):
             mine = None
         if (mine is None or not isinstance(full, torch.Tensor) or mine.shape != full.shape
@@ -147,9 +222,18 @@ class Evaluator:
     @torch.inference_mode()
     def activations(self, images: np.ndarray, desc: str = "layer activations") -> torch.Tensor:
         """The layer's output for every image (float32, on the CPU), one forward pass that stops at the layer."""
-        outs = []
+        outs, pres = [], []
         self._find_layout(images)
         views = {self.layer: self.layout.to_map} if self.layout is not None else None
+        if isinstance(self.head, _TokenHead):
+            lay = self.layout
+
+            def view(output, name):  # the patch map, and the prefix tokens the token head puts back
+                m = lay.to_map(output, name)
+                p = lay.prefix_view(output)
+                pres.append(m.new_zeros(m.shape[0], 0, m.shape[1]) if p is None else p.clone())
+                return m
+            views = {self.layer: view}
         with TraceDict(self.model, [self.layer], stop=True, views=views) as tr:
             for s in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch",
                           disable=not self.progress):
@@ -162,11 +246,29 @@ class Evaluator:
                     raise ActivationError(f"layer {self.layer!r} has NaN or infinite activations on images "
                                           f"{s}..{s + len(x) - 1}: ablation needs finite values")
                 outs.append(a.float().cpu())
+        prefix = torch.cat(pres).float().cpu() if pres else None
+        acts = torch.cat(outs)
         if self.head is not None and not self._checked:
             with torch.inference_mode():
+                # (the first 8 images, across batches: a batch smaller than 8 compared the wrong rows)
                 x = self._batch(images[:min(8, len(images))])
-                self._check_head(x, outs[0][:len(x)].to(self.device))
-        return torch.cat(outs)
+                self._check_head(x, acts[:len(x)].to(self.device),
+                                 None if prefix is None else prefix[:len(x)].to(self.device))
+        if isinstance(self.head, _TokenHead):
+            self._prefixes = {k: v for k, v in self._prefixes.items() if v[0]() is not None}
+            self._prefixes[id(acts)] = (weakref.ref(acts), prefix)
+        return acts
+
+    def _prefix_of(self, acts: torch.Tensor, images) -> torch.Tensor:
+        """The prefix tokens cached with ``acts`` (by :meth:`activations`), or found again from ``images``."""
+        ref, prefix = self._prefixes.get(id(acts), (None, None))
+        if ref is not None and ref() is acts:
+            return prefix
+        if images is None or len(images) != acts.shape[0]:
+            raise NetDissectError("the token-layer head path needs the activations returned by "
+                                  "Evaluator.activations (they carry the prefix tokens), or the images")
+        again = self.activations(images)
+        return self._prefixes[id(again)][1]
 
     def _find_layout(self, images: np.ndarray) -> None:
         """The layer's layout, from one image; a token layer or channels-last map falls back to full passes."""
@@ -184,7 +286,13 @@ class Evaluator:
         if lay.kind == "nchw" and not lay.item:
             return
         self.layout = lay
-        if self.head is not None:
+        if not self.fast:
+            return
+        if lay.is_tokens and not lay.item:
+            self.head, why = token_head_after(self.model, self.layer, lay)
+            self.mode = "head" if self.head is not None else "full"
+            self.why_full = why or None
+        elif self.head is not None:
             self.head, self.mode = None, "full"
             self.why_full = (f"a {'token layer' if lay.is_tokens else 'channels-last map'}: the network after it "
                              "is not a sequence of modules that takes its (N, C, H, W) view")
@@ -217,6 +325,10 @@ class Evaluator:
                 if len(units):
                     keep[m, torch.as_tensor(list(units), dtype=torch.long)] = 0
             per = max(1, (4 * self.batch_size) // max(1, min(N, self.batch_size)))  # ablations per pass
+            pre_all = None
+            if isinstance(self.head, _TokenHead):
+                pre_all = self._prefix_of(acts, images)
+                per = max(1, self.batch_size // max(1, min(N, self.batch_size)))  # a transformer's memory
             t_all = torch.as_tensor(truth) if want else None
             for s in tqdm(range(0, N, self.batch_size), desc=desc, disable=not self.progress or not desc,
                           unit="batch"):
@@ -227,7 +339,11 @@ class Evaluator:
                     k = kp.shape[0]
                     # x * 1 and x * 0 are exact for the finite activations: the same as apply_edit(a=1, v=0)
                     x = (a.unsqueeze(0) * kp.view(k, 1, C, *([1] * (a.dim() - 2)))).reshape(k * b, *a.shape[1:])
-                    logits = self.head(x).view(k, b, -1)
+                    pre = None
+                    if pre_all is not None:
+                        p = pre_all[s:s + b].to(self.device)
+                        pre = p.unsqueeze(0).expand(k, *p.shape).reshape(k * b, *p.shape[1:])
+                    logits = self._run_head(x, pre).view(k, b, -1)
                     _finite(logits.reshape(k * b, -1), s, b)
                     out[m0:m0 + k, s:s + b] = logits.argmax(2).cpu().numpy()
                     if want:

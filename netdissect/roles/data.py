@@ -43,16 +43,19 @@ def class_index(classes: list[str]) -> dict[str, int]:
     return out
 
 
-def _resize(img: np.ndarray, size: int | None) -> np.ndarray:
+def _resize(img: np.ndarray, size: int | None, interpolation: str | None = None) -> np.ndarray:
     if size is None or img.shape[:2] == (size, size):
         return img
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    from netdissect.probe import resized
+    return resized(img, (size, size), interpolation)
 
 
 def load_labelled(root, classes: list[str], size: int | None = None, split: str | None = None,
                   limit: int | None = None, progress: bool = True, world: int | None = None,
-                  model: str = "the model"):
+                  model: str = "the model", interpolation: str | None = None):
     """``(uint8 images (N, size, size, 3), int64 labels (N,), image paths, skipped count)``.
+
+    ``interpolation``: how images are resized to ``size`` (the model's recorded one; None: bilinear).
 
     ``world``: the synthetic-world version the model was trained on; a synthetic dataset written from
     another version is refused (its class names may coincide but mean other scenes).
@@ -64,11 +67,11 @@ def load_labelled(root, classes: list[str], size: int | None = None, split: str 
     if (root / "index.csv").exists():
         from netdissect.data.synth.worlds import check_world
         check_world(root, world, model)
-        return _from_broden(root, lookup, classes, size, split, limit, progress)
-    return _from_folders(root, lookup, classes, size, limit, progress)
+        return _from_broden(root, lookup, classes, size, split, limit, progress, interpolation)
+    return _from_folders(root, lookup, classes, size, limit, progress, interpolation)
 
 
-def _from_broden(root, lookup, classes, size, split, limit, progress):
+def _from_broden(root, lookup, classes, size, split, limit, progress, interpolation=None):
     from netdissect.data.broden import Broden
 
     ds = Broden(root, split=split)
@@ -95,12 +98,12 @@ def _from_broden(root, lookup, classes, size, split, limit, progress):
                            f"{' of split ' + repr(split) if split else ''}); the classifier experiments need "
                            "images labelled with the model's classes")
     skipped = len(ds.rows) - len(picked) if limit is None else 0
-    images = np.stack([_resize(ds.load_image(i), size) for i in
+    images = np.stack([_resize(ds.load_image(i), size, interpolation) for i in
                        tqdm(picked, desc=f"reading {root.name}", unit="img", disable=not progress)])
     return images, np.asarray(labels, np.int64), [ds.rows[i].image for i in picked], skipped
 
 
-def _from_folders(root, lookup, classes, size, limit, progress):
+def _from_folders(root, lookup, classes, size, limit, progress, interpolation=None):
     subs = sorted(p for p in root.iterdir() if p.is_dir())
     if not subs:
         raise DatasetError(f"{root}: neither a Broden folder (no index.csv) nor an image folder with one "
@@ -123,7 +126,7 @@ def _from_folders(root, lookup, classes, size, limit, progress):
     for f, _ in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
         try:
             with Image.open(f) as im:
-                images.append(_resize(np.asarray(to_rgb(im)), size))
+                images.append(_resize(np.asarray(to_rgb(im)), size, interpolation))
         except OSError as exc:
             raise DatasetError(f"{f}: not a readable image ({exc})") from None
     if size is None and len({im.shape for im in images}) > 1:

@@ -214,6 +214,7 @@ def _run_ablation(model_spec, layer, train, val, out, dest, *, dissection, weigh
     splits = {}
     for name, root in (("train", train), ("val", val)):
         imgs, y, paths, skipped = load_labelled(root, class_names, size, limit=limit, progress=progress,
+                                                interpolation=getattr(prep, "interpolation", None),
                                                 world=world, model=str(model_spec))
         present = sorted(set(y.tolist()))
         if len(present) < 2:
