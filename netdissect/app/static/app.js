@@ -107,7 +107,8 @@ async function start() {
   fillMeta();
   fillPalette();
   bindControls();
-  if (state.concepts.length) selectConcept(0);
+  // start on the first concept that measurably draws (the first one if none was measured)
+  if (state.concepts.length) selectConcept(Math.max(0, state.concepts.findIndex((c) => !c.drawing || c.drawing.draws)));
   await loadBatch(0);
   if (state.seed === null) await openSeed(0);
 }
@@ -197,12 +198,12 @@ function fillPalette() {
   const dr = state.info.drawing;
   const nodraw = measured.filter((c) => !c.drawing.draws).length;
   $("draw-note").textContent = measured.length && dr ?
-    `"Draws +N% of the region": painting the concept over the centre of ${dr.samples} samples (its units, ` +
-    `strength 1) turns N% more of the region's pixels into it, by the run's segmenter; ${nodraw} of ` +
-    `${measured.length} concepts do not measurably draw (faded; the 99% interval's low end under ` +
-    `${Math.round(100 * dr.min_gain)}%).` :
+    `"Draws +N%": painting the concept over the centre of ${dr.samples} samples turns N% more of that ` +
+    `region into it (by the run's segmenter). Faded: does not measurably draw (${nodraw} of ${measured.length}; ` +
+    `99% interval's low end under ${Math.round(100 * dr.min_gain)}%).` :
     "Not measured here: whether switching a concept's units on draws it. A concept is listed because its " +
     "units detect it; some may not draw it (see docs/paint.md).";
+  if (measured.length) $("palette-note").textContent += ` · ${measured.length - nodraw} draw`;
   $("hide-nodraw-box").hidden = !(measured.length && nodraw);
   applyHide();
   requestAnimationFrame(paletteOverflow);
