@@ -964,10 +964,14 @@ def _run_insertion(run_dir, layer, concept, n, value, samples, seed, out, dest, 
                                         f"that cell (its label before the edit in brackets).")
             summary["examples"] = pick.tolist()
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
-            added = [f"+{int(flat[i, bb])} px" for i, bb in zip(pick, best)]
+            added = [f"+{int(flat[i, bb])} {short} px" for i, bb in zip(pick, best)]
+            H, W = before.shape[1:3]
+            boxes = [((bb // w) * H // h, (bb % w) * W // w, H // h, W // w) for bb in best]   # the edited cell
             summary["figures"]["examples"] = fg.image_grid(
-                dest, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
-                f"top {n} {short} units set at one cell (the samples and cells adding most)")
+                dest, "insertion_examples", [("original", before, caps, boxes), (f"{short} inserted", after, added,
+                                                                                  boxes)],
+                f"top {n} {short} units set at the outlined cell (the samples and cells adding most; "
+                f"pixels of the {sh}x{sw} label map)")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(dest / "insertion.json", summary)
     return summary
