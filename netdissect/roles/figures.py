@@ -145,7 +145,7 @@ def adversarial_figure(out: Path, summary, model, layer, prep, x_all, jobs, succ
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names)
     ax.set_ylabel("change of peak activation (99% CI)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)  # off the bars
     ax.set_title(f"{attack} toward each target: {layer}", fontsize=9)
     figs["changes"] = _save(fig, out, "adversarial_changes")
     ok = [j for j, s in zip(jobs, success) if s][:examples]
