@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import os
 import shutil
 import socket
@@ -59,8 +60,21 @@ def _setup(root: Path):
     layer, palette, _ = load_palette(run, os.environ.get("PAINT_LAYER"), 2, 20 if os.environ.get("PAINT_RUN") else 4)
     model, gen_io = load_model(spec, os.environ.get("PAINT_WEIGHTS") if os.environ.get("PAINT_RUN") else None,
                                generator=True)
+    if not os.environ.get("PAINT_RUN"):   # a concept its units detect (by hand) but never draw: the green units
+        from netdissect.app.palette import Concept
+
+        palette.append(Concept("blue-c", "color", list(toy.GREEN_UNITS), [0.3] * 4, "#8a929c", 4))
     painter = Painter(model, layer, palette, z_dim=gen_io.z_dim, to_image=gen_io.to_image)
-    return painter, load_segmenter(seg), spec, run
+    seg = load_segmenter(seg)
+    # which concepts the default stroke draws, as `netdissect paint` measures at start (cached per weights)
+    from netdissect.app.drawing import measure_drawing
+
+    numbers = {c: seg.concepts.index(c) + 1 for c in painter.palette if c in seg.concepts}
+    painter.drawing = measure_drawing(painter, seg, numbers, seg_size=(32, 32),
+                                      cache_dir=None if os.environ.get("PAINT_RUN") else False)
+    for name, row in painter.drawing["concepts"].items():
+        painter.palette[name].drawing = row
+    return painter, seg, spec, run
 
 
 @pytest.fixture(scope="module")
@@ -379,5 +393,47 @@ def test_a_painter_at_laptop_and_desktop_sizes(browser, served, size, tmp_path):
     # chromium logs the aborted request; nothing else may be logged
     watch.errors[:] = [e for e in watch.errors if "ERR_FAILED" not in e]
     watch.bad[:] = [b for b in watch.bad if "/api/render" not in b]
+    watch.check()
+    page.close()
+
+
+def test_the_palette_marks_the_concepts_that_do_not_draw(browser, served):
+    """Each concept says whether the default stroke measurably draws it; those that do not are marked (faded,
+    "does not measurably draw") and "hide" takes them out of the list and out of the arrow keys' way."""
+    url, painter, _ = served
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    watch = Watch(page)
+    page.goto(url + "/", wait_until="load")
+    wait_render(page, 1)
+    rows = {n: c.drawing for n, c in painter.palette.items()}
+    assert any(d["draws"] for d in rows.values())
+    if not os.environ.get("PAINT_RUN"):
+        assert rows["red-c"]["draws"] and not rows["blue-c"]["draws"]
+    for name, d in rows.items():
+        row = page.locator(f'.concept[data-name="{name}"]')
+        text = row.locator(".drawn").inner_text()
+        cls = row.get_attribute("class")
+        if d["draws"]:
+            m = re.fullmatch(r"draws \+(\d+)% of the region", text)
+            assert m and abs(int(m.group(1)) - 100 * d["gain"]) <= 0.5 + 1e-9 and "nodraw" not in cls, (name, text)
+        else:
+            assert text == "does not measurably draw" and "nodraw" in cls, (name, text)
+            assert float(row.evaluate("e => getComputedStyle(e).opacity")) < 0.8
+    assert "Faded: does not measurably draw" in page.inner_text("#help-palette")
+    nodraw = [n for n, d in rows.items() if not d["draws"]]
+    assert page.is_visible("#hide-nodraw-box") == bool(nodraw)
+    if nodraw:
+        first = next(n for n, d in rows.items() if d["draws"])
+        page.click(f'.concept[data-name="{first}"]')
+        page.check("#hide-nodraw")
+        shown = page.evaluate("Array.from(document.querySelectorAll('.concept')).filter(e => e.offsetParent)"
+                              ".map(e => e.dataset.name)")
+        assert set(shown) == {n for n, d in rows.items() if d["draws"]}
+        page.focus(".concept.on")
+        for _ in range(len(shown) + 1):                      # the arrow keys stay on the concepts shown
+            page.keyboard.press("ArrowDown")
+            assert page.evaluate("state.concept.drawing.draws")
+        page.uncheck("#hide-nodraw")
+        assert page.locator(".concept:visible").count() == len(rows)
     watch.check()
     page.close()

@@ -27,6 +27,10 @@ class _Refs(HTMLParser):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    import os
+
+    if os.environ.get("DEMO_DIR"):   # a finished `netdissect demo --out DIR` (e.g. the full-size one): read only
+        return Path(os.environ["DEMO_DIR"])
     out = tmp_path_factory.mktemp("demo") / "d"
     assert main(["demo", "--out", str(out), "--n", "100", "--gan-samples", "200", "--quiet"]) == 0
     return out

@@ -46,6 +46,7 @@ class Concept:
     color: str = "#8a929c"
     detectors: int | None = None   # how many of ``units`` (the first ones) are above the IoU threshold
     values: list[float] = field(default_factory=list)  # insertion value per unit, filled by the painter
+    drawing: dict | None = None    # whether its units draw it (netdissect.app.drawing), when measured
 
     def as_json(self) -> dict:
         det = len(self.units) if self.detectors is None else self.detectors
@@ -53,7 +54,8 @@ class Concept:
                 "units": [{"unit": int(u), "iou": round(float(i), 4), "detector": k < det,
                            **({"value": round(float(v), 4)} if self.values else {})}
                           for k, (u, i, v) in enumerate(zip(self.units, self.ious,
-                                                            self.values or [None] * len(self.units)))]}
+                                                            self.values or [None] * len(self.units)))],
+                **({"drawing": self.drawing} if self.drawing is not None else {})}
 
 
 def palette_from_layer(layer, min_units: int = 2, max_units: int = 20) -> list[Concept]:

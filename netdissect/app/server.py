@@ -115,12 +115,25 @@ class UnitOut(BaseModel):
     value: float | None = Field(default=None, description="the insertion value (draw at strength 1)")
 
 
+class DrawingOut(BaseModel):
+    gain: float = Field(description="mean gain of the concept's share of the region's label pixels")
+    se: float = Field(description="its standard error")
+    ci99_low: float
+    ci99_high: float
+    before: float = Field(description="the concept's mean share of the region before the stroke")
+    after: float = Field(description="... and after")
+    samples: int
+    draws: bool = Field(description="ci99_low at least the rule's min_gain (GET /api/info drawing)")
+
+
 class ConceptOut(BaseModel):
     name: str
     category: str
     color: str
     detectors: int = Field(description="how many of the units (the first ones) are detectors of the concept")
     units: list[UnitOut] = Field(description="the concept's units of highest IoU, best first")
+    drawing: DrawingOut | None = Field(default=None, description="whether the app's default stroke draws the "
+                                       "concept (measured at start-up; absent when not measured)")
 
 
 def _where(loc) -> str:
@@ -194,7 +207,9 @@ def create_app(painter: Painter, *, run: str = "", model: str = "",
     @app.get("/api/info")
     def info() -> dict:
         """What is painted: model, layer, grid, image size, the value policy and the request limits."""
+        drawing = getattr(painter, "drawing", None)
         return {**painter.info(), "model": model, "run": run,
+                "drawing": None if drawing is None else {k: v for k, v in drawing.items() if k != "concepts"},
                 "limits": {"max_strokes": MAX_STROKES, "max_mask_bytes": MAX_MASK_BYTES, "max_seed": MAX_SEED,
                            "max_batch": MAX_BATCH, "max_body_bytes": MAX_BODY_BYTES}}
 

@@ -50,6 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the latent size, for a generator without a z_dim attribute")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per render (default 1; 0: torch's default)")
+    p.add_argument("--drawing", choices=["measure", "skip"], default="measure",
+                   help="measure at start which concepts the default stroke measurably draws, with the run's "
+                        "segmenter (cached per weights, layer and settings; default), or skip it (docs/paint.md)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; anything else warns)")
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
@@ -127,10 +130,47 @@ def build(args):
     except (RuntimeError, ValueError, TypeError) as exc:
         raise NetDissectError(f"--model {args.model} with z of size {z_dim}: the generator failed "
                               f"({type(exc).__name__}: {exc}); is it the model the run dissected?") from None
+    painter.drawing = _measure_drawing(args, painter, result, layer) if args.drawing == "measure" else None
     local = args.host in LOOPBACK
     hosts = ["127.0.0.1", "localhost", "[::1]"] if local else None
     app = create_app(painter, run=str(args.run), model=str(args.model), allowed_hosts=hosts)
     return app, painter, layer
+
+
+def _measure_drawing(args, painter, result, layer):
+    """Which palette concepts the default stroke draws (:mod:`netdissect.app.drawing`), with the run's segmenter;
+    ``None`` (said in one line) when the run names no segmenter."""
+    from netdissect.app.drawing import DRAW_SAMPLES, DRAW_SEED, measure_drawing
+    from netdissect.concepts.segmenter import segmenter_identity
+    from netdissect.segment import load_segmenter
+
+    summary = result.summary
+    labels = summary.get("labels") if isinstance(summary.get("labels"), dict) else {}
+    if not labels.get("spec"):
+        print(f"netdissect paint: {args.run} names no segmenter (summary.json labels.spec): the palette does not "
+              "say which concepts draw (--drawing skip hides this line)", file=sys.stderr)
+        return None
+    seg_id = labels.get("segmenter") if isinstance(labels.get("segmenter"), dict) else {}
+    seg = load_segmenter(labels["spec"], quad_parts=seg_id.get("kind") == "quad-parts")
+    if seg_id and segmenter_identity(seg) != seg_id:
+        print(f"netdissect paint: warning: segmenter {labels['spec']} is not the one {args.run} used; "
+              "measuring which concepts draw with it anyway", file=sys.stderr)
+    lr = result[layer]
+    cols = {(str(n), str(c)): int(k) for n, c, k in zip(lr.concept_names, lr.concept_categories,
+                                                         lr.concept_numbers)}
+    numbers = {c.name: cols[(c.name, c.category)] for c in painter.palette.values()
+               if (c.name, c.category) in cols}
+    data = summary.get("dataset") if isinstance(summary.get("dataset"), dict) else {}
+    seed = DRAW_SEED + 1 if data.get("seed") == DRAW_SEED else DRAW_SEED   # not the samples that chose the units
+    print(f"netdissect paint: measuring which of the {len(numbers)} concepts the default stroke draws "
+          f"({DRAW_SAMPLES} latents of seed {seed}) ...", file=sys.stderr, flush=True)
+    out = measure_drawing(painter, seg, numbers, samples=DRAW_SAMPLES, seed=seed, seg_size=labels.get("seg_size"))
+    for name, row in out["concepts"].items():
+        painter.palette[name].drawing = row
+    n = sum(r["draws"] for r in out["concepts"].values())
+    how = f"from the cache {out['cache']}" if out["cached"] else f"in {out['seconds']} s"
+    print(f"netdissect paint: {n} of {len(out['concepts'])} concepts measurably draw ({how})", file=sys.stderr)
+    return out
 
 
 def run(args) -> int:

@@ -92,11 +92,13 @@ def ablation_figures(out: Path, summary: dict, removal, importance, order, uc, p
             ses.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
         ax.errorbar(xs, ms, yerr=ses, fmt="o-", capsize=3)
         ax.set_xticks(xs)  # counts of classes: whole numbers
+        ax.margins(x=0.2)   # room for the last point's "N units" inside the frame
         for c, m in zip(xs, ms):
             ax.annotate(f"{int((counts == c).sum())} units", (c, m), xytext=(5, 4), textcoords="offset points",
                         fontsize=9)
         ax.set_xlabel(f"classes for which the unit is in the top {summary['top_k']}")
         ax.set_ylabel("best IoU (mean, s.e.)")
+        ax.set_title("are units important to more classes better detectors?", fontsize=9)
         figs["importance_vs_iou"] = _save(fig, out, "importance_vs_iou")
     # 3. best single-unit classifier per class: jitter of peak activations, class vs others
     best = {}
@@ -143,7 +145,7 @@ def adversarial_figure(out: Path, summary, model, layer, prep, x_all, jobs, succ
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names)
     ax.set_ylabel("change of peak activation (99% CI)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)  # off the bars
     ax.set_title(f"{attack} toward each target: {layer}", fontsize=9)
     figs["changes"] = _save(fig, out, "adversarial_changes")
     ok = [j for j, s in zip(jobs, success) if s][:examples]

@@ -39,6 +39,7 @@ from netdissect.errors import LayerError, NetDissectError
 
 __all__ = ["GeneratorError", "CutGenerator", "resolve_concept", "rank_units", "concept_counts", "share_removed",
            "removal", "removal_rows", "insertion_levels", "insertion", "context_table", "cell_centres",
+           "region_pixels", "region_insertion",
            "CI_Z", "DEFAULT_SIZES", "DEFAULT_MIN_SAMPLES", "VALUE_POLICIES"]
 
 CI_Z = 2.58                      # 99% two-sided normal interval
@@ -518,6 +519,70 @@ def insertion(generator, layer: str, units, segmenter, concept: int, z, *, value
             "n_units": C}
 
 
+def region_pixels(region, seg_size) -> np.ndarray:
+    """``region`` (h, w) cells of a layer's grid as a bool (sh, sw) mask of label pixels: pixel ``(i, j)``
+    belongs to cell ``(floor(i h / sh), floor(j w / sw))`` (exact when the label size is a multiple of the grid).
+
+    >>> region_pixels(np.array([[0, 1], [0, 0]], bool), (4, 4)).astype(int)
+    array([[0, 0, 1, 1],
+           [0, 0, 1, 1],
+           [0, 0, 0, 0],
+           [0, 0, 0, 0]])
+    """
+    region = np.asarray(region, bool)
+    h, w = region.shape
+    sh, sw = (int(v) for v in seg_size)
+    return region[(np.arange(sh) * h) // sh][:, (np.arange(sw) * w) // sw]
+
+
+def region_insertion(generator, layer: str, edits, segmenter, concepts, z, region, *, seg_size=None,
+                     batch_size: int = 32, device="cpu", to_rgb=None, fast: bool = True,
+                     cut: CutGenerator | None = None, progress: bool = False) -> dict:
+    """Insertion in a fixed region: each edit at once on the latent rows ``z``, concept pixels counted in the region.
+
+    ``edits``: a list of ``(alpha, value)`` edits of the layer (broadcastable to its (C, h, w), applied with
+    the one edit rule ``x <- x (1 - alpha) + value alpha``), ``concepts``: the label number counted for each
+    edit, ``region``: bool (h, w) cells of the layer's grid, counted at the label size by
+    :func:`region_pixels`.  The unedited samples are rendered and segmented once; each edit costs one pass
+    of the generator after the layer (:class:`CutGenerator`) and one of the segmenter per sample.
+
+    Returns ``before`` and ``after`` (E, N): pixels of edit ``e``'s concept (in any plane) inside the region,
+    ``region_pixels`` (their number per sample), ``seg_size``, ``mode``.
+    """
+    z = _check_z(z)
+    concepts = [int(c) for c in concepts]
+    if len(concepts) != len(edits):
+        raise GeneratorError(f"region_insertion: {len(edits)} edits but {len(concepts)} concepts (one each)")
+    cut = cut or CutGenerator(generator, layer, to_rgb=to_rgb, device=device, fast=fast)
+    seg_size = _seg_size(cut, z, seg_size)
+    if cut.shape is None:
+        cut.activations(z[:1])
+    h, w = cut.shape[1:]
+    region = np.asarray(region, bool)
+    if region.shape != (h, w) or not region.any():
+        raise GeneratorError(f"region must be a non-empty bool ({h}, {w}) mask of the layer's cells, "
+                             f"got {region.shape}")
+    inside = torch.from_numpy(region_pixels(region, seg_size)).to(cut.device)
+    N, E = len(z), len(edits)
+    before = np.zeros((E, N), np.int64)
+    after = np.zeros((E, N), np.int64)
+    numbers = torch.as_tensor(concepts, dtype=torch.long, device=cut.device).view(1, E, 1, 1, 1)
+
+    def counts(labels):   # (B, P, sh, sw) -> (E, B): each concept's pixels (any plane) inside the region
+        hit = (labels.unsqueeze(1) == numbers).any(2) & inside
+        return hit.flatten(2).sum(2).T.cpu().numpy()
+
+    for s in tqdm(range(0, N, batch_size), desc=f"region insertion at {layer}", unit="batch", disable=not progress):
+        zb = z[s:s + batch_size]
+        act = cut.activations(zb)
+        before[:, s:s + len(zb)] = counts(_segment(segmenter, cut.images(act, zb), seg_size))
+        for e, (alpha, value) in enumerate(edits):
+            labels = _segment(segmenter, cut.images(act, zb, alpha, value), seg_size)
+            after[e, s:s + len(zb)] = counts(labels)[e]
+    return {"before": before, "after": after, "region_pixels": int(inside.sum()), "seg_size": list(seg_size),
+            "mode": cut.mode, "why_full": cut.why_full}
+
+
 def context_table(added: np.ndarray, context: np.ndarray, names, min_samples: int = DEFAULT_MIN_SAMPLES,
                   z: float = CI_Z) -> list[dict]:
     """Per context label (``names[j]`` is label ``j + 1``; 0 is ``(none)``) with at least ``min_samples``
@@ -899,10 +964,14 @@ def _run_insertion(run_dir, layer, concept, n, value, samples, seed, out, dest, 
                                         f"that cell (its label before the edit in brackets).")
             summary["examples"] = pick.tolist()
             caps = [f"cell {bb // w},{bb % w} ({c})" for bb, c in zip(best, ctx)]
-            added = [f"+{int(flat[i, bb])} px" for i, bb in zip(pick, best)]
+            added = [f"+{int(flat[i, bb])} {short} px" for i, bb in zip(pick, best)]
+            H, W = before.shape[1:3]
+            boxes = [((bb // w) * H // h, (bb % w) * W // w, H // h, W // w) for bb in best]   # the edited cell
             summary["figures"]["examples"] = fg.image_grid(
-                dest, "insertion_examples", [("original", before, caps), (f"{short} inserted", after, added)],
-                f"top {n} {short} units set at one cell (the samples and cells adding most)")
+                dest, "insertion_examples", [("original", before, caps, boxes), (f"{short} inserted", after, added,
+                                                                                  boxes)],
+                f"top {n} {short} units set at the outlined cell (the samples and cells adding most; "
+                f"pixels of the {sh}x{sw} label map)")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(dest / "insertion.json", summary)
     return summary

@@ -51,13 +51,18 @@ def removal_curve(out: Path, rows: list[dict], title: str, paper: tuple | None =
 
 
 def image_grid(out: Path, name: str, rows: list[tuple[str, np.ndarray, list[str]]], title: str) -> list[str]:
-    """Rows of images (``(row label, uint8 (B, H, W, 3), captions)``), one column per sample."""
+    """Rows of images (``(row label, uint8 (B, H, W, 3), captions)``, optionally a fourth item: per image a box
+    ``(top, left, height, width)`` in image pixels outlined on it, or None), one column per sample."""
+    from matplotlib.patches import Rectangle
+
     plt = _plt()
     cols = max(len(r[1]) for r in rows)
     side = min(1.35, 8.4 / cols)   # the whole grid fits a 1000 px column at 110 dpi
     fig, axes = plt.subplots(len(rows), cols, figsize=(side * cols + 0.8, (side + 0.3) * len(rows) + 0.5),
                              squeeze=False)
-    for i, (label, imgs, caps) in enumerate(rows):
+    for i, row in enumerate(rows):
+        label, imgs, caps = row[:3]
+        boxes = row[3] if len(row) > 3 else None
         for j in range(cols):
             ax = axes[i][j]
             ax.set_xticks([])
@@ -65,6 +70,9 @@ def image_grid(out: Path, name: str, rows: list[tuple[str, np.ndarray, list[str]
             if j < len(imgs):
                 ax.imshow(imgs[j], interpolation="nearest")
                 ax.set_xlabel(caps[j], fontsize=9, labelpad=2)
+                if boxes is not None and boxes[j] is not None:
+                    t, lft, bh, bw = boxes[j]
+                    ax.add_patch(Rectangle((lft - 0.5, t - 0.5), bw, bh, fill=False, ec="#ff2da0", lw=1.6))
             else:
                 ax.axis("off")
             if j == 0:

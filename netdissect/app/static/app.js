@@ -107,7 +107,8 @@ async function start() {
   fillMeta();
   fillPalette();
   bindControls();
-  if (state.concepts.length) selectConcept(0);
+  // start on the first concept that measurably draws (the first one if none was measured)
+  if (state.concepts.length) selectConcept(Math.max(0, state.concepts.findIndex((c) => !c.drawing || c.drawing.draws)));
   await loadBatch(0);
   if (state.seed === null) await openSeed(0);
 }
@@ -177,15 +178,47 @@ function fillPalette() {
     nu.title = `${c.detectors} detector units (IoU above the run's threshold); ${c.units.length} units in all`;
     const key = document.createElement("kbd"); key.textContent = i < 9 ? String(i + 1) : "";
     b.append(key, sw, nm, ct, nu);
+    const d = c.drawing;
+    if (d) {   // measured at start-up: does the default stroke draw the concept? (docs/paint.md)
+      const pct = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(100 * x).toFixed(0)}%`;
+      const dr = document.createElement("span"); dr.className = "drawn";
+      dr.textContent = d.draws ? `draws ${pct(d.gain)} of the region` : "does not measurably draw";
+      dr.title = `the default stroke over the centre of ${d.samples} samples: ${c.name} goes from ` +
+        `${(100 * d.before).toFixed(0)}% to ${(100 * d.after).toFixed(0)}% of the region ` +
+        `(gain ${pct(d.gain)}, 99% interval ${pct(d.ci99_low)} to ${pct(d.ci99_high)})`;
+      b.append(dr);
+      b.classList.add(d.draws ? "draws" : "nodraw");
+      b.title += ` · ${dr.textContent}`;
+    }
     b.addEventListener("click", () => selectConcept(i));
     return b;
   }));
   if (!state.concepts.length) box.textContent = "The run gives no concept at this layer.";
-  const measured = state.concepts.filter((c) => typeof c.draws === "number");
-  $("draw-note").textContent = measured.length ? "" :
+  const measured = state.concepts.filter((c) => c.drawing);
+  const dr = state.info.drawing;
+  const nodraw = measured.filter((c) => !c.drawing.draws).length;
+  $("draw-note").textContent = measured.length && dr ?
+    `"Draws +N%": painting the concept over the centre of ${dr.samples} samples turns N% more of that ` +
+    `region into it (by the run's segmenter). Faded: does not measurably draw (${nodraw} of ${measured.length}; ` +
+    `99% interval's low end under ${Math.round(100 * dr.min_gain)}%).` :
     "Not measured here: whether switching a concept's units on draws it. A concept is listed because its " +
     "units detect it; some may not draw it (see docs/paint.md).";
+  if (measured.length) $("palette-note").textContent += ` · ${measured.length - nodraw} draw`;
+  $("hide-nodraw-box").hidden = !(measured.length && nodraw);
+  applyHide();
   requestAnimationFrame(paletteOverflow);
+}
+
+function applyHide() {   // "hide those that do not draw": the faded rows leave the list (not the chosen one)
+  const hide = $("hide-nodraw").checked;
+  for (const b of $("palette").querySelectorAll(".concept")) {
+    b.hidden = hide && b.classList.contains("nodraw") && b.getAttribute("aria-checked") !== "true";
+  }
+  requestAnimationFrame(paletteOverflow);
+}
+
+function shownIndices() {
+  return Array.from($("palette").querySelectorAll(".concept")).filter((b) => !b.hidden).map((b) => Number(b.dataset.index));
 }
 
 function selectConcept(i) {
@@ -206,6 +239,7 @@ function selectConcept(i) {
   state.nUnits = Number(slider.value);
   $("n-units-out").textContent = slider.value;
   updateUnitsLine();
+  if ($("hide-nodraw").checked) applyHide();
 }
 
 function updateUnitsLine() {
@@ -548,6 +582,7 @@ function bindControls() {
   });
   $("pixelated").addEventListener("change", () => $("stage").classList.toggle("pixelated", $("pixelated").checked));
   $("palette").addEventListener("scroll", paletteOverflow);
+  $("hide-nodraw").addEventListener("change", applyHide);
   window.addEventListener("resize", paletteOverflow);
   const nu = $("n-units");
   nu.addEventListener("input", () => {
@@ -571,12 +606,12 @@ function bindControls() {
     openSeed(v);
   });
   $("palette").addEventListener("keydown", (ev) => {   // arrows move within the radio group
-    const n = state.concepts.length;
+    const shown = shownIndices(), n = shown.length;
     if (!n || !state.concept) return;
-    const i = state.concepts.indexOf(state.concept);
+    const i = Math.max(0, shown.indexOf(state.concepts.indexOf(state.concept)));
     let j = null;
-    if (ev.key === "ArrowDown" || ev.key === "ArrowRight") j = (i + 1) % n;
-    if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") j = (i - 1 + n) % n;
+    if (ev.key === "ArrowDown" || ev.key === "ArrowRight") j = shown[(i + 1) % n];
+    if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") j = shown[(i - 1 + n) % n];
     if (j === null) return;
     ev.preventDefault();
     selectConcept(j);
