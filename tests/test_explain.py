@@ -181,8 +181,8 @@ def test_cli_writes_beam_formulas_beside_the_exact_ones(run, capsys):
     out = capsys.readouterr().out
     assert "formulas-beam2.csv" in out
     text = (run / "features" / "formulas-beam2.csv").read_text().splitlines()
-    assert text[0] == "unit,formula,iou,iou_single_best,length,certified,nodes_searched,method"
-    assert all(line.endswith(",beam2") for line in text[1:])
+    assert text[0] == "unit,formula,iou,iou_single_best,length,certified,nodes_searched,method,p,q,significant"
+    assert all(line.split(",")[7] == "beam2" for line in text[1:])
 
 
 def test_length_above_five_warns_with_an_estimate(run, monkeypatch, capsys):

@@ -67,3 +67,52 @@ def test_planted_formula_unit_significant_noise_unit_not():
     p, q = scorecard(sums_from_pixels(U, F, [1] * U.shape[1]), [1, 1], np.ones(2, bool))
     assert q[0] < 0.01
     assert q[1] > 0.05
+
+
+def test_explain_writes_p_q_and_the_pass_counts_the_searched_formulas(broden, tmp_path):
+    """On a run: formulas.csv and load() carry p, q, significant; the planted colour detectors' formulas
+    are significant; the significance pass's observed overlap of each formula equals the search's own
+    count of it (the pass evaluates the same formula masks the search scored)."""
+    from pathlib import Path
+
+    from netdissect import dissect, load
+    from netdissect.explain import run as xr
+    from netdissect.explain.search import Problem
+
+    tests = Path(__file__).parent
+    out = tmp_path / "run"
+    dissect(f"{tests}/nets.py:color_units", ["features"], broden, out=out, progress=False, keep_cache=True)
+    seen = {}
+    import netdissect.explain.null as null
+
+    orig = null.scorecard
+
+    def spy(sums, cat_bits, tested):
+        seen["sums"], seen["tested"] = sums, tested
+        return orig(sums, cat_bits, tested)
+
+    null.scorecard = spy
+    try:
+        xr.explain(out, length=2, progress=False)
+    finally:
+        null.scorecard = orig
+    lr = load(out)["features"]
+    f = lr.formulas
+    assert {"p", "q", "significant"} <= set(f.dtype.names)
+    has = f["formula"] != ""
+    assert np.isnan(f["p"][~has]).all() and not f["significant"][~has].any()
+    assert ((f["p"][has] >= 0) & (f["p"][has] <= 1)).all() and (f["q"][has] >= f["p"][has] - 1e-12).all()
+    names = [str(n) for n in lr.concept_names]
+    for k in range(3):  # red, green, blue units (tests/nets.py ColorUnits)
+        assert f["q"][k] < 0.01 and f["significant"][k], (k, f["formula"][k], f["q"][k])
+    # the pass's observed T equals I(G) = sum_s h_s over the formula's signatures
+    with np.load(out / ".explain" / "features.counts.npz") as z:
+        prim = {g: i for i, g in enumerate(lr.categories)}
+        problem = Problem(z["member"], z["n"], z["pattern"], [prim[str(c)] for c in lr.concept_categories])
+        H = z["H"]
+    for k in np.flatnonzero(has):
+        g = Formula.parse(f["formula"][k], names)
+        assert seen["sums"].inter[k] == H[k] @ problem.truth(g), k
+    meta = __import__("json").loads((out / "features" / "formulas.json").read_text())["formulas.csv"]
+    assert meta["significance"]["tests"] == int(has.sum())
+    assert meta["significance"]["significant"] == int(f["significant"].sum())

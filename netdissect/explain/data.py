@@ -179,3 +179,83 @@ def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64
         bar.update(stop - start)
     bar.close()
     return sigs, H, time.monotonic() - t0
+
+
+def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size: int = 64, workers: int = 0,
+             progress: bool = True, device="cpu", chunk: int = 8):
+    """One sweep over ``source``'s label planes and the activation ``cache`` gathering the significance
+    null's sums of every unit's formula (:class:`netdissect.explain.null.NullSums`): per image, the grid
+    coverage of the unit's mask and of its formula's mask.  ``formulas`` (C,) a :class:`Formula` over the
+    source's concept columns per unit, or None (no formula: nothing gathered)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from netdissect.dissection.masks import UnitMasks
+    from netdissect.dissection.rows import LabelCollate, LabelRows, loader
+    from netdissect.errors import DatasetError
+    from netdissect.explain.null import NullSums, grid_counts
+    from netdissect.trust.collect import GRID_MEAN, GRID_VAR, cell_index
+
+    C, h, w = shape
+    K = len(source.concepts)
+    try:
+        sizes = source.mask_sizes()
+    except (AttributeError, NotImplementedError, TypeError):
+        sizes = []
+    sums = None
+    if sizes:
+        smallest = min(min(s) for s in sizes)
+        sums = NullSums(C, min(GRID_MEAN, smallest), min(GRID_VAR, smallest))  # no empty cell, as the scorecard
+    units = np.array([k for k in range(C) if formulas[k] is not None], np.int64)
+    needed = sorted({c for k in units for c in formulas[k].concepts})
+    thr = torch.from_numpy(np.asarray(thresholds)).to(torch.float64)
+    masks: dict = {}
+    collate = LabelCollate(source.concepts, set(skipped))
+    workers = 0 if getattr(source, "loads_from_memory", False) else workers
+    batches = loader(LabelRows(source, 0, cache.rows), batch_size, workers, collate)
+    bar = tqdm(total=cache.rows, desc="explain: the formulas' significance", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    for start, stop, errors, built in batches:
+        if errors:
+            i, err = sorted(errors.items())[0]
+            raise DatasetError(f"{err} (row {i}: the dataset changed since the run, or a file is damaged)")
+        acts = torch.from_numpy(cache.read(start, stop))
+        for size, (lb, sel) in built.items():
+            sh, sw = size
+            P = lb.pixels
+            if sums is None:   # mask sizes not listed by the source: the first one seen
+                sums = NullSums(C, min(GRID_MEAN, sh, sw), min(GRID_VAR, sh, sw))
+            g1, g2 = sums.g1, sums.g2
+            if size not in masks:
+                masks[size] = UnitMasks(h, w, sh, sw, device=device)
+            c1, c2 = cell_index(sh, sw, g1), cell_index(sh, sw, g2)
+            planes = lb.planes.numpy()
+            has = lb.has_category.numpy()
+            wimg, wcon = lb.whole_image.numpy(), lb.whole_concept.numpy()
+            B = has.shape[0]
+            pats = pattern_ints(has)
+            a = acts[sel].float().to(device)
+            for b0 in range(0, B, chunk):
+                b1 = min(B, b0 + chunk)
+                nb = b1 - b0
+                pl = planes[:, b0 * P:b1 * P]
+                cm = {}
+                for c in needed:   # concept c's pixels (LabelCollate dropped labels off c's category)
+                    m = (pl == c).any(0).reshape(nb, P)
+                    for b in wimg[(wcon == c) & (wimg >= b0) & (wimg < b1)]:
+                        m[b - b0] = True
+                    cm[c] = m
+                F = np.zeros((C, nb, P), bool)
+                for k in units:
+                    F[k] = formulas[k].evaluate(cm)
+                hits = masks[size].hits(a[b0:b1], thr)
+                img, unit, pix = (t.cpu().numpy().astype(np.int64) for t in (hits.image, hits.unit, hits.pixel))
+                U = np.zeros((nb, C, P), bool)
+                U[img, unit, pix] = True
+                Ft = F.transpose(1, 0, 2)
+                sums.inter += (U & Ft).sum((0, 2))
+                sums.add(pats[b0:b1], grid_counts(U, c1, g1), grid_counts(U, c2, g2), grid_counts(Ft, c1, g1),
+                         grid_counts(Ft, c2, g2), sh, sw)
+        bar.update(stop - start)
+    bar.close()
+    return sums if sums is not None else NullSums(C)

@@ -31,7 +31,8 @@ from netdissect.explain.formula import Formula
 from netdissect.explain.search import Problem, search_beam, search_exact
 
 WORK = ".explain"
-COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method"]
+COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method", "p", "q",
+           "significant"]
 COUNTS_VERSION = 3  # 2: masks from the exact float64 thresholds; 3: categories held as a bool matrix (any number)
 
 
@@ -285,8 +286,17 @@ def _csv(rows: list[dict]) -> str:
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([r["unit"], r["formula"], f"{r['iou']:.6f}", f"{r['iou_single_best']:.6f}", r["length"],
-                    int(r["certified"]), r["nodes_searched"], r["method"]])
+                    int(r["certified"]), r["nodes_searched"], r["method"], _g(r.get("p")), _g(r.get("q")),
+                    int(bool(r.get("significant")))])
     return buf.getvalue()
+
+
+def _g(v) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:.4g}"
+
+
+def _f(text) -> float:
+    return float(text) if text not in (None, "") else float("nan")
 
 
 class StaleFormulas(NetDissectError):
@@ -330,10 +340,12 @@ def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
         m = max([1] + [len(r["method"]) for r in rows])
         out = np.zeros(len(rows), dtype=[("unit", "i4"), ("formula", f"U{w}"), ("iou", "f8"),
                                          ("iou_single_best", "f8"), ("length", "i4"), ("certified", "?"),
-                                         ("nodes_searched", "i8"), ("method", f"U{m}")])
-        for i, r in enumerate(rows):
+                                         ("nodes_searched", "i8"), ("method", f"U{m}"), ("p", "f8"), ("q", "f8"),
+                                         ("significant", "?")])
+        for i, r in enumerate(rows):  # p, q, significant: NaN / False in files made before the scorecard
             out[i] = (int(r["unit"]), r["formula"], float(r["iou"]), float(r["iou_single_best"]), int(r["length"]),
-                      r["certified"] == "1", int(r["nodes_searched"]), r["method"])
+                      r["certified"] == "1", int(r["nodes_searched"]), r["method"], _f(r.get("p")), _f(r.get("q")),
+                      r.get("significant") == "1")
         return out
     except (KeyError, ValueError, TypeError) as exc:
         raise NetDissectError(f"{path}: malformed formulas file ({exc}); run `netdissect explain` again") from None
@@ -470,6 +482,13 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
              "iou_single_best": float(state["single"][k]), "length": int(state["length"][k]),
              "certified": bool(state["certified"][k]), "nodes_searched": int(state["nodes"][k]), "method": method}
             for k in range(C)]
+    fdr = float((summary.get("scorecard") or {}).get("fdr", 0.05))
+    p, q, null_s = _significance(run_dir, summary, layer, lr, cols, cname, primary, state["formula"], ck_key, progress,
+                                 batch_size, workers, device)
+    for k, r in enumerate(rows):
+        tested = bool(r["formula"])
+        r["p"], r["q"] = (float(p[k]), float(q[k])) if tested else (None, None)
+        r["significant"] = tested and bool(q[k] < fdr)
     folder = Path(out_dir) / layer
     atomic_write_bytes(folder / csv_name(search, beam), _csv(rows).encode())
     meta = {"method": method, "length": length, "search": search, "beam": beam if search == "beam" else None,
@@ -478,6 +497,9 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
             "seconds": {"counts": round(float(count_s), 3), "counts_this_call": round(t_counts, 3),
                         "search_total_unit_seconds": round(float(state["seconds"].sum()), 3)},
             "union_rule": "images holding a category of any concept of the formula (docs/compositional.md)",
+            "significance": {"fdr": fdr, "tests": int(sum(bool(r["formula"]) for r in rows)),
+                             "significant": int(sum(r["significant"] for r in rows)), "seconds": round(null_s, 3),
+                             "null": "image permutation within the formula's images (docs/compositional.md)"},
             "run_digest": layer_digest(lr)}
     mpath = folder / "formulas.json"
     try:
@@ -487,6 +509,47 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
     old[csv_name(search, beam)] = meta
     atomic_write_bytes(mpath, json.dumps(old, indent=2).encode())
     return rows
+
+
+def _significance(run_dir, summary, layer, lr, cols, cname, primary, formulas, ck_key, progress, batch_size, workers,
+                  device):
+    """(p, q, seconds): each unit's formula's permutation-null p and BH q over the layer's formulas
+    (:mod:`.null`), from one more sweep over labels and activations; kept in RUN/.explain (keyed by the
+    formulas) so that a finished explain does not sweep again."""
+    from netdissect.explain.null import scorecard
+
+    C = len(formulas)
+    path = run_dir / WORK / f"{layer.replace('/', '_')}.null-{hash_rows(np.frombuffer(ck_key.encode(), np.uint8))[:12]}.npz"
+    key = json.dumps({"ck": ck_key, "formulas": [str(f) for f in formulas]}, sort_keys=True)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    return z["p"], z["q"], float(z["seconds"])
+        except Exception:  # noqa: BLE001 - a damaged file is recomputed
+            pass
+    parsed = [parse_formula(str(f), cname) for f in formulas]
+    tested = np.array([f is not None for f in parsed])
+    if not tested.any():
+        return np.ones(C), np.ones(C), 0.0
+    src_formulas = [None if f is None else Formula(int(cols[f.first]), tuple((op, int(cols[c])) for op, c in f.rest))
+                    for f in parsed]
+    cat_bits = [0 if f is None else sum({1 << int(primary[c]) for c in f.concepts}) for f in src_formulas]
+    from netdissect.explain.data import null_run
+
+    t0 = time.monotonic()
+    _, source = _source(summary, run_dir)
+    st, thresholds = _activations(run_dir, summary, layer, progress)
+    skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
+    try:
+        sums = null_run(source, st.caches[layer], st.shapes[layer], thresholds, src_formulas, skipped,
+                        batch_size=batch_size or 64, workers=workers, progress=progress, device=device or "cpu")
+    finally:
+        st.close()
+    p, q = scorecard(sums, cat_bits, tested)
+    seconds = time.monotonic() - t0
+    atomic_savez(path, key=np.asarray(key), p=p, q=q, seconds=np.float64(seconds))
+    return p, q, seconds
 
 
 def hash_rows(*arrays) -> str:
