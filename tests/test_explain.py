@@ -404,9 +404,9 @@ def test_the_torch_path_finds_the_same_formulas():
         assert search_beam(on_torch, H[k], 3, 2).iou == pytest.approx(search_beam(problem, H[k], 3, 2).iou, abs=1e-12)
 
 
-def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_is_refused_with_the_reason(broden, tmp_path):
+def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_without_kept_labels_is_refused(broden, tmp_path):
     """--iou pnas (every image holds every category: one pooled count) reproduces the run's single
-    IoUs, from the cache the run kept; a segmenter run's labels cannot be swept again: one line why."""
+    IoUs, from the cache the run kept; a segmenter run that kept no labels: one line naming the rerun."""
     from netdissect import dissect, load
     from netdissect.explain import run as xr
 
@@ -417,5 +417,5 @@ def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_is_refused_with_the_re
     f = lr.formulas
     assert np.allclose(f["iou_single_best"], lr.units["iou"], atol=1e-6) and (f["iou"] >= f["iou_single_best"]).all()
     assert f["certified"].all() and (f["iou"] > 0).any()
-    with pytest.raises(xr.ExplainError, match="its labels come from a segmenter.*not implemented.*--iou pnas"):
+    with pytest.raises(xr.ExplainError, match="its labels come from a segmenter.*kept no copy.*--keep-cache"):
         xr._source({"labels": {"kind": "segmenter", "spec": "color"}}, tmp_path)

@@ -61,18 +61,18 @@ def _layer_of(res, run_dir: Path, layer: str | None) -> str:
 
 
 def _source(summary: dict, run_dir: Path):
-    """The run's concept source (Broden masks; pooled for a PNAS-mode run)."""
+    """(probe, concept source) of the run: the Broden-format dataset's images and masks (pooled for a
+    PNAS-mode run), or, for a segmenter or generator run, the label planes that ``dissect --keep-cache``
+    kept in ``RUN/cache/labels`` (read back as :func:`netdissect.dissection.chunks.recorded_source` does
+    for ``netdissect score``; no segmenter runs)."""
     from netdissect.concepts import BrodenMasks
     from netdissect.data import Broden
+    from netdissect.probe import BrodenImages
 
     labels = summary.get("labels") or {}
     data = summary.get("dataset") or {}
     if labels.get("kind") not in (None, "broden"):
-        raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}); "
-                           "explain sweeps every pixel's labels again, and rebuilding a segmenter's or generator's "
-                           "labels from a finished run is not implemented (as for `netdissect score`): explain "
-                           "reads the label planes of a Broden-format dataset only; dissect with --dataset DIR "
-                           "(--iou pnas for the PNAS paper's pooled IoU, which explain supports) to explain a layer")
+        return _kept_labels(summary, run_dir, labels)
     path = data.get("path")
     if not path or not Path(path).is_dir():
         raise ExplainError(f"{run_dir}: the run's label planes come from the dataset {path}, which is not there: "
@@ -85,7 +85,40 @@ def _source(summary: dict, run_dir: Path):
         from netdissect.concepts.segmenter import PooledLabels
 
         source = PooledLabels(source)
-    return ds, source
+    return BrodenImages(ds), source
+
+
+def _rerun(summary: dict, run_dir: Path) -> str:
+    """The dissection to rerun for explain: the run's own command (netdissect score's) with --keep-cache."""
+    from netdissect.trust.rescore import rerun_command
+
+    cmd = rerun_command(summary, run_dir)
+    return cmd.replace(f" --out {run_dir}-scored", f" --keep-cache --out {run_dir}")
+
+
+def _kept_labels(summary: dict, run_dir: Path, labels: dict):
+    """(probe, source) of a segmenter or generator run from the labels its kept cache holds, or the refusal
+    naming the dissection to rerun."""
+    from netdissect.dissection.engine import CACHE_DIR
+
+    info_path = run_dir / CACHE_DIR / "cache.json"
+    try:
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    except (OSError, ValueError):
+        info = {}
+    if "segmenter" not in info or not (run_dir / CACHE_DIR / "labels").is_dir():
+        cmd = _rerun(summary, run_dir)
+        raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}) and the "
+                           f"run kept no copy of them ({run_dir / CACHE_DIR / 'labels'}), so explain cannot sweep "
+                           f"every pixel's labels again without running the segmenter: dissect again with "
+                           f"--keep-cache, e.g. {cmd}, then explain")
+    from netdissect.dissection.chunks import recorded_source
+
+    try:
+        return recorded_source(summary["identity"], info, run_dir / CACHE_DIR / "labels")
+    except (NetDissectError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise ExplainError(f"{run_dir / CACHE_DIR / 'labels'}: the labels the run kept cannot be read back ({exc}): "
+                           "dissect the run again with --keep-cache, then explain") from None
 
 
 def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
@@ -96,7 +129,6 @@ def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
     from netdissect.dissection.config import DissectConfig
     from netdissect.dissection.engine import CACHE_DIR
     from netdissect.dissection.state import RunState
-    from netdissect.probe import BrodenImages
 
     info_path = run_dir / CACHE_DIR / "cache.json"
     if not info_path.exists():
@@ -111,13 +143,12 @@ def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
                            "model again) or dissect the run again with --keep-cache") from None
     if li is None or not (run_dir / CACHE_DIR / li["file"]).exists():
         return None
-    ds, source = _source(summary, run_dir)
+    probe, source = _source(summary, run_dir)
     ident = summary.get("identity") or {}
     conf = dict(ident.get("config") or {})
     conf["cache_dtype"] = info.get("dtype", conf.get("cache_dtype", "float32"))
     cfg = DissectConfig(**conf, device="cpu", num_workers=0)
     pnas = (ident.get("labels") or summary.get("labels") or {}).get("iou") == "pnas"
-    probe = BrodenImages(ds)
     if (lo, hi) != (0, len(probe)):
         raise ExplainError(f"{info_path}: the kept cache holds rows {lo}..{hi} of a dataset of {len(probe)} images "
                            f"(the dataset changed since the run): remove {run_dir / CACHE_DIR} and run explain again")
@@ -165,6 +196,11 @@ def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
             print(f"netdissect explain: {folder} holds activations of another {' and '.join(stale)} than the run's "
                   "(it was dissected again since): removing them and computing them again", file=sys.stderr)
             shutil.rmtree(folder)
+    if (summary.get("labels") or {}).get("kind") not in (None, "broden"):
+        cmd = _rerun(summary, run_dir)
+        raise ExplainError(f"{run_dir}: explain reads a segmenter run's activations of {layer!r} from the cache that "
+                           f"`dissect --keep-cache` keeps, and {run_dir / 'cache'} holds none of them: dissect again "
+                           f"with --keep-cache, e.g. {cmd}, then explain")
     model = summary.get("model") or {}
     cfg = summary.get("config") or {}
     data = summary.get("dataset") or {}
@@ -209,13 +245,12 @@ def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_d
     again from the activations, exactly as dissection does, and checked against the file."""
     from netdissect.dissection.config import DissectConfig
     from netdissect.dissection.state import RunState
-    from netdissect.probe import BrodenImages
 
-    ds, source = _source(summary, run_dir)
+    probe, source = _source(summary, run_dir)
     ident = info["identity"]
     cfg = DissectConfig(**ident["config"], device="cpu", num_workers=0)
     pnas = (ident.get("labels") or {}).get("iou") == "pnas"
-    st = RunState([layer], BrodenImages(ds), source, cfg, folder / ".work", tuple(info["rows"]),
+    st = RunState([layer], probe, source, cfg, folder / ".work", tuple(info["rows"]),
                   layer_thresholds=not pnas)
     try:
         st.load_checkpoint()
