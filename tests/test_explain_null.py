@@ -113,6 +113,27 @@ def test_explain_writes_p_q_and_the_pass_counts_the_searched_formulas(broden, tm
     for k in np.flatnonzero(has):
         g = Formula.parse(f["formula"][k], names)
         assert seen["sums"].inter[k] == H[k] @ problem.truth(g), k
+    # the torch hit-list path (GPU, or no numba) gathers the same sums as the compiled kernel's
+    from netdissect.dissection import kernel
+    from netdissect.explain.data import null_run
+
+    st, thr = xr._activations(out, __import__("json").loads((out / "summary.json").read_text()), "features", False)
+    _, source = xr._source(__import__("json").loads((out / "summary.json").read_text()), out)
+    cols = [Formula.parse(t, names) if t else None for t in f["formula"]]
+    try:
+        a = null_run(source, st.caches["features"], st.shapes["features"], thr, cols, progress=False)
+        real_avail = kernel.available
+        kernel.available = lambda: False
+        try:
+            b = null_run(source, st.caches["features"], st.shapes["features"], thr, cols, progress=False)
+        finally:
+            kernel.available = real_avail
+    finally:
+        st.close()
+    assert np.array_equal(a.inter, b.inter) and np.array_equal(a.inter, seen["sums"].inter)
+    for pa, pb in zip(a.parts, b.parts):
+        for key in pa:
+            np.testing.assert_allclose(pa[key], pb[key], rtol=1e-12, atol=1e-12, err_msg=key)
     meta = __import__("json").loads((out / "features" / "formulas.json").read_text())["formulas.csv"]
     assert meta["significance"]["tests"] == int(has.sum())
     assert meta["significance"]["significant"] == int(f["significant"].sum())

@@ -193,7 +193,8 @@ def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size:
     from netdissect.dissection.masks import UnitMasks
     from netdissect.dissection.rows import LabelCollate, LabelRows, loader
     from netdissect.errors import DatasetError
-    from netdissect.explain.null import NullSums, grid_counts
+    from netdissect.explain.formula import pack
+    from netdissect.explain.null import NullSums
     from netdissect.trust.collect import GRID_MEAN, GRID_VAR, cell_index
 
     C, h, w = shape
@@ -209,6 +210,7 @@ def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size:
     units = np.array([k for k in range(C) if formulas[k] is not None], np.int64)
     needed = sorted({c for k in units for c in formulas[k].concepts})
     thr = torch.from_numpy(np.asarray(thresholds)).to(torch.float64)
+    thr_np = np.ascontiguousarray(thresholds, np.float64)
     masks: dict = {}
     collate = LabelCollate(source.concepts, set(skipped))
     workers = 0 if getattr(source, "loads_from_memory", False) else workers
@@ -239,23 +241,45 @@ def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size:
                 b1 = min(B, b0 + chunk)
                 nb = b1 - b0
                 pl = planes[:, b0 * P:b1 * P]
-                cm = {}
-                for c in needed:   # concept c's pixels (LabelCollate dropped labels off c's category)
-                    m = (pl == c).any(0).reshape(nb, P)
-                    for b in wimg[(wcon == c) & (wimg >= b0) & (wimg < b1)]:
-                        m[b - b0] = True
-                    cm[c] = m
-                F = np.zeros((C, nb, P), bool)
+                present = np.zeros((len(needed), nb * P), bool)   # the needed concepts' pixels
+                for i, c in enumerate(needed):   # (LabelCollate dropped labels off c's category)
+                    present[i] = (pl == c).any(0)
+                    for bb in wimg[(wcon == c) & (wimg >= b0) & (wimg < b1)]:
+                        present[i, (bb - b0) * P:(bb - b0 + 1) * P] = True
+                # local signatures: pixels carrying the same needed concepts get the same formula values
+                keys = np.ascontiguousarray(pack(present.T))
+                view = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+                _, first, sig = np.unique(view, return_index=True, return_inverse=True)
+                sig = sig.ravel()
+                L = len(first)
+                cm = {c: present[i, first] for i, c in enumerate(needed)}
+                Fsig = np.zeros((C, L))
                 for k in units:
-                    F[k] = formulas[k].evaluate(cm)
-                hits = masks[size].hits(a[b0:b1], thr)
-                img, unit, pix = (t.cpu().numpy().astype(np.int64) for t in (hits.image, hits.unit, hits.pixel))
-                U = np.zeros((nb, C, P), bool)
-                U[img, unit, pix] = True
-                Ft = F.transpose(1, 0, 2)
-                sums.inter += (U & Ft).sum((0, 2))
-                sums.add(pats[b0:b1], grid_counts(U, c1, g1), grid_counts(U, c2, g2), grid_counts(Ft, c1, g1),
-                         grid_counts(Ft, c2, g2), sh, sw)
+                    Fsig[k] = formulas[k].evaluate(cm)
+                um = masks[size]
+                q1, q2 = g1 * g1, g2 * g2
+                if um.use_kernel:  # the compiled pass-2 kernel, grid cells riding along as label planes
+                    from netdissect.dissection import kernel
+
+                    kx = L + q1 + q2
+                    dt = np.int16 if kx + 1 <= np.iinfo(np.int16).max else np.int32
+                    ext = np.ascontiguousarray(np.stack([sig, np.tile(L + c1, nb), np.tile(L + q1 + c2, nb)]).astype(dt))
+                    an = np.ascontiguousarray(a[b0:b1].cpu().numpy(), np.float32)
+                    m1, m2 = np.zeros((nb, C, q1)), np.zeros((nb, C, q2))
+                    for b in range(nb):
+                        _, it = kernel.count(um.tables, an[b:b + 1], thr_np, ext[:, b * P:(b + 1) * P], P, sw, kx)
+                        sums.inter += (it[:, :L] * Fsig).sum(1)
+                        m1[b], m2[b] = it[:, L:L + q1], it[:, L + q1:L + q1 + q2]
+                else:  # torch hit lists (GPU, or no numba)
+                    hits = um.hits(a[b0:b1], thr)
+                    img, unit, pix = (t.cpu().numpy().astype(np.int64) for t in (hits.image, hits.unit, hits.pixel))
+                    sums.inter += np.bincount(unit, weights=Fsig[unit, sig[img * P + pix]], minlength=C)
+                    m1, m2 = (np.bincount((img * C + unit) * (g * g) + cells[pix], minlength=nb * C * g * g)
+                              .reshape(nb, C, g * g).astype(np.float64) for cells, g in ((c1, g1), (c2, g2)))
+                f1, f2 = ((np.bincount((np.repeat(np.arange(nb), P) * (g * g) + np.tile(cells, nb)) * L + sig,
+                                       minlength=nb * g * g * L).reshape(nb * g * g, L).astype(np.float64) @ Fsig.T)
+                          .reshape(nb, g * g, C).transpose(0, 2, 1) for cells, g in ((c1, g1), (c2, g2)))
+                sums.add(pats[b0:b1], m1, m2, f1, f2, sh, sw)
         bar.update(stop - start)
     bar.close()
     return sums if sums is not None else NullSums(C)
