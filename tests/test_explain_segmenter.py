@@ -47,6 +47,27 @@ def test_a_segmenter_run_with_kept_labels_is_explained(folder, tmp_path, iou):
     assert (f["formula"][live] != "").all()
     assert np.isfinite(f["p"][live]).all()
     assert json.loads((run / "units" / "formulas.json").read_text())["formulas.csv"]["signatures"] > 0
+    # a single concept as the formula gets the single-label scorecard's p (the same null, computed again)
+    from netdissect.explain.data import null_run
+    from netdissect.explain.formula import Formula
+    from netdissect.explain.null import scorecard
+
+    summary = json.loads((run / "summary.json").read_text())
+    _, source = xr._source(summary, run)
+    st, thr = xr._activations(run, summary, "units", False)
+    names = [str(n) for n in lr.concept_names]
+    label = [str(x) for x in lr.units["label"]]
+    fs = [Formula(names.index(label[k])) if live[k] else None for k in range(len(label))]
+    try:
+        sums = null_run(source, st.caches["units"], st.shapes["units"], thr, fs, progress=False)
+    finally:
+        st.close()
+    prim = {g: i for i, g in enumerate(lr.categories)}
+    cats = [str(c) for c in lr.concept_categories]
+    p, _ = scorecard(sums, [0 if f is None else 1 << prim[cats[f.first]] for f in fs], live)
+    ref = np.asarray(lr.scorecard["p"], float)
+    assert np.isfinite(ref[live]).all() and (ref[live] < 1).any()
+    np.testing.assert_allclose(p[live], ref[live], rtol=1e-4)
 
 
 def test_a_segmenter_run_without_kept_labels_says_what_to_rerun(folder, tmp_path, capsys):
