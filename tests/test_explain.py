@@ -333,6 +333,7 @@ def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path)
             assert "f" not in units[k]
             continue
         assert units[k]["formula"][0] == text
+        assert units[k]["formula"][2] == float(f"{lr.formulas['q'][k]:.2g}")  # the formula's q on the card
         f = Formula.parse(text, names)
         nums = [int(lr.concept_numbers[c]) for c in f.concepts]
         terms = (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))

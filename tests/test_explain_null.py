@@ -71,7 +71,7 @@ def test_planted_formula_unit_significant_noise_unit_not():
 
 def test_explain_writes_p_q_and_the_pass_counts_the_searched_formulas(broden, tmp_path):
     """On a run: formulas.csv and load() carry p, q, significant; the planted colour detectors' formulas
-    are significant; the significance pass's observed overlap of each formula equals the search's own
+    (the three live units) are significant; the significance pass's observed overlap of each formula equals the search's own
     count of it (the pass evaluates the same formula masks the search scored)."""
     from pathlib import Path
 
@@ -103,7 +103,7 @@ def test_explain_writes_p_q_and_the_pass_counts_the_searched_formulas(broden, tm
     assert np.isnan(f["p"][~has]).all() and not f["significant"][~has].any()
     assert ((f["p"][has] >= 0) & (f["p"][has] <= 1)).all() and (f["q"][has] >= f["p"][has] - 1e-12).all()
     names = [str(n) for n in lr.concept_names]
-    for k in range(3):  # red, green, blue units (tests/nets.py ColorUnits)
+    for k in range(3):  # the three live units of tests/nets.py ColorUnits (red, green, blue channel detectors)
         assert f["q"][k] < 0.01 and f["significant"][k], (k, f["formula"][k], f["q"][k])
     # the pass's observed T equals I(G) = sum_s h_s over the formula's signatures
     with np.load(out / ".explain" / "features.counts.npz") as z:
