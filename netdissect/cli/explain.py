@@ -53,6 +53,9 @@ def run(args) -> int:
     for layer, rows in out.items():
         better = sum(r["iou"] > r["iou_single_best"] for r in rows)
         cert = sum(r["certified"] for r in rows)
+        sig = sum(bool(r.get("significant")) for r in rows)
+        tested = sum(bool(r["formula"]) for r in rows)
         print(f"{layer}: {len(rows)} units, {better} with a formula better than their best single concept, "
-              f"{cert} certified optimal -> {args.out or args.run_dir}/{layer}/{csv_name(args.search, args.beam)}")
+              f"{cert} certified optimal, {sig} of {tested} formulas significant (q < the run's fdr) -> "
+              f"{args.out or args.run_dir}/{layer}/{csv_name(args.search, args.beam)}")
     return 0
