@@ -390,13 +390,14 @@ def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
 def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int = 10, categories=None,
             out=None, progress: bool = True, batch_size: int | None = None, workers: int = 0,
             checkpoint_every: float = 30.0, max_nodes: int | None = None, device: str | None = None,
-            _stop_after: int | None = None) -> dict:
+            scorecard: bool = True, _stop_after: int | None = None) -> dict:
     """Label every unit of ``layers`` of the run with its best formula; returns layer -> rows (dicts).
 
     ``search``: ``"exact"`` (branch and bound, certified) or ``"beam"`` (Mu & Andreas, width ``beam``);
     ``categories``: consider only concepts whose primary category is one of these (default: all);
     ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder); ``device`` (e.g. ``"cuda"``):
-    count the masks and run the search's products there (torch), the same results as on the CPU."""
+    count the masks and run the search's products there (torch), the same results as on the CPU;
+    ``scorecard=False``: skip the formulas' significance sweep (p, q left empty)."""
     from netdissect.dissection import load
     from netdissect.runfolder import RunLock, check_out
 
@@ -422,7 +423,7 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
             layer = _layer_of(res, run_dir, name)
             results[layer] = _explain_layer(run_dir, out_dir, summary, layer, res[layer], length, search, beam,
                                             categories, progress, batch_size or int(summary["config"].get("batch_size", 64)),
-                                            workers, checkpoint_every, max_nodes, _stop_after, device)
+                                            workers, checkpoint_every, max_nodes, _stop_after, device, scorecard)
     return results
 
 
@@ -438,7 +439,7 @@ def _candidates(lr, categories) -> np.ndarray:
 
 
 def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, categories, progress, batch_size,
-                   workers, checkpoint_every, max_nodes, stop_after, device=None):
+                   workers, checkpoint_every, max_nodes, stop_after, device=None, scorecard=True):
     from tqdm.auto import tqdm
 
     cols = _candidates(lr, categories)
@@ -518,10 +519,11 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
              "certified": bool(state["certified"][k]), "nodes_searched": int(state["nodes"][k]), "method": method}
             for k in range(C)]
     fdr = float((summary.get("scorecard") or {}).get("fdr", 0.05))
-    p, q, null_s = _significance(run_dir, summary, layer, lr, cols, cname, primary, state["formula"], ck_key, progress,
-                                 batch_size, workers, device)
+    if scorecard:
+        p, q, null_s = _significance(run_dir, summary, layer, lr, cols, cname, primary, state["formula"], ck_key,
+                                     progress, batch_size, workers, device)
     for k, r in enumerate(rows):
-        tested = bool(r["formula"])
+        tested = bool(r["formula"]) and scorecard
         r["p"], r["q"] = (float(p[k]), float(q[k])) if tested else (None, None)
         r["significant"] = tested and bool(q[k] < fdr)
     folder = Path(out_dir) / layer
@@ -532,9 +534,10 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
             "seconds": {"counts": round(float(count_s), 3), "counts_this_call": round(t_counts, 3),
                         "search_total_unit_seconds": round(float(state["seconds"].sum()), 3)},
             "union_rule": "images holding a category of any concept of the formula (docs/compositional.md)",
-            "significance": {"fdr": fdr, "tests": int(sum(bool(r["formula"]) for r in rows)),
-                             "significant": int(sum(r["significant"] for r in rows)), "seconds": round(null_s, 3),
-                             "null": "image permutation within the formula's images (docs/compositional.md)"},
+            "significance": ({"fdr": fdr, "tests": int(sum(bool(r["formula"]) for r in rows)),
+                              "significant": int(sum(r["significant"] for r in rows)), "seconds": round(null_s, 3),
+                              "null": "image permutation within the formula's images (docs/compositional.md)"}
+                             if scorecard else {"computed": False, "why": "--no-scorecard"}),
             "run_digest": layer_digest(lr)}
     mpath = folder / "formulas.json"
     try:
