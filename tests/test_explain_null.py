@@ -1,6 +1,7 @@
 """The formula scorecard (netdissect.explain.null): the single-label permutation null applied to a
 formula's mask, checked against a brute-force permutation test on small data; planted and noise units."""
 import numpy as np
+import pytest
 
 from netdissect.explain.formula import Formula
 from netdissect.explain.null import scorecard, sums_from_pixels
@@ -134,6 +135,35 @@ def test_explain_writes_p_q_and_the_pass_counts_the_searched_formulas(broden, tm
     for pa, pb in zip(a.parts, b.parts):
         for key in pa:
             np.testing.assert_allclose(pa[key], pb[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    # a killed significance sweep resumes from its checkpoint (not from row 0) and gives the same p
+    for old in (out / ".explain").glob("features.null-*.npz"):
+        old.unlink()
+    import netdissect.dissection.rows as rows_mod
+
+    xr._NULL_STOP_AFTER = 1
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            xr.explain(out, length=2, progress=False, batch_size=8)
+    finally:
+        xr._NULL_STOP_AFTER = None
+    assert list((out / ".explain").glob("features.null-*.part.npz"))
+    starts = []
+    real_rows = rows_mod.LabelRows
+
+    class Spy(real_rows):
+        def __init__(self, source, start, stop):
+            starts.append(start)
+            super().__init__(source, start, stop)
+
+    rows_mod.LabelRows = Spy
+    try:
+        xr.explain(out, length=2, progress=False, batch_size=8)
+    finally:
+        rows_mod.LabelRows = real_rows
+    assert starts == [8]  # resumed after the one finished batch
+    assert not list((out / ".explain").glob("features.null-*.part.npz"))
+    again = load(out)["features"].formulas
+    np.testing.assert_allclose(again["p"][has], f["p"][has], rtol=1e-9)
     meta = __import__("json").loads((out / "features" / "formulas.json").read_text())["formulas.csv"]
     assert meta["significance"]["tests"] == int(has.sum())
     assert meta["significance"]["significant"] == int(f["significant"].sum())

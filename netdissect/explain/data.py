@@ -12,6 +12,7 @@ plain arrays (tests, small data).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -182,23 +183,26 @@ def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64
 
 
 def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size: int = 64, workers: int = 0,
-             progress: bool = True, device="cpu", chunk: int = 8):
+             progress: bool = True, device="cpu", chunk: int = 8, checkpoint=None, key: str = "",
+             checkpoint_every: float = 30.0, _stop_after: int | None = None):
     """One sweep over ``source``'s label planes and the activation ``cache`` gathering the significance
     null's sums of every unit's formula (:class:`netdissect.explain.null.NullSums`): per image, the grid
     coverage of the unit's mask and of its formula's mask.  ``formulas`` (C,) a :class:`Formula` over the
-    source's concept columns per unit, or None (no formula: nothing gathered)."""
+    source's concept columns per unit, or None (no formula: nothing gathered).  ``checkpoint`` (a path):
+    the sums so far and the next row are saved there every ``checkpoint_every`` seconds (atomically,
+    with ``key``), and a sweep with the same key resumes from them; the file is removed at the end."""
     import torch
     from tqdm.auto import tqdm
 
     from netdissect.dissection.masks import UnitMasks
     from netdissect.dissection.rows import LabelCollate, LabelRows, loader
     from netdissect.errors import DatasetError
+    from netdissect.atomic import savez as atomic_savez
     from netdissect.explain.formula import pack
     from netdissect.explain.null import NullSums
     from netdissect.trust.collect import GRID_MEAN, GRID_VAR, cell_index
 
     C, h, w = shape
-    K = len(source.concepts)
     try:
         sizes = source.mask_sizes()
     except (AttributeError, NotImplementedError, TypeError):
@@ -212,12 +216,30 @@ def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size:
     thr = torch.from_numpy(np.asarray(thresholds)).to(torch.float64)
     thr_np = np.ascontiguousarray(thresholds, np.float64)
     masks: dict = {}
+    first_row, fresh = 0, sums
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            with np.load(checkpoint, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    sums, first_row = NullSums.from_state(z), int(z["next_row"])
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: sweep afresh
+            sums, first_row = fresh, 0
+
+    def save(next_row):
+        if checkpoint is not None and sums is not None:
+            atomic_savez(checkpoint, key=np.asarray(key), next_row=np.int64(next_row), **sums.state())
+
     collate = LabelCollate(source.concepts, set(skipped))
     workers = 0 if getattr(source, "loads_from_memory", False) else workers
-    batches = loader(LabelRows(source, 0, cache.rows), batch_size, workers, collate)
-    bar = tqdm(total=cache.rows, desc="explain: the formulas' significance", unit="img", disable=not progress,
-               dynamic_ncols=True)
+    batches = loader(LabelRows(source, first_row, cache.rows), batch_size, workers, collate)
+    bar = tqdm(total=cache.rows, initial=first_row, desc="explain: the formulas' significance", unit="img",
+               disable=not progress, dynamic_ncols=True)
+    last = time.monotonic()
+    done_batches = 0
     for start, stop, errors, built in batches:
+        if _stop_after is not None and done_batches >= _stop_after:  # tests: a sweep killed after some batches
+            save(start)
+            raise KeyboardInterrupt
         if errors:
             i, err = sorted(errors.items())[0]
             raise DatasetError(f"{err} (row {i}: the dataset changed since the run, or a file is damaged)")
@@ -281,5 +303,11 @@ def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size:
                           .reshape(nb, g * g, C).transpose(0, 2, 1) for cells, g in ((c1, g1), (c2, g2)))
                 sums.add(pats[b0:b1], m1, m2, f1, f2, sh, sw)
         bar.update(stop - start)
+        done_batches += 1
+        if time.monotonic() - last >= checkpoint_every:
+            save(stop)
+            last = time.monotonic()
     bar.close()
+    if checkpoint is not None and Path(checkpoint).exists():
+        Path(checkpoint).unlink()
     return sums if sums is not None else NullSums(C)

@@ -66,6 +66,31 @@ class NullSums:
             y = l2[sel].transpose(1, 0, 2)
             d["gl"] += np.matmul(y.transpose(0, 2, 1), y)
 
+    KEYS = ("m1", "l1", "m2", "l2", "gm", "gl")
+
+    def state(self) -> dict:
+        """The sums as arrays (a checkpoint: :meth:`from_state` gives them back)."""
+        n = len(self.parts)
+        out = {"g": np.array([self.K, self.g1, self.g2]), "inter": self.inter, "count": np.asarray(self.count, float),
+               "patterns": np.array([str(p) for p, _ in sorted(self.classes.items(), key=lambda t: t[1])], dtype=str)
+               if n else np.zeros(0, str),
+               "a1": self.a1 if self.a1 is not None else np.zeros(0), "a2": self.a2 if self.a2 is not None else np.zeros(0)}
+        for key in self.KEYS:
+            out[key] = np.stack([d[key] for d in self.parts]) if n else np.zeros(0)
+        return out
+
+    @classmethod
+    def from_state(cls, z) -> "NullSums":
+        K, g1, g2 = (int(v) for v in z["g"])
+        s = cls(K, g1, g2)
+        s.inter = np.array(z["inter"], np.float64)
+        s.count = [float(v) for v in z["count"]]
+        s.classes = {int(p): i for i, p in enumerate(z["patterns"].tolist())}
+        s.parts = [{key: np.array(z[key][i]) for key in cls.KEYS} for i in range(len(s.count))]
+        s.a1 = np.array(z["a1"]) if len(z["a1"]) else None
+        s.a2 = np.array(z["a2"]) if len(z["a2"]) else None
+        return s
+
     def moments(self, k: int, cat_bits: int):
         """(mean, var, n) of unit k's formula's T under the null, over the images whose categories meet
         ``cat_bits`` (its concepts' categories)."""

@@ -549,6 +549,9 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
     return rows
 
 
+_NULL_STOP_AFTER = None  # tests: kill the significance sweep after this many batches
+
+
 def _significance(run_dir, summary, layer, lr, cols, cname, primary, formulas, ck_key, progress, batch_size, workers,
                   device):
     """(p, q, seconds): each unit's formula's permutation-null p and BH q over the layer's formulas
@@ -581,7 +584,9 @@ def _significance(run_dir, summary, layer, lr, cols, cname, primary, formulas, c
     skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
     try:
         sums = null_run(source, st.caches[layer], st.shapes[layer], thresholds, src_formulas, skipped,
-                        batch_size=batch_size or 64, workers=workers, progress=progress, device=device or "cpu")
+                        batch_size=batch_size or 64, workers=workers, progress=progress, device=device or "cpu",
+                        checkpoint=path.with_name(path.stem + ".part.npz"), key=key,
+                        _stop_after=_NULL_STOP_AFTER)
     finally:
         st.close()
     p, q = scorecard(sums, cat_bits, tested)
