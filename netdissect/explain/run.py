@@ -525,7 +525,7 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
     for k, r in enumerate(rows):
         tested = bool(r["formula"]) and scorecard
         r["p"], r["q"] = (float(p[k]), float(q[k])) if tested else (None, None)
-        r["significant"] = tested and bool(q[k] < fdr)
+        r["significant"] = tested and (fdr >= 1 or bool(q[k] < fdr))  # --fdr 1: the IoU rule alone, as for labels
     folder = Path(out_dir) / layer
     atomic_write_bytes(folder / csv_name(search, beam), _csv(rows).encode())
     meta = {"method": method, "length": length, "search": search, "beam": beam if search == "beam" else None,
