@@ -177,12 +177,13 @@ def test_length_one_reproduces_the_runs_iou_and_resumes_after_a_kill(run, monkey
 def test_cli_writes_beam_formulas_beside_the_exact_ones(run, capsys):
     from netdissect.cli import main
 
-    assert main(["explain", str(run), "--search", "beam", "--beam", "2", "--length", "2", "--quiet"]) == 0
+    assert main(["explain", str(run), "--search", "beam", "--beam", "2", "--length", "2", "--quiet",
+                 "--no-scorecard"]) == 0
     out = capsys.readouterr().out
     assert "formulas-beam2.csv" in out
     text = (run / "features" / "formulas-beam2.csv").read_text().splitlines()
-    assert text[0] == "unit,formula,iou,iou_single_best,length,certified,nodes_searched,method"
-    assert all(line.endswith(",beam2") for line in text[1:])
+    assert text[0] == "unit,formula,iou,iou_single_best,length,certified,nodes_searched,method,p,q,significant"
+    assert all(line.split(",")[7:] == ["beam2", "", "", "0"] for line in text[1:])  # --no-scorecard: no p, q
 
 
 def test_length_above_five_warns_with_an_estimate(run, monkeypatch, capsys):
@@ -333,6 +334,7 @@ def test_the_report_outlines_each_units_formula_on_its_top_images(run, tmp_path)
             assert "f" not in units[k]
             continue
         assert units[k]["formula"][0] == text
+        assert units[k]["formula"][2] == float(f"{lr.formulas['q'][k]:.2g}")  # the formula's q on the card
         f = Formula.parse(text, names)
         nums = [int(lr.concept_numbers[c]) for c in f.concepts]
         terms = (("", nums[0]),) + tuple((op, n) for (op, _), n in zip(f.rest, nums[1:]))
@@ -404,9 +406,9 @@ def test_the_torch_path_finds_the_same_formulas():
         assert search_beam(on_torch, H[k], 3, 2).iou == pytest.approx(search_beam(problem, H[k], 3, 2).iou, abs=1e-12)
 
 
-def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_is_refused_with_the_reason(broden, tmp_path):
+def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_without_kept_labels_is_refused(broden, tmp_path):
     """--iou pnas (every image holds every category: one pooled count) reproduces the run's single
-    IoUs, from the cache the run kept; a segmenter run's labels cannot be swept again: one line why."""
+    IoUs, from the cache the run kept; a segmenter run that kept no labels: one line naming the rerun."""
     from netdissect import dissect, load
     from netdissect.explain import run as xr
 
@@ -417,5 +419,5 @@ def test_a_pnas_mode_run_is_explained_and_a_segmenter_run_is_refused_with_the_re
     f = lr.formulas
     assert np.allclose(f["iou_single_best"], lr.units["iou"], atol=1e-6) and (f["iou"] >= f["iou_single_best"]).all()
     assert f["certified"].all() and (f["iou"] > 0).any()
-    with pytest.raises(xr.ExplainError, match="its labels come from a segmenter.*not implemented.*--iou pnas"):
+    with pytest.raises(xr.ExplainError, match="its labels come from a segmenter.*kept no copy.*--keep-cache"):
         xr._source({"labels": {"kind": "segmenter", "spec": "color"}}, tmp_path)

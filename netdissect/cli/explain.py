@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="label loader processes (default 0)")
     p.add_argument("--device", default=None,
                    help="torch device (e.g. cuda) for counting the masks and the search's products (default: cpu)")
+    p.add_argument("--no-scorecard", dest="scorecard", action="store_false",
+                   help="skip the formulas' significance (p, q: one more sweep over labels and activations)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -49,10 +51,14 @@ def run(args) -> int:
         raise NetDissectError(f"--workers {args.workers}: give 0 or more")
     out = explain(args.run_dir, layers=args.layer, length=args.length, search=args.search, beam=args.beam,
                   categories=args.categories, out=args.out, progress=not args.quiet, workers=args.workers,
-                  max_nodes=args.max_nodes, device=args.device)
+                  max_nodes=args.max_nodes, device=args.device, scorecard=args.scorecard)
     for layer, rows in out.items():
         better = sum(r["iou"] > r["iou_single_best"] for r in rows)
         cert = sum(r["certified"] for r in rows)
+        sig = sum(bool(r.get("significant")) for r in rows)
+        tested = sum(bool(r["formula"]) for r in rows)
         print(f"{layer}: {len(rows)} units, {better} with a formula better than their best single concept, "
-              f"{cert} certified optimal -> {args.out or args.run_dir}/{layer}/{csv_name(args.search, args.beam)}")
+              f"{cert} certified optimal"
+              + (f", {sig} of {tested} formulas significant (q < the run's fdr)" if args.scorecard else "") + " -> "
+              f"{args.out or args.run_dir}/{layer}/{csv_name(args.search, args.beam)}")
     return 0

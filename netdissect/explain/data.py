@@ -12,6 +12,7 @@ plain arrays (tests, small data).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -179,3 +180,134 @@ def count_run(source, cache, shape, thresholds, skipped=(), batch_size: int = 64
         bar.update(stop - start)
     bar.close()
     return sigs, H, time.monotonic() - t0
+
+
+def null_run(source, cache, shape, thresholds, formulas, skipped=(), batch_size: int = 64, workers: int = 0,
+             progress: bool = True, device="cpu", chunk: int = 8, checkpoint=None, key: str = "",
+             checkpoint_every: float = 30.0, _stop_after: int | None = None):
+    """One sweep over ``source``'s label planes and the activation ``cache`` gathering the significance
+    null's sums of every unit's formula (:class:`netdissect.explain.null.NullSums`): per image, the grid
+    coverage of the unit's mask and of its formula's mask.  ``formulas`` (C,) a :class:`Formula` over the
+    source's concept columns per unit, or None (no formula: nothing gathered).  ``checkpoint`` (a path):
+    the sums so far and the next row are saved there every ``checkpoint_every`` seconds (atomically,
+    with ``key``), and a sweep with the same key resumes from them; the file is removed at the end."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from netdissect.dissection.masks import UnitMasks
+    from netdissect.dissection.rows import LabelCollate, LabelRows, loader
+    from netdissect.errors import DatasetError
+    from netdissect.atomic import savez as atomic_savez
+    from netdissect.explain.formula import pack
+    from netdissect.explain.null import NullSums
+    from netdissect.trust.collect import GRID_MEAN, GRID_VAR, cell_index
+
+    C, h, w = shape
+    try:
+        sizes = source.mask_sizes()
+    except (AttributeError, NotImplementedError, TypeError):
+        sizes = []
+    sums = None
+    if sizes:
+        smallest = min(min(s) for s in sizes)
+        sums = NullSums(C, min(GRID_MEAN, smallest), min(GRID_VAR, smallest))  # no empty cell, as the scorecard
+    units = np.array([k for k in range(C) if formulas[k] is not None], np.int64)
+    needed = sorted({c for k in units for c in formulas[k].concepts})
+    thr = torch.from_numpy(np.asarray(thresholds)).to(torch.float64)
+    thr_np = np.ascontiguousarray(thresholds, np.float64)
+    masks: dict = {}
+    first_row, fresh = 0, sums
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            with np.load(checkpoint, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    sums, first_row = NullSums.from_state(z), int(z["next_row"])
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: sweep afresh
+            sums, first_row = fresh, 0
+
+    def save(next_row):
+        if checkpoint is not None and sums is not None:
+            atomic_savez(checkpoint, key=np.asarray(key), next_row=np.int64(next_row), **sums.state())
+
+    collate = LabelCollate(source.concepts, set(skipped))
+    workers = 0 if getattr(source, "loads_from_memory", False) else workers
+    batches = loader(LabelRows(source, first_row, cache.rows), batch_size, workers, collate)
+    bar = tqdm(total=cache.rows, initial=first_row, desc="explain: the formulas' significance", unit="img",
+               disable=not progress, dynamic_ncols=True)
+    last = time.monotonic()
+    done_batches = 0
+    for start, stop, errors, built in batches:
+        if _stop_after is not None and done_batches >= _stop_after:  # tests: a sweep killed after some batches
+            save(start)
+            raise KeyboardInterrupt
+        if errors:
+            i, err = sorted(errors.items())[0]
+            raise DatasetError(f"{err} (row {i}: the dataset changed since the run, or a file is damaged)")
+        acts = torch.from_numpy(cache.read(start, stop))
+        for size, (lb, sel) in built.items():
+            sh, sw = size
+            P = lb.pixels
+            if sums is None:   # mask sizes not listed by the source: the first one seen
+                sums = NullSums(C, min(GRID_MEAN, sh, sw), min(GRID_VAR, sh, sw))
+            g1, g2 = sums.g1, sums.g2
+            if size not in masks:
+                masks[size] = UnitMasks(h, w, sh, sw, device=device)
+            c1, c2 = cell_index(sh, sw, g1), cell_index(sh, sw, g2)
+            planes = lb.planes.numpy()
+            has = lb.has_category.numpy()
+            wimg, wcon = lb.whole_image.numpy(), lb.whole_concept.numpy()
+            B = has.shape[0]
+            pats = pattern_ints(has)
+            a = acts[sel].float().to(device)
+            for b0 in range(0, B, chunk):
+                b1 = min(B, b0 + chunk)
+                nb = b1 - b0
+                pl = planes[:, b0 * P:b1 * P]
+                present = np.zeros((len(needed), nb * P), bool)   # the needed concepts' pixels
+                for i, c in enumerate(needed):   # (LabelCollate dropped labels off c's category)
+                    present[i] = (pl == c).any(0)
+                    for bb in wimg[(wcon == c) & (wimg >= b0) & (wimg < b1)]:
+                        present[i, (bb - b0) * P:(bb - b0 + 1) * P] = True
+                # local signatures: pixels carrying the same needed concepts get the same formula values
+                keys = np.ascontiguousarray(pack(present.T))
+                view = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+                _, first, sig = np.unique(view, return_index=True, return_inverse=True)
+                sig = sig.ravel()
+                L = len(first)
+                cm = {c: present[i, first] for i, c in enumerate(needed)}
+                Fsig = np.zeros((C, L))
+                for k in units:
+                    Fsig[k] = formulas[k].evaluate(cm)
+                um = masks[size]
+                q1, q2 = g1 * g1, g2 * g2
+                if um.use_kernel:  # the compiled pass-2 kernel, grid cells riding along as label planes
+                    from netdissect.dissection import kernel
+
+                    kx = L + q1 + q2
+                    dt = np.int16 if kx + 1 <= np.iinfo(np.int16).max else np.int32
+                    ext = np.ascontiguousarray(np.stack([sig, np.tile(L + c1, nb), np.tile(L + q1 + c2, nb)]).astype(dt))
+                    an = np.ascontiguousarray(a[b0:b1].cpu().numpy(), np.float32)
+                    m1, m2 = np.zeros((nb, C, q1)), np.zeros((nb, C, q2))
+                    for b in range(nb):
+                        _, it = kernel.count(um.tables, an[b:b + 1], thr_np, ext[:, b * P:(b + 1) * P], P, sw, kx)
+                        sums.inter += (it[:, :L] * Fsig).sum(1)
+                        m1[b], m2[b] = it[:, L:L + q1], it[:, L + q1:L + q1 + q2]
+                else:  # torch hit lists (GPU, or no numba)
+                    hits = um.hits(a[b0:b1], thr)
+                    img, unit, pix = (t.cpu().numpy().astype(np.int64) for t in (hits.image, hits.unit, hits.pixel))
+                    sums.inter += np.bincount(unit, weights=Fsig[unit, sig[img * P + pix]], minlength=C)
+                    m1, m2 = (np.bincount((img * C + unit) * (g * g) + cells[pix], minlength=nb * C * g * g)
+                              .reshape(nb, C, g * g).astype(np.float64) for cells, g in ((c1, g1), (c2, g2)))
+                f1, f2 = ((np.bincount((np.repeat(np.arange(nb), P) * (g * g) + np.tile(cells, nb)) * L + sig,
+                                       minlength=nb * g * g * L).reshape(nb * g * g, L).astype(np.float64) @ Fsig.T)
+                          .reshape(nb, g * g, C).transpose(0, 2, 1) for cells, g in ((c1, g1), (c2, g2)))
+                sums.add(pats[b0:b1], m1, m2, f1, f2, sh, sw)
+        bar.update(stop - start)
+        done_batches += 1
+        if time.monotonic() - last >= checkpoint_every:
+            save(stop)
+            last = time.monotonic()
+    bar.close()
+    if checkpoint is not None and Path(checkpoint).exists():
+        Path(checkpoint).unlink()
+    return sums if sums is not None else NullSums(C)

@@ -31,7 +31,8 @@ from netdissect.explain.formula import Formula
 from netdissect.explain.search import Problem, search_beam, search_exact
 
 WORK = ".explain"
-COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method"]
+COLUMNS = ["unit", "formula", "iou", "iou_single_best", "length", "certified", "nodes_searched", "method", "p", "q",
+           "significant"]
 COUNTS_VERSION = 3  # 2: masks from the exact float64 thresholds; 3: categories held as a bool matrix (any number)
 
 
@@ -60,18 +61,18 @@ def _layer_of(res, run_dir: Path, layer: str | None) -> str:
 
 
 def _source(summary: dict, run_dir: Path):
-    """The run's concept source (Broden masks; pooled for a PNAS-mode run)."""
+    """(probe, concept source) of the run: the Broden-format dataset's images and masks (pooled for a
+    PNAS-mode run), or, for a segmenter or generator run, the label planes that ``dissect --keep-cache``
+    kept in ``RUN/cache/labels`` (read back as :func:`netdissect.dissection.chunks.recorded_source` does
+    for ``netdissect score``; no segmenter runs)."""
     from netdissect.concepts import BrodenMasks
     from netdissect.data import Broden
+    from netdissect.probe import BrodenImages
 
     labels = summary.get("labels") or {}
     data = summary.get("dataset") or {}
     if labels.get("kind") not in (None, "broden"):
-        raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}); "
-                           "explain sweeps every pixel's labels again, and rebuilding a segmenter's or generator's "
-                           "labels from a finished run is not implemented (as for `netdissect score`): explain "
-                           "reads the label planes of a Broden-format dataset only; dissect with --dataset DIR "
-                           "(--iou pnas for the PNAS paper's pooled IoU, which explain supports) to explain a layer")
+        return _kept_labels(summary, run_dir, labels)
     path = data.get("path")
     if not path or not Path(path).is_dir():
         raise ExplainError(f"{run_dir}: the run's label planes come from the dataset {path}, which is not there: "
@@ -84,7 +85,40 @@ def _source(summary: dict, run_dir: Path):
         from netdissect.concepts.segmenter import PooledLabels
 
         source = PooledLabels(source)
-    return ds, source
+    return BrodenImages(ds), source
+
+
+def _rerun(summary: dict, run_dir: Path) -> str:
+    """The dissection to rerun for explain: the run's own command (netdissect score's) with --keep-cache."""
+    from netdissect.trust.rescore import rerun_command
+
+    cmd = rerun_command(summary, run_dir)
+    return cmd.replace(f" --out {run_dir}-scored", f" --keep-cache --out {run_dir}")
+
+
+def _kept_labels(summary: dict, run_dir: Path, labels: dict):
+    """(probe, source) of a segmenter or generator run from the labels its kept cache holds, or the refusal
+    naming the dissection to rerun."""
+    from netdissect.dissection.engine import CACHE_DIR
+
+    info_path = run_dir / CACHE_DIR / "cache.json"
+    try:
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    except (OSError, ValueError):
+        info = {}
+    if "segmenter" not in info or not (run_dir / CACHE_DIR / "labels").is_dir():
+        cmd = _rerun(summary, run_dir)
+        raise ExplainError(f"{run_dir}: its labels come from a {labels.get('kind')} ({labels.get('spec', '')}) and the "
+                           f"run kept no copy of them ({run_dir / CACHE_DIR / 'labels'}), so explain cannot sweep "
+                           f"every pixel's labels again without running the segmenter: dissect again with "
+                           f"--keep-cache, e.g. {cmd}, then explain")
+    from netdissect.dissection.chunks import recorded_source
+
+    try:
+        return recorded_source(summary["identity"], info, run_dir / CACHE_DIR / "labels")
+    except (NetDissectError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise ExplainError(f"{run_dir / CACHE_DIR / 'labels'}: the labels the run kept cannot be read back ({exc}): "
+                           "dissect the run again with --keep-cache, then explain") from None
 
 
 def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
@@ -95,7 +129,6 @@ def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
     from netdissect.dissection.config import DissectConfig
     from netdissect.dissection.engine import CACHE_DIR
     from netdissect.dissection.state import RunState
-    from netdissect.probe import BrodenImages
 
     info_path = run_dir / CACHE_DIR / "cache.json"
     if not info_path.exists():
@@ -110,13 +143,12 @@ def _kept_cache(run_dir: Path, summary: dict, layer: str, progress: bool):
                            "model again) or dissect the run again with --keep-cache") from None
     if li is None or not (run_dir / CACHE_DIR / li["file"]).exists():
         return None
-    ds, source = _source(summary, run_dir)
+    probe, source = _source(summary, run_dir)
     ident = summary.get("identity") or {}
     conf = dict(ident.get("config") or {})
     conf["cache_dtype"] = info.get("dtype", conf.get("cache_dtype", "float32"))
     cfg = DissectConfig(**conf, device="cpu", num_workers=0)
     pnas = (ident.get("labels") or summary.get("labels") or {}).get("iou") == "pnas"
-    probe = BrodenImages(ds)
     if (lo, hi) != (0, len(probe)):
         raise ExplainError(f"{info_path}: the kept cache holds rows {lo}..{hi} of a dataset of {len(probe)} images "
                            f"(the dataset changed since the run): remove {run_dir / CACHE_DIR} and run explain again")
@@ -164,6 +196,11 @@ def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
             print(f"netdissect explain: {folder} holds activations of another {' and '.join(stale)} than the run's "
                   "(it was dissected again since): removing them and computing them again", file=sys.stderr)
             shutil.rmtree(folder)
+    if (summary.get("labels") or {}).get("kind") not in (None, "broden"):
+        cmd = _rerun(summary, run_dir)
+        raise ExplainError(f"{run_dir}: explain reads a segmenter run's activations of {layer!r} from the cache that "
+                           f"`dissect --keep-cache` keeps, and {run_dir / 'cache'} holds none of them: dissect again "
+                           f"with --keep-cache, e.g. {cmd}, then explain")
     model = summary.get("model") or {}
     cfg = summary.get("config") or {}
     data = summary.get("dataset") or {}
@@ -208,13 +245,12 @@ def _exact_thresholds(folder: Path, info: dict, summary: dict, layer: str, run_d
     again from the activations, exactly as dissection does, and checked against the file."""
     from netdissect.dissection.config import DissectConfig
     from netdissect.dissection.state import RunState
-    from netdissect.probe import BrodenImages
 
-    ds, source = _source(summary, run_dir)
+    probe, source = _source(summary, run_dir)
     ident = info["identity"]
     cfg = DissectConfig(**ident["config"], device="cpu", num_workers=0)
     pnas = (ident.get("labels") or {}).get("iou") == "pnas"
-    st = RunState([layer], BrodenImages(ds), source, cfg, folder / ".work", tuple(info["rows"]),
+    st = RunState([layer], probe, source, cfg, folder / ".work", tuple(info["rows"]),
                   layer_thresholds=not pnas)
     try:
         st.load_checkpoint()
@@ -285,8 +321,17 @@ def _csv(rows: list[dict]) -> str:
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([r["unit"], r["formula"], f"{r['iou']:.6f}", f"{r['iou_single_best']:.6f}", r["length"],
-                    int(r["certified"]), r["nodes_searched"], r["method"]])
+                    int(r["certified"]), r["nodes_searched"], r["method"], _g(r.get("p")), _g(r.get("q")),
+                    int(bool(r.get("significant")))])
     return buf.getvalue()
+
+
+def _g(v) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:.4g}"
+
+
+def _f(text) -> float:
+    return float(text) if text not in (None, "") else float("nan")
 
 
 class StaleFormulas(NetDissectError):
@@ -330,10 +375,12 @@ def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
         m = max([1] + [len(r["method"]) for r in rows])
         out = np.zeros(len(rows), dtype=[("unit", "i4"), ("formula", f"U{w}"), ("iou", "f8"),
                                          ("iou_single_best", "f8"), ("length", "i4"), ("certified", "?"),
-                                         ("nodes_searched", "i8"), ("method", f"U{m}")])
-        for i, r in enumerate(rows):
+                                         ("nodes_searched", "i8"), ("method", f"U{m}"), ("p", "f8"), ("q", "f8"),
+                                         ("significant", "?")])
+        for i, r in enumerate(rows):  # p, q, significant: NaN / False in files made before the scorecard
             out[i] = (int(r["unit"]), r["formula"], float(r["iou"]), float(r["iou_single_best"]), int(r["length"]),
-                      r["certified"] == "1", int(r["nodes_searched"]), r["method"])
+                      r["certified"] == "1", int(r["nodes_searched"]), r["method"], _f(r.get("p")), _f(r.get("q")),
+                      r.get("significant") == "1")
         return out
     except (KeyError, ValueError, TypeError) as exc:
         raise NetDissectError(f"{path}: malformed formulas file ({exc}); run `netdissect explain` again") from None
@@ -343,13 +390,14 @@ def read_formulas(path, digest: str | None = None) -> np.ndarray | None:
 def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int = 10, categories=None,
             out=None, progress: bool = True, batch_size: int | None = None, workers: int = 0,
             checkpoint_every: float = 30.0, max_nodes: int | None = None, device: str | None = None,
-            _stop_after: int | None = None) -> dict:
+            scorecard: bool = True, _stop_after: int | None = None) -> dict:
     """Label every unit of ``layers`` of the run with its best formula; returns layer -> rows (dicts).
 
     ``search``: ``"exact"`` (branch and bound, certified) or ``"beam"`` (Mu & Andreas, width ``beam``);
     ``categories``: consider only concepts whose primary category is one of these (default: all);
     ``out``: where ``LAYER/formulas.csv`` goes (default: the run folder); ``device`` (e.g. ``"cuda"``):
-    count the masks and run the search's products there (torch), the same results as on the CPU."""
+    count the masks and run the search's products there (torch), the same results as on the CPU;
+    ``scorecard=False``: skip the formulas' significance sweep (p, q left empty)."""
     from netdissect.dissection import load
     from netdissect.runfolder import RunLock, check_out
 
@@ -375,7 +423,7 @@ def explain(run, layers=None, length: int = 3, search: str = "exact", beam: int 
             layer = _layer_of(res, run_dir, name)
             results[layer] = _explain_layer(run_dir, out_dir, summary, layer, res[layer], length, search, beam,
                                             categories, progress, batch_size or int(summary["config"].get("batch_size", 64)),
-                                            workers, checkpoint_every, max_nodes, _stop_after, device)
+                                            workers, checkpoint_every, max_nodes, _stop_after, device, scorecard)
     return results
 
 
@@ -391,7 +439,7 @@ def _candidates(lr, categories) -> np.ndarray:
 
 
 def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, categories, progress, batch_size,
-                   workers, checkpoint_every, max_nodes, stop_after, device=None):
+                   workers, checkpoint_every, max_nodes, stop_after, device=None, scorecard=True):
     from tqdm.auto import tqdm
 
     cols = _candidates(lr, categories)
@@ -470,6 +518,14 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
              "iou_single_best": float(state["single"][k]), "length": int(state["length"][k]),
              "certified": bool(state["certified"][k]), "nodes_searched": int(state["nodes"][k]), "method": method}
             for k in range(C)]
+    fdr = float((summary.get("scorecard") or {}).get("fdr", 0.05))
+    if scorecard:
+        p, q, null_s = _significance(run_dir, summary, layer, lr, cols, cname, primary, state["formula"], ck_key,
+                                     progress, batch_size, workers, device)
+    for k, r in enumerate(rows):
+        tested = bool(r["formula"]) and scorecard
+        r["p"], r["q"] = (float(p[k]), float(q[k])) if tested else (None, None)
+        r["significant"] = tested and (fdr >= 1 or bool(q[k] < fdr))  # --fdr 1: the IoU rule alone, as for labels
     folder = Path(out_dir) / layer
     atomic_write_bytes(folder / csv_name(search, beam), _csv(rows).encode())
     meta = {"method": method, "length": length, "search": search, "beam": beam if search == "beam" else None,
@@ -478,6 +534,10 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
             "seconds": {"counts": round(float(count_s), 3), "counts_this_call": round(t_counts, 3),
                         "search_total_unit_seconds": round(float(state["seconds"].sum()), 3)},
             "union_rule": "images holding a category of any concept of the formula (docs/compositional.md)",
+            "significance": ({"fdr": fdr, "tests": int(sum(bool(r["formula"]) for r in rows)),
+                              "significant": int(sum(r["significant"] for r in rows)), "seconds": round(null_s, 3),
+                              "null": "image permutation within the formula's images (docs/compositional.md)"}
+                             if scorecard else {"computed": False, "why": "--no-scorecard"}),
             "run_digest": layer_digest(lr)}
     mpath = folder / "formulas.json"
     try:
@@ -487,6 +547,52 @@ def _explain_layer(run_dir, out_dir, summary, layer, lr, length, search, beam, c
     old[csv_name(search, beam)] = meta
     atomic_write_bytes(mpath, json.dumps(old, indent=2).encode())
     return rows
+
+
+_NULL_STOP_AFTER = None  # tests: kill the significance sweep after this many batches
+
+
+def _significance(run_dir, summary, layer, lr, cols, cname, primary, formulas, ck_key, progress, batch_size, workers,
+                  device):
+    """(p, q, seconds): each unit's formula's permutation-null p and BH q over the layer's formulas
+    (:mod:`.null`), from one more sweep over labels and activations; kept in RUN/.explain (keyed by the
+    formulas) so that a finished explain does not sweep again."""
+    from netdissect.explain.null import scorecard
+
+    C = len(formulas)
+    path = run_dir / WORK / f"{layer.replace('/', '_')}.null-{hash_rows(np.frombuffer(ck_key.encode(), np.uint8))[:12]}.npz"
+    key = json.dumps({"ck": ck_key, "formulas": [str(f) for f in formulas]}, sort_keys=True)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    return z["p"], z["q"], float(z["seconds"])
+        except Exception:  # noqa: BLE001 - a damaged file is recomputed
+            pass
+    parsed = [parse_formula(str(f), cname) for f in formulas]
+    tested = np.array([f is not None for f in parsed])
+    if not tested.any():
+        return np.ones(C), np.ones(C), 0.0
+    src_formulas = [None if f is None else Formula(int(cols[f.first]), tuple((op, int(cols[c])) for op, c in f.rest))
+                    for f in parsed]
+    cat_bits = [0 if f is None else sum({1 << int(primary[c]) for c in f.concepts}) for f in src_formulas]
+    from netdissect.explain.data import null_run
+
+    t0 = time.monotonic()
+    _, source = _source(summary, run_dir)
+    st, thresholds = _activations(run_dir, summary, layer, progress)
+    skipped = {int(s["row"]) for s in (summary.get("dataset") or {}).get("skipped", [])} | set(st.skipped)
+    try:
+        sums = null_run(source, st.caches[layer], st.shapes[layer], thresholds, src_formulas, skipped,
+                        batch_size=batch_size or 64, workers=workers, progress=progress, device=device or "cpu",
+                        checkpoint=path.with_name(path.stem + ".part.npz"), key=key,
+                        _stop_after=_NULL_STOP_AFTER)
+    finally:
+        st.close()
+    p, q = scorecard(sums, cat_bits, tested)
+    seconds = time.monotonic() - t0
+    atomic_savez(path, key=np.asarray(key), p=p, q=q, seconds=np.float64(seconds))
+    return p, q, seconds
 
 
 def hash_rows(*arrays) -> str:

@@ -67,7 +67,9 @@ def unit_records(layer, runners_up: int = 4) -> list[dict]:
                if image_level else {}),
         })
         if formulas is not None and formulas["formula"][u]:
-            out[-1]["formula"] = [str(formulas["formula"][u]), round(float(formulas["iou"][u]), 4)]
+            q = float(formulas["q"][u]) if "q" in (formulas.dtype.names or ()) else float("nan")
+            out[-1]["formula"] = [str(formulas["formula"][u]), round(float(formulas["iou"][u]), 4),
+                                  None if not np.isfinite(q) else float(f"{q:.2g}")]  # q: the formula's scorecard
     return out
 
 

@@ -201,7 +201,9 @@
       (u.formula ? '<div class="alts formula" title="the best formula of concepts (netdissect explain); its mask ' +
         'is outlined in magenta on the top images, the label\'s in cyan"><span>formula</span>' +
         '<span class="alt" style="--c:rgb(255,40,200)"><b>' + esc(u.formula[0]) +
-        "</b> " + fmt(u.formula[1]) + "</span></div>" : "") +
+        "</b> " + fmt(u.formula[1]) + (u.formula[2] !== null && u.formula[2] !== undefined ?
+        ' <span title="BH q-value of the formula (image-permutation null, as the label\'s)">\u00b7 q ' +
+        String(u.formula[2]) + "</span>" : "") + "</span></div>" : "") +
       trustHTML(u.trust) +
       (u.sc && u.label ? '<div class="trust" style="font-size:11px;color:#555;margin-top:2px" title="BH q-value of the ' +
         'label (one-sided Mann-Whitney U test of the activation on images holding the concept vs not)">q ' +
