@@ -412,3 +412,17 @@ def test_science_logits_of_the_bundled_classifier_are_their_own_scenes(tmp_path_
         assert names[best] == getattr(cls, "name", cls) and logits.auroc[k, scene[best]] > 0.95
     fc = {w: int(r["classifier.4"].units["detector"].sum()) for w, r in runs.items()}
     assert fc[None] > fc["none"], fc
+
+
+def test_explain_refuses_an_image_level_layer_and_defaults_to_the_map_layer(world, tmp_path):
+    """Formulas are pooled over pixels: `explain --layer fc` says so in one line, and without --layer
+    a run with one map layer beside image-level ones explains that map layer (not "choose one")."""
+    from netdissect.explain.run import ExplainError, _layer_of
+
+    out = tmp_path / "run"
+    dissect(Planted(), ["conv", "fc"], str(world), out=out, **dict(KW, scorecard=False))
+    res = load(out)
+    with pytest.raises(ExplainError, match="image-level.*formulas .*map layers"):
+        _layer_of(res, out, "fc")
+    assert _layer_of(res, out, None) == "conv"
+    assert main(["explain", str(out), "--layer", "fc", "--quiet"]) != 0

@@ -51,12 +51,17 @@ def formula_count(K: int, length: int) -> float:
 
 # ------------------------------------------------------------------------------------------ inputs
 def _layer_of(res, run_dir: Path, layer: str | None) -> str:
+    maps = [name for name in res if getattr(res[name], "method", None) != "image-level"]
     if layer is None:
-        if len(res) != 1:
-            raise ExplainError(f"{run_dir} has layers {', '.join(res)}: choose one with --layer")
-        return next(iter(res))
+        if len(maps) != 1:
+            raise ExplainError(f"{run_dir} has layers {', '.join(maps) or 'none'} with a spatial map: "
+                               + ("choose one with --layer" if maps else "formulas are for map layers"))
+        return maps[0]
     if layer not in res:
         raise ExplainError(f"{run_dir} has no layer {layer!r} (it has {', '.join(res) or 'none'})")
+    if layer not in maps:
+        raise ExplainError(f"{run_dir}: layer {layer!r} is labelled image-level (no spatial map); formulas are "
+                           f"pooled over pixels and are for map layers ({', '.join(maps) or 'none in this run'})")
     return layer
 
 
@@ -85,7 +90,8 @@ def _source(summary: dict, run_dir: Path):
         from netdissect.concepts.segmenter import PooledLabels
 
         source = PooledLabels(source)
-    return BrodenImages(ds), source
+    # the rows as the run's model saw them (--size and the model's recorded interpolation)
+    return BrodenImages(ds, size=data.get("resize"), interpolation=data.get("resample")), source
 
 
 def _rerun(summary: dict, run_dir: Path) -> str:
@@ -225,7 +231,8 @@ def _activations(run_dir: Path, summary: dict, layer: str, progress: bool):
                     batch_size=cfg.get("batch_size", 64), cache_dtype=cfg.get("cache_dtype", "float32"),
                     split=cfg.get("split"), limit=cfg.get("limit"), skip_bad=bool(cfg.get("skip_bad")),
                     precision=(summary.get("precision") or {}).get("used", "fp32"), resume=(folder / ".work").exists(),
-                    progress=progress, iou=(summary.get("labels") or {}).get("iou"), **kw)
+                    progress=progress, iou=(summary.get("labels") or {}).get("iou"), size=data.get("resize"),
+                    prefix_tokens=(summary.get("identity") or {}).get("prefix_tokens"), **kw)
         except NetDissectError as exc:
             raise ExplainError(f"{run_dir}: {rerun}, which failed: {exc}") from None
     info = read_chunk_info(folder)

@@ -27,6 +27,10 @@ def rerun_command(summary: dict, run_dir: Path) -> str:
         parts += ["--images", ds.get("path", "DIR"), "--segmenter", "SEGMENTER"]
     else:
         parts += ["..."]
+    if ds.get("resize"):  # --size of a Broden probe (an image folder records its size as a list)
+        parts += ["--size", str(ds["size"][0] if ds.get("kind") == "images" else ds["resize"])]
+    if ident.get("prefix_tokens") is not None:
+        parts += ["--prefix-tokens", str(ident["prefix_tokens"])]
     if model.get("normalize") is not None and not str(model.get("spec", "")).startswith("torchvision:"):
         parts += ["--normalize", str(model["normalize"])]
     for key, flag in (("split", "--split"), ("limit", "--limit"), ("quantile", "--quantile"),
