@@ -176,12 +176,12 @@ def _measure_drawing(args, painter, result, layer):
 def run(args) -> int:
     import uvicorn
 
+    _check_port(args.host, args.port)  # before loading and measuring (seconds) a busy port is refused
     app, painter, layer = build(args)
     if args.host not in LOOPBACK:
         print(f"netdissect paint: warning: binding {args.host}: the app is reachable from other machines "
               "and has no authentication; use the default 127.0.0.1 unless you mean it", file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    _check_port(args.host, args.port)
     print(f"netdissect paint: {layer}, {len(painter.palette)} concepts; open http://{host}:{args.port}/",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
