@@ -8,14 +8,18 @@
     >>> len(COMPOSERS2)
     32
 
-The four classes of a group (``GROUPS2``) share their background and layout
-(sky over water, road, grass or snow; a wall over a floor) and differ by which
-objects are present, how many, or the time of day, so that telling them apart
-takes recognising objects — the property of Places365 that makes a class
-depend on a few object detectors.  Objects shared within a group appear in
-several of its classes with different frequencies, so some images are
-genuinely ambiguous.  Backgrounds, placement and occlusion follow world v1
-(:mod:`.scenes`); the new objects are drawn by :mod:`.objects2`.
+The four classes of a group (``GROUPS2``) are drawn from ONE background and
+filler distribution (``GROUP_SPECS2``: a background function per group, called
+the same way for its four classes; the two night classes are darker) and
+differ only by their key objects: a class's key objects appear in ``P_KEY``
+(90%) of its images and each sibling class's key in ``P_SIBLING`` (8%), so
+layout cannot separate a group's classes and even a perfect object detector
+is wrong on some images (about 0.83 held-out for a logistic regression on the
+ground-truth objects: ``scripts/world_probe.py``) — the property of Places365
+that makes a class depend on a few object detectors.  This is world v2
+revision 2 (``worlds.REVISIONS``; docs/world.md, "Pilot 2").  Placement and
+occlusion follow world v1 (:mod:`.scenes`); the new objects are drawn by
+:mod:`.objects2`.
 """
 from __future__ import annotations
 
