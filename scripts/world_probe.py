@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     same_group = np.mean([gidx[a] == gidx[b] for a, b in zip(pred, yb)])
     print(f"group right: {same_group:.3f}")
     for g, cs in w.groups.items():
-        accs = [f"{c[:-2]} {np.mean(pred[yb == w.scenes.index(c)] == w.scenes.index(c)):.2f}" for c in cs]
+        accs = [f"{c[:-2]} " + (f"{np.mean(pred[yb == k] == k):.2f}" if (yb == k).any() else "-")
+                for c in cs for k in [w.scenes.index(c)]]
         print(f"  {g:8s} " + ", ".join(accs))
     print(f"wall time: rendering {t1 - t0:.0f} s, fit {time.time() - t1:.0f} s")
     return 0

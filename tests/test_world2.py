@@ -210,3 +210,25 @@ def test_v2_key_objects_appear_at_their_rates():
         sd = (trials * p * (1 - p)) ** 0.5
         assert abs(hits - trials * p) < 3.9 * sd, (hits, trials, p)
     assert 0.5 < P_KEY < 1 and 0 < P_SIBLING < 0.5
+
+
+def test_world_probe_reads_the_objects_present_and_runs(capsys):
+    """scripts/world_probe.py (the separability probe of docs/world.md, "Pilot 2") on a few small scenes."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "world_probe.py"
+    spec = importlib.util.spec_from_file_location("world_probe_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    X, y = mod.features(2, 3, 6, 32, areas=True)
+    s = make_sample(3, 0, 32, kind="scene", world=2)
+    assert X.shape[0] == 6 and y[0] == s.scene and X.shape[1] % 2 == 1
+    ncol = (X.shape[1] - 1) // 2
+    assert set(np.unique(X[:, :ncol])) <= {0.0, 1.0}
+    # a present label has a positive area, an absent one none; every object plane covers the whole image
+    assert np.array_equal(X[:, :ncol] > 0, X[:, ncol:2 * ncol] > 0)
+    objects = [CATALOGUE2.number("object", o) for o in CATALOGUE2.lists["object"]]
+    assert (X[:, ncol:2 * ncol][:, [i for i in range(ncol) if i < len(objects)]].sum(1) >= 0.99).all()
+    assert mod.main(["--world", "2", "--n-train", "64", "--n-test", "32", "--size", "32"]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
