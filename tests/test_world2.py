@@ -232,3 +232,20 @@ def test_world_probe_reads_the_objects_present_and_runs(capsys):
     assert (X[:, ncol:2 * ncol][:, [i for i in range(ncol) if i < len(objects)]].sum(1) >= 0.99).all()
     assert mod.main(["--world", "2", "--n-train", "64", "--n-test", "32", "--size", "32"]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_train_zoo_cache_of_world2_renders_is_named_by_revision(tmp_path):
+    """A render cache of another world-2 revision is never read back for this one."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_zoo.py"
+    spec = importlib.util.spec_from_file_location("train_zoo_cache_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = {"world": 2, "data_seed": 5, "n_train": 3, "size": 32}
+    ds = mod._dataset(t, "data_seed", "n_train", tmp_path, {}, False)
+    disk = tmp_path / "cache" / f"world2r{get_world(2).revision}-seed5-n3-32px.npz"
+    assert disk.is_file() and not (tmp_path / "cache" / "world2-seed5-n3-32px.npz").exists()
+    again = mod._dataset(t, "data_seed", "n_train", tmp_path, {}, False)     # read back from disk
+    assert np.array_equal(again.images, ds.images) and np.array_equal(again.targets, ds.targets)
