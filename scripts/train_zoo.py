@@ -103,6 +103,10 @@ def _elapsed(r: dict) -> str:
     return f"; {r['elapsed_s']:.0f} s elapsed in {r.get('sessions', 1)} session(s) (rendering and evaluation included)"
 
 
+def _rev(r: dict) -> str:
+    return f" revision {r['world_revision']}" if r.get("world", 1) != 1 and "world_revision" in r else ""
+
+
 def model_card(name: str, r: dict, size_bytes: int) -> str:
     entry = ZOO[name]
     t = r["train"]
@@ -111,7 +115,7 @@ def model_card(name: str, r: dict, size_bytes: int) -> str:
 
 {entry.description}.  A small AlexNet-like scene classifier (stages `conv1`..`conv5`,
 hook `conv5` for the last conv stage after its ReLU) trained **only on scene labels** of the
-synthetic world of `netdissect.data.synth` (world v{t.get('world', 1)}, {len(r['classes'])} scenes; see `docs/world.md`).
+synthetic world of `netdissect.data.synth` (world v{t.get('world', 1)}{_rev(r)}, {len(r['classes'])} scenes; see `docs/world.md`).
 
 | field | value |
 |---|---|
@@ -173,7 +177,8 @@ def _dataset(t: dict, seed_key: str, n_key: str, out_dir: Path, cache: dict, pro
     key = (world, t[seed_key], t[n_key], t["size"])
     if key in cache:
         return cache[key]
-    disk = out_dir / "cache" / f"world{world}-seed{t[seed_key]}-n{t[n_key]}-{t['size']}px.npz"
+    rev = f"r{get_world(world).revision}" if world != 1 else ""     # a cache of another revision is not reused
+    disk = out_dir / "cache" / f"world{world}{rev}-seed{t[seed_key]}-n{t[n_key]}-{t['size']}px.npz"
     if world != 1 and disk.is_file():
         z = np.load(disk)
         ds = SceneDataset(0, t[seed_key], t["size"], world=world)
@@ -250,7 +255,7 @@ def train(name: str, steps: int | None, out_dir: Path, cache: dict, progress: bo
         tqdm.write(f"resuming {name} (world {world}) at step {start} of {t['steps']} from {state_path} "
                    f"({train_time:.0f} s of training so far)")
     snaps = {s: f"{name}-step{s}" for s in entry.snapshots if s < t["steps"]}
-    base = {"classes": classes, "world": world, "normalize": NORMALIZE, "input_size": t["size"], "train": t,
+    base = {"classes": classes, "world": world, "world_revision": get_world(world).revision, "normalize": NORMALIZE, "input_size": t["size"], "train": t,
             "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "machine": platform.machine(), "layers": LAYERS}
     if command:

@@ -12,7 +12,7 @@ from netdissect.data.synth.catalogue2 import CATALOGUE2, GROUPS2, O2, P2, SCENES
 from netdissect.data.synth.draw import Canvas
 from netdissect.data.synth.export import write_world
 from netdissect.data.synth.generate import TEXTURE_FRACTION, generate, make_sample
-from netdissect.data.synth.scenes2 import render_scene2
+from netdissect.data.synth.scenes2 import NIGHT2, P_KEY, P_SIBLING, compose2, render_scene2
 from netdissect.data.synth.worlds import MARKER, check_world, dataset_world, get_world
 from netdissect.errors import DatasetError
 
@@ -59,18 +59,25 @@ def test_v2_labels_every_pixel_and_draws_the_objects_that_separate_classes():
         assert (s.masks["object"][0] > 0).all(), SCENES2[s.scene]          # every scene pixel is some object
         assert s.labels["scene"] == [CATALOGUE2.number("scene", SCENES2[s.scene])]
         assert set(np.unique(s.masks["object"][0])) <= set(O2.values())
-    # the object (or part) that defines each class appears in (almost) every image of it
-    defining = {"beach-s": ("obj", "umbrella"), "pasture-s": ("obj", "cow"), "campsite-s": ("obj", "tent"),
-                "crop_field-s": ("obj", "crop"), "library-s": ("part", "book"), "bedroom-s": ("part", "pillow"),
-                "living_room-s": ("part", "cushion"), "office-s": ("part", "screen"),
-                "river_bridge-s": ("part", "deck"), "pier-s": ("part", "plank"), "orchard-s": ("part", "fruit"),
-                "park-s": ("obj", "bench"), "dining_room-s": ("obj", "chair"), "snowfield-s": ("obj", "snow"),
-                "classroom-s": ("obj", "painting"), "parking_lot-s": ("obj", "car")}
+    # each class's key draws the object (or part) that defines it (keys forced on, siblings' off)
+    defining = {"beach-s": ("obj", "umbrella"), "beach_boats-s": ("obj", "boat"), "harbour-s": ("obj", "house"),
+                "quay-s": ("obj", "lamp"), "street-s": ("obj", "person"), "residential-s": ("obj", "tree"),
+                "parking_lot-s": ("obj", "car"), "night_street-s": ("obj", "lamp"), "forest-s": ("obj", "tree"),
+                "orchard-s": ("part", "fruit"), "park-s": ("obj", "bench"), "farm-s": ("obj", "fence"),
+                "kitchen-s": ("obj", "cabinet"), "dining_room-s": ("obj", "chair"), "living_room-s": ("part", "cushion"),
+                "bedroom-s": ("part", "pillow"), "office-s": ("part", "screen"), "classroom-s": ("obj", "painting"),
+                "library-s": ("part", "book"), "conference_room-s": ("obj", "chair"), "snowfield-s": ("obj", "fence"),
+                "ski_resort-s": ("obj", "person"), "snowy_forest-s": ("obj", "tree"),
+                "winter_village-s": ("obj", "house"), "pasture-s": ("obj", "cow"), "crop_field-s": ("obj", "crop"),
+                "campsite-s": ("obj", "tent"), "country_road-s": ("obj", "car"), "lake-s": ("obj", "boat"),
+                "river_bridge-s": ("part", "deck"), "pier-s": ("part", "plank"), "night_harbour-s": ("obj", "lamp")}
+    assert sorted(defining) == sorted(SCENES2)
+    group_of = {c: g for g, cs in GROUPS2.items() for c in cs}
     for scene, (plane, name) in defining.items():
         hits = 0
         for k in range(4):
             cv = Canvas(112, np.random.default_rng([11, k]))
-            render_scene2(cv, scene)
+            assert compose2(cv, group_of[scene], scene[:-2], p_key=1.0, p_sibling=0.0) == [scene[:-2]]
             hits += bool((cv.obj == O2[name]).any() if plane == "obj" else (cv.part == P2[name]).any())
         assert hits >= 3, (scene, name, hits)
     with pytest.raises(KeyError, match="world v2 has"):
@@ -101,6 +108,8 @@ def test_datasets_record_their_world_and_a_model_of_the_other_world_refuses_them
     v2 = write_world(tmp_path / "w2", n=12, seed=5, size=32, progress=False, world=2)
     assert dataset_world(v1) == 1 and dataset_world(v2) == 2
     assert json.loads((v2 / MARKER).read_text())["meta"]["world"] == 2
+    assert json.loads((v2 / MARKER).read_text())["meta"]["revision"] == get_world(2).revision == 2
+    assert json.loads((v1 / MARKER).read_text())["meta"]["revision"] == get_world(1).revision == 1
     # the v2 dataset reads back through the ordinary Broden reader with the v2 names
     ds = Broden(v2)
     assert {"umbrella", "canopy", "snow"} <= set(ds.concepts.names)
@@ -167,3 +176,76 @@ def test_train_zoo_refuses_to_put_a_world2_model_among_the_bundled_world1_weight
     assert mod.main(["scene-cnn-wide", "--world", "2"]) == 2      # returns before rendering or training
     err = capsys.readouterr().err
     assert "world-1 models" in err and "--out" in err
+
+
+def test_v2_classes_of_a_group_share_one_background_and_differ_only_by_their_key_objects():
+    """Revision 2: with every key switched off, the classes of a group draw the same image from the same
+    random stream (a night class is darker), so only key objects can separate them."""
+    for group, scenes in GROUPS2.items():
+        kinds = [c[:-2] for c in scenes]
+        day = [k for k in kinds if k not in NIGHT2]
+        for seed in range(3):
+            imgs = {}
+            for k in kinds:
+                cv = Canvas(48, np.random.default_rng([5, seed]))
+                assert compose2(cv, group, k, p_key=0.0, p_sibling=0.0) == []
+                imgs[k] = (cv.rgb.copy(), cv.obj.copy())
+            for k in day[1:]:
+                assert np.array_equal(imgs[k][0], imgs[day[0]][0]), (group, k)
+                assert np.array_equal(imgs[k][1], imgs[day[0]][1]), (group, k)
+            for k in set(kinds) - set(day):    # a night class: a darker image
+                assert imgs[k][0].mean() < 0.7 * imgs[day[0]][0].mean(), (group, k)
+
+
+def test_v2_key_objects_appear_at_their_rates():
+    """A class's key in P_KEY of its images, each sibling's key in P_SIBLING (binomial bounds, p = 1e-4)."""
+    n = 300
+    own, sib = 0, 0
+    for i in range(n):
+        cv = Canvas(16, np.random.default_rng([9, i]))
+        present = compose2(cv, "field", "pasture")
+        own += "pasture" in present
+        sib += sum(k in present for k in ("crop_field", "campsite", "country_road"))
+    for hits, trials, p in ((own, n, P_KEY), (sib, 3 * n, P_SIBLING)):
+        sd = (trials * p * (1 - p)) ** 0.5
+        assert abs(hits - trials * p) < 3.9 * sd, (hits, trials, p)
+    assert 0.5 < P_KEY < 1 and 0 < P_SIBLING < 0.5
+
+
+def test_world_probe_reads_the_objects_present_and_runs(capsys):
+    """scripts/world_probe.py (the separability probe of docs/world.md, "Pilot 2") on a few small scenes."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "world_probe.py"
+    spec = importlib.util.spec_from_file_location("world_probe_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    X, y = mod.features(2, 3, 6, 32, areas=True)
+    s = make_sample(3, 0, 32, kind="scene", world=2)
+    assert X.shape[0] == 6 and y[0] == s.scene and X.shape[1] % 2 == 1
+    ncol = (X.shape[1] - 1) // 2
+    assert set(np.unique(X[:, :ncol])) <= {0.0, 1.0}
+    # a present label has a positive area, an absent one none; every object plane covers the whole image
+    assert np.array_equal(X[:, :ncol] > 0, X[:, ncol:2 * ncol] > 0)
+    objects = [CATALOGUE2.number("object", o) for o in CATALOGUE2.lists["object"]]
+    assert (X[:, ncol:2 * ncol][:, [i for i in range(ncol) if i < len(objects)]].sum(1) >= 0.99).all()
+    assert mod.main(["--world", "2", "--n-train", "64", "--n-test", "32", "--size", "32"]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_train_zoo_cache_of_world2_renders_is_named_by_revision(tmp_path):
+    """A render cache of another world-2 revision is never read back for this one."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_zoo.py"
+    spec = importlib.util.spec_from_file_location("train_zoo_cache_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = {"world": 2, "data_seed": 5, "n_train": 3, "size": 32}
+    ds = mod._dataset(t, "data_seed", "n_train", tmp_path, {}, False)
+    disk = tmp_path / "cache" / f"world2r{get_world(2).revision}-seed5-n3-32px.npz"
+    assert disk.is_file() and not (tmp_path / "cache" / "world2-seed5-n3-32px.npz").exists()
+    again = mod._dataset(t, "data_seed", "n_train", tmp_path, {}, False)     # read back from disk
+    assert np.array_equal(again.images, ds.images) and np.array_equal(again.targets, ds.targets)

@@ -45,7 +45,8 @@ def write_world(root: str | os.PathLike, n: int, seed: int = 2017, size: int = D
     cat = get_world(world).catalogue
     with BrodenWriter(root, cat.lists, cat.numbers, image_level=IMAGE_CATEGORIES,
                       image_format=image_format, overwrite=overwrite,
-                      meta={"world": int(world), "seed": int(seed), "size": int(size)}) as w:
+                      meta={"world": int(world), "revision": get_world(world).revision, "seed": int(seed),
+                            "size": int(size)}) as w:
         for s in tqdm(generate(n, seed, size, world=world), total=n, desc=f"synth seed {seed}", unit="img",
                       disable=not progress):
             if split is not None:

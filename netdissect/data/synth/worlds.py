@@ -26,6 +26,11 @@ from netdissect.errors import DatasetError
 
 DEFAULT_WORLD = 1
 VERSIONS = (1, 2)
+# The revision of each version's scene distributions.  World 1 never changes (the bundled zoo is trained
+# on it).  World 2 revision 2 (2026-12-07, docs/world.md "Pilot 2"): the classes of a group share one
+# background and differ only by key objects present in 90% of their images.  Recorded in a dataset's
+# writer marker (``meta.revision``) and in a world-2 training record (``world_revision``).
+REVISIONS = {1: 1, 2: 2}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class World:
     textures: list
     render: Callable             # render(canvas, scene name)
     groups: dict                 # group name -> scene names (v1: the four pairs)
+    revision: int = 1            # REVISIONS[version]
 
 
 def get_world(version: int = DEFAULT_WORLD) -> World:
@@ -50,7 +56,7 @@ def get_world(version: int = DEFAULT_WORLD) -> World:
         from netdissect.data.synth.catalogue import TEXTURES
         from netdissect.data.synth.catalogue2 import CATALOGUE2, GROUPS2, SCENES2
         from netdissect.data.synth.scenes2 import render_scene2
-        return World(2, CATALOGUE2, list(SCENES2), list(TEXTURES), render_scene2, dict(GROUPS2))
+        return World(2, CATALOGUE2, list(SCENES2), list(TEXTURES), render_scene2, dict(GROUPS2), REVISIONS[2])
     raise ValueError(f"unknown world version {version!r}; the synthetic world has versions "
                      f"{', '.join(map(str, VERSIONS))}")
 
