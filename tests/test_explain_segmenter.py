@@ -7,25 +7,18 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from netdissect import dissect, load
 from netdissect.cli import main
-from test_segment import SEGMENTER, _net
+from test_segment import _net
+from test_trust_segmenter import band_folder
 
 KW = dict(num_workers=0, batch_size=16, progress=False, normalize="none", topk=3, seg_size=(9, 7), quantile=0.05)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explainseg")
-    rng = np.random.default_rng(8)
-    (root / "img" / "a").mkdir(parents=True)
-    for k in range(60):
-        img = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize((40, 32), Image.BILINEAR)
-        img.save(root / "img" / "a" / f"{k:02d}.png")
-    (root / "seg.py").write_text(SEGMENTER)
-    return root
+    return band_folder(tmp_path_factory.mktemp("explainseg"))
 
 
 @pytest.mark.parametrize("iou", ["broden", "pnas"])

@@ -18,10 +18,9 @@ KW = dict(num_workers=0, batch_size=16, progress=False, normalize="none", topk=3
 COLUMNS = ("p", "q", "stability", "iou_lo", "iou_hi", "holdout_iou", "r_image", "r_pixel", "auprc")
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """60 small images (enough for the scorecard's default holdout) and the band segmenter."""
-    root = tmp_path_factory.mktemp("trustseg")
+def band_folder(root):
+    """``root`` with 60 small images (enough for the scorecard's default holdout) in ``img/a`` and the
+    band segmenter in ``seg.py``; shared with test_explain_segmenter.py."""
     rng = np.random.default_rng(8)
     (root / "img" / "a").mkdir(parents=True)
     for k in range(60):
@@ -29,6 +28,11 @@ def folder(tmp_path_factory):
         img.save(root / "img" / "a" / f"{k:02d}.png")
     (root / "seg.py").write_text(SEGMENTER)
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return band_folder(tmp_path_factory.mktemp("trustseg"))
 
 
 @pytest.mark.parametrize("iou, q", [("broden", 0.05), ("pnas", 0.01)])

@@ -62,7 +62,24 @@ def poisson_weights(seed: int, rows: np.ndarray, resamples: int, cache: dict | N
     return out
 
 
-class HeldOutStore:
+class SpillFile:
+    """A temporary file that a pass appends to and reads back (``prefix``, in ``folder`` or the system's
+    temporary folder); :meth:`close` closes and removes it."""
+
+    def __init__(self, prefix: str, folder=None):
+        fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=".bin", dir=folder)
+        self._f = os.fdopen(fd, "w+b")
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class HeldOutStore(SpillFile):
     """Per held-out image of one layer, what the held-out metrics need (its categories, its
     concepts' label areas and masks pulled back to the layer's grid, the sampled pixels and their
     concept columns), appended to a file as the pass goes and read back in the same order."""
@@ -70,9 +87,7 @@ class HeldOutStore:
     HEAD = 11
 
     def __init__(self, folder):
-        fd, path = tempfile.mkstemp(prefix="heldout-", suffix=".bin", dir=folder)
-        self.path = path
-        self._f = os.fdopen(fd, "w+b")
+        super().__init__("heldout-", folder)
         self.count = 0
 
     def add(self, row, pixels, sh, sw, has, concepts, areas, maps, pix, cols, whole):
@@ -108,15 +123,6 @@ class HeldOutStore:
                 cols = take(np.int64, Pl * S, (Pl, S))
                 whole = take(np.int64, W)
                 yield row, float(pixels), (sh, sw), has, concepts, areas, maps, pix, cols, whole
-
-    def close(self):
-        if not self._f.closed:
-            self._f.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
 
 def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) float64: PyTorch's bilinear upsampling along one axis (align_corners=False)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from netdissect.errors import NetDissectError
 from netdissect.trust import stats
 from netdissect.dissection.masks import _axis
-from netdissect.trust.collect import collect, upsample_matrix
+from netdissect.trust.collect import SpillFile, collect, upsample_matrix
 
 CANDIDATES = 5       # concepts per unit whose per-image counts the bootstrap resamples
 RESAMPLES = 100
@@ -175,7 +174,7 @@ def _score_layer(lr, e, primary, read_acts, rows, cfg, spill_dir=None) -> dict:
     return {"units": units, "summary": summary, "matrices": {"p": p.astype(np.float32), "q": q.astype(np.float32)}}
 
 
-class PixelScores:
+class PixelScores(SpillFile):
     """Per held-out image, each unit's upsampled activation at the sampled pixels and whether the
     label's concept is there, written to a file in blocks (unit-major within a block) and read
     back one unit at a time: the pixel-level AUPRC sorts one unit's pixels, never all of them."""
@@ -183,8 +182,7 @@ class PixelScores:
     def __init__(self, units: int, samples: int, folder=None, block_bytes: int = 16 << 20):
         self.K, self.S = units, samples
         self.nb = max(1, block_bytes // max(1, units * samples * 5))
-        fd, self.path = tempfile.mkstemp(prefix="pixels-", suffix=".bin", dir=folder)
-        self._f = os.fdopen(fd, "w+b")
+        super().__init__("pixels-", folder)
         self.blocks = []  # (offset, images)
         self._buf = []
 
@@ -231,15 +229,6 @@ class PixelScores:
         if not sc:
             return np.zeros(0, np.float32), np.zeros(0, bool)
         return np.concatenate(sc), np.concatenate(tr)
-
-    def close(self):
-        if not self._f.closed:
-            self._f.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
 
 def _heldout(e, lr, label, ok, primary, read_acts, rows, spill_dir=None):
     """Image-level Pearson (peak activation vs the concept's area share), pixel-level Pearson
